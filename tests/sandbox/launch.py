@@ -1,0 +1,129 @@
+"""Pure planning of how a container of a pod runs as a local process (no API calls, no I/O).
+
+An image stands for a program we have here:
+- an image whose name contains `tritonserver` -> the real tritonserver from the nvidia-pytriton wheel;
+- an image whose name contains `triton-operator` -> this repository's Python entry points.
+Paths under a container's volumeMounts are rewritten to the local folders that back them, because
+processes share this machine's file system (no mount namespaces, no privileges needed).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+TRITON_IMAGE_MARK = "tritonserver"
+OPERATOR_IMAGE_MARK = "triton-operator"
+OPERATOR_ENTRYPOINT = "triton-operator"
+# Programs the operator image provides (its console scripts and interpreter).
+OPERATOR_PROGRAMS = {"triton-operator", "model-builders", "python", "python3"}
+# Flags whose paths refer to the image's own layout, which does not exist here.
+TRITON_IMAGE_LAYOUT_FLAGS = ("--backend-directory", "--repoagent-directory", "--cache-directory")
+
+
+class UnsupportedContainer(Exception):
+    """The sandbox cannot run this container; the message says why and what it can run."""
+
+
+@dataclass(frozen=True)
+class Mount:
+    container_path: str
+    local_path: str
+
+
+@dataclass(frozen=True)
+class Launch:
+    argv: list[str]
+    env: dict[str, str]
+
+
+def image_kind(image: str) -> str:
+    name = image.rsplit("/", 1)[-1].split("@")[0].split(":")[0]
+    if TRITON_IMAGE_MARK in name:
+        return "triton"
+    if OPERATOR_IMAGE_MARK in name:
+        return "operator"
+    raise UnsupportedContainer(
+        f"image {image!r} has no local stand-in: the sandbox runs images named *{TRITON_IMAGE_MARK}* "
+        f"(real tritonserver) and *{OPERATOR_IMAGE_MARK}* (this repository's entry points)"
+    )
+
+
+def rewrite_paths(value: str, mounts: Sequence[Mount]) -> str:
+    """Replace each mount's container path with its local folder wherever it starts a path in `value`."""
+    for m in sorted(mounts, key=lambda m: len(m.container_path), reverse=True):
+        cp = m.container_path.rstrip("/") or "/"
+        if cp == "/":
+            continue
+        # A path starts the value or follows '=', ':' or ','; it ends the value or continues with '/', ':', ','.
+        pattern = rf"(^|(?<=[=:,])){re.escape(cp)}(?=$|[/:,])"
+        value = re.sub(pattern, m.local_path.replace("\\", r"\\"), value)
+    return value
+
+
+def expand_kube_vars(value: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion in command/args; `$$(VAR)` escapes, unknown vars stay as written."""
+    def sub(match: re.Match[str]) -> str:
+        if match.group(1) == "$$":
+            return "$(" + match.group(2) + ")"
+        return env.get(match.group(2), match.group(0))
+
+    return re.sub(r"(\$\$|\$)\(([A-Za-z_][A-Za-z0-9_.-]*)\)", sub, value)
+
+
+def plan_container(
+    container: Mapping[str, Any],
+    *,
+    pod_ip: str,
+    mounts: Sequence[Mount],
+    env: Mapping[str, str],
+    triton_binary: str,
+    triton_backend_dir: str,
+    triton_library_path: str,
+    operator_bin_dir: str,
+    base_env: Mapping[str, str],
+) -> Launch:
+    """Decide the argv and environment of one container's process."""
+    kind = image_kind(str(container.get("image", "")))
+    command = [expand_kube_vars(str(c), env) for c in container.get("command") or []]
+    args = [expand_kube_vars(str(a), env) for a in container.get("args") or []]
+    full_env = {**base_env, **{k: rewrite_paths(v, mounts) for k, v in env.items()}}
+    if kind == "triton":
+        argv = _triton_argv(command, args, pod_ip, triton_binary, triton_backend_dir, mounts)
+        full_env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            p for p in (triton_library_path, full_env.get("LD_LIBRARY_PATH")) if p
+        )
+    else:
+        argv = _operator_argv(command, args, operator_bin_dir, mounts)
+    return Launch(argv=argv, env=full_env)
+
+
+def _triton_argv(
+    command: list[str], args: list[str], pod_ip: str, binary: str, backend_dir: str, mounts: Sequence[Mount]
+) -> list[str]:
+    if command and os.path.basename(command[0]) != "tritonserver":
+        raise UnsupportedContainer(
+            f"command {command[0]!r} is not tritonserver; in the sandbox a Triton image runs only tritonserver "
+            "(no shell wrappers)"
+        )
+    words = [rewrite_paths(a, mounts) for a in command[1:] + args]
+    words = [w for w in words if not w.startswith(TRITON_IMAGE_LAYOUT_FLAGS)]
+    # A pod's ports belong to its IP; bind there, as a container's network namespace would.
+    for flag in ("--http-address", "--grpc-address", "--metrics-address"):
+        if not any(w.startswith(flag) for w in words):
+            words.append(f"{flag}={pod_ip}")
+    return [binary, *words, f"--backend-directory={backend_dir}"]
+
+
+def _operator_argv(command: list[str], args: list[str], bin_dir: str, mounts: Sequence[Mount]) -> list[str]:
+    program, rest = (command[0], command[1:]) if command else (OPERATOR_ENTRYPOINT, [])
+    name = os.path.basename(program)
+    if name not in OPERATOR_PROGRAMS:
+        raise UnsupportedContainer(
+            f"command {program!r} is not in the operator image; it provides {sorted(OPERATOR_PROGRAMS)}"
+        )
+    return [str(Path(bin_dir) / name), *[rewrite_paths(w, mounts) for w in rest + args]]

@@ -1,0 +1,75 @@
+"""The sandbox's certificates, made with the openssl CLI: a CA, the apiserver's serving cert,
+an admin client cert (group system:masters) and the service-account signing key."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+SERVING_SANS = (
+    "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,"
+    "DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.96.0.1"
+)
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"openssl {' '.join(args[:2])} failed: {proc.stderr.strip()}")
+
+
+def _client_or_serving_cert(d: Path, name: str, subject: str, extensions: str) -> None:
+    _openssl("genrsa", "-out", f"{name}.key", "2048", cwd=d)
+    _openssl("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr", cwd=d)
+    (d / f"{name}.ext").write_text(extensions)
+    _openssl(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-days", "3650", "-sha256", "-extfile", f"{name}.ext", "-out", f"{name}.crt", cwd=d,
+    )
+
+
+def ensure_pki(d: Path) -> None:
+    """Create the certificates once; a complete set is reused across restarts."""
+    if (d / "complete").exists():
+        return
+    if shutil.which("openssl") is None:
+        raise SystemExit("sandbox: openssl is not installed; install it (Debian: apt-get install openssl).")
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    _openssl("genrsa", "-out", "ca.key", "2048", cwd=d)
+    _openssl("req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=triton-sandbox-ca", "-days", "3650",
+             "-out", "ca.crt", cwd=d)
+    _client_or_serving_cert(
+        d, "apiserver", "/CN=kube-apiserver",
+        f"subjectAltName={SERVING_SANS}\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n",
+    )
+    _client_or_serving_cert(
+        d, "admin", "/O=system:masters/CN=sandbox-admin",
+        "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n",
+    )
+    _openssl("genrsa", "-out", "sa.key", "2048", cwd=d)
+    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
+    (d / "complete").write_text("ok\n")
+
+
+def write_kubeconfig(path: Path, server: str, pki: Path) -> None:
+    path.write_text(
+        f"""apiVersion: v1
+kind: Config
+clusters:
+- name: triton-sandbox
+  cluster:
+    server: {server}
+    certificate-authority: {pki / 'ca.crt'}
+users:
+- name: sandbox-admin
+  user:
+    client-certificate: {pki / 'admin.crt'}
+    client-key: {pki / 'admin.key'}
+contexts:
+- name: triton-sandbox
+  context: {{cluster: triton-sandbox, user: sandbox-admin, namespace: default}}
+current-context: triton-sandbox
+"""
+    )

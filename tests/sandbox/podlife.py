@@ -1,0 +1,539 @@
+"""One pod's life on a fake node: start its containers as real processes, restart them by the pod's
+restartPolicy, run its probes against them, and report it all in the pod's status like a kubelet.
+
+Deliberate differences from a kubelet, for a fast test cluster (documented in README):
+- probe periods are capped at PROBE_PERIOD_CAP_S (probes run more often, never less; thresholds hold);
+- crash-loop back-off starts at 1 s and is capped at 20 s (a kubelet: 10 s, capped at 5 min);
+- termination grace is capped at 10 s.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from tests.sandbox.launch import Launch, UnsupportedContainer, plan_container
+from tests.sandbox.volumes import VolumeNotReady, container_mounts, prepare_volumes, remove_pod_dir
+
+PROBE_PERIOD_CAP_S = 2.0
+BACKOFF_START_S = 1.0
+BACKOFF_CAP_S = 20.0
+GRACE_CAP_S = 10.0
+TICK_S = 0.25
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class RuntimeSettings:
+    """What the runner knows about this machine: where the stand-in programs are."""
+
+    triton_binary: str
+    triton_backend_dir: str
+    triton_library_path: str
+    operator_bin_dir: str
+    apiserver_port: int
+    marker_env: dict[str, str]
+    pythonpath: str
+
+
+@dataclass
+class ProbeState:
+    spec: dict[str, Any]
+    successes: int = 0
+    failures: int = 0
+    last_run: float = 0.0
+    passed: bool = False  # latest verdict after thresholds
+    last_message: str = ""
+
+    def due(self, started_at: float, now: float) -> bool:
+        if now - started_at < float(self.spec.get("initialDelaySeconds") or 0):
+            return False
+        period = min(float(self.spec.get("periodSeconds") or 10), PROBE_PERIOD_CAP_S)
+        return now - self.last_run >= period
+
+    def record(self, ok: bool, message: str) -> bool:
+        """Count a result; returns True when the verdict flipped."""
+        before = self.passed
+        if ok:
+            self.successes, self.failures = self.successes + 1, 0
+            if self.successes >= int(self.spec.get("successThreshold") or 1):
+                self.passed = True
+        else:
+            self.failures, self.successes = self.failures + 1, 0
+            self.last_message = message
+            if self.failures >= int(self.spec.get("failureThreshold") or 3):
+                self.passed = False
+        return before != self.passed
+
+
+@dataclass
+class ContainerRun:
+    spec: dict[str, Any]
+    init: bool = False
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    started_iso: str = ""
+    restart_count: int = 0
+    state: dict[str, Any] = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
+    last_state: dict[str, Any] = field(default_factory=dict)
+    ready: bool = False
+    restart_at: float | None = None
+    startup: ProbeState | None = None
+    liveness: ProbeState | None = None
+    readiness: ProbeState | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.spec["name"])
+
+    def reset_probes(self) -> None:
+        self.startup = ProbeState(self.spec["startupProbe"]) if self.spec.get("startupProbe") else None
+        self.liveness = ProbeState(self.spec["livenessProbe"]) if self.spec.get("livenessProbe") else None
+        self.readiness = ProbeState(self.spec["readinessProbe"]) if self.spec.get("readinessProbe") else None
+
+    def status(self) -> dict[str, Any]:
+        st: dict[str, Any] = {
+            "name": self.name,
+            "image": self.spec.get("image", ""),
+            "imageID": "",
+            "ready": self.ready,
+            "restartCount": self.restart_count,
+            "started": bool(self.process and self.process.poll() is None and (not self.startup or self.startup.passed)),
+            "state": self.state,
+        }
+        if self.process:
+            st["containerID"] = f"sandbox://{self.process.pid}"
+        if self.last_state:
+            st["lastState"] = self.last_state
+        return st
+
+
+class PodLife:
+    """Runs in its own thread from the pod's first sight until it is stopped."""
+
+    def __init__(self, core: client.CoreV1Api, pod: dict[str, Any], settings: RuntimeSettings, pods_dir: Path):
+        self.core = core
+        self.pod = pod
+        self.settings = settings
+        meta = pod["metadata"]
+        self.ns, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
+        self.pod_ip: str = pod["status"]["podIP"]
+        self.dir = pods_dir / f"{self.ns}_{self.name}_{self.uid}"
+        self.restart_policy = pod["spec"].get("restartPolicy", "Always")
+        self.init_runs = [ContainerRun(c, init=True) for c in pod["spec"].get("initContainers") or []]
+        self.runs = [ContainerRun(c) for c in pod["spec"].get("containers") or []]
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._main, name=f"pod-{self.ns}/{self.name}", daemon=True)
+        self.phase = "Pending"
+        self.initialized = not self.init_runs
+        self.start_time = now_iso()
+        self.mounts_by_volume: dict[str, Path] = {}
+        self._last_status: dict[str, Any] | None = None
+        self._transition: dict[str, tuple[str, str]] = {}
+
+    # -- public ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def join(self, timeout: float) -> None:
+        self.thread.join(timeout)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "namespace": self.ns, "name": self.name, "uid": self.uid, "podIP": self.pod_ip, "phase": self.phase,
+            "containers": [
+                {"name": r.name, "pid": r.process.pid if r.process and r.process.poll() is None else None,
+                 "ready": r.ready, "restartCount": r.restart_count}
+                for r in self.init_runs + self.runs
+            ],
+        }
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def _main(self) -> None:
+        try:
+            if self._prepare():
+                self._run_init_containers()
+                if not self.stop_event.is_set() and self.phase != "Failed":
+                    self._run_containers()
+        except Exception as exc:  # keep the runner alive whatever one pod does
+            self._event("Warning", "Failed", f"sandbox pod runner: {exc!r}")
+        finally:
+            for run in self.init_runs + self.runs:
+                self._kill(run, reason="Killing")
+            remove_pod_dir(self.dir)
+
+    def _prepare(self) -> bool:
+        """Set up volumes, retrying while a claim is unbound or a secret is missing."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        warned = ""
+        while not self.stop_event.is_set():
+            try:
+                self.mounts_by_volume = prepare_volumes(self.core, self.pod, self.dir)
+                return True
+            except VolumeNotReady as exc:
+                if str(exc) != warned:
+                    warned = str(exc)
+                    self._event("Warning", "FailedMount", f"MountVolume.SetUp failed: {exc}")
+                    for run in self.init_runs + self.runs:
+                        run.state = {"waiting": {"reason": "ContainerCreating", "message": str(exc)}}
+                    self._publish()
+            self.stop_event.wait(1.0)
+        return False
+
+    def _run_init_containers(self) -> None:
+        for run in self.init_runs:
+            while not self.stop_event.is_set():
+                if run.process is None and (run.restart_at is None or time.monotonic() >= run.restart_at):
+                    if not self._launch(run):
+                        return
+                code = run.process.poll() if run.process else None
+                if code is not None:
+                    self._record_exit(run, code)
+                    run.process = None
+                    if code == 0:
+                        break
+                    if self.restart_policy == "Never":
+                        self.phase = "Failed"
+                        self._publish()
+                        return
+                    self._schedule_restart(run)
+                self._publish()
+                self.stop_event.wait(TICK_S)
+        self.initialized = True
+
+    def _run_containers(self) -> None:
+        for run in self.runs:
+            if not self._launch(run):
+                self._publish()
+                # The spec cannot change; keep reporting until the pod goes away.
+                self.stop_event.wait()
+                return
+        self.phase = "Running"
+        while not self.stop_event.is_set():
+            now = time.monotonic()
+            for run in self.runs:
+                self._tick(run, now)
+            if all(r.process is None and r.restart_at is None for r in self.runs):
+                failed = any(r.state.get("terminated", {}).get("exitCode", 0) != 0 for r in self.runs)
+                self.phase = "Failed" if failed else "Succeeded"
+                self._publish()
+                return
+            self._publish()
+            self.stop_event.wait(TICK_S)
+
+    def _tick(self, run: ContainerRun, now: float) -> None:
+        if run.process is None:
+            if run.restart_at is not None and now >= run.restart_at:
+                if run.state.get("waiting", {}).get("reason") == "CrashLoopBackOff":
+                    run.restart_count += 1
+                self._launch(run)
+            return
+        code = run.process.poll()
+        if code is not None:
+            self._record_exit(run, code)
+            run.process = None
+            if self.restart_policy == "Always" or (self.restart_policy == "OnFailure" and code != 0):
+                self._schedule_restart(run)
+            return
+        self._probe(run, now)
+
+    # -- processes ------------------------------------------------------------------------------
+    def _launch(self, run: ContainerRun) -> bool:
+        try:
+            env = self._container_env(run.spec)
+            plan = plan_container(
+                run.spec,
+                pod_ip=self.pod_ip,
+                mounts=container_mounts(run.spec, self.mounts_by_volume),
+                env=env,
+                triton_binary=self.settings.triton_binary,
+                triton_backend_dir=self.settings.triton_backend_dir,
+                triton_library_path=self.settings.triton_library_path,
+                operator_bin_dir=self.settings.operator_bin_dir,
+                base_env=self._base_env(run),
+            )
+        except UnsupportedContainer as exc:
+            run.state = {"waiting": {"reason": "SandboxUnsupportedImage", "message": str(exc)}}
+            self._event("Warning", "Failed", str(exc))
+            return False
+        except ConfigError as exc:
+            run.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
+            self._event("Warning", "Failed", f"Error: {exc}")
+            self._schedule_restart(run, count=False)
+            return True
+        self._spawn(run, plan)
+        return True
+
+    def _spawn(self, run: ContainerRun, plan: Launch) -> None:
+        log_path = self.dir / f"{run.name}.log"
+        workdir = self.dir / "work" / run.name
+        workdir.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            run.process = subprocess.Popen(
+                plan.argv, env=plan.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=workdir, start_new_session=True,
+            )
+        run.started_at, run.started_iso, run.restart_at, run.ready = time.monotonic(), now_iso(), None, False
+        run.state = {"running": {"startedAt": run.started_iso}}
+        run.reset_probes()
+        if not run.readiness and not run.startup:
+            run.ready = not run.init
+        self._event("Normal", "Started", f"Started container {run.name}")
+
+    def _record_exit(self, run: ContainerRun, code: int) -> None:
+        reason = "Completed" if code == 0 else "Error"
+        if code < 0:
+            reason, code = "Error", 128 - code  # killed by a signal: 128+N, as a runtime reports it
+        term = {"exitCode": code, "reason": reason, "startedAt": run.started_iso, "finishedAt": now_iso(),
+                "containerID": f"sandbox://{run.process.pid if run.process else 0}"}
+        run.state = {"terminated": term}
+        run.last_state = {"terminated": term}
+        run.ready = False
+        if code != 0:
+            self._event("Warning", "BackOff" if self.restart_policy != "Never" else "Failed",
+                        f"Container {run.name} exited with code {code}")
+
+    def _schedule_restart(self, run: ContainerRun, count: bool = True) -> None:
+        delay = min(BACKOFF_START_S * 2 ** max(run.restart_count, 0), BACKOFF_CAP_S)
+        run.restart_at = time.monotonic() + delay
+        if count:
+            run.state = {"waiting": {"reason": "CrashLoopBackOff",
+                                     "message": f"back-off {delay:.0f}s restarting failed container={run.name}"}}
+
+    def _kill(self, run: ContainerRun, reason: str) -> None:
+        proc = run.process
+        if proc is None or proc.poll() is not None:
+            return
+        grace = min(float(self.pod["spec"].get("terminationGracePeriodSeconds") or 30), GRACE_CAP_S)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # anything the container left in its group
+
+    # -- probes ---------------------------------------------------------------------------------
+    def _probe(self, run: ContainerRun, now: float) -> None:
+        if run.startup and not run.startup.passed:
+            if run.startup.due(run.started_at, now):
+                ok, msg = self._run_probe(run.startup.spec, run)
+                run.startup.last_run = now
+                run.startup.record(ok, msg)
+                if not ok and run.startup.failures >= int(run.startup.spec.get("failureThreshold") or 3):
+                    self._event("Warning", "Unhealthy", f"Startup probe failed: {msg}")
+                    self._restart_unhealthy(run, "failed startup probe")
+                    return
+                if run.startup.passed and not run.readiness:
+                    run.ready = True
+            return
+        if run.liveness and run.liveness.due(run.started_at, now):
+            ok, msg = self._run_probe(run.liveness.spec, run)
+            run.liveness.last_run = now
+            run.liveness.record(ok, msg)
+            if not ok and run.liveness.failures >= int(run.liveness.spec.get("failureThreshold") or 3):
+                self._event("Warning", "Unhealthy", f"Liveness probe failed: {msg}")
+                self._restart_unhealthy(run, "failed liveness probe")
+                return
+        if run.readiness and run.readiness.due(run.started_at, now):
+            ok, msg = self._run_probe(run.readiness.spec, run)
+            run.readiness.last_run = now
+            flipped = run.readiness.record(ok, msg)
+            run.ready = run.readiness.passed
+            if flipped and not run.ready:
+                self._event("Warning", "Unhealthy", f"Readiness probe failed: {msg}")
+
+    def _restart_unhealthy(self, run: ContainerRun, why: str) -> None:
+        self._event("Normal", "Killing", f"Container {run.name} {why}, will be restarted")
+        self._kill(run, reason="Killing")
+        # The exit is picked up (and the restart scheduled) on the next tick.
+
+    def _run_probe(self, probe: dict[str, Any], run: ContainerRun) -> tuple[bool, str]:
+        timeout = float(probe.get("timeoutSeconds") or 1)
+        if "httpGet" in probe:
+            h = probe["httpGet"]
+            port = self._port(h.get("port"), run)
+            host = h.get("host") or self.pod_ip
+            url = f"{(h.get('scheme') or 'HTTP').lower()}://{host}:{port}{h.get('path') or '/'}"
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as resp:
+                    return 200 <= resp.status < 400, f"HTTP probe failed with statuscode: {resp.status}"
+            except urllib.error.HTTPError as exc:
+                body = exc.read(300).decode(errors="replace").strip()
+                return False, f"HTTP probe failed with statuscode: {exc.code}" + (f": {body}" if body else "")
+            except (urllib.error.URLError, OSError) as exc:
+                return False, f"Get {url!r}: {getattr(exc, 'reason', exc)}"
+        if "tcpSocket" in probe:
+            port = self._port(probe["tcpSocket"].get("port"), run)
+            try:
+                with socket.create_connection((probe["tcpSocket"].get("host") or self.pod_ip, port), timeout):
+                    return True, ""
+            except OSError as exc:
+                return False, f"dial tcp {self.pod_ip}:{port}: {exc}"
+        return False, "only httpGet and tcpSocket probes are supported by the sandbox"
+
+    @staticmethod
+    def _port(port: Any, run: ContainerRun) -> int:
+        if isinstance(port, int) or (isinstance(port, str) and port.isdigit()):
+            return int(port)
+        for p in run.spec.get("ports") or []:
+            if p.get("name") == port:
+                return int(p["containerPort"])
+        raise ValueError(f"container {run.name} has no port named {port!r}")
+
+    # -- environment ----------------------------------------------------------------------------
+    def _base_env(self, run: ContainerRun) -> dict[str, str]:
+        """A container starts from its image's environment, not the runner's (no KUBECONFIG, no AWS keys)."""
+        return {
+            "PATH": f"{self.settings.operator_bin_dir}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(self.dir / "work" / run.name),
+            "LANG": "C.UTF-8",
+            "HOSTNAME": self.name,
+            "PYTHONPATH": self.settings.pythonpath,
+            "PYTHONUNBUFFERED": "1",
+            # No kube-proxy here: in-cluster clients reach the apiserver on loopback directly.
+            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            "KUBERNETES_SERVICE_PORT": str(self.settings.apiserver_port),
+            **self.settings.marker_env,
+            "TRITON_SANDBOX_POD_UID": self.uid,
+            "TRITON_SANDBOX_CONTAINER": run.name,
+        }
+
+    def _container_env(self, spec: dict[str, Any]) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for src in spec.get("envFrom") or []:
+            prefix = src.get("prefix") or ""
+            if "configMapRef" in src:
+                data = self._read_config("configmap", src["configMapRef"]["name"], src["configMapRef"].get("optional"))
+            else:
+                data = self._read_config("secret", src["secretRef"]["name"], src["secretRef"].get("optional"))
+            env |= {prefix + k: v for k, v in data.items()}
+        for item in spec.get("env") or []:
+            if "value" in item or "valueFrom" not in item:
+                env[item["name"]] = _expand_env(str(item.get("value", "")), env)
+                continue
+            ref = item["valueFrom"]
+            if "secretKeyRef" in ref or "configMapKeyRef" in ref:
+                kind = "secret" if "secretKeyRef" in ref else "configmap"
+                r = ref.get("secretKeyRef") or ref.get("configMapKeyRef")
+                data = self._read_config(kind, r["name"], r.get("optional"))
+                if r["key"] not in data:
+                    if r.get("optional"):
+                        continue
+                    raise ConfigError(f'couldn\'t find key {r["key"]} in {kind.capitalize()} {self.ns}/{r["name"]}')
+                env[item["name"]] = data[r["key"]]
+            elif "fieldRef" in ref:
+                env[item["name"]] = self._field(ref["fieldRef"]["fieldPath"])
+        return env
+
+    def _field(self, path: str) -> str:
+        meta, spec = self.pod["metadata"], self.pod["spec"]
+        values = {
+            "metadata.name": self.name, "metadata.namespace": self.ns, "metadata.uid": self.uid,
+            "status.podIP": self.pod_ip, "status.hostIP": self.pod["status"].get("hostIP", ""),
+            "spec.nodeName": spec.get("nodeName", ""), "spec.serviceAccountName": spec.get("serviceAccountName", ""),
+        }
+        if path.startswith("metadata.labels['"):
+            return str((meta.get("labels") or {}).get(path[len("metadata.labels['"):-2], ""))
+        return values.get(path, "")
+
+    def _read_config(self, kind: str, name: str, optional: Any) -> dict[str, str]:
+        try:
+            if kind == "secret":
+                obj = self.core.read_namespaced_secret(name, self.ns)
+                return {k: base64.b64decode(v).decode(errors="replace") for k, v in (obj.data or {}).items()}
+            obj = self.core.read_namespaced_config_map(name, self.ns)
+            return dict(obj.data or {})
+        except ApiException as exc:
+            if exc.status == 404:
+                if optional:
+                    return {}
+                raise ConfigError(f'{kind} "{name}" not found') from exc
+            raise
+
+    # -- status ---------------------------------------------------------------------------------
+    def _condition(self, ctype: str, ok: bool, reason: str = "", message: str = "") -> dict[str, Any]:
+        status = "True" if ok else "False"
+        prev = self._transition.get(ctype)
+        if prev is None or prev[0] != status:
+            self._transition[ctype] = (status, now_iso())
+        cond = {"type": ctype, "status": status, "lastTransitionTime": self._transition[ctype][1],
+                "lastProbeTime": None}
+        if not ok:
+            cond |= {"reason": reason, "message": message}
+        return cond
+
+    def _publish(self) -> None:
+        unready = [r.name for r in self.runs if not r.ready]
+        all_ready = not unready and self.phase == "Running"
+        not_ready_msg = f"containers with unready status: [{' '.join(unready)}]"
+        status: dict[str, Any] = {
+            "phase": self.phase,
+            "startTime": self.start_time,
+            "conditions": [
+                self._condition("PodReadyToStartContainers", True),
+                self._condition("Initialized", self.initialized, "ContainersNotInitialized",
+                                "containers with incomplete status: "
+                                f"[{' '.join(r.name for r in self.init_runs if 'terminated' not in r.state)}]"),
+                self._condition("ContainersReady", all_ready, "ContainersNotReady", not_ready_msg),
+                self._condition("Ready", all_ready, "ContainersNotReady", not_ready_msg),
+            ],
+            "containerStatuses": [r.status() for r in self.runs],
+        }
+        if self.init_runs:
+            status["initContainerStatuses"] = [r.status() for r in self.init_runs]
+        if status == self._last_status:
+            return
+        try:
+            self.core.patch_namespaced_pod_status(self.name, self.ns, {"status": status})
+            self._last_status = status
+        except ApiException as exc:
+            if exc.status == 404:
+                self.stop_event.set()
+
+    def _event(self, etype: str, reason: str, message: str) -> None:
+        ts = dt.datetime.now(dt.UTC)
+        body = {
+            "metadata": {"generateName": f"{self.name}.", "namespace": self.ns},
+            "involvedObject": {"kind": "Pod", "namespace": self.ns, "name": self.name, "uid": self.uid,
+                               "apiVersion": "v1"},
+            "reason": reason, "message": message[:1000], "type": etype,
+            "source": {"component": "sandbox-podrunner", "host": self.pod["spec"].get("nodeName", "")},
+            "firstTimestamp": ts, "lastTimestamp": ts, "count": 1,
+        }
+        with contextlib.suppress(ApiException):
+            self.core.create_namespaced_event(self.ns, body)
+
+
+class ConfigError(Exception):
+    """A container's env refers to a missing Secret/ConfigMap key (kubelet: CreateContainerConfigError)."""
+
+
+def _expand_env(value: str, env: dict[str, str]) -> str:
+    from tests.sandbox.launch import expand_kube_vars
+
+    return expand_kube_vars(value, env)

@@ -1,0 +1,115 @@
+"""Background processes of a sandbox: start detached with a pidfile, stop, and sweep leftovers.
+
+Every process gets MARKER_ENV=<sandbox root> in its environment (children inherit it), so `down`
+finds and stops everything of ours, even what a killed run left behind, by reading /proc.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from tests.sandbox.config import MARKER_ENV, SandboxConfig
+
+
+def spawn(cfg: SandboxConfig, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
+    """Start `argv` in its own session, logs to logs/<name>.log, pid to run/<name>.pid."""
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.log_dir.mkdir(parents=True, exist_ok=True)
+    full_env = dict(os.environ if env is None else env)
+    full_env[MARKER_ENV] = str(cfg.root)
+    with open(cfg.log_dir / f"{name}.log", "ab") as log:
+        proc = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=full_env, start_new_session=True, cwd=cfg.root,
+        )
+    (cfg.run_dir / f"{name}.pid").write_text(str(proc.pid))
+    return proc.pid
+
+
+def pid_of(cfg: SandboxConfig, name: str) -> int | None:
+    """The pid recorded for `name`, if that process still runs."""
+    try:
+        pid = int((cfg.run_dir / f"{name}.pid").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped) is not alive for our purposes.
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+            return False
+    return True
+
+
+def stop(pids: Iterable[int], grace_s: float = 10.0) -> None:
+    """SIGTERM each process group, then SIGKILL whatever is left after `grace_s`."""
+    pids = [p for p in pids if _alive(p)]
+    for pid in pids:
+        _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    for pid in pids:
+        if _alive(pid):
+            _signal_group(pid, signal.SIGKILL)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def marked_pids(cfg: SandboxConfig) -> list[int]:
+    """Processes (ours excluded) whose environment says they belong to this sandbox."""
+    needle = f"{MARKER_ENV}={cfg.root}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+    return found
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def listeners_in(prefixes: Sequence[str], ports: Sequence[int]) -> list[str]:
+    """Listening TCP sockets on one of our ports or on an address under one of our 127/8 prefixes."""
+    out = []
+    with contextlib.suppress(FileNotFoundError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            hex_ip, hex_port = fields[1].split(":")
+            ip = ".".join(str(int(hex_ip[i : i + 2], 16)) for i in (6, 4, 2, 0))
+            port = int(hex_port, 16)
+            if port in ports and ip in ("127.0.0.1", "0.0.0.0") or any(ip.startswith(p) for p in prefixes):
+                out.append(f"{ip}:{port}")
+    return out
