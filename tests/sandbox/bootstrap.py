@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from tests.sandbox.config import PROVISIONER, STORAGE_CLASS, SandboxConfig
 
@@ -14,7 +14,8 @@ GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"
 
 
 def api_client(cfg: SandboxConfig) -> client.ApiClient:
-    return config.new_client_from_config(config_file=str(cfg.kubeconfig))
+    api: client.ApiClient = config.new_client_from_config(config_file=str(cfg.kubeconfig))
+    return api
 
 
 def _node(cfg: SandboxConfig, name: str, index: int, gpus: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -42,13 +43,19 @@ def _node(cfg: SandboxConfig, name: str, index: int, gpus: int) -> tuple[dict[st
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": name, "labels": labels, "annotations": {"node.alpha.kubernetes.io/ttl": "0"}},
-        "spec": {"podCIDR": cfg.node_pod_cidr(index), "podCIDRs": [cfg.node_pod_cidr(index)],
-                 "taints": [GPU_TAINT] if gpus else []},
+        "spec": {
+            "podCIDR": cfg.node_pod_cidr(index),
+            "podCIDRs": [cfg.node_pod_cidr(index)],
+            "taints": [GPU_TAINT] if gpus else [],
+        },
     }
     status = {
         "capacity": capacity,
         "allocatable": capacity,
-        "addresses": [{"type": "InternalIP", "address": cfg.node_ip(index)}, {"type": "Hostname", "address": name}],
+        "addresses": [
+            {"type": "InternalIP", "address": cfg.node_ip(index)},
+            {"type": "Hostname", "address": name},
+        ],
     }
     return body, status
 
@@ -74,16 +81,20 @@ def create_cluster_objects(cfg: SandboxConfig) -> None:
                 raise
     storage = client.StorageV1Api(api)
     try:
-        storage.create_storage_class({
-            "apiVersion": "storage.k8s.io/v1",
-            "kind": "StorageClass",
-            "metadata": {"name": STORAGE_CLASS,
-                         "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
-            "provisioner": PROVISIONER,
-            "reclaimPolicy": "Delete",
-            "volumeBindingMode": "Immediate",
-            "allowVolumeExpansion": True,
-        })
+        storage.create_storage_class(
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {
+                    "name": STORAGE_CLASS,
+                    "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+                },
+                "provisioner": PROVISIONER,
+                "reclaimPolicy": "Delete",
+                "volumeBindingMode": "Immediate",
+                "allowVolumeExpansion": True,
+            }
+        )
     except ApiException as exc:
         if exc.status != 409:
             raise

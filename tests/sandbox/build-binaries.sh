@@ -18,6 +18,20 @@ WORK_DIR="$CACHE_ROOT/build"
 die() { echo "build-binaries: $*" >&2; exit 1; }
 log() { echo "build-binaries: $*" >&2; }
 
+all_built() {
+  local b
+  for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok; do
+    [ -x "$BIN_DIR/$b" ] || return 1
+  done
+  [ -d "$BIN_DIR/kwok-stages" ]
+}
+# A warm cache needs nothing else, not even Go.
+if all_built; then
+  log "binaries ready in $BIN_DIR (cached)"
+  echo "$BIN_DIR"
+  exit 0
+fi
+
 command -v go >/dev/null || die "Go is not installed or not on PATH. Install Go >= 1.26 (https://go.dev/dl/) and re-run."
 go_minor=$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')
 [ "${go_minor:-0}" -ge 26 ] || die "Go $(go env GOVERSION) is too old: Kubernetes $K8S_VERSION and kwok $KWOK_VERSION need Go >= 1.26. Install a newer Go and re-run."

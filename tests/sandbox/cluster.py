@@ -14,12 +14,20 @@ import urllib.request
 from pathlib import Path
 
 from tests.sandbox import procs
-from tests.sandbox.config import PROVISIONER, STORAGE_CLASS, Binaries, SandboxConfig, ensure_binaries
+from tests.sandbox.config import Binaries, SandboxConfig, ensure_binaries
 from tests.sandbox.pki import ensure_pki, write_kubeconfig
 
 # Start order; stopped in reverse. The pod runner goes before the control plane on the way down so it
 # can still report container exits while it stops its processes.
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "s3", "podrunner")
+COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "s3",
+    "podrunner",
+)
 STARTUP_TIMEOUT_S = 90
 
 
@@ -60,8 +68,10 @@ def up(cfg: SandboxConfig) -> Binaries:
         log(f"start failed; logs are in {cfg.log_dir}. Cleaning up.")
         down(cfg, keep_logs=True)
         raise
-    log(f"'{cfg.name}' is up in {time.monotonic() - started:.0f}s: {cfg.apiserver_url}, "
-        f"{cfg.nodes} GPU nodes x {cfg.gpus_per_node} GPUs, S3 at {cfg.s3_endpoint}")
+    log(
+        f"'{cfg.name}' is up in {time.monotonic() - started:.0f}s: {cfg.apiserver_url}, "
+        f"{cfg.nodes} GPU nodes x {cfg.gpus_per_node} GPUs, S3 at {cfg.s3_endpoint}"
+    )
     return bins
 
 
@@ -99,64 +109,111 @@ def _start_control_plane(cfg: SandboxConfig, bins: Binaries) -> None:
     ensure_pki(pki)
     write_kubeconfig(cfg.kubeconfig, cfg.apiserver_url, pki)
     kc = str(cfg.kubeconfig)
-    procs.spawn(cfg, "etcd", [
-        bins.path("etcd"), "--name=sandbox", f"--data-dir={cfg.root / 'etcd'}",
-        f"--listen-client-urls=http://127.0.0.1:{p['etcd-client']}",
-        f"--advertise-client-urls=http://127.0.0.1:{p['etcd-client']}",
-        f"--listen-peer-urls=http://127.0.0.1:{p['etcd-peer']}",
-        f"--initial-advertise-peer-urls=http://127.0.0.1:{p['etcd-peer']}",
-        f"--initial-cluster=sandbox=http://127.0.0.1:{p['etcd-peer']}",
-        "--unsafe-no-fsync",  # a throwaway cluster: durability costs more than it gives here
-        "--log-level=warn",
-    ])
+    procs.spawn(
+        cfg,
+        "etcd",
+        [
+            bins.path("etcd"),
+            "--name=sandbox",
+            f"--data-dir={cfg.root / 'etcd'}",
+            f"--listen-client-urls=http://127.0.0.1:{p['etcd-client']}",
+            f"--advertise-client-urls=http://127.0.0.1:{p['etcd-client']}",
+            f"--listen-peer-urls=http://127.0.0.1:{p['etcd-peer']}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{p['etcd-peer']}",
+            f"--initial-cluster=sandbox=http://127.0.0.1:{p['etcd-peer']}",
+            "--unsafe-no-fsync",  # a throwaway cluster: durability costs more than it gives here
+            "--log-level=warn",
+        ],
+    )
     _wait("etcd", lambda: _http_ok(f"http://127.0.0.1:{p['etcd-client']}/health"), cfg)
-    procs.spawn(cfg, "kube-apiserver", [
-        bins.path("kube-apiserver"),
-        f"--etcd-servers=http://127.0.0.1:{p['etcd-client']}",
-        "--bind-address=127.0.0.1", f"--secure-port={p['kube-apiserver']}",
-        # No default route on these machines: the apiserver cannot guess an address to advertise.
-        "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
-        f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
-        f"--client-ca-file={pki / 'ca.crt'}",
-        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-        f"--service-account-key-file={pki / 'sa.pub'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
-        "--service-cluster-ip-range=10.96.0.0/16",
-        "--authorization-mode=RBAC",
-        # Pods asking for nvidia.com/gpu get a toleration for the GPU nodes' taint, as on GKE/EKS pools.
-        "--enable-admission-plugins=ExtendedResourceToleration",
-        "--allow-privileged=true", "--profiling=false",
-        f"--cert-dir={cfg.root / 'pki-run'}",
-    ])
+    procs.spawn(
+        cfg,
+        "kube-apiserver",
+        [
+            bins.path("kube-apiserver"),
+            f"--etcd-servers=http://127.0.0.1:{p['etcd-client']}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={p['kube-apiserver']}",
+            # No default route on these machines: the apiserver cannot guess an address to advertise.
+            "--advertise-address=127.0.0.1",
+            "--endpoint-reconciler-type=none",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--authorization-mode=RBAC",
+            # Pods asking for nvidia.com/gpu get a toleration for the GPU nodes' taint, as on GKE/EKS pools.
+            "--enable-admission-plugins=ExtendedResourceToleration",
+            "--allow-privileged=true",
+            "--profiling=false",
+            f"--cert-dir={cfg.root / 'pki-run'}",
+        ],
+    )
     _wait("kube-apiserver", lambda: _apiserver_ready(cfg), cfg)
-    common = [f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
-              "--bind-address=127.0.0.1", "--leader-elect=false"]
-    procs.spawn(cfg, "kube-controller-manager", [
-        bins.path("kube-controller-manager"), *common, f"--secure-port={p['kube-controller-manager']}",
-        f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
-        f"--cert-dir={cfg.root / 'pki-run'}",
-    ])
-    procs.spawn(cfg, "kube-scheduler", [
-        bins.path("kube-scheduler"), *common, f"--secure-port={p['kube-scheduler']}",
-        f"--cert-dir={cfg.root / 'pki-run'}",
-    ])
+    common = [
+        f"--kubeconfig={kc}",
+        f"--authentication-kubeconfig={kc}",
+        f"--authorization-kubeconfig={kc}",
+        "--bind-address=127.0.0.1",
+        "--leader-elect=false",
+    ]
+    procs.spawn(
+        cfg,
+        "kube-controller-manager",
+        [
+            bins.path("kube-controller-manager"),
+            *common,
+            f"--secure-port={p['kube-controller-manager']}",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            f"--cert-dir={cfg.root / 'pki-run'}",
+        ],
+    )
+    procs.spawn(
+        cfg,
+        "kube-scheduler",
+        [
+            bins.path("kube-scheduler"),
+            *common,
+            f"--secure-port={p['kube-scheduler']}",
+            f"--cert-dir={cfg.root / 'pki-run'}",
+        ],
+    )
 
 
 def _start_nodes_and_runner(cfg: SandboxConfig, bins: Binaries) -> None:
     from tests.sandbox import bootstrap  # imports the kubernetes client; keep `down` light
 
     repo_stages = Path(__file__).with_name("kwok-pod-stages.yaml")
-    procs.spawn(cfg, "kwok", [
-        bins.path("kwok"), f"--kubeconfig={cfg.kubeconfig}", "--manage-nodes-with-label-selector=type=kwok",
-        f"--config={bins.kwok_stages / 'node' / 'fast' / 'node-initialize.yaml'}",
-        f"--config={bins.kwok_stages / 'node' / 'heartbeat-with-lease' / 'node-heartbeat-with-lease.yaml'}",
-        f"--config={repo_stages}",
-        f"--server-address=127.0.0.1:{cfg.ports['kwok']}", "--node-lease-duration-seconds=40",
-        f"--cidr=127.{100 + cfg.slot}.250.0/24", f"--node-ip=127.{100 + cfg.slot}.0.250",
-    ])
-    procs.spawn(cfg, "s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(cfg.ports["s3"])])
+    procs.spawn(
+        cfg,
+        "kwok",
+        [
+            bins.path("kwok"),
+            f"--kubeconfig={cfg.kubeconfig}",
+            "--manage-nodes-with-label-selector=type=kwok",
+            f"--config={bins.kwok_stages / 'node' / 'fast' / 'node-initialize.yaml'}",
+            f"--config={bins.kwok_stages / 'node' / 'heartbeat-with-lease'}/node-heartbeat-with-lease.yaml",
+            f"--config={repo_stages}",
+            f"--server-address=127.0.0.1:{cfg.ports['kwok']}",
+            "--node-lease-duration-seconds=40",
+            f"--cidr=127.{100 + cfg.slot}.250.0/24",
+            f"--node-ip=127.{100 + cfg.slot}.0.250",
+        ],
+    )
+    procs.spawn(
+        cfg, "s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(cfg.ports["s3"])]
+    )
     bootstrap.create_cluster_objects(cfg)
-    procs.spawn(cfg, "podrunner", [sys.executable, "-m", "tests.sandbox.podrunner", "--name", cfg.name],
-                env={**os.environ, "PYTHONPATH": _pythonpath()})
+    procs.spawn(
+        cfg,
+        "podrunner",
+        [sys.executable, "-m", "tests.sandbox.podrunner", "--name", cfg.name],
+        env={**os.environ, "PYTHONPATH": _pythonpath()},
+    )
     _wait("kwok nodes", lambda: bootstrap.nodes_ready(cfg), cfg)
     _wait("pod runner", lambda: _http_ok(f"http://127.0.0.1:{cfg.ports['podrunner']}/healthz"), cfg)
     _wait("S3 server", lambda: _http_ok(cfg.s3_endpoint, any_status=True), cfg)

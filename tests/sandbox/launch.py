@@ -2,7 +2,8 @@
 
 An image stands for a program we have here:
 - an image whose name contains `tritonserver` -> the real tritonserver from the nvidia-pytriton wheel;
-- an image whose name contains `triton-operator` -> this repository's Python entry points.
+- an image whose name contains `triton-operator` -> this repository's Python entry points;
+- a `pause` image (the placeholder container of real clusters) -> a process that sleeps until stopped.
 Paths under a container's volumeMounts are rewritten to the local folders that back them, because
 processes share this machine's file system (no mount namespaces, no privileges needed).
 """
@@ -47,9 +48,11 @@ def image_kind(image: str) -> str:
         return "triton"
     if OPERATOR_IMAGE_MARK in name:
         return "operator"
+    if name == "pause":
+        return "pause"
     raise UnsupportedContainer(
         f"image {image!r} has no local stand-in: the sandbox runs images named *{TRITON_IMAGE_MARK}* "
-        f"(real tritonserver) and *{OPERATOR_IMAGE_MARK}* (this repository's entry points)"
+        f"(real tritonserver), *{OPERATOR_IMAGE_MARK}* (this repository's entry points) and pause"
     )
 
 
@@ -59,7 +62,7 @@ def rewrite_paths(value: str, mounts: Sequence[Mount]) -> str:
         cp = m.container_path.rstrip("/") or "/"
         if cp == "/":
             continue
-        # A path starts the value or follows '=', ':' or ','; it ends the value or continues with '/', ':', ','.
+        # A path starts the value or follows '=', ':' or ','; it ends there or goes on with '/', ':', ','.
         pattern = rf"(^|(?<=[=:,])){re.escape(cp)}(?=$|[/:,])"
         value = re.sub(pattern, m.local_path.replace("\\", r"\\"), value)
     return value
@@ -67,6 +70,7 @@ def rewrite_paths(value: str, mounts: Sequence[Mount]) -> str:
 
 def expand_kube_vars(value: str, env: Mapping[str, str]) -> str:
     """Kubernetes' $(VAR) expansion in command/args; `$$(VAR)` escapes, unknown vars stay as written."""
+
     def sub(match: re.Match[str]) -> str:
         if match.group(1) == "$$":
             return "$(" + match.group(2) + ")"
@@ -97,6 +101,8 @@ def plan_container(
         full_env["LD_LIBRARY_PATH"] = os.pathsep.join(
             p for p in (triton_library_path, full_env.get("LD_LIBRARY_PATH")) if p
         )
+    elif kind == "pause":
+        argv = ["sleep", "infinity"]
     else:
         argv = _operator_argv(command, args, operator_bin_dir, mounts)
     return Launch(argv=argv, env=full_env)
@@ -107,8 +113,8 @@ def _triton_argv(
 ) -> list[str]:
     if command and os.path.basename(command[0]) != "tritonserver":
         raise UnsupportedContainer(
-            f"command {command[0]!r} is not tritonserver; in the sandbox a Triton image runs only tritonserver "
-            "(no shell wrappers)"
+            f"command {command[0]!r} is not tritonserver; in the sandbox a Triton image runs only "
+            "tritonserver (no shell wrappers)"
         )
     words = [rewrite_paths(a, mounts) for a in command[1:] + args]
     words = [w for w in words if not w.startswith(TRITON_IMAGE_LAYOUT_FLAGS)]

@@ -24,8 +24,23 @@ def _client_or_serving_cert(d: Path, name: str, subject: str, extensions: str) -
     _openssl("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr", cwd=d)
     (d / f"{name}.ext").write_text(extensions)
     _openssl(
-        "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-days", "3650", "-sha256", "-extfile", f"{name}.ext", "-out", f"{name}.crt", cwd=d,
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "3650",
+        "-sha256",
+        "-extfile",
+        f"{name}.ext",
+        "-out",
+        f"{name}.crt",
+        cwd=d,
     )
 
 
@@ -38,14 +53,30 @@ def ensure_pki(d: Path) -> None:
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
     _openssl("genrsa", "-out", "ca.key", "2048", cwd=d)
-    _openssl("req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=triton-sandbox-ca", "-days", "3650",
-             "-out", "ca.crt", cwd=d)
+    _openssl(
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "ca.key",
+        "-subj",
+        "/CN=triton-sandbox-ca",
+        "-days",
+        "3650",
+        "-out",
+        "ca.crt",
+        cwd=d,
+    )
     _client_or_serving_cert(
-        d, "apiserver", "/CN=kube-apiserver",
+        d,
+        "apiserver",
+        "/CN=kube-apiserver",
         f"subjectAltName={SERVING_SANS}\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n",
     )
     _client_or_serving_cert(
-        d, "admin", "/O=system:masters/CN=sandbox-admin",
+        d,
+        "admin",
+        "/O=system:masters/CN=sandbox-admin",
         "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n",
     )
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=d)
@@ -61,12 +92,12 @@ clusters:
 - name: triton-sandbox
   cluster:
     server: {server}
-    certificate-authority: {pki / 'ca.crt'}
+    certificate-authority: {pki / "ca.crt"}
 users:
 - name: sandbox-admin
   user:
-    client-certificate: {pki / 'admin.crt'}
-    client-key: {pki / 'admin.key'}
+    client-certificate: {pki / "admin.crt"}
+    client-key: {pki / "admin.key"}
 contexts:
 - name: triton-sandbox
   context: {{cluster: triton-sandbox, user: sandbox-admin, namespace: default}}

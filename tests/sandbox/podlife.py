@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from tests.sandbox.launch import Launch, UnsupportedContainer, plan_container
 from tests.sandbox.volumes import VolumeNotReady, container_mounts, prepare_volumes, remove_pod_dir
@@ -116,7 +116,9 @@ class ContainerRun:
             "imageID": "",
             "ready": self.ready,
             "restartCount": self.restart_count,
-            "started": bool(self.process and self.process.poll() is None and (not self.startup or self.startup.passed)),
+            "started": bool(
+                self.process and self.process.poll() is None and (not self.startup or self.startup.passed)
+            ),
             "state": self.state,
         }
         if self.process:
@@ -129,7 +131,9 @@ class ContainerRun:
 class PodLife:
     """Runs in its own thread from the pod's first sight until it is stopped."""
 
-    def __init__(self, core: client.CoreV1Api, pod: dict[str, Any], settings: RuntimeSettings, pods_dir: Path):
+    def __init__(
+        self, core: client.CoreV1Api, pod: dict[str, Any], settings: RuntimeSettings, pods_dir: Path
+    ):
         self.core = core
         self.pod = pod
         self.settings = settings
@@ -161,10 +165,18 @@ class PodLife:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "namespace": self.ns, "name": self.name, "uid": self.uid, "podIP": self.pod_ip, "phase": self.phase,
+            "namespace": self.ns,
+            "name": self.name,
+            "uid": self.uid,
+            "podIP": self.pod_ip,
+            "phase": self.phase,
             "containers": [
-                {"name": r.name, "pid": r.process.pid if r.process and r.process.poll() is None else None,
-                 "ready": r.ready, "restartCount": r.restart_count}
+                {
+                    "name": r.name,
+                    "pid": r.process.pid if r.process and r.process.poll() is None else None,
+                    "ready": r.ready,
+                    "restartCount": r.restart_count,
+                }
                 for r in self.init_runs + self.runs
             ],
         }
@@ -204,9 +216,9 @@ class PodLife:
     def _run_init_containers(self) -> None:
         for run in self.init_runs:
             while not self.stop_event.is_set():
-                if run.process is None and (run.restart_at is None or time.monotonic() >= run.restart_at):
-                    if not self._launch(run):
-                        return
+                due = run.restart_at is None or time.monotonic() >= run.restart_at
+                if run.process is None and due and not self._launch(run):
+                    return
                 code = run.process.poll() if run.process else None
                 if code is not None:
                     self._record_exit(run, code)
@@ -291,8 +303,13 @@ class PodLife:
         workdir.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             run.process = subprocess.Popen(
-                plan.argv, env=plan.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=workdir, start_new_session=True,
+                plan.argv,
+                env=plan.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=workdir,
+                start_new_session=True,
             )
         run.started_at, run.started_iso, run.restart_at, run.ready = time.monotonic(), now_iso(), None, False
         run.state = {"running": {"startedAt": run.started_iso}}
@@ -305,21 +322,33 @@ class PodLife:
         reason = "Completed" if code == 0 else "Error"
         if code < 0:
             reason, code = "Error", 128 - code  # killed by a signal: 128+N, as a runtime reports it
-        term = {"exitCode": code, "reason": reason, "startedAt": run.started_iso, "finishedAt": now_iso(),
-                "containerID": f"sandbox://{run.process.pid if run.process else 0}"}
+        term = {
+            "exitCode": code,
+            "reason": reason,
+            "startedAt": run.started_iso,
+            "finishedAt": now_iso(),
+            "containerID": f"sandbox://{run.process.pid if run.process else 0}",
+        }
         run.state = {"terminated": term}
         run.last_state = {"terminated": term}
         run.ready = False
         if code != 0:
-            self._event("Warning", "BackOff" if self.restart_policy != "Never" else "Failed",
-                        f"Container {run.name} exited with code {code}")
+            self._event(
+                "Warning",
+                "BackOff" if self.restart_policy != "Never" else "Failed",
+                f"Container {run.name} exited with code {code}",
+            )
 
     def _schedule_restart(self, run: ContainerRun, count: bool = True) -> None:
         delay = min(BACKOFF_START_S * 2 ** max(run.restart_count, 0), BACKOFF_CAP_S)
         run.restart_at = time.monotonic() + delay
         if count:
-            run.state = {"waiting": {"reason": "CrashLoopBackOff",
-                                     "message": f"back-off {delay:.0f}s restarting failed container={run.name}"}}
+            run.state = {
+                "waiting": {
+                    "reason": "CrashLoopBackOff",
+                    "message": f"back-off {delay:.0f}s restarting failed container={run.name}",
+                }
+            }
 
     def _kill(self, run: ContainerRun, reason: str) -> None:
         proc = run.process
@@ -362,9 +391,10 @@ class PodLife:
         if run.readiness and run.readiness.due(run.started_at, now):
             ok, msg = self._run_probe(run.readiness.spec, run)
             run.readiness.last_run = now
-            flipped = run.readiness.record(ok, msg)
+            run.readiness.record(ok, msg)
             run.ready = run.readiness.passed
-            if flipped and not run.ready:
+            # Once per streak of failures, on reaching the threshold (a kubelet repeats it; events dedupe).
+            if not ok and run.readiness.failures == int(run.readiness.spec.get("failureThreshold") or 3):
                 self._event("Warning", "Unhealthy", f"Readiness probe failed: {msg}")
 
     def _restart_unhealthy(self, run: ContainerRun, why: str) -> None:
@@ -428,7 +458,9 @@ class PodLife:
         for src in spec.get("envFrom") or []:
             prefix = src.get("prefix") or ""
             if "configMapRef" in src:
-                data = self._read_config("configmap", src["configMapRef"]["name"], src["configMapRef"].get("optional"))
+                data = self._read_config(
+                    "configmap", src["configMapRef"]["name"], src["configMapRef"].get("optional")
+                )
             else:
                 data = self._read_config("secret", src["secretRef"]["name"], src["secretRef"].get("optional"))
             env |= {prefix + k: v for k, v in data.items()}
@@ -444,7 +476,9 @@ class PodLife:
                 if r["key"] not in data:
                     if r.get("optional"):
                         continue
-                    raise ConfigError(f'couldn\'t find key {r["key"]} in {kind.capitalize()} {self.ns}/{r["name"]}')
+                    raise ConfigError(
+                        f"couldn't find key {r['key']} in {kind.capitalize()} {self.ns}/{r['name']}"
+                    )
                 env[item["name"]] = data[r["key"]]
             elif "fieldRef" in ref:
                 env[item["name"]] = self._field(ref["fieldRef"]["fieldPath"])
@@ -453,21 +487,27 @@ class PodLife:
     def _field(self, path: str) -> str:
         meta, spec = self.pod["metadata"], self.pod["spec"]
         values = {
-            "metadata.name": self.name, "metadata.namespace": self.ns, "metadata.uid": self.uid,
-            "status.podIP": self.pod_ip, "status.hostIP": self.pod["status"].get("hostIP", ""),
-            "spec.nodeName": spec.get("nodeName", ""), "spec.serviceAccountName": spec.get("serviceAccountName", ""),
+            "metadata.name": self.name,
+            "metadata.namespace": self.ns,
+            "metadata.uid": self.uid,
+            "status.podIP": self.pod_ip,
+            "status.hostIP": self.pod["status"].get("hostIP", ""),
+            "spec.nodeName": spec.get("nodeName", ""),
+            "spec.serviceAccountName": spec.get("serviceAccountName", ""),
         }
         if path.startswith("metadata.labels['"):
-            return str((meta.get("labels") or {}).get(path[len("metadata.labels['"):-2], ""))
-        return values.get(path, "")
+            return str((meta.get("labels") or {}).get(path[len("metadata.labels['") : -2], ""))
+        return str(values.get(path, ""))
 
     def _read_config(self, kind: str, name: str, optional: Any) -> dict[str, str]:
         try:
             if kind == "secret":
-                obj = self.core.read_namespaced_secret(name, self.ns)
-                return {k: base64.b64decode(v).decode(errors="replace") for k, v in (obj.data or {}).items()}
-            obj = self.core.read_namespaced_config_map(name, self.ns)
-            return dict(obj.data or {})
+                secret = self.core.read_namespaced_secret(name, self.ns)
+                return {
+                    k: base64.b64decode(v).decode(errors="replace") for k, v in (secret.data or {}).items()
+                }
+            cm = self.core.read_namespaced_config_map(name, self.ns)
+            return {k: str(v) for k, v in (cm.data or {}).items()}
         except ApiException as exc:
             if exc.status == 404:
                 if optional:
@@ -481,8 +521,12 @@ class PodLife:
         prev = self._transition.get(ctype)
         if prev is None or prev[0] != status:
             self._transition[ctype] = (status, now_iso())
-        cond = {"type": ctype, "status": status, "lastTransitionTime": self._transition[ctype][1],
-                "lastProbeTime": None}
+        cond = {
+            "type": ctype,
+            "status": status,
+            "lastTransitionTime": self._transition[ctype][1],
+            "lastProbeTime": None,
+        }
         if not ok:
             cond |= {"reason": reason, "message": message}
         return cond
@@ -496,9 +540,13 @@ class PodLife:
             "startTime": self.start_time,
             "conditions": [
                 self._condition("PodReadyToStartContainers", True),
-                self._condition("Initialized", self.initialized, "ContainersNotInitialized",
-                                "containers with incomplete status: "
-                                f"[{' '.join(r.name for r in self.init_runs if 'terminated' not in r.state)}]"),
+                self._condition(
+                    "Initialized",
+                    self.initialized,
+                    "ContainersNotInitialized",
+                    "containers with incomplete status: "
+                    f"[{' '.join(r.name for r in self.init_runs if 'terminated' not in r.state)}]",
+                ),
                 self._condition("ContainersReady", all_ready, "ContainersNotReady", not_ready_msg),
                 self._condition("Ready", all_ready, "ContainersNotReady", not_ready_msg),
             ],
@@ -519,11 +567,20 @@ class PodLife:
         ts = dt.datetime.now(dt.UTC)
         body = {
             "metadata": {"generateName": f"{self.name}.", "namespace": self.ns},
-            "involvedObject": {"kind": "Pod", "namespace": self.ns, "name": self.name, "uid": self.uid,
-                               "apiVersion": "v1"},
-            "reason": reason, "message": message[:1000], "type": etype,
+            "involvedObject": {
+                "kind": "Pod",
+                "namespace": self.ns,
+                "name": self.name,
+                "uid": self.uid,
+                "apiVersion": "v1",
+            },
+            "reason": reason,
+            "message": message[:1000],
+            "type": etype,
             "source": {"component": "sandbox-podrunner", "host": self.pod["spec"].get("nodeName", "")},
-            "firstTimestamp": ts, "lastTimestamp": ts, "count": 1,
+            "firstTimestamp": ts,
+            "lastTimestamp": ts,
+            "count": 1,
         }
         with contextlib.suppress(ApiException):
             self.core.create_namespaced_event(self.ns, body)

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from kubernetes import client, config, watch
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from tests.sandbox import provisioner
 from tests.sandbox.config import MARKER_ENV, REPO_ROOT, SandboxConfig
@@ -69,7 +69,9 @@ class PodRunner:
                 and status.get("podIP")
                 and status.get("phase") not in ("Succeeded", "Failed")
                 # A pod we already ran before a runner restart has container statuses; do not run it twice.
-                and not any("terminated" in (cs.get("state") or {}) for cs in status.get("containerStatuses") or [])
+                and not any(
+                    "terminated" in (cs.get("state") or {}) for cs in status.get("containerStatuses") or []
+                )
             )
             if runnable:
                 life = PodLife(self.core, pod, self.settings, self.cfg.pods_dir)
@@ -81,9 +83,12 @@ class PodRunner:
         backoff = 0.5
         while not self.stopping.is_set():
             try:
-                self.node_names = {n.metadata.name for n in self.core.list_node(label_selector="type=kwok").items}
-                resp = self.core.list_pod_for_all_namespaces(field_selector="spec.nodeName!=",
-                                                             _preload_content=False)
+                self.node_names = {
+                    n.metadata.name for n in self.core.list_node(label_selector="type=kwok").items
+                }
+                resp: Any = self.core.list_pod_for_all_namespaces(
+                    field_selector="spec.nodeName!=", _preload_content=False
+                )
                 listing = json.loads(resp.data)
                 seen = set()
                 for pod in listing["items"]:
@@ -94,8 +99,12 @@ class PodRunner:
                         self.pods.pop(uid).stop()
                 rv = listing["metadata"]["resourceVersion"]
                 w = watch.Watch()
-                for ev in w.stream(self.core.list_pod_for_all_namespaces, field_selector="spec.nodeName!=",
-                                   resource_version=rv, timeout_seconds=WATCH_TIMEOUT_S):
+                for ev in w.stream(
+                    self.core.list_pod_for_all_namespaces,
+                    field_selector="spec.nodeName!=",
+                    resource_version=rv,
+                    timeout_seconds=WATCH_TIMEOUT_S,
+                ):
                     if self.stopping.is_set():
                         w.stop()
                         break
@@ -136,7 +145,7 @@ class PodRunner:
 
 def serve_health(runner: PodRunner, port: int) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             if self.path == "/healthz":
                 body = b"ok"
             elif self.path == "/pods":

@@ -26,8 +26,13 @@ def spawn(cfg: SandboxConfig, name: str, argv: Sequence[str], env: dict[str, str
     full_env[MARKER_ENV] = str(cfg.root)
     with open(cfg.log_dir / f"{name}.log", "ab") as log:
         proc = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=full_env, start_new_session=True, cwd=cfg.root,
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            start_new_session=True,
+            cwd=cfg.root,
         )
     (cfg.run_dir / f"{name}.pid").write_text(str(proc.pid))
     return proc.pid
@@ -110,6 +115,6 @@ def listeners_in(prefixes: Sequence[str], ports: Sequence[int]) -> list[str]:
             hex_ip, hex_port = fields[1].split(":")
             ip = ".".join(str(int(hex_ip[i : i + 2], 16)) for i in (6, 4, 2, 0))
             port = int(hex_port, 16)
-            if port in ports and ip in ("127.0.0.1", "0.0.0.0") or any(ip.startswith(p) for p in prefixes):
+            if (port in ports and ip in ("127.0.0.1", "0.0.0.0")) or any(ip.startswith(p) for p in prefixes):
                 out.append(f"{ip}:{port}")
     return out

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from tests.sandbox.config import PROVISIONER
 from tests.sandbox.volumes import ensure_pv_folder
@@ -25,7 +25,11 @@ def sync_once(core: client.CoreV1Api, storage: client.StorageV1Api, volumes_dir:
     classes = _our_classes(storage)
     existing = {pv.metadata.name: pv for pv in core.list_persistent_volume().items}
     for pvc in core.list_persistent_volume_claim_for_all_namespaces().items:
-        if pvc.spec.storage_class_name not in classes or pvc.spec.volume_name or pvc.metadata.deletion_timestamp:
+        if (
+            pvc.spec.storage_class_name not in classes
+            or pvc.spec.volume_name
+            or pvc.metadata.deletion_timestamp
+        ):
             continue
         pv_name = f"pvc-{pvc.metadata.uid}"
         if pv_name in existing:
@@ -44,8 +48,13 @@ def sync_once(core: client.CoreV1Api, storage: client.StorageV1Api, volumes_dir:
                 "storageClassName": pvc.spec.storage_class_name,
                 "volumeMode": pvc.spec.volume_mode or "Filesystem",
                 "hostPath": {"path": str(folder), "type": "DirectoryOrCreate"},
-                "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": pvc.metadata.namespace,
-                             "name": pvc.metadata.name, "uid": pvc.metadata.uid},
+                "claimRef": {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "namespace": pvc.metadata.namespace,
+                    "name": pvc.metadata.name,
+                    "uid": pvc.metadata.uid,
+                },
             },
         }
         try:

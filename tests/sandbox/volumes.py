@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from tests.sandbox.launch import Mount
 
@@ -64,7 +64,9 @@ def _downward(pod: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, byt
         "metadata.name": pod["metadata"]["name"],
         "metadata.namespace": pod["metadata"]["namespace"],
         "metadata.uid": pod["metadata"]["uid"],
-        "metadata.labels": "\n".join(f'{k}="{v}"' for k, v in sorted((pod["metadata"].get("labels") or {}).items())),
+        "metadata.labels": "\n".join(
+            f'{k}="{v}"' for k, v in sorted((pod["metadata"].get("labels") or {}).items())
+        ),
         "metadata.annotations": "\n".join(
             f'{k}="{v}"' for k, v in sorted((pod["metadata"].get("annotations") or {}).items())
         ),
@@ -91,9 +93,7 @@ def _pvc_folder(core: client.CoreV1Api, ns: str, claim: str) -> Path:
     return Path(source.path)
 
 
-def prepare_volumes(
-    core: client.CoreV1Api, pod: dict[str, Any], pod_dir: Path
-) -> dict[str, Path]:
+def prepare_volumes(core: client.CoreV1Api, pod: dict[str, Any], pod_dir: Path) -> dict[str, Path]:
     """Materialise every volume of `pod`; returns volume name -> local folder."""
     ns = pod["metadata"]["namespace"]
     folders: dict[str, Path] = {}
@@ -151,8 +151,12 @@ def _token(core: client.CoreV1Api, pod: dict[str, Any], src: dict[str, Any]) -> 
     spec: dict[str, Any] = {"expirationSeconds": int(src.get("expirationSeconds") or 3607)}
     if src.get("audience"):
         spec["audiences"] = [src["audience"]]
-    spec["boundObjectRef"] = {"kind": "Pod", "apiVersion": "v1", "name": pod["metadata"]["name"],
-                              "uid": pod["metadata"]["uid"]}
+    spec["boundObjectRef"] = {
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "name": pod["metadata"]["name"],
+        "uid": pod["metadata"]["uid"],
+    }
     sa = pod["spec"].get("serviceAccountName") or "default"
     try:
         resp = core.create_namespaced_service_account_token(sa, pod["metadata"]["namespace"], {"spec": spec})

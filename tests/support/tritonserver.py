@@ -35,7 +35,9 @@ class TritonDist:
 
     def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ if base is None else base)
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (self.library_path, env.get("LD_LIBRARY_PATH")) if p)
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            p for p in (self.library_path, env.get("LD_LIBRARY_PATH")) if p
+        )
         # The python backend stub starts our interpreter's libpython; models import numpy from this venv.
         env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
         return env
@@ -75,7 +77,9 @@ def triton_dist() -> TritonDist:
         staging.rename(backends)
 
     library_path = os.pathsep.join(str(p) for p in (libs, wheel_root / "external_libs") if p.exists())
-    return TritonDist(binary=wheel_root / "bin" / "tritonserver", backend_dir=backends, library_path=library_path)
+    return TritonDist(
+        binary=wheel_root / "bin" / "tritonserver", backend_dir=backends, library_path=library_path
+    )
 
 
 def _wheel_stamp(wheel_root: Path) -> str:
@@ -116,10 +120,12 @@ def wait_http_ok(url: str, timeout_s: float, process: subprocess.Popen[bytes] | 
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             return False
-        with contextlib.suppress(urllib.error.URLError, OSError):
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return True
+        with (
+            contextlib.suppress(urllib.error.URLError, OSError),
+            urllib.request.urlopen(url, timeout=2) as resp,
+        ):
+            if resp.status == 200:
+                return True
         time.sleep(0.2)
     return False
 

@@ -1,0 +1,49 @@
+# Everything installs itself on first use, into caches outside the repo (~/.cache/triton-operator-sandbox):
+# the virtualenv (keyed by pyproject.toml) and the Kubernetes binaries (keyed by version).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+SANDBOX_NAME ?= default
+VENV = $(shell .ci/ensure-venv.sh)
+PY = $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)
+
+.PHONY: help venv binaries sandbox-up sandbox-down sandbox-status test test-unit test-e2e lint fmt crds run demo demo-down bench
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+
+venv: ## create the virtualenv (cached) and print its path
+	@.ci/ensure-venv.sh
+
+binaries: ## build etcd, kube-*, kubectl and kwok from Go modules (cached)
+	@bash tests/sandbox/build-binaries.sh >/dev/null
+
+sandbox-up: ## start the local cluster (idempotent); eval its output
+	@$(PY) -m tests.sandbox up --name $(SANDBOX_NAME)
+
+sandbox-down: ## stop the local cluster; nothing of it is left running
+	@$(PY) -m tests.sandbox down --name $(SANDBOX_NAME)
+
+sandbox-status: ## show the sandbox's processes
+	@$(PY) -m tests.sandbox status --name $(SANDBOX_NAME)
+
+test: binaries ## run every test: unit, integration (real Triton, S3) and end to end (sandbox)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-unit: ## only the fast unit tests (no processes, no cluster)
+	$(PY) -m pytest tests -m unit $(PYTEST_ARGS)
+
+test-e2e: binaries ## only the end-to-end tests on the sandbox
+	$(PY) -m pytest tests -m e2e $(PYTEST_ARGS)
+
+lint: ## ruff, mypy --strict, import layering
+	$(VENV)/bin/ruff check operator model_builders tests bench
+	$(VENV)/bin/ruff format --check operator model_builders tests bench
+	$(VENV)/bin/mypy operator/triton_operator model_builders tests/sandbox tests/support
+
+fmt: ## format the code
+	$(VENV)/bin/ruff format operator model_builders tests bench
+	$(VENV)/bin/ruff check --fix operator model_builders tests bench
+
+run: ## run the operator in the foreground against $$KUBECONFIG
+	$(VENV)/bin/triton-operator run

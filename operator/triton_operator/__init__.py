@@ -1,0 +1,3 @@
+"""Kubernetes operator for NVIDIA Triton Inference Server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,319 @@
+"""Conditions as pure functions: merging metav1.Conditions; a TritonServer's from observed facts."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from triton_operator.api.common import ConditionStatus, ConditionType
+
+_CAMEL_CASE = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+
+
+class Reason(enum.StrEnum):
+    """Condition (and Event) reasons shared by both kinds."""
+
+    # Ready / Available
+    ALL_REPLICAS_READY = "AllReplicasReady"
+    REPLICAS_NOT_READY = "ReplicasNotReady"
+    SCALED_TO_ZERO = "ScaledToZero"
+    MINIMUM_REPLICAS_AVAILABLE = "MinimumReplicasAvailable"
+    NO_REPLICAS_AVAILABLE = "NoReplicasAvailable"
+    # Progressing
+    RECONCILING = "Reconciling"
+    ROLLING_OUT = "RollingOut"
+    ROLLOUT_COMPLETE = "RolloutComplete"
+    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    # Degraded (or why not Ready)
+    AS_EXPECTED = "AsExpected"
+    INVALID_SPEC = "InvalidSpec"
+    APPLY_FAILED = "ApplyFailed"
+    MISSING_REFERENCE = "MissingReference"
+    UNSCHEDULABLE = "Unschedulable"
+    IMAGE_PULL_FAILED = "ImagePullFailed"
+    CRASH_LOOPING = "CrashLooping"
+    TRITON_ERROR = "TritonError"
+    # TritonModel
+    SERVER_NOT_FOUND = "ServerNotFound"
+    SERVER_NOT_READY = "ServerNotReady"
+    STAGING = "Staging"
+    LOADING = "Loading"
+    LOADED = "Loaded"
+    LOAD_FAILED = "LoadFailed"
+
+
+class DecidedCondition(NamedTuple):
+    """A condition decided from observed facts, before timestamps and generation are attached."""
+
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str
+
+
+def rfc3339(now: datetime) -> str:
+    """metav1.Time's wire format (UTC, seconds)."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware, e.g. datetime.now(UTC)")
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(
+    conditions: Sequence[Mapping[str, Any]],
+    type: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    observed_generation: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """A new list with one condition set; lastTransitionTime is kept unless the status flips."""
+    if not _CAMEL_CASE.match(type) or not _CAMEL_CASE.match(reason):
+        raise ValueError(
+            f"condition type and reason must be CamelCase and non-empty, got {type!r}/{reason!r}"
+        )
+    previous = next((c for c in conditions if c.get("type") == type), None)
+    unchanged = (
+        previous is not None and previous.get("status") == str(status) and "lastTransitionTime" in previous
+    )
+    condition = {
+        "type": str(type),
+        "status": str(status),
+        "observedGeneration": observed_generation,
+        "lastTransitionTime": previous["lastTransitionTime"] if unchanged and previous else rfc3339(now),
+        "reason": str(reason),
+        "message": message,
+    }
+    if previous is None:
+        return [*(dict(c) for c in conditions), condition]
+    return [condition if c is previous else dict(c) for c in conditions]
+
+
+def set_conditions(
+    conditions: Sequence[Mapping[str, Any]],
+    decided: Iterable[DecidedCondition],
+    observed_generation: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """set_condition for each decided condition, in order."""
+    result = [dict(c) for c in conditions]
+    for item in decided:
+        result = set_condition(
+            result, item.type, item.status, item.reason, item.message, observed_generation, now
+        )
+    return result
+
+
+def conditions_equal_ignoring_time(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether two condition lists say the same (order and lastTransitionTime aside): no write needed."""
+
+    def key(conditions: Sequence[Mapping[str, Any]]) -> dict[Any, dict[str, Any]]:
+        return {c.get("type"): {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in conditions}
+
+    return len(a) == len(b) and key(a) == key(b)
+
+
+@dataclass(frozen=True)
+class ObservedPod:
+    """Facts about one Triton pod."""
+
+    name: str
+    ready: bool
+    # The scheduler's message when PodScheduled is False with reason Unschedulable.
+    unschedulable_message: str | None = None
+    # The tritonserver container's waiting state (ErrImagePull, CrashLoopBackOff, CreateContainerConfigError).
+    waiting_reason: str | None = None
+    waiting_message: str | None = None
+    restart_count: int = 0
+    # Triton's own error text for a pod that is not ready (e.g. a failed model load).
+    triton_message: str | None = None
+
+
+@dataclass(frozen=True)
+class ObservedServerState:
+    """What the operator saw of a TritonServer's children."""
+
+    # metadata.generation of the TritonServer whose children were last applied successfully.
+    applied_generation: int
+    deployment_found: bool
+    deployment_generation: int = 0
+    deployment_observed_generation: int = 0
+    desired_replicas: int = 0
+    updated_replicas: int = 0
+    ready_replicas: int = 0
+    available_replicas: int = 0
+    # The Deployment's Progressing condition has reason ProgressDeadlineExceeded.
+    progress_deadline_exceeded: bool = False
+    pods: tuple[ObservedPod, ...] = ()
+    # Referenced objects that do not exist, as "Kind/name" (Secret/ngc, PersistentVolumeClaim/models).
+    missing_references: tuple[str, ...] = ()
+
+
+_IMAGE_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+
+
+def _pod_problem(pod: ObservedPod) -> tuple[Reason, str] | None:
+    """Why a not-ready pod is stuck, as (reason, message), or None when it is merely starting."""
+    if pod.ready:
+        return None
+    detail = pod.waiting_message or pod.waiting_reason or ""
+    if pod.unschedulable_message:
+        return Reason.UNSCHEDULABLE, f"cannot be scheduled: {pod.unschedulable_message}"
+    if pod.waiting_reason == "CreateContainerConfigError":
+        return Reason.MISSING_REFERENCE, f"cannot start: {detail}"
+    if pod.waiting_reason in _IMAGE_PULL:
+        return Reason.IMAGE_PULL_FAILED, f"cannot pull its image: {detail}"
+    if pod.waiting_reason == "CrashLoopBackOff":
+        last = f": {pod.triton_message}" if pod.triton_message else ""
+        return Reason.CRASH_LOOPING, f"keeps crashing ({pod.restart_count} restarts){last}"
+    if pod.triton_message:
+        return Reason.TRITON_ERROR, f"Triton is not ready: {pod.triton_message}"
+    return None
+
+
+# Most actionable first: the first problem names Ready's and Degraded's reason.
+_PRIORITY = [
+    Reason.MISSING_REFERENCE,
+    Reason.UNSCHEDULABLE,
+    Reason.IMAGE_PULL_FAILED,
+    Reason.CRASH_LOOPING,
+    Reason.PROGRESS_DEADLINE_EXCEEDED,
+    Reason.TRITON_ERROR,
+]
+
+
+def _problems(observed: ObservedServerState) -> list[tuple[Reason, str]]:
+    """Every problem observed, one per reason, most actionable first."""
+    found: dict[Reason, list[str]] = {}
+    if observed.missing_references:
+        refs = ", ".join(observed.missing_references)
+        found[Reason.MISSING_REFERENCE] = [
+            f"{refs} not found; create it or remove the reference from the spec"
+        ]
+    by_reason: dict[Reason, list[tuple[str, str]]] = {}
+    for pod in observed.pods:
+        problem = _pod_problem(pod)
+        if problem is not None:
+            by_reason.setdefault(problem[0], []).append((pod.name, problem[1]))
+    for reason, pods in by_reason.items():
+        name, text = pods[0]
+        more = f" (and {len(pods) - 1} more)" if len(pods) > 1 else ""
+        found.setdefault(reason, []).append(f"pod {name}{more} {text}")
+    if observed.progress_deadline_exceeded:
+        found[Reason.PROGRESS_DEADLINE_EXCEEDED] = ["the Deployment made no progress within its deadline"]
+    return [(reason, "; ".join(found[reason])) for reason in _PRIORITY if reason in found]
+
+
+def _rollout_done(observed: ObservedServerState, generation: int) -> bool:
+    """Whether the current generation is applied and every desired replica is updated, ready and available."""
+    desired = observed.desired_replicas
+    return (
+        observed.applied_generation >= generation
+        and observed.deployment_found
+        and observed.deployment_observed_generation >= observed.deployment_generation
+        and observed.updated_replicas >= desired
+        and observed.ready_replicas >= desired
+        and observed.available_replicas >= desired
+    )
+
+
+def _progress_message(observed: ObservedServerState) -> str:
+    """Replica counts in one phrase."""
+    return (
+        f"{observed.ready_replicas} of {observed.desired_replicas} replicas ready, "
+        f"{observed.updated_replicas} updated"
+    )
+
+
+def server_conditions(observed: ObservedServerState, generation: int) -> list[DecidedCondition]:
+    """Ready, Available, Progressing and Degraded of a TritonServer at `generation`, from observed facts."""
+    problems = _problems(observed)
+    done = _rollout_done(observed, generation)
+    desired = observed.desired_replicas
+    counts = _progress_message(observed)
+    if observed.applied_generation < generation:
+        pending: tuple[Reason, str] = (
+            Reason.RECONCILING,
+            f"generation {generation} is not applied yet (children reflect {observed.applied_generation})",
+        )
+    elif not observed.deployment_found:
+        pending = (Reason.RECONCILING, "the Deployment does not exist yet")
+    else:
+        pending = (Reason.ROLLING_OUT, f"rolling out generation {generation}: {counts}")
+
+    if done and desired == 0:
+        ready = DecidedCondition(
+            ConditionType.READY, ConditionStatus.TRUE, Reason.SCALED_TO_ZERO, "Scaled to zero."
+        )
+    elif done:
+        ready = DecidedCondition(
+            ConditionType.READY,
+            ConditionStatus.TRUE,
+            Reason.ALL_REPLICAS_READY,
+            f"All {desired} replicas ready.",
+        )
+    elif problems:
+        reason, text = problems[0]
+        ready = DecidedCondition(ConditionType.READY, ConditionStatus.FALSE, reason, f"{counts}: {text}")
+    else:
+        ready = DecidedCondition(ConditionType.READY, ConditionStatus.FALSE, pending[0], pending[1])
+
+    if observed.available_replicas > 0:
+        available = DecidedCondition(
+            ConditionType.AVAILABLE,
+            ConditionStatus.TRUE,
+            Reason.MINIMUM_REPLICAS_AVAILABLE,
+            f"{observed.available_replicas} of {desired} replicas serve traffic.",
+        )
+    elif desired == 0 and observed.deployment_found:
+        available = DecidedCondition(
+            ConditionType.AVAILABLE,
+            ConditionStatus.FALSE,
+            Reason.SCALED_TO_ZERO,
+            "Scaled to zero: nothing serves.",
+        )
+    else:
+        detail = f": {problems[0][1]}" if problems else "."
+        available = DecidedCondition(
+            ConditionType.AVAILABLE,
+            ConditionStatus.FALSE,
+            Reason.NO_REPLICAS_AVAILABLE,
+            f"No replica serves{detail}",
+        )
+
+    if observed.progress_deadline_exceeded:
+        # kstatus reads Progressing=False with this reason as "stalled".
+        progressing = DecidedCondition(
+            ConditionType.PROGRESSING,
+            ConditionStatus.FALSE,
+            Reason.PROGRESS_DEADLINE_EXCEEDED,
+            f"Rollout stalled: {counts}.",
+        )
+    elif done:
+        progressing = DecidedCondition(
+            ConditionType.PROGRESSING,
+            ConditionStatus.FALSE,
+            Reason.ROLLOUT_COMPLETE,
+            f"Generation {generation} rolled out.",
+        )
+    else:
+        progressing = DecidedCondition(
+            ConditionType.PROGRESSING, ConditionStatus.TRUE, pending[0], pending[1]
+        )
+
+    if problems:
+        degraded = DecidedCondition(
+            ConditionType.DEGRADED,
+            ConditionStatus.TRUE,
+            problems[0][0],
+            "; ".join(text for _, text in problems),
+        )
+    else:
+        degraded = DecidedCondition(
+            ConditionType.DEGRADED, ConditionStatus.FALSE, Reason.AS_EXPECTED, "No problems observed."
+        )
+    return [ready, available, progressing, degraded]

@@ -1,0 +1,31 @@
+"""Labels and names of the children of a TritonServer."""
+
+from __future__ import annotations
+
+from triton_operator.api.common import GROUP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME
+
+APP_NAME = "triton"
+COMPONENT = "server"
+MANAGED_BY = "triton-operator"
+OWNER_UID_LABEL = f"{GROUP}/server-uid"
+SPEC_HASH_ANNOTATION = f"{GROUP}/spec-hash"
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    """Labels selecting one TritonServer's pods (a Deployment's selector is immutable: keep it small)."""
+    return {LABEL_NAME: APP_NAME, LABEL_INSTANCE: name, LABEL_COMPONENT: COMPONENT}
+
+
+def standard_labels(name: str) -> dict[str, str]:
+    """The app.kubernetes.io labels every child and pod carries."""
+    return {**selector_labels(name), LABEL_MANAGED_BY: MANAGED_BY}
+
+
+def owner_labels(name: str, uid: str) -> dict[str, str]:
+    """Labels of each child: the standard ones plus the owner's uid (tells re-created owners apart)."""
+    return {**standard_labels(name), OWNER_UID_LABEL: uid}
+
+
+def label_selector(name: str) -> str:
+    """selector_labels as a label-selector string, for status.selector (scale subresource, HPA)."""
+    return ",".join(f"{key}={value}" for key, value in sorted(selector_labels(name).items()))

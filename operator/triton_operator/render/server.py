@@ -1,0 +1,351 @@
+"""Children of a TritonServer: Deployment, Service, model-repository PVC and PodDisruptionBudget."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from triton_operator.api.tritonserver import TritonServerSpec
+from triton_operator.render.labels import (
+    SPEC_HASH_ANNOTATION,
+    selector_labels,
+    standard_labels,
+)
+from triton_operator.render.labels import owner_labels as labels_for_owner
+
+CONTAINER_NAME = "tritonserver"
+HTTP_PORT = 8000
+GRPC_PORT = 8001
+METRICS_PORT = 8002
+MODEL_REPOSITORY_PATH = "/models"
+SHM_PATH = "/dev/shm"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+# uid/gid of the triton-server user in NVIDIA's Triton images.
+TRITON_UID = 1000
+STARTUP_PERIOD_SECONDS = 10
+# Seconds Kubernetes waits past Triton's own exit timeout before SIGKILL.
+GRACE_MARGIN_SECONDS = 15
+# A rollout counts as stuck only after a full startup budget plus this margin.
+PROGRESS_MARGIN_SECONDS = 300
+
+Manifest = dict[str, Any]
+
+
+def _flag(value: bool) -> str:
+    """tritonserver's boolean flag spelling."""
+    return "true" if value else "false"
+
+
+def metrics_enabled(spec: TritonServerSpec) -> bool:
+    """Whether Triton serves /metrics on port 8002."""
+    return spec.triton.metrics.enabled
+
+
+def triton_args(spec: TritonServerSpec) -> list[str]:
+    """tritonserver's command-line arguments: the flags the operator owns, then spec.triton.extraArgs."""
+    triton = spec.triton
+    metrics = triton.metrics
+    args = [
+        f"--model-repository={MODEL_REPOSITORY_PATH}",
+        f"--model-control-mode={triton.model_control_mode.value}",
+        f"--strict-readiness={_flag(triton.strict_readiness)}",
+        f"--http-port={HTTP_PORT}",
+        f"--grpc-port={GRPC_PORT}",
+        f"--metrics-port={METRICS_PORT}",
+        f"--allow-metrics={_flag(metrics.enabled)}",
+        # GPU metrics need a GPU; without one Triton only logs a warning, so keep the flag honest.
+        f"--allow-gpu-metrics={_flag(metrics.enabled and metrics.gpu_metrics and spec.resources.gpus > 0)}",
+    ]
+    if metrics.enabled and metrics.summary_latencies:
+        args.append("--metrics-config=summary_latencies=true")
+    if metrics.enabled and metrics.interval_ms is not None:
+        args.append(f"--metrics-interval-ms={metrics.interval_ms}")
+    if triton.log_verbose:
+        args.append(f"--log-verbose={triton.log_verbose}")
+    args.append(f"--exit-timeout-secs={triton.exit_timeout_seconds}")
+    return args + list(triton.extra_args)
+
+
+def deployment_name(name: str) -> str:
+    """Name of the Deployment (the Service and PDB share it)."""
+    return name
+
+
+def pvc_name(name: str, spec: TritonServerSpec) -> str:
+    """Name of the model-repository PVC: the existing claim, or the one the operator creates."""
+    return spec.model_repository.existing_claim or f"{name}-models"
+
+
+def service_endpoints(name: str, namespace: str, spec: TritonServerSpec) -> dict[str, str]:
+    """status.endpoints: in-cluster addresses of the Service."""
+    host = f"{name}.{namespace}.svc"
+    endpoints = {"http": f"{host}:{HTTP_PORT}", "grpc": f"{host}:{GRPC_PORT}"}
+    if metrics_enabled(spec):
+        endpoints["metrics"] = f"http://{host}:{METRICS_PORT}/metrics"
+    return endpoints
+
+
+def _resources(spec: TritonServerSpec) -> Manifest:
+    """Container resources; GPUs in limits and, equal, in requests (extended resources cannot overcommit)."""
+    wanted = spec.resources
+    requests = wanted.requests.model_dump(exclude_none=True) if wanted.requests else {}
+    limits = wanted.limits.model_dump(exclude_none=True) if wanted.limits else {}
+    if wanted.gpus > 0:
+        limits[GPU_RESOURCE] = requests[GPU_RESOURCE] = str(wanted.gpus)
+    resources: Manifest = {}
+    if limits:
+        resources["limits"] = limits
+    if requests:
+        resources["requests"] = requests
+    return resources
+
+
+def _env(spec: TritonServerSpec) -> list[Manifest]:
+    """Container env: the user's, plus NVIDIA_VISIBLE_DEVICES=void on CPU-only pods."""
+    env = [item.model_dump(mode="json", exclude_none=True) for item in spec.env]
+    names = {item.name for item in spec.env}
+    if spec.resources.gpus == 0 and "NVIDIA_VISIBLE_DEVICES" not in names:
+        # Where the NVIDIA runtime is the node default, a pod without a GPU request would otherwise see every
+        # GPU on the node and compete with the pods that were allocated them.
+        env.insert(0, {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"})
+    return env
+
+
+def _ports(spec: TritonServerSpec) -> list[Manifest]:
+    """Named container ports."""
+    ports = [
+        {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+    ]
+    if metrics_enabled(spec):
+        ports.append({"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"})
+    return ports
+
+
+def _probe(path: str, *, period: int, failure_threshold: int) -> Manifest:
+    """An HTTP probe on Triton's health API."""
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failure_threshold,
+    }
+
+
+def _container(spec: TritonServerSpec) -> Manifest:
+    """The tritonserver container."""
+    container: Manifest = {
+        "name": CONTAINER_NAME,
+        "image": spec.image,
+        "command": ["tritonserver"],
+        "args": triton_args(spec),
+        "ports": _ports(spec),
+    }
+    if spec.image_pull_policy is not None:
+        container["imagePullPolicy"] = spec.image_pull_policy.value
+    env = _env(spec)
+    if env:
+        container["env"] = env
+    if spec.env_from:
+        container["envFrom"] = [item.model_dump(mode="json", exclude_none=True) for item in spec.env_from]
+    resources = _resources(spec)
+    if resources:
+        container["resources"] = resources
+    # Liveness and startup use /live: a model that fails to load must not restart the pod (it would fail
+    # again); readiness uses /ready so a pod takes traffic only once Triton (and, when strict, every
+    # model) is ready.
+    budget = spec.startup.budget_seconds
+    container["startupProbe"] = _probe(
+        "/v2/health/live",
+        period=STARTUP_PERIOD_SECONDS,
+        failure_threshold=math.ceil(budget / STARTUP_PERIOD_SECONDS),
+    )
+    container["livenessProbe"] = _probe("/v2/health/live", period=10, failure_threshold=3)
+    container["readinessProbe"] = _probe("/v2/health/ready", period=5, failure_threshold=3)
+    container["volumeMounts"] = [
+        # Read-only: the operator's Job stages models and Triton's API loads them; nothing writes here.
+        {"name": "models", "mountPath": MODEL_REPOSITORY_PATH, "readOnly": True},
+        {"name": "dshm", "mountPath": SHM_PATH},
+    ]
+    container["securityContext"] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        # Not read-only: the python backend and model code unpack stubs and caches under /tmp and $HOME.
+        "readOnlyRootFilesystem": False,
+    }
+    return container
+
+
+def _node_selector(spec: TritonServerSpec) -> dict[str, str]:
+    """The user's nodeSelector plus the GPU product label when gpuProduct is set."""
+    selector = dict(spec.node_selector)
+    if spec.gpu_product:
+        selector[GPU_PRODUCT_LABEL] = spec.gpu_product
+    return selector
+
+
+def _pod_spec(name: str, spec: TritonServerSpec) -> Manifest:
+    """Pod spec of the Triton pods."""
+    pod: Manifest = {}
+    if spec.service_account_name:
+        pod["serviceAccountName"] = spec.service_account_name
+    if spec.image_pull_secrets:
+        pod["imagePullSecrets"] = [ref.model_dump(mode="json") for ref in spec.image_pull_secrets]
+    node_selector = _node_selector(spec)
+    if node_selector:
+        pod["nodeSelector"] = node_selector
+    if spec.tolerations:
+        pod["tolerations"] = [t.model_dump(mode="json", exclude_none=True) for t in spec.tolerations]
+    if spec.affinity:
+        pod["affinity"] = spec.affinity
+    pod["terminationGracePeriodSeconds"] = spec.triton.exit_timeout_seconds + GRACE_MARGIN_SECONDS
+    # Triton needs no Service env vars; thousands of them in a busy namespace only slow pod start.
+    pod["enableServiceLinks"] = False
+    pod["securityContext"] = {
+        "runAsNonRoot": True,
+        "runAsUser": TRITON_UID,
+        "runAsGroup": TRITON_UID,
+        "fsGroup": TRITON_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    pod["containers"] = [_container(spec)]
+    pod["volumes"] = [
+        {"name": "models", "persistentVolumeClaim": {"claimName": pvc_name(name, spec)}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shared_memory_size}},
+    ]
+    return pod
+
+
+def spec_hash(template: Mapping[str, Any]) -> str:
+    """Short, stable hash of a pod template; equal hashes mean applying would not restart pods."""
+    canonical = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _strategy(spec: TritonServerSpec) -> Manifest:
+    """Rolling update that never needs more GPUs than the pool already holds."""
+    if spec.resources.gpus > 0:
+        # GPUs are scarce: a surge pod needs a free GPU, and on a full pool it stays Pending forever while
+        # the old pod waits for it to become ready, deadlocking the rollout. Replace one pod at a time.
+        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    # CPU pools can surge: keep every replica serving during a rollout.
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}
+
+
+def render_deployment(
+    name: str, namespace: str, spec: TritonServerSpec, *, owner_labels: Mapping[str, str]
+) -> Manifest:
+    """The Deployment of Triton pods."""
+    template_metadata: Manifest = {"labels": {**spec.pod_labels, **standard_labels(name)}}
+    if spec.pod_annotations:
+        template_metadata["annotations"] = dict(spec.pod_annotations)
+    template: Manifest = {"metadata": template_metadata, "spec": _pod_spec(name, spec)}
+    # The hash covers exactly the pod template, so it changes iff applying the Deployment would roll the pods.
+    template_metadata.setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = spec_hash(template)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": deployment_name(name), "namespace": namespace, "labels": dict(owner_labels)},
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector_labels(name)},
+            "strategy": _strategy(spec),
+            "progressDeadlineSeconds": spec.startup.budget_seconds + PROGRESS_MARGIN_SECONDS,
+            "revisionHistoryLimit": 3,
+            "template": template,
+        },
+    }
+
+
+def render_service(
+    name: str, namespace: str, spec: TritonServerSpec, *, owner_labels: Mapping[str, str]
+) -> Manifest:
+    """The Service in front of the pods, one named port per Triton endpoint."""
+    ports = [
+        {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"},
+        # Cleartext HTTP/2: the standard appProtocol Gateway API implementations and meshes read for gRPC.
+        {
+            "name": "grpc",
+            "port": GRPC_PORT,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "kubernetes.io/h2c",
+        },
+    ]
+    if metrics_enabled(spec):
+        ports.append(
+            {
+                "name": "metrics",
+                "port": METRICS_PORT,
+                "targetPort": "metrics",
+                "protocol": "TCP",
+                "appProtocol": "http",
+            }
+        )
+    metadata: Manifest = {"name": name, "namespace": namespace, "labels": dict(owner_labels)}
+    if spec.service.annotations:
+        metadata["annotations"] = dict(spec.service.annotations)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata,
+        "spec": {"type": spec.service.type.value, "selector": selector_labels(name), "ports": ports},
+    }
+
+
+def render_pvc(
+    name: str, namespace: str, spec: TritonServerSpec, *, owner_labels: Mapping[str, str]
+) -> Manifest | None:
+    """The model-repository PVC, or None when spec.modelRepository.existingClaim names one to use."""
+    repository = spec.model_repository
+    if repository.existing_claim:
+        return None
+    pvc_spec: Manifest = {
+        "accessModes": [mode.value for mode in repository.access_modes],
+        "resources": {"requests": {"storage": repository.size}},
+    }
+    if repository.storage_class_name is not None:
+        pvc_spec["storageClassName"] = repository.storage_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": pvc_name(name, spec), "namespace": namespace, "labels": dict(owner_labels)},
+        "spec": pvc_spec,
+    }
+
+
+def render_pdb(
+    name: str, namespace: str, spec: TritonServerSpec, *, owner_labels: Mapping[str, str]
+) -> Manifest | None:
+    """A PodDisruptionBudget letting node drains take one pod at a time; None for a single replica."""
+    if spec.replicas <= 1:
+        # With one replica maxUnavailable 1 protects nothing, and minAvailable 1 would block every drain.
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(owner_labels)},
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(name)},
+            # A pod that is not ready serves nothing; do not let it block a drain.
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+def render_all(name: str, namespace: str, uid: str, spec: TritonServerSpec) -> list[Manifest]:
+    """Every child of a TritonServer in apply order: PVC, Deployment, Service, PDB (absent ones skipped)."""
+    labels = labels_for_owner(name, uid)
+    children = [
+        render_pvc(name, namespace, spec, owner_labels=labels),
+        render_deployment(name, namespace, spec, owner_labels=labels),
+        render_service(name, namespace, spec, owner_labels=labels),
+        render_pdb(name, namespace, spec, owner_labels=labels),
+    ]
+    return [child for child in children if child is not None]

@@ -1,0 +1,343 @@
+"""Triton's Prometheus metrics: parse a scrape into typed counters, turn two scrapes into rates.
+
+Everything here is pure except `fetch_metrics`. Names and units are Triton's (microseconds, counts).
+Checked against Triton 2.51: the request and queue duration counters (and the latency summaries)
+accumulate over successful requests only; failures count in `nv_inference_request_failure` by
+reason and in executions, never in durations. Averages therefore divide by successes.
+"""
+
+from __future__ import annotations
+
+import http.client
+import math
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from triton_operator.triton.client import (
+    PROBE_TIMEOUT_S,
+    TritonEndpoint,
+    TritonError,
+    TritonTimeout,
+    TritonUnreachable,
+)
+
+# Sample name -> ModelCounters field, for the cumulative per-model counters we read.
+_COUNTERS = {
+    "nv_inference_request_success": "success_count",
+    "nv_inference_request_failure": "failure_count",  # one series per reason; summed
+    "nv_inference_count": "inference_count",
+    "nv_inference_exec_count": "execution_count",
+    "nv_inference_request_duration_us": "request_duration_us",
+    "nv_inference_queue_duration_us": "queue_duration_us",
+}
+# Summary name -> (field for quantile 0.5, field for quantile 0.99); present with summary_latencies=true.
+_SUMMARIES = {
+    "nv_inference_request_summary_us": ("request_p50_us", "request_p99_us"),
+    "nv_inference_queue_summary_us": ("queue_p50_us", "queue_p99_us"),
+}
+_QUANTILES = {0.5: 0, 0.99: 1}
+_GPU_SERIES = {
+    "nv_gpu_utilization": "utilization",
+    "nv_gpu_memory_used_bytes": "memory_used_bytes",
+    "nv_gpu_memory_total_bytes": "memory_total_bytes",
+}
+_CPU_SERIES = {
+    "nv_cpu_utilization": "utilization",
+    "nv_cpu_memory_used_bytes": "memory_used_bytes",
+    "nv_cpu_memory_total_bytes": "memory_total_bytes",
+}
+
+ModelKey = tuple[str, str]
+"""(model name, version) as Triton labels its series."""
+
+
+@dataclass(frozen=True)
+class ModelCounters:
+    """One model version's cumulative counters on one pod, plus its current latency quantiles."""
+
+    model: str
+    version: str
+    success_count: int = 0
+    failure_count: int = 0
+    inference_count: int = 0
+    execution_count: int = 0
+    request_duration_us: int = 0
+    queue_duration_us: int = 0
+    request_p50_us: float | None = None
+    request_p99_us: float | None = None
+    queue_p50_us: float | None = None
+    queue_p99_us: float | None = None
+
+
+@dataclass(frozen=True)
+class GpuStats:
+    """One GPU (by UUID) as Triton reports it; utilization is a fraction in [0, 1]."""
+
+    uuid: str
+    utilization: float | None = None
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class CpuStats:
+    """The pod's CPU and memory as Triton reports them; utilization is a fraction in [0, 1]."""
+
+    utilization: float | None = None
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """One scrape of one pod: per (model, version) counters, GPUs by UUID, and CPU when reported."""
+
+    models: Mapping[ModelKey, ModelCounters] = field(default_factory=dict)
+    gpus: Mapping[str, GpuStats] = field(default_factory=dict)
+    cpu: CpuStats | None = None
+
+
+@dataclass(frozen=True)
+class ModelRates:
+    """One model version's traffic over a window: rates, the deltas behind them, and quantiles.
+
+    Deltas are kept (not only averages) so that per-pod windows aggregate exactly.
+    """
+
+    model: str
+    version: str
+    window_s: float
+    request_rate: float  # requests/s, successes plus failures
+    failure_rate: float  # failed requests/s
+    success_count: int
+    failure_count: int
+    inference_count: int
+    execution_count: int
+    request_duration_us: int
+    queue_duration_us: int
+    p50_latency_us: float | None = None
+    p99_latency_us: float | None = None
+    p50_queue_us: float | None = None
+    p99_queue_us: float | None = None
+
+    @property
+    def request_count(self) -> int:
+        """Requests answered in the window, successful or not."""
+        return self.success_count + self.failure_count
+
+    @property
+    def failure_ratio(self) -> float | None:
+        """Failed share of requests in the window; None without requests."""
+        return self.failure_count / self.request_count if self.request_count else None
+
+    @property
+    def avg_latency_us(self) -> float | None:
+        """Mean end-to-end request latency of successful requests; None without any."""
+        return self.request_duration_us / self.success_count if self.success_count else None
+
+    @property
+    def avg_queue_us(self) -> float | None:
+        """Mean time successful requests waited in Triton's scheduler queue; None without any."""
+        return self.queue_duration_us / self.success_count if self.success_count else None
+
+    @property
+    def batching_efficiency(self) -> float | None:
+        """Inferences per model execution: above 1 means dynamic batching merged requests."""
+        return self.inference_count / self.execution_count if self.execution_count else None
+
+
+def parse_metrics(text: str) -> MetricsSnapshot:
+    """Parse Triton's `/metrics` text; series we do not use are ignored."""
+    models: dict[ModelKey, dict[str, float]] = {}
+    gpus: dict[str, dict[str, float]] = {}
+    cpu: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        name = family.name
+        for sample in family.samples:
+            labels, value = sample.labels, sample.value
+            if name in _COUNTERS and sample.name in (name, f"{name}_total") and "model" in labels:
+                # The parser names counter samples `<family>_total`; Triton's text has no suffix.
+                fields = models.setdefault(_model_key(labels), {})
+                # Summing also folds in series split by extra labels (failure `reason`).
+                fields[_COUNTERS[name]] = fields.get(_COUNTERS[name], 0.0) + value
+            elif name in _SUMMARIES and sample.name == name and "model" in labels:
+                fields = models.setdefault(_model_key(labels), {})
+                index = _QUANTILES.get(_quantile(labels.get("quantile")))
+                # Triton writes `Nan` for a quantile until the model has seen traffic.
+                if index is not None and not math.isnan(value):
+                    fields[_SUMMARIES[name][index]] = value
+            elif name in _GPU_SERIES and "gpu_uuid" in labels:
+                gpus.setdefault(labels["gpu_uuid"], {})[_GPU_SERIES[name]] = value
+            elif name in _CPU_SERIES:
+                cpu[_CPU_SERIES[name]] = value
+    return MetricsSnapshot(
+        models={key: _model_counters(key, fields) for key, fields in models.items()},
+        gpus={uuid: _gpu_stats(uuid, fields) for uuid, fields in gpus.items()},
+        cpu=_cpu_stats(cpu) if cpu else None,
+    )
+
+
+def _model_key(labels: Mapping[str, str]) -> ModelKey:
+    return (labels["model"], labels.get("version", ""))
+
+
+def _quantile(raw: str | None) -> float:
+    try:
+        return float(raw) if raw is not None else math.nan
+    except ValueError:
+        return math.nan
+
+
+def _model_counters(key: ModelKey, fields: Mapping[str, float]) -> ModelCounters:
+    def count(name: str) -> int:
+        return int(fields.get(name, 0.0))
+
+    return ModelCounters(
+        model=key[0],
+        version=key[1],
+        success_count=count("success_count"),
+        failure_count=count("failure_count"),
+        inference_count=count("inference_count"),
+        execution_count=count("execution_count"),
+        request_duration_us=count("request_duration_us"),
+        queue_duration_us=count("queue_duration_us"),
+        request_p50_us=fields.get("request_p50_us"),
+        request_p99_us=fields.get("request_p99_us"),
+        queue_p50_us=fields.get("queue_p50_us"),
+        queue_p99_us=fields.get("queue_p99_us"),
+    )
+
+
+def _gpu_stats(uuid: str, fields: Mapping[str, float]) -> GpuStats:
+    return GpuStats(
+        uuid=uuid,
+        utilization=_finite(fields.get("utilization")),
+        memory_used_bytes=_as_int(fields.get("memory_used_bytes")),
+        memory_total_bytes=_as_int(fields.get("memory_total_bytes")),
+    )
+
+
+def _cpu_stats(fields: Mapping[str, float]) -> CpuStats:
+    return CpuStats(
+        utilization=_finite(fields.get("utilization")),
+        memory_used_bytes=_as_int(fields.get("memory_used_bytes")),
+        memory_total_bytes=_as_int(fields.get("memory_total_bytes")),
+    )
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _as_int(value: float | None) -> int | None:
+    finite = _finite(value)
+    return int(finite) if finite is not None else None
+
+
+_DELTA_FIELDS = tuple(_COUNTERS.values())
+
+
+def model_rates(previous: ModelCounters | None, current: ModelCounters, elapsed_s: float) -> ModelRates:
+    """Rates of one model version between two scrapes of the same pod, `elapsed_s` apart.
+
+    A model absent from the previous scrape (just loaded) counts from zero. If any counter went
+    down, the pod restarted (or the model was reloaded) between scrapes: counters restarted at zero,
+    so the current values are the best estimate of the window's traffic, never a negative delta.
+    """
+    if not elapsed_s > 0 or not math.isfinite(elapsed_s):
+        raise ValueError(f"elapsed_s must be a positive number of seconds between scrapes, got {elapsed_s!r}")
+    now = {f: getattr(current, f) for f in _DELTA_FIELDS}
+    before = (
+        {f: getattr(previous, f) for f in _DELTA_FIELDS} if previous is not None else dict.fromkeys(now, 0)
+    )
+    reset = any(now[f] < before[f] for f in _DELTA_FIELDS)
+    delta = now if reset else {f: now[f] - before[f] for f in _DELTA_FIELDS}
+    served = delta["success_count"] > 0
+    return ModelRates(
+        model=current.model,
+        version=current.version,
+        window_s=elapsed_s,
+        request_rate=(delta["success_count"] + delta["failure_count"]) / elapsed_s,
+        failure_rate=delta["failure_count"] / elapsed_s,
+        **delta,
+        # Triton's quantiles cover its own sliding window; a window with no successful request
+        # would otherwise report stale numbers from earlier traffic.
+        p50_latency_us=current.request_p50_us if served else None,
+        p99_latency_us=current.request_p99_us if served else None,
+        p50_queue_us=current.queue_p50_us if served else None,
+        p99_queue_us=current.queue_p99_us if served else None,
+    )
+
+
+def rates(
+    previous: MetricsSnapshot, current: MetricsSnapshot, elapsed_s: float
+) -> dict[ModelKey, ModelRates]:
+    """Per (model, version) rates of one pod between two scrapes; models gone from `current` drop out."""
+    return {
+        key: model_rates(previous.models.get(key), counters, elapsed_s)
+        for key, counters in current.models.items()
+    }
+
+
+def aggregate(per_pod: Iterable[ModelRates]) -> ModelRates:
+    """Combine one model version's rates from every pod into the pool's view.
+
+    Rates and counts add up, so averages and batching efficiency come out request-weighted. Quantiles
+    cannot be averaged: the pool's p99 lies between the pods' p99s, so the max is a safe upper bound
+    that still shows one slow pod, where a mean would hide it behind healthy ones. Same for p50.
+    """
+    items = list(per_pod)
+    if not items:
+        raise ValueError("aggregate() needs the rates of at least one pod")
+    first = items[0]
+    strangers = sorted({(r.model, r.version) for r in items} - {(first.model, first.version)})
+    if strangers:
+        raise ValueError(
+            f"aggregate() combines one model version; got {first.model}:{first.version} and {strangers}"
+        )
+    total = replace(
+        first,
+        window_s=max(r.window_s for r in items),
+        request_rate=sum(r.request_rate for r in items),
+        failure_rate=sum(r.failure_rate for r in items),
+        **{f: sum(getattr(r, f) for r in items) for f in _DELTA_FIELDS},
+        p50_latency_us=_max_known(r.p50_latency_us for r in items),
+        p99_latency_us=_max_known(r.p99_latency_us for r in items),
+        p50_queue_us=_max_known(r.p50_queue_us for r in items),
+        p99_queue_us=_max_known(r.p99_queue_us for r in items),
+    )
+    return total
+
+
+def _max_known(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def fetch_metrics(ep: TritonEndpoint, *, timeout_s: float = PROBE_TIMEOUT_S) -> str:
+    """GET the pod's `/metrics` text; TritonUnreachable when it does not answer within `timeout_s`."""
+    try:
+        with urllib.request.urlopen(ep.metrics_url, timeout=timeout_s) as response:
+            body: bytes = response.read()
+    except urllib.error.HTTPError as exc:
+        raise TritonError(
+            f"Triton metrics at {ep.metrics_url} answered HTTP {exc.code}",
+            endpoint=ep.metrics_url,
+            status=exc.code,
+        ) from None
+    except (OSError, http.client.HTTPException) as exc:
+        # URLError wraps a refused or timed-out connect; a read timeout surfaces as TimeoutError.
+        reason = getattr(exc, "reason", None) or exc or type(exc).__name__
+        if isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError):
+            raise TritonTimeout(
+                f"Triton metrics at {ep.metrics_url} did not answer within {timeout_s:g} s",
+                endpoint=ep.metrics_url,
+            ) from None
+        raise TritonUnreachable(
+            f"cannot read Triton metrics at {ep.metrics_url}: {reason}", endpoint=ep.metrics_url
+        ) from None
+    return body.decode("utf-8", errors="replace")

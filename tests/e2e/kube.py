@@ -1,0 +1,52 @@
+"""Small helpers for e2e tests: bounded waits and reads a user would do with kubectl."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.5) -> T:
+    """Poll `check` until it returns something truthy; fail with `what` and the last value on timeout."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except ApiException as exc:
+            last = f"ApiException {exc.status}: {exc.reason}"
+        else:
+            if last:
+                return cast(T, last)
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}; last seen: {last!r}")
+
+
+def service_account_exists(core: client.CoreV1Api, ns: str, name: str) -> bool:
+    try:
+        core.read_namespaced_service_account(name, ns)
+    except ApiException:
+        return False
+    return True
+
+
+def pod_condition(pod: Any, ctype: str) -> Any:
+    for cond in pod.status.conditions or []:
+        if cond.type == ctype:
+            return cond
+    return None
+
+
+def ready_pods(core: client.CoreV1Api, ns: str, selector: str) -> list[Any]:
+    pods = core.list_namespaced_pod(ns, label_selector=selector).items
+    return [
+        p
+        for p in pods
+        if getattr(pod_condition(p, "Ready"), "status", None) == "True" and not p.metadata.deletion_timestamp
+    ]

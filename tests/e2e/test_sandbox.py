@@ -1,0 +1,396 @@
+"""The sandbox itself, as a user of it sees it: a real control plane, GPU scheduling, real Triton pods,
+Jobs of the operator image, and a clean start/stop (issue 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.e2e import kube
+from tests.e2e.conftest import Sandbox
+from tests.sandbox import procs
+from tests.sandbox.config import REPO_ROOT, SandboxConfig
+
+TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.08-py3"
+OPERATOR_IMAGE = "ghcr.io/tritonoperator/triton-operator:0.1.0"
+
+
+def http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def runner_pods(sb: Sandbox) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{sb.cfg.ports['podrunner']}/pods", timeout=3) as resp:
+        return list(json.load(resp))
+
+
+def triton_deployment(name: str, claim: str, extra_args: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "tritonserver",
+                            "image": TRITON_IMAGE,
+                            "command": ["tritonserver"],
+                            "args": [
+                                "--model-repository=/models",
+                                "--model-control-mode=explicit",
+                                *(extra_args or []),
+                            ],
+                            "ports": [
+                                {"name": "http", "containerPort": 8000},
+                                {"name": "grpc", "containerPort": 8001},
+                                {"name": "metrics", "containerPort": 8002},
+                            ],
+                            "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                            "readinessProbe": {
+                                "httpGet": {"path": "/v2/health/ready", "port": "http"},
+                                "periodSeconds": 2,
+                                "failureThreshold": 1,
+                            },
+                            "volumeMounts": [{"name": "models", "mountPath": "/models"}],
+                        }
+                    ],
+                    "volumes": [{"name": "models", "persistentVolumeClaim": {"claimName": claim}}],
+                },
+            },
+        },
+    }
+
+
+def create_pvc(core: client.CoreV1Api, ns: str, name: str) -> Path:
+    """A claim on the default StorageClass; returns the local folder of the volume it gets bound to."""
+    core.create_namespaced_persistent_volume_claim(
+        ns,
+        {
+            "metadata": {"name": name},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        },
+    )
+    pvc = kube.wait_for(
+        lambda: (p := core.read_namespaced_persistent_volume_claim(name, ns)).status.phase == "Bound" and p,
+        60,
+        f"PVC {name} to be Bound",
+    )
+    return Path(core.read_persistent_volume(pvc.spec.volume_name).spec.host_path.path)
+
+
+def test_triton_deployment_runs_real_tritonserver_on_its_pod_ip(sandbox: Sandbox, namespace: str) -> None:
+    core, apps = client.CoreV1Api(sandbox.api), client.AppsV1Api(sandbox.api)
+    create_pvc(core, namespace, "models")
+    apps.create_namespaced_deployment(namespace, triton_deployment("triton", "models"))
+
+    pod = kube.wait_for(
+        lambda: next(iter(kube.ready_pods(core, namespace, "app=triton")), None),
+        90,
+        "the Triton pod to be Ready",
+    )
+    assert pod.status.phase == "Running"
+    assert pod.spec.node_name.startswith("gpu-node-")
+    ip = pod.status.pod_ip
+    assert http_status(f"http://{ip}:8000/v2/health/ready") == 200
+    with urllib.request.urlopen(f"http://{ip}:8000/v2", timeout=3) as resp:
+        meta = json.load(resp)
+    assert meta["name"] == "triton" and meta["version"].startswith("2.")
+    (pid,) = [c["pid"] for p in runner_pods(sandbox) if p["uid"] == pod.metadata.uid for c in p["containers"]]
+    assert pid and Path(f"/proc/{pid}").exists()
+
+    apps.delete_namespaced_deployment("triton", namespace)
+    kube.wait_for(
+        lambda: not Path(f"/proc/{pid}").exists() or procs_is_zombie(pid),
+        60,
+        "the tritonserver process to stop after the Deployment was deleted",
+    )
+    assert http_status(f"http://{ip}:8000/v2/health/live") is None
+
+
+def procs_is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except OSError:
+        return True
+
+
+def gpu_pod(name: str, gpus: int) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [
+                {
+                    "name": "hold",
+                    "image": "registry.k8s.io/pause:3.10",
+                    "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
+                }
+            ],
+            "terminationGracePeriodSeconds": 1,
+        },
+    }
+
+
+def test_scheduler_enforces_gpu_capacity(sandbox: Sandbox, namespace: str) -> None:
+    core = client.CoreV1Api(sandbox.api)
+    capacity = sum(int((n.status.allocatable or {}).get("nvidia.com/gpu", 0)) for n in core.list_node().items)
+    assert capacity == 8, "the sandbox has 2 GPU nodes with 4 GPUs each"
+    in_use = sum(
+        int(((c.resources.limits or {}) if c.resources else {}).get("nvidia.com/gpu", 0))
+        for p in core.list_pod_for_all_namespaces().items
+        if p.spec.node_name and p.status.phase in ("Pending", "Running")
+        for c in p.spec.containers
+    )
+    for i in range(capacity - in_use):
+        core.create_namespaced_pod(namespace, gpu_pod(f"hold-{i}", 1))
+    kube.wait_for(
+        lambda: all(p.spec.node_name for p in core.list_namespaced_pod(namespace).items),
+        60,
+        "every GPU the cluster has to be taken",
+    )
+
+    core.create_namespaced_pod(namespace, gpu_pod("one-too-many", 1))
+    cond = kube.wait_for(
+        lambda: (
+            (c := kube.pod_condition(core.read_namespaced_pod("one-too-many", namespace), "PodScheduled"))
+            and c.status == "False"
+            and c
+        ),
+        30,
+        "the scheduler to refuse the 9th GPU",
+    )
+    assert cond.reason == "Unschedulable"
+    assert "Insufficient nvidia.com/gpu" in cond.message
+    pod = core.read_namespaced_pod("one-too-many", namespace)
+    assert pod.status.phase == "Pending" and not pod.spec.node_name
+
+
+BROKEN_CONFIG = """name: "broken"
+backend: "python"
+max_batch_size: 0
+input [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]
+output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]
+"""
+
+
+def test_triton_with_a_broken_model_and_strict_readiness_is_not_ready(
+    sandbox: Sandbox, namespace: str
+) -> None:
+    core, apps = client.CoreV1Api(sandbox.api), client.AppsV1Api(sandbox.api)
+    folder = create_pvc(core, namespace, "models")
+    # As `kubectl cp` would: a model whose code raises while loading.
+    (folder / "broken" / "1").mkdir(parents=True)
+    (folder / "broken" / "config.pbtxt").write_text(BROKEN_CONFIG)
+    (folder / "broken" / "1" / "model.py").write_text(
+        "class TritonPythonModel:\n"
+        "    def initialize(self, args):\n"
+        "        raise RuntimeError('weights are corrupt')\n"
+    )
+    apps.create_namespaced_deployment(
+        namespace,
+        triton_deployment(
+            "triton", "models", ["--load-model=broken", "--strict-readiness=true", "--exit-on-error=false"]
+        ),
+    )
+
+    pod = kube.wait_for(
+        lambda: next(
+            (
+                p
+                for p in core.list_namespaced_pod(namespace, label_selector="app=triton").items
+                if p.status.container_statuses and p.status.container_statuses[0].state.running
+            ),
+            None,
+        ),
+        90,
+        "the Triton container to be running",
+    )
+    ip = pod.status.pod_ip
+    kube.wait_for(lambda: http_status(f"http://{ip}:8000/v2/health/live") == 200, 60, "Triton to be live")
+    # Live but not ready: Triton's own answer, and so the pod's.
+    assert http_status(f"http://{ip}:8000/v2/health/ready") == 400
+    kube.wait_for(
+        lambda: any(
+            e.reason == "Unhealthy" and "Readiness probe failed" in e.message
+            for e in core.list_namespaced_event(namespace).items
+        ),
+        30,
+        "an Unhealthy event",
+    )
+    pod = core.read_namespaced_pod(pod.metadata.name, namespace)
+    assert kube.pod_condition(pod, "Ready").status == "False"
+    assert pod.status.container_statuses[0].ready is False
+    index = json.loads(
+        urllib.request.urlopen(
+            urllib.request.Request(f"http://{ip}:8000/v2/repository/index", data=b"{}"), timeout=3
+        ).read()
+    )
+    assert [(m["name"], m["state"]) for m in index] == [("broken", "UNAVAILABLE")]
+    assert "weights are corrupt" in index[0]["reason"]
+
+
+def operator_job(name: str, args: list[str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            # A failing exit code fails the Job at once and puts the code in the Job's own status.
+            "podFailurePolicy": {
+                "rules": [{"action": "FailJob", "onExitCodes": {"operator": "NotIn", "values": [0]}}]
+            },
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "main", "image": OPERATOR_IMAGE, "args": args}],
+                }
+            },
+        },
+    }
+
+
+def job_condition(batch: client.BatchV1Api, ns: str, name: str) -> Any:
+    job = batch.read_namespaced_job(name, ns)
+    return next(
+        (c for c in job.status.conditions or [] if c.type in ("Complete", "Failed") and c.status == "True"),
+        None,
+    )
+
+
+def test_operator_image_jobs_complete_or_fail_with_their_exit_code(sandbox: Sandbox, namespace: str) -> None:
+    batch, core = client.BatchV1Api(sandbox.api), client.CoreV1Api(sandbox.api)
+    batch.create_namespaced_job(namespace, operator_job("ok", ["version"]))
+    batch.create_namespaced_job(namespace, operator_job("bad", ["no-such-command"]))
+
+    ok = kube.wait_for(lambda: job_condition(batch, namespace, "ok"), 90, "Job ok to finish")
+    assert ok.type == "Complete"
+    assert batch.read_namespaced_job("ok", namespace).status.succeeded == 1
+
+    bad = kube.wait_for(lambda: job_condition(batch, namespace, "bad"), 90, "Job bad to finish")
+    assert bad.type == "Failed" and bad.reason == "PodFailurePolicy"
+    assert "exit code 2" in bad.message
+    (pod,) = core.list_namespaced_pod(namespace, label_selector="job-name=bad").items
+    assert pod.status.container_statuses[0].state.terminated.exit_code == 2
+
+
+def run_make(target: str, name: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", "-s", target, f"SANDBOX_NAME={name}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env or os.environ.copy(),
+        check=False,
+    )
+
+
+def test_sandbox_up_down_is_idempotent_recovers_stale_state_and_leaves_nothing(sandbox: Sandbox) -> None:
+    cfg = SandboxConfig.from_env("updown")
+    up = run_make("sandbox-up", cfg.name)
+    assert up.returncode == 0, up.stderr
+    lines = up.stdout.strip().splitlines()
+    assert lines[0] == f"export KUBECONFIG={cfg.kubeconfig}"
+    assert lines[1].startswith("export PATH=/") and lines[1].endswith(":$PATH")
+    env = dict(os.environ)
+    subprocess.run(
+        ["bash", "-c", f"{up.stdout}\nkubectl get nodes -o name"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    again = run_make("sandbox-up", cfg.name)
+    assert again.returncode == 0 and "already running" in again.stderr
+
+    # A killed run: the apiserver dies, everything else is left behind.
+    apiserver = procs.pid_of(cfg, "kube-apiserver")
+    assert apiserver
+    os.kill(apiserver, 9)
+    kube.wait_for(lambda: procs.pid_of(cfg, "kube-apiserver") is None, 10, "the apiserver to die")
+    stale = run_make("sandbox-up", cfg.name)
+    assert stale.returncode == 0, stale.stderr
+    assert "stale sandbox" in stale.stderr
+
+    down = run_make("sandbox-down", cfg.name)
+    assert down.returncode == 0, down.stderr
+    assert procs.marked_pids(cfg) == []
+    assert [p for p in cfg.ports.values() if procs.port_in_use(p)] == []
+
+
+def test_sandbox_up_names_a_busy_port(sandbox: Sandbox) -> None:
+    cfg = SandboxConfig.from_env("busyport")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", cfg.ports["kube-apiserver"]))
+        s.listen()
+        up = run_make("sandbox-up", cfg.name)
+    assert up.returncode != 0
+    assert f"{cfg.ports['kube-apiserver']} (kube-apiserver)" in up.stderr and "in use" in up.stderr
+    assert procs.marked_pids(cfg) == []
+
+
+def test_cached_binaries_are_reused_without_go(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A second run needs neither Go nor the network: PATH without go, and still the same binaries."""
+    script = REPO_ROOT / "tests" / "sandbox" / "build-binaries.sh"
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    warm = subprocess.run(
+        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert warm.returncode == 0, warm.stderr
+    assert Path(warm.stdout.strip()) == sandbox.bin_dir
+    assert "cached" in warm.stderr
+
+
+def test_build_without_go_says_what_to_do(tmp_path: Path) -> None:
+    script = REPO_ROOT / "tests" / "sandbox" / "build-binaries.sh"
+    env = {**os.environ, "PATH": "/usr/bin:/bin", "TRITON_SANDBOX_CACHE": str(tmp_path)}
+    cold = subprocess.run(
+        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert cold.returncode == 1
+    assert "Go is not installed" in cold.stderr and "Install Go" in cold.stderr
+
+
+def test_failed_module_download_says_what_to_do(tmp_path: Path) -> None:
+    script = REPO_ROOT / "tests" / "sandbox" / "build-binaries.sh"
+    env = {
+        **os.environ,
+        "TRITON_SANDBOX_CACHE": str(tmp_path / "cache"),
+        "GOMODCACHE": str(tmp_path / "mod"),
+        "GOPROXY": "http://127.0.0.1:9",
+        "GOFLAGS": "-mod=mod",
+        "GONOSUMDB": "*",
+        "GOSUMDB": "off",
+    }
+    cold = subprocess.run(
+        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert cold.returncode == 1
+    assert "Go module proxy (http://127.0.0.1:9) is reachable" in cold.stderr
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

@@ -1,0 +1,425 @@
+"""Rendered children of a TritonServer: golden files, Kubernetes schema validity, behaviour users rely on."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import kubernetes.client as k8s
+import pytest
+import yaml
+from kubernetes.client import ApiClient
+from triton_operator.api.tritonserver import TritonServerSpec
+from triton_operator.render.labels import label_selector, owner_labels, selector_labels
+from triton_operator.render.server import (
+    render_all,
+    render_deployment,
+    render_pdb,
+    render_pvc,
+    render_service,
+    service_endpoints,
+    triton_args,
+)
+
+pytestmark = pytest.mark.unit
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "render"
+UID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+
+MINIMAL: dict[str, Any] = {}
+MAXIMAL: dict[str, Any] = {
+    "image": "registry.example.com/triton/tritonserver:24.10-py3-custom",
+    "imagePullPolicy": "Always",
+    "imagePullSecrets": [{"name": "ngc-credentials"}],
+    "replicas": 3,
+    "resources": {
+        "gpus": 2,
+        "requests": {"cpu": "4", "memory": "32Gi"},
+        "limits": {"cpu": "8", "memory": "64Gi"},
+    },
+    "gpuProduct": "NVIDIA-A100-SXM4-80GB",
+    "nodeSelector": {"node.kubernetes.io/instance-type": "p4d.24xlarge"},
+    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    "affinity": {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": "llm"}},
+                    },
+                }
+            ]
+        }
+    },
+    "modelRepository": {
+        "size": "200Gi",
+        "storageClassName": "fast-rwx",
+        "accessModes": ["ReadWriteMany"],
+        "retainOnDelete": False,
+    },
+    "triton": {
+        "modelControlMode": "explicit",
+        "strictReadiness": False,
+        "metrics": {"enabled": True, "summaryLatencies": True, "gpuMetrics": True, "intervalMs": 1000},
+        "logVerbose": 1,
+        "exitTimeoutSeconds": 60,
+        "extraArgs": ["--pinned-memory-pool-byte-size=268435456", "--cuda-memory-pool-byte-size=0:536870912"],
+    },
+    "env": [
+        {"name": "HF_HOME", "value": "/tmp/hf"},
+        {"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "tokens", "key": "api"}}},
+    ],
+    "envFrom": [
+        {"secretRef": {"name": "s3-credentials"}},
+        {"configMapRef": {"name": "tuning", "optional": True}},
+    ],
+    "sharedMemorySize": "8Gi",
+    "startup": {"budgetSeconds": 1800},
+    "service": {
+        "type": "LoadBalancer",
+        "annotations": {"service.beta.kubernetes.io/aws-load-balancer-internal": "true"},
+    },
+    "podLabels": {"team": "search"},
+    "podAnnotations": {"prometheus.io/scrape": "true"},
+    "serviceAccountName": "triton",
+}
+CASES = {"minimal": MINIMAL, "maximal": MAXIMAL}
+
+
+def _render(raw: dict[str, Any], name: str = "llm") -> list[dict[str, Any]]:
+    return render_all(name, "serving", UID, TritonServerSpec.model_validate(raw))
+
+
+def _by_kind(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {obj["kind"]: obj for obj in objects}
+
+
+def _container(raw: dict[str, Any]) -> dict[str, Any]:
+    container: dict[str, Any] = _by_kind(_render(raw))["Deployment"]["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    return container
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden(case: str) -> None:
+    """Full expected objects; regenerate with UPDATE_GOLDEN=1 and review the diff."""
+    rendered = _render(CASES[case])
+    path = GOLDEN / f"tritonserver-{case}.yaml"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump_all(rendered, sort_keys=False, width=110))
+    expected = list(yaml.safe_load_all(path.read_text()))
+    assert rendered == expected
+
+
+# What the check below catches: any key the Kubernetes API does not define at that place (a typo such as
+# `containerport`, a field at the wrong level, `readOnly` on the wrong object), wrong JSON types (an int
+# where a string is required, e.g. a quantity), and missing required fields (ApiClient.deserialize runs the
+# client models' validation). What it does not catch: value rules the apiserver enforces (name formats,
+# label syntax, port ranges, enum values, cross-field rules such as requests <= limits), immutability, and
+# admission (Pod Security, quotas). Server-side dry-run on the real cluster (the lead's e2e) covers those.
+_PRIMITIVES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "bool": (bool,),
+    "float": (int, float),
+    "datetime": (str,),
+    "date": (str,),
+}
+
+
+def _check_against_model(value: Any, type_name: str, path: str) -> None:
+    """Recursively check a manifest against the kubernetes client's model types, failing on unknown keys."""
+    if type_name == "object":  # IntOrString and free-form fields
+        return
+    if type_name in _PRIMITIVES:
+        ok = isinstance(value, _PRIMITIVES[type_name]) and not (
+            type_name == "int" and isinstance(value, bool)
+        )
+        assert ok, f"{path}: expected {type_name}, got {value!r}"
+        return
+    # Older clients spell containers list[X] / dict(str, X), newer ones List[X] / Dict[str, X].
+    if type_name.lower().startswith("list["):
+        assert isinstance(value, list), f"{path}: expected a list"
+        for i, item in enumerate(value):
+            _check_against_model(item, type_name[5:-1], f"{path}[{i}]")
+        return
+    if type_name.lower().startswith(("dict(", "dict[")):
+        assert isinstance(value, dict), f"{path}: expected a map"
+        inner = type_name[len("dict(str, ") : -1]
+        for key, item in value.items():
+            _check_against_model(item, inner, f"{path}.{key}")
+        return
+    model = getattr(k8s, type_name)
+    assert isinstance(value, dict), f"{path}: expected an object for {type_name}"
+    by_json_name = {json_name: attr for attr, json_name in model.attribute_map.items()}
+    unknown = set(value) - set(by_json_name)
+    assert not unknown, f"{path}: {sorted(unknown)} are not fields of {type_name}"
+    for key, item in value.items():
+        _check_against_model(item, model.openapi_types[by_json_name[key]], f"{path}.{key}")
+
+
+class _Response:
+    """The one attribute older clients' ApiClient.deserialize reads."""
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        self.data = json.dumps(obj)
+
+
+def _deserialize(obj: dict[str, Any], type_name: str) -> Any:
+    """The client's own strict deserialization (required fields, types) of a manifest."""
+    deserialize: Any = ApiClient().deserialize  # its signature changed across client versions
+    try:  # recent clients (pydantic models) take the response text and its content type
+        return deserialize(json.dumps(obj), type_name, "application/json")
+    except TypeError:  # older clients take a response object
+        return deserialize(_Response(obj), type_name)
+
+
+MODEL_OF_KIND = {
+    "Deployment": "V1Deployment",
+    "Service": "V1Service",
+    "PersistentVolumeClaim": "V1PersistentVolumeClaim",
+    "PodDisruptionBudget": "V1PodDisruptionBudget",
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_rendered_object_fits_the_kubernetes_schema(case: str) -> None:
+    objects = _render(CASES[case])
+    assert {obj["kind"] for obj in objects} <= set(MODEL_OF_KIND)
+    for obj in objects:
+        type_name = MODEL_OF_KIND[obj["kind"]]
+        _check_against_model(obj, type_name, obj["kind"])
+        model = _deserialize(obj, type_name)  # raises on missing required fields
+        assert model.metadata.name == obj["metadata"]["name"]
+
+
+def test_schema_check_fails_on_unknown_and_mistyped_fields() -> None:
+    """The checker above is not vacuous."""
+    deployment = _by_kind(_render(MINIMAL))["Deployment"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["ports"][0]["containerport"] = 8000
+    with pytest.raises(AssertionError, match="containerport"):
+        _check_against_model(deployment, "V1Deployment", "Deployment")
+    del container["ports"][0]["containerport"]
+    container["resources"]["limits"]["nvidia.com/gpu"] = 1
+    with pytest.raises(AssertionError, match="expected str"):
+        _check_against_model(deployment, "V1Deployment", "Deployment")
+    container["resources"]["limits"]["nvidia.com/gpu"] = "1"
+    del container["name"]
+    with pytest.raises(ValueError, match="name"):
+        _deserialize(deployment, "V1Deployment")
+
+
+def test_minimal_renders_pvc_deployment_service_without_pdb() -> None:
+    kinds = [obj["kind"] for obj in _render(MINIMAL)]
+    assert kinds == ["PersistentVolumeClaim", "Deployment", "Service"]
+    assert [obj["kind"] for obj in _render(MAXIMAL)] == [*kinds, "PodDisruptionBudget"]
+
+
+def test_labels_and_selector() -> None:
+    objects = _by_kind(_render(MAXIMAL))
+    selector = selector_labels("llm")
+    assert selector == {
+        "app.kubernetes.io/name": "triton",
+        "app.kubernetes.io/instance": "llm",
+        "app.kubernetes.io/component": "server",
+    }
+    for obj in objects.values():
+        assert obj["metadata"]["labels"] == owner_labels("llm", UID)
+        assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "triton-operator"
+        assert "ownerReferences" not in obj["metadata"]
+    deployment = objects["Deployment"]
+    assert deployment["spec"]["selector"] == {"matchLabels": selector}
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= pod_labels.items() and pod_labels["team"] == "search"
+    assert objects["Service"]["spec"]["selector"] == selector
+    assert objects["PodDisruptionBudget"]["spec"]["selector"] == {"matchLabels": selector}
+    parsed = dict(pair.split("=") for pair in label_selector("llm").split(","))
+    assert parsed == selector
+
+
+def test_triton_args() -> None:
+    args = triton_args(TritonServerSpec.model_validate(MAXIMAL))
+    assert args[:6] == [
+        "--model-repository=/models",
+        "--model-control-mode=explicit",
+        "--strict-readiness=false",
+        "--http-port=8000",
+        "--grpc-port=8001",
+        "--metrics-port=8002",
+    ]
+    assert "--metrics-config=summary_latencies=true" in args
+    assert "--metrics-interval-ms=1000" in args and "--log-verbose=1" in args
+    assert "--exit-timeout-secs=60" in args
+    assert (
+        args[-2:] == MAXIMAL["triton"]["extraArgs"]
+    )  # last, so they may tune anything the operator does not own
+    container = _container(MAXIMAL)
+    assert container["command"] == ["tritonserver"] and container["args"] == args
+
+
+def test_metrics_switched_off() -> None:
+    raw = {"triton": {"metrics": {"enabled": False}}}
+    args = triton_args(TritonServerSpec.model_validate(raw))
+    assert "--allow-metrics=false" in args and not any(a.startswith("--metrics-config") for a in args)
+    assert [p["name"] for p in _container(raw)["ports"]] == ["http", "grpc"]
+    service = _by_kind(_render(raw))["Service"]
+    assert [p["name"] for p in service["spec"]["ports"]] == ["http", "grpc"]
+    assert "metrics" not in service_endpoints("llm", "serving", TritonServerSpec.model_validate(raw))
+
+
+@pytest.mark.parametrize("gpus", [1, 2, 16])
+def test_gpus_requested_and_limited_and_no_surge(gpus: int) -> None:
+    raw = {"resources": {"gpus": gpus}}
+    resources = _container(raw)["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == str(gpus)
+    strategy = _by_kind(_render(raw))["Deployment"]["spec"]["strategy"]
+    assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    assert "--allow-gpu-metrics=true" in triton_args(TritonServerSpec.model_validate(raw))
+
+
+def test_cpu_only_pool() -> None:
+    raw = {"resources": {"gpus": 0}}
+    container = _container(raw)
+    assert "resources" not in container
+    assert {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"} in container["env"]
+    strategy = _by_kind(_render(raw))["Deployment"]["spec"]["strategy"]["rollingUpdate"]
+    assert strategy["maxUnavailable"] == 0
+    assert "--allow-gpu-metrics=false" in container["args"]
+
+
+@pytest.mark.parametrize("budget", [30, 600, 605, 1800, 86400])
+def test_startup_probe_covers_the_budget(budget: int) -> None:
+    raw = {"startup": {"budgetSeconds": budget}}
+    probe = _container(raw)["startupProbe"]
+    assert probe["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    covered = probe["failureThreshold"] * probe["periodSeconds"]
+    assert budget <= covered < budget + probe["periodSeconds"]
+    # The Deployment's progress deadline must not fire while a pod is still inside its startup budget.
+    assert _by_kind(_render(raw))["Deployment"]["spec"]["progressDeadlineSeconds"] > covered
+
+
+def test_probes_and_ports_are_named() -> None:
+    container = _container(MINIMAL)
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "http": 8000,
+        "grpc": 8001,
+        "metrics": 8002,
+    }
+    service = _by_kind(_render(MINIMAL))["Service"]
+    assert {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {
+        "http": (8000, "http"),
+        "grpc": (8001, "grpc"),
+        "metrics": (8002, "metrics"),
+    }
+
+
+def test_volumes_models_and_shared_memory() -> None:
+    pod = _by_kind(_render(MAXIMAL))["Deployment"]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["models"]["persistentVolumeClaim"] == {"claimName": "llm-models"}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
+    mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["/models"]["name"] == "models" and mounts["/dev/shm"]["name"] == "dshm"
+
+
+def test_existing_claim_replaces_the_pvc() -> None:
+    spec = TritonServerSpec.model_validate({"modelRepository": {"existingClaim": "shared-models"}})
+    labels = owner_labels("llm", UID)
+    assert render_pvc("llm", "serving", spec, owner_labels=labels) is None
+    deployment = render_deployment("llm", "serving", spec, owner_labels=labels)
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["models"]["persistentVolumeClaim"]["claimName"] == "shared-models"
+
+
+def test_pvc_from_spec() -> None:
+    pvc = _by_kind(_render(MAXIMAL))["PersistentVolumeClaim"]
+    assert pvc["metadata"]["name"] == "llm-models"
+    assert pvc["spec"] == {
+        "accessModes": ["ReadWriteMany"],
+        "resources": {"requests": {"storage": "200Gi"}},
+        "storageClassName": "fast-rwx",
+    }
+
+
+@pytest.mark.parametrize(("replicas", "has_pdb"), [(0, False), (1, False), (2, True), (64, True)])
+def test_pdb_only_for_several_replicas(replicas: int, has_pdb: bool) -> None:
+    spec = TritonServerSpec(replicas=replicas)
+    pdb = render_pdb("llm", "serving", spec, owner_labels=owner_labels("llm", UID))
+    assert (pdb is not None) == has_pdb
+    if pdb is not None:
+        assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_scheduling_fields() -> None:
+    pod = _by_kind(_render(MAXIMAL))["Deployment"]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {
+        "node.kubernetes.io/instance-type": "p4d.24xlarge",
+        "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
+    }
+    assert pod["tolerations"] == MAXIMAL["tolerations"]
+    assert pod["affinity"] == MAXIMAL["affinity"]
+    assert pod["serviceAccountName"] == "triton"
+    assert pod["imagePullSecrets"] == [{"name": "ngc-credentials"}]
+    assert pod["terminationGracePeriodSeconds"] > MAXIMAL["triton"]["exitTimeoutSeconds"]
+
+
+def test_security_context_meets_restricted_pod_security() -> None:
+    pod = _by_kind(_render(MINIMAL))["Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]["securityContext"]
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def _hash(raw: dict[str, Any]) -> str:
+    template = _by_kind(_render(raw))["Deployment"]["spec"]["template"]
+    value: str = template["metadata"]["annotations"]["tritonoperator.dev/spec-hash"]
+    return value
+
+
+def test_spec_hash_follows_the_pod_template_only() -> None:
+    base = _hash(MINIMAL)
+    assert base == _hash(MINIMAL)  # stable
+    assert _hash({"replicas": 5}) == base  # scaling does not restart pods
+    assert _hash({"service": {"type": "NodePort"}}) == base
+    assert _hash({"modelRepository": {"retainOnDelete": False}}) == base
+    for change in (
+        {"image": "nvcr.io/nvidia/tritonserver:24.11-py3"},
+        {"resources": {"gpus": 2}},
+        {"triton": {"logVerbose": 1}},
+        {"podAnnotations": {"a": "b"}},
+        {"sharedMemorySize": "2Gi"},
+    ):
+        assert _hash(change) != base, change
+
+
+def test_service_type_and_annotations() -> None:
+    service = _by_kind(_render(MAXIMAL))["Service"]
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["metadata"]["annotations"] == MAXIMAL["service"]["annotations"]
+    grpc = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
+    assert grpc["appProtocol"] == "kubernetes.io/h2c"
+    spec = TritonServerSpec()
+    assert render_service("llm", "serving", spec, owner_labels={})["metadata"]["name"] == "llm"
+    assert service_endpoints("llm", "serving", spec) == {
+        "http": "llm.serving.svc:8000",
+        "grpc": "llm.serving.svc:8001",
+        "metrics": "http://llm.serving.svc:8002/metrics",
+    }
+
+
+def test_env_passed_through() -> None:
+    container = _container(MAXIMAL)
+    assert container["env"] == MAXIMAL["env"]
+    assert container["envFrom"] == MAXIMAL["envFrom"]
+    assert container["imagePullPolicy"] == "Always"

@@ -1,0 +1,91 @@
+"""How the sandbox's pod runner turns a container spec into a local process (pure planning)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.sandbox.launch import Mount, UnsupportedContainer, expand_kube_vars, plan_container, rewrite_paths
+
+MOUNTS = [
+    Mount("/models", "/var/sb/pvc-1"),
+    Mount("/models/cache", "/var/sb/cache"),
+    Mount("/etc/s3", "/var/sb/s3"),
+]
+COMMON = dict(
+    pod_ip="127.101.1.4",
+    mounts=MOUNTS,
+    env={},
+    triton_binary="/opt/triton/bin/tritonserver",
+    triton_backend_dir="/opt/triton/backends",
+    triton_library_path="/opt/triton/libs",
+    operator_bin_dir="/venv/bin",
+    base_env={"PATH": "/usr/bin"},
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("--model-repository=/models", "--model-repository=/var/sb/pvc-1"),
+        ("/models/resnet/1", "/var/sb/pvc-1/resnet/1"),
+        ("/models/cache/x", "/var/sb/cache/x"),  # the longest mount wins
+        ("/modelsX", "/modelsX"),  # a different path that only shares a prefix
+        ("--creds=/etc/s3/key,/models", "--creds=/var/sb/s3/key,/var/sb/pvc-1"),
+        ("s3://bucket/models", "s3://bucket/models"),  # not a path start
+    ],
+)
+def test_rewrite_paths(value: str, expected: str) -> None:
+    assert rewrite_paths(value, MOUNTS) == expected
+
+
+def test_kube_var_expansion_matches_kubernetes() -> None:
+    env = {"NAME": "m1"}
+    assert expand_kube_vars("--load-model=$(NAME)", env) == "--load-model=m1"
+    assert expand_kube_vars("$$(NAME)", env) == "$(NAME)"
+    assert expand_kube_vars("$(MISSING)", env) == "$(MISSING)"
+
+
+def test_triton_binds_pod_ip_and_uses_local_backends() -> None:
+    container = {
+        "image": "nvcr.io/nvidia/tritonserver:24.08-py3",
+        "command": ["tritonserver"],
+        "args": ["--model-repository=/models", "--backend-directory=/opt/tritonserver/backends"],
+    }
+    plan = plan_container(container, **COMMON)
+    assert plan.argv == [
+        "/opt/triton/bin/tritonserver",
+        "--model-repository=/var/sb/pvc-1",
+        "--http-address=127.101.1.4",
+        "--grpc-address=127.101.1.4",
+        "--metrics-address=127.101.1.4",
+        "--backend-directory=/opt/triton/backends",
+    ]
+    assert plan.env["LD_LIBRARY_PATH"] == "/opt/triton/libs"
+
+
+def test_operator_image_runs_console_scripts_with_rewritten_args() -> None:
+    container = {
+        "image": "ghcr.io/tritonoperator/triton-operator:0.1.0",
+        "args": ["stage", "--repository", "/models"],
+    }
+    plan = plan_container(container, **COMMON)
+    assert plan.argv == ["/venv/bin/triton-operator", "stage", "--repository", "/var/sb/pvc-1"]
+
+
+@pytest.mark.parametrize(
+    ("container", "needle"),
+    [
+        ({"image": "busybox:1.36"}, "has no local stand-in"),
+        (
+            {"image": "nvcr.io/nvidia/tritonserver:24.08-py3", "command": ["/bin/sh", "-c", "tritonserver"]},
+            "not tritonserver",
+        ),
+        (
+            {"image": "ghcr.io/tritonoperator/triton-operator:0.1.0", "command": ["bash"]},
+            "not in the operator image",
+        ),
+    ],
+)
+def test_unsupported_containers_say_why(container: dict[str, object], needle: str) -> None:
+    with pytest.raises(UnsupportedContainer, match=needle):
+        plan_container(container, **COMMON)
