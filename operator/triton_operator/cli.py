@@ -2,6 +2,7 @@
 
 triton-operator run       run the operator against the cluster of $KUBECONFIG / in-cluster config
 triton-operator version   print the version
+triton-operator stage     stage one TritonModel version into the model repository (inside its Job)
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run.add_argument("--health-port", type=int, default=8080, help="port of /healthz and /metrics")
     run.add_argument("--health-address", default="0.0.0.0", help="address of /healthz and /metrics")
+    from triton_operator.staging.main import add_arguments as add_stage_arguments
+
+    add_stage_arguments(sub.add_parser("stage", help="stage a model into the repository (run by the Job)"))
     args = parser.parse_args(argv)
     if args.command == "version":
         print(f"triton-operator {__version__}")
@@ -36,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_operator(
             namespaces=args.namespace, health_address=args.health_address, health_port=args.health_port
         )
+    if args.command == "stage":
+        from triton_operator.staging.main import run as run_stage
+
+        return run_stage(args)
     parser.error(f"unknown command {args.command}")
     return 2
 

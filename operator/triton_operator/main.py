@@ -11,6 +11,8 @@ from triton_operator import handlers, opmetrics
 
 def run_operator(namespaces: Sequence[str] | None, health_address: str, health_port: int) -> int:
     """Block until the operator is told to stop (SIGTERM/SIGINT); returns the exit status."""
+    # kopf's CLI sets up logging itself; embedded, it is ours to do (INFO, kopf's format with object refs).
+    kopf.configure(verbose=False, log_format=kopf.LogFormat.FULL)
     handlers.register()
     opmetrics.start_server(health_address, health_port + 1)
     kopf.run(

@@ -181,7 +181,9 @@ def _printer_column(column: PrinterColumn) -> dict[str, Any]:
 def crd_for(info: KindInfo) -> dict[str, Any]:
     """The CustomResourceDefinition of one kind."""
     spec = openapi_schema(info.spec_model)
-    spec["default"] = {}  # so an object without spec still gets every nested default
+    if not spec.get("required"):
+        # So an object without spec still gets every nested default (only valid when nothing is required).
+        spec["default"] = {}
     root: dict[str, Any] = {
         "description": info.description,
         "type": "object",
@@ -192,7 +194,7 @@ def crd_for(info: KindInfo) -> dict[str, Any]:
                 "type": "string",
             },
             "kind": {"description": "Kind of the object: " + info.kind + ".", "type": "string"},
-            "metadata": {"description": "Standard object metadata.", "type": "object"},
+            "metadata": {"type": "object"},  # the apiserver forbids anything else here
             "spec": _ordered(spec),
             "status": _without_defaults(openapi_schema(info.status_model)),
         },

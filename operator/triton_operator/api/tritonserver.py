@@ -187,7 +187,9 @@ class ModelRepository(ApiModel):
                     reason="FieldValueInvalid",
                 ),
                 cel(
-                    "self.accessModes == oldSelf.accessModes",
+                    # has(): the apiserver also checks this rule against the schema's default `{}`,
+                    # before nested defaults fill accessModes in.
+                    "!has(self.accessModes) || !has(oldSelf.accessModes) || self.accessModes == oldSelf.accessModes",
                     "modelRepository.accessModes is immutable (a PVC's access modes cannot change); "
                     "create a new TritonServer to change them",
                     field_path=".accessModes",
@@ -270,8 +272,10 @@ class TritonSettings(ApiModel):
         "for TritonModel); poll: Triton rescans /models; none: load everything once at startup.",
     )
     strict_readiness: bool = Field(
-        default=True,
-        description="Report the pod ready only when every loaded model is ready (/v2/health/ready).",
+        default=False,
+        description="Report the pod ready only when every model is ready (/v2/health/ready). Off by default: "
+        "with it, one model that fails to load, or any model while it loads, takes the whole pod out of "
+        "the Service; the operator reports each model's state in its TritonModel instead.",
     )
     metrics: TritonMetrics = Field(
         default_factory=TritonMetrics,

@@ -9,6 +9,9 @@ COMPONENT = "server"
 MANAGED_BY = "triton-operator"
 OWNER_UID_LABEL = f"{GROUP}/server-uid"
 SPEC_HASH_ANNOTATION = f"{GROUP}/spec-hash"
+# On the Deployment: the TritonServer generation its children were applied from. Kept in the cluster
+# (not in the operator's memory) so a restarted operator knows what is already applied.
+APPLIED_GENERATION_ANNOTATION = f"{GROUP}/applied-generation"
 
 
 def selector_labels(name: str) -> dict[str, str]:

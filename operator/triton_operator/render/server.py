@@ -144,6 +144,9 @@ def _container(spec: TritonServerSpec) -> Manifest:
         "command": ["tritonserver"],
         "args": triton_args(spec),
         "ports": _ports(spec),
+        # A Triton that exits at startup says why in its last log lines; this puts them in the pod's
+        # status (lastState.terminated.message), where the operator reads them for its conditions.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if spec.image_pull_policy is not None:
         container["imagePullPolicy"] = spec.image_pull_policy.value

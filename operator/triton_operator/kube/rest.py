@@ -1,0 +1,142 @@
+"""A small JSON client for the few kinds the operator touches.
+
+The official client's typed models would convert every manifest the render functions produce; here
+objects stay plain dicts end to end, and server-side apply (which the typed client does not speak
+directly) is one method. Connection, auth and TLS come from the official client's configuration.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from triton_operator import __version__
+
+FIELD_MANAGER = "triton-operator"
+USER_AGENT = f"triton-operator/{__version__}"
+REQUEST_TIMEOUT_S = 30
+
+
+@dataclass(frozen=True)
+class Kind:
+    api_version: str
+    plural: str
+    namespaced: bool = True
+
+    def path(self, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:
+        group_path = (
+            f"/api/{self.api_version}" if "/" not in self.api_version else f"/apis/{self.api_version}"
+        )
+        ns = f"/namespaces/{namespace}" if self.namespaced and namespace else ""
+        tail = "".join(f"/{p}" for p in (name, sub) if p)
+        return f"{group_path}{ns}/{self.plural}{tail}"
+
+
+KINDS = {
+    "Deployment": Kind("apps/v1", "deployments"),
+    "Service": Kind("v1", "services"),
+    "PersistentVolumeClaim": Kind("v1", "persistentvolumeclaims"),
+    "PodDisruptionBudget": Kind("policy/v1", "poddisruptionbudgets"),
+    "Job": Kind("batch/v1", "jobs"),
+    "Pod": Kind("v1", "pods"),
+    "TritonServer": Kind("tritonoperator.dev/v1alpha1", "tritonservers"),
+    "TritonModel": Kind("tritonoperator.dev/v1alpha1", "tritonmodels"),
+}
+
+
+def new_api_client() -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else $KUBECONFIG / ~/.kube/config."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]  # untyped in the client
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    api = client.ApiClient()
+    api.user_agent = USER_AGENT
+    return api
+
+
+class Kube:
+    """get/list/apply/patch/delete on plain dicts; 404 on get is None, on delete is success."""
+
+    def __init__(self, api: client.ApiClient):
+        self.api = api
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        url = self.api.configuration.host + path + (f"?{urlencode(query)}" if query else "")
+        headers = {"Accept": "application/json", "Content-Type": content_type, "User-Agent": USER_AGENT}
+        self.api.update_params_for_auth(headers, None, ["BearerToken"], path, method, body)
+        # Bodies are dicts: the client serialises them as JSON, which is also valid apply-patch YAML.
+        resp = self.api.call_api(
+            method, url, header_params=headers, body=body, _request_timeout=REQUEST_TIMEOUT_S
+        )
+        data = resp.read()  # type: ignore[no-untyped-call]
+        if not 200 <= resp.status <= 299:
+            # This client raises only from its typed layer; a raw call returns every status.
+            exc = ApiException(status=resp.status, reason=resp.reason)
+            exc.body = data.decode(errors="replace") if data else ""
+            raise exc
+        return json.loads(data) if data else None
+
+    def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        try:
+            obj: dict[str, Any] = self._call("GET", KINDS[kind].path(namespace, name))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return obj
+
+    def list(
+        self, kind: str, namespace: str | None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        query = {"labelSelector": label_selector} if label_selector else None
+        items: list[dict[str, Any]] = self._call("GET", KINDS[kind].path(namespace), query=query)["items"]
+        return items
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply as the operator's field manager, taking over fields it owns (force)."""
+        meta = obj["metadata"]
+        path = KINDS[obj["kind"]].path(meta.get("namespace"), meta["name"])
+        result: dict[str, Any] = self._call(
+            "PATCH",
+            path,
+            query={"fieldManager": FIELD_MANAGER, "force": "true"},
+            body=dict(obj),
+            content_type="application/apply-patch+yaml",
+        )
+        return result
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
+        """JSON merge patch of the status subresource."""
+        result: dict[str, Any] = self._call(
+            "PATCH",
+            KINDS[kind].path(namespace, name, "status"),
+            body={"status": dict(status)},
+            content_type="application/merge-patch+json",
+        )
+        return result
+
+    def delete(self, kind: str, namespace: str | None, name: str) -> None:
+        try:
+            self._call(
+                "DELETE",
+                KINDS[kind].path(namespace, name),
+                body={"propagationPolicy": "Background"},
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

@@ -1,0 +1,1 @@
+"""Pure functions from observed objects (API dicts, Triton answers) to status facts."""

@@ -1,0 +1,150 @@
+"""What a TritonServer's children say: facts for its conditions and the per-pod status entries.
+
+Pure: takes the Deployment and pods as the API returned them and each pod's Triton health as the
+operator read it; no I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from triton_operator.conditions import ObservedPod, ObservedServerState
+from triton_operator.render.labels import APPLIED_GENERATION_ANNOTATION
+from triton_operator.render.server import CONTAINER_NAME
+from triton_operator.triton.client import Health, ModelState
+
+Obj = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class PodTriton:
+    """What Triton itself said on one pod (None fields: it could not be asked)."""
+
+    health: Health | None = None
+    models: Sequence[ModelState] = ()
+    unreachable: str | None = None
+
+
+def _condition(obj: Obj, ctype: str) -> Obj | None:
+    return next((c for c in obj.get("status", {}).get("conditions") or [] if c.get("type") == ctype), None)
+
+
+def pod_is_ready(pod: Obj) -> bool:
+    cond = _condition(pod, "Ready")
+    return bool(cond and cond.get("status") == "True") and not pod["metadata"].get("deletionTimestamp")
+
+
+def _triton_container(pod: Obj) -> Obj:
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    return next((s for s in statuses if s.get("name") == CONTAINER_NAME), statuses[0] if statuses else {})
+
+
+def _triton_message(triton: PodTriton | None) -> str | None:
+    if triton is None:
+        return None
+    if triton.health is not None and not triton.health.ready:
+        return triton.health.error or "Triton reports not ready"
+    return None
+
+
+def observe_pod(pod: Obj, triton: PodTriton | None) -> ObservedPod:
+    container = _triton_container(pod)
+    waiting = (container.get("state") or {}).get("waiting") or {}
+    scheduled = _condition(pod, "PodScheduled")
+    unschedulable = (
+        scheduled.get("message") or "Unschedulable"
+        if scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
+        else None
+    )
+    last_term = (container.get("lastState") or {}).get("terminated") or {}
+    triton_message = _triton_message(triton)
+    if triton_message is None and waiting.get("reason") == "CrashLoopBackOff" and last_term:
+        triton_message = f"last exit code {last_term.get('exitCode')}"
+    return ObservedPod(
+        name=pod["metadata"]["name"],
+        ready=pod_is_ready(pod),
+        unschedulable_message=unschedulable,
+        waiting_reason=waiting.get("reason"),
+        waiting_message=waiting.get("message"),
+        restart_count=int(container.get("restartCount") or 0),
+        triton_message=triton_message,
+    )
+
+
+def applied_generation(deployment: Obj | None) -> int:
+    """The TritonServer generation the Deployment was last applied from (0: unknown)."""
+    annotations = (deployment or {}).get("metadata", {}).get("annotations") or {}
+    value = annotations.get(APPLIED_GENERATION_ANNOTATION, "0")
+    return int(value) if str(value).isdigit() else 0
+
+
+def observe_server(
+    deployment: Obj | None,
+    pods: Sequence[Obj],
+    triton_by_pod: Mapping[str, PodTriton],
+) -> ObservedServerState:
+    """The facts `server_conditions` decides from."""
+    applied = applied_generation(deployment)
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    observed_pods = tuple(observe_pod(p, triton_by_pod.get(p["metadata"]["name"])) for p in live)
+    if deployment is None:
+        return ObservedServerState(applied_generation=applied, deployment_found=False, pods=observed_pods)
+    status = deployment.get("status") or {}
+    progressing = _condition(deployment, "Progressing")
+    return ObservedServerState(
+        applied_generation=applied,
+        deployment_found=True,
+        deployment_generation=int(deployment["metadata"].get("generation") or 0),
+        deployment_observed_generation=int(status.get("observedGeneration") or 0),
+        desired_replicas=int(deployment.get("spec", {}).get("replicas", 1)),
+        updated_replicas=int(status.get("updatedReplicas") or 0),
+        ready_replicas=int(status.get("readyReplicas") or 0),
+        available_replicas=int(status.get("availableReplicas") or 0),
+        progress_deadline_exceeded=bool(
+            progressing and progressing.get("reason") == "ProgressDeadlineExceeded"
+        ),
+        pods=observed_pods,
+    )
+
+
+def pod_entries(pods: Sequence[Obj], triton_by_pod: Mapping[str, PodTriton]) -> list[dict[str, Any]]:
+    """status.pods: one entry per live pod, sorted by name, with Triton's own view of it."""
+    entries = []
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
+        name = pod["metadata"]["name"]
+        triton = triton_by_pod.get(name)
+        observed = observe_pod(pod, triton)
+        entry: dict[str, Any] = {"name": name, "ready": observed.ready}
+        if ip := pod.get("status", {}).get("podIP"):
+            entry["ip"] = ip
+        if triton and triton.health and triton.health.version:
+            entry["tritonVersion"] = triton.health.version
+        if triton:
+            entry["modelsLoaded"] = sorted({m.name for m in triton.models if m.state == "READY"})
+        message = _pod_message(observed, triton)
+        if message:
+            entry["message"] = message
+        entries.append(entry)
+    return entries
+
+
+def _pod_message(observed: ObservedPod, triton: PodTriton | None) -> str | None:
+    if observed.ready:
+        return None
+    if observed.unschedulable_message:
+        return f"Unschedulable: {observed.unschedulable_message}"
+    if observed.triton_message:
+        return observed.triton_message
+    if observed.waiting_reason:
+        return (
+            f"{observed.waiting_reason}: {observed.waiting_message}"
+            if observed.waiting_message
+            else observed.waiting_reason
+        )
+    if triton and triton.unreachable:
+        return f"Triton not reachable: {triton.unreachable}"
+    return "starting"

@@ -1,0 +1,1 @@
+"""Reconcilers: the I/O around the pure render/observe/decide functions, one module per kind."""

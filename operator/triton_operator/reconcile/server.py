@@ -1,0 +1,194 @@
+"""TritonServer: apply its children, then observe them (and Triton in each pod) into its status."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from triton_operator.api.common import ConditionStatus, ConditionType
+from triton_operator.api.tritonserver import TritonServerSpec
+from triton_operator.conditions import DecidedCondition, Reason, server_conditions, set_conditions
+from triton_operator.kube.rest import Kube
+from triton_operator.observe.metrics import Scrape, pod_summary, total_summary
+from triton_operator.observe.server import PodTriton, observe_server, pod_entries
+from triton_operator.reconcile.state import Key, OperatorState
+from triton_operator.reconcile.status import now, stamp_metrics, write_status
+from triton_operator.render.labels import APPLIED_GENERATION_ANNOTATION, label_selector
+from triton_operator.render.server import deployment_name, metrics_enabled, render_all, service_endpoints
+from triton_operator.triton import client as triton
+from triton_operator.triton.metrics import fetch_metrics, parse_metrics
+
+log = logging.getLogger(__name__)
+KIND = "TritonServer"
+STATUS_FIELDS = (
+    "observedGeneration",
+    "conditions",
+    "replicas",
+    "readyReplicas",
+    "updatedReplicas",
+    "selector",
+    "tritonVersion",
+    "pods",
+    "endpoints",
+    "metrics",
+)
+# Children that exist only under some specs; removed when the spec no longer renders them.
+OPTIONAL_CHILDREN = ("PodDisruptionBudget",)
+
+
+def _key(body: Mapping[str, Any]) -> Key:
+    return body["metadata"]["namespace"], body["metadata"]["name"]
+
+
+def invalid_spec_message(exc: ValidationError) -> str:
+    """pydantic errors as `spec.<path>: <message>` sentences."""
+    parts = []
+    for err in exc.errors()[:5]:
+        path = ".".join(str(p) for p in err["loc"])
+        parts.append(f"spec.{path}: {err['msg']}")
+    return "; ".join(parts)
+
+
+class ServerReconciler:
+    def __init__(self, kube: Kube, state: OperatorState):
+        self.kube = kube
+        self.state = state
+
+    # -- apply --------------------------------------------------------------------------------------
+    def apply(self, body: Mapping[str, Any]) -> None:
+        """Render and server-side-apply every child; remove children the spec no longer wants."""
+        meta = body["metadata"]
+        name, namespace, uid, generation = (
+            meta["name"],
+            meta["namespace"],
+            meta["uid"],
+            meta.get("generation", 1),
+        )
+        try:
+            spec = TritonServerSpec.model_validate(body.get("spec") or {})
+        except ValidationError as exc:
+            self._fail(body, Reason.INVALID_SPEC, invalid_spec_message(exc))
+            raise kopf.PermanentError(f"invalid spec: {invalid_spec_message(exc)}") from exc
+        children = render_all(name, namespace, uid, spec)
+        rendered_kinds = {c["kind"] for c in children}
+        for child in children:
+            if child["kind"] == "Deployment":
+                annotations = child["metadata"].setdefault("annotations", {})
+                annotations[APPLIED_GENERATION_ANNOTATION] = str(generation)
+        try:
+            for child in children:
+                if _owned(child, spec):
+                    kopf.adopt(child, owner=cast(kopf.Body, body))
+                self.kube.apply(child)
+            for kind in OPTIONAL_CHILDREN:
+                if kind not in rendered_kinds:
+                    self.kube.delete(kind, namespace, name)
+        except ApiException as exc:
+            message = f"applying children failed: {exc.status} {_api_message(exc)}"
+            self._fail(body, Reason.APPLY_FAILED, message)
+            if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (409, 429):
+                raise kopf.PermanentError(message) from exc  # the spec must change; retrying cannot help
+            raise kopf.TemporaryError(message, delay=15) from exc
+
+    def _fail(self, body: Mapping[str, Any], reason: Reason, message: str) -> None:
+        """Ready/Degraded say why the spec could not be applied; the rest of the status stays."""
+        generation = int(body["metadata"].get("generation", 1))
+        old = body.get("status") or {}
+        decided = [
+            DecidedCondition(ConditionType.READY, ConditionStatus.FALSE, reason, message),
+            DecidedCondition(ConditionType.PROGRESSING, ConditionStatus.FALSE, reason, message),
+            DecidedCondition(ConditionType.DEGRADED, ConditionStatus.TRUE, reason, message),
+        ]
+        conditions = set_conditions(old.get("conditions") or [], decided, generation, now())
+        new = {k: v for k, v in old.items() if k in STATUS_FIELDS}
+        new |= {"observedGeneration": generation, "conditions": conditions}
+        write_status(self.kube, KIND, body, new, STATUS_FIELDS)
+
+    # -- observe ------------------------------------------------------------------------------------
+    def refresh(self, body: Mapping[str, Any]) -> bool:
+        """Observe the children and Triton in every pod; write status if it changed. True if written."""
+        meta = body["metadata"]
+        name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation", 1))
+        try:
+            spec = TritonServerSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            return False  # apply() reported it; nothing to observe against
+        key = _key(body)
+        deployment = self.kube.get("Deployment", namespace, deployment_name(name))
+        pods = self.kube.list("Pod", namespace, label_selector(name))
+        triton_by_pod, summaries = self._ask_triton(key, pods, metrics_enabled(spec))
+
+        observed = observe_server(deployment, pods, triton_by_pod)
+        old = body.get("status") or {}
+        conditions = set_conditions(
+            old.get("conditions") or [], server_conditions(observed, generation), generation, now()
+        )
+        dep_status = (deployment or {}).get("status") or {}
+        entries = pod_entries(pods, triton_by_pod)
+        versions = sorted({e["tritonVersion"] for e in entries if "tritonVersion" in e})
+        new: dict[str, Any] = {
+            "observedGeneration": generation,
+            "conditions": conditions,
+            "replicas": int(dep_status.get("replicas") or 0),
+            "readyReplicas": int(dep_status.get("readyReplicas") or 0),
+            "updatedReplicas": int(dep_status.get("updatedReplicas") or 0),
+            "selector": label_selector(name),
+            "pods": entries,
+            "endpoints": service_endpoints(name, namespace, spec),
+        }
+        if versions:
+            new["tritonVersion"] = ", ".join(versions)
+        if summaries:
+            per_pod = [{"pod": pod, **s} for pod, s in sorted(summaries.items())]
+            new["metrics"] = {"perPod": per_pod, "total": total_summary(per_pod)}
+            stamp_metrics(new, old, now())
+        return write_status(self.kube, KIND, body, new, STATUS_FIELDS)
+
+    def _ask_triton(
+        self, key: Key, pods: list[dict[str, Any]], with_metrics: bool
+    ) -> tuple[dict[str, PodTriton], dict[str, dict[str, Any]]]:
+        """Health, repository index and metrics of every running pod, by pod IP."""
+        answers: dict[str, PodTriton] = {}
+        summaries: dict[str, dict[str, Any]] = {}
+        previous_scrapes = self.state.scrapes[key]
+        scrapes: dict[str, Scrape] = {}
+        for pod in pods:
+            pod_name, ip = pod["metadata"]["name"], (pod.get("status") or {}).get("podIP")
+            if not ip or pod["metadata"].get("deletionTimestamp") or pod["status"].get("phase") != "Running":
+                continue
+            endpoint = triton.TritonEndpoint(ip)
+            try:
+                health = triton.server_health(endpoint)
+                models = triton.repository_index(endpoint) if health.live else []
+                answers[pod_name] = PodTriton(health=health, models=models)
+                if with_metrics and health.live:
+                    scrape = Scrape(parse_metrics(fetch_metrics(endpoint)), time.monotonic())
+                    # A pod keeps its name across container restarts: counters reset, handled as a reset.
+                    summaries[pod_name] = pod_summary(previous_scrapes.get(pod_name), scrape)
+                    scrapes[pod_name] = scrape
+            except triton.TritonError as exc:
+                answers[pod_name] = PodTriton(unreachable=exc.message)
+        self.state.scrapes[key] = scrapes
+        return answers, summaries
+
+
+def _owned(child: Mapping[str, Any], spec: TritonServerSpec) -> bool:
+    """Children get an owner reference (and so die with the server) except a retained model PVC."""
+    if child["kind"] != "PersistentVolumeClaim":
+        return True
+    return not spec.model_repository.retain_on_delete
+
+
+def _api_message(exc: ApiException) -> str:
+    import json
+
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except ValueError:
+        return str(exc.reason)

@@ -1,0 +1,77 @@
+"""Writing a custom resource's status: only when it says something new; Events on transitions."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import kopf
+
+from triton_operator.kube.rest import Kube
+
+# Conditions whose "bad" status makes a transition a Warning event.
+_BAD = {"Ready": "False", "Available": "False", "Degraded": "True"}
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _comparable(status: Mapping[str, Any]) -> dict[str, Any]:
+    """Status without kopf's bookkeeping and without the metrics' own timestamp."""
+    out = {k: v for k, v in status.items() if k != "kopf"}
+    if isinstance(out.get("metrics"), Mapping):
+        out["metrics"] = {k: v for k, v in out["metrics"].items() if k != "refreshedAt"}
+    return out
+
+
+def stamp_metrics(new: dict[str, Any], old: Mapping[str, Any], when: dt.datetime) -> None:
+    """metrics.refreshedAt moves only when the figures change, so idle pools cause no writes."""
+    metrics = new.get("metrics")
+    if not isinstance(metrics, dict):
+        return
+    old_metrics = old.get("metrics") if isinstance(old.get("metrics"), Mapping) else {}
+    assert isinstance(old_metrics, Mapping)
+    same = {k: v for k, v in old_metrics.items() if k != "refreshedAt"} == metrics
+    metrics["refreshedAt"] = (
+        old_metrics.get("refreshedAt")
+        if same and old_metrics.get("refreshedAt")
+        else (when.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    )
+
+
+def transitions(
+    old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """Conditions whose status or reason changed (or that are new)."""
+    before = {c.get("type"): (c.get("status"), c.get("reason")) for c in old}
+    return [c for c in new if before.get(c.get("type")) != (c.get("status"), c.get("reason"))]
+
+
+def write_status(
+    kube: Kube, kind: str, body: Mapping[str, Any], new: dict[str, Any], owned_fields: Sequence[str]
+) -> bool:
+    """Patch status when it differs from what is there; emit an Event per condition transition.
+
+    `new` holds every field the operator owns (the whole conditions list, as merge-patch replaces
+    lists). Fields it no longer reports are removed by sending null.
+    """
+    old: Mapping[str, Any] = body.get("status") or {}
+    dropped = [k for k in owned_fields if k in old and k not in new and old.get(k) is not None]
+    if not dropped and _comparable(new) == _comparable({k: v for k, v in old.items() if k in new}):
+        return False
+    patch: dict[str, Any] = dict(new)
+    for key in dropped:
+        patch[key] = None
+    meta = body["metadata"]
+    kube.patch_status(kind, meta["namespace"], meta["name"], patch)
+    for cond in transitions(old.get("conditions") or [], new.get("conditions") or []):
+        bad = _BAD.get(str(cond.get("type"))) == cond.get("status")
+        kopf.event(
+            cast(kopf.Body, body),
+            type="Warning" if bad else "Normal",
+            reason=str(cond.get("reason")),
+            message=f"{cond.get('type')} is {cond.get('status')}: {cond.get('message')}",
+        )
+    return True
