@@ -221,6 +221,14 @@ def _rollout_done(observed: ObservedServerState, generation: int) -> bool:
     )
 
 
+def _updated(observed: ObservedServerState) -> bool:
+    """Whether the Deployment has seen its spec and every desired replica runs the current template."""
+    return (
+        observed.deployment_observed_generation >= observed.deployment_generation
+        and observed.updated_replicas >= observed.desired_replicas
+    )
+
+
 def _progress_message(observed: ObservedServerState) -> str:
     """Replica counts in one phrase."""
     return (
@@ -242,6 +250,11 @@ def server_conditions(observed: ObservedServerState, generation: int) -> list[De
         )
     elif not observed.deployment_found:
         pending = (Reason.RECONCILING, "the Deployment does not exist yet")
+    elif _updated(observed):
+        # Every replica runs this generation's template: nothing is rolling out, some are just not ready.
+        unready = [p.name for p in observed.pods if not p.ready]
+        which = f" (not ready: {', '.join(unready)})" if unready else ""
+        pending = (Reason.REPLICAS_NOT_READY, f"{counts}{which}")
     else:
         pending = (Reason.ROLLING_OUT, f"rolling out generation {generation}: {counts}")
 
@@ -293,7 +306,8 @@ def server_conditions(observed: ObservedServerState, generation: int) -> list[De
             Reason.PROGRESS_DEADLINE_EXCEEDED,
             f"Rollout stalled: {counts}.",
         )
-    elif done:
+    elif done or pending[0] == Reason.REPLICAS_NOT_READY:
+        # Rolled out even if some replica is not ready now: Ready and Degraded say that, not Progressing.
         progressing = DecidedCondition(
             ConditionType.PROGRESSING,
             ConditionStatus.FALSE,

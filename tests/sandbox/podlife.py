@@ -27,7 +27,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.sandbox.launch import Launch, UnsupportedContainer, plan_container
+from tests.sandbox.launch import Launch, Mount, UnsupportedContainer, plan_container
 from tests.sandbox.volumes import VolumeNotReady, container_mounts, prepare_volumes, remove_pod_dir
 
 PROBE_PERIOD_CAP_S = 2.0
@@ -277,7 +277,7 @@ class PodLife:
             plan = plan_container(
                 run.spec,
                 pod_ip=self.pod_ip,
-                mounts=container_mounts(run.spec, self.mounts_by_volume),
+                mounts=[*container_mounts(run.spec, self.mounts_by_volume), self._termination_mount(run)],
                 env=env,
                 triton_binary=self.settings.triton_binary,
                 triton_backend_dir=self.settings.triton_backend_dir,
@@ -318,17 +318,42 @@ class PodLife:
             run.ready = not run.init
         self._event("Normal", "Started", f"Started container {run.name}")
 
+    def _termination_file(self, run: ContainerRun) -> Path:
+        return self.dir / f"{run.name}.termination-log"
+
+    def _termination_mount(self, run: ContainerRun) -> Mount:
+        """The container's terminationMessagePath as a file of the pod (args naming it get rewritten)."""
+        path = str(run.spec.get("terminationMessagePath") or "/dev/termination-log")
+        target = self._termination_file(run)
+        target.unlink(missing_ok=True)
+        return Mount(container_path=path, local_path=str(target))
+
+    def _termination_message(self, run: ContainerRun, code: int) -> str:
+        """As a kubelet: the termination file, or on failure (FallbackToLogsOnError) the log's tail."""
+        with contextlib.suppress(OSError):
+            text = self._termination_file(run).read_text(errors="replace")[:4096]
+            if text.strip():
+                return text
+        if code != 0 and run.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+            with contextlib.suppress(OSError):
+                tail = (self.dir / f"{run.name}.log").read_bytes()[-2048:].decode(errors="replace")
+                return "\n".join(tail.splitlines()[-80:])
+        return ""
+
     def _record_exit(self, run: ContainerRun, code: int) -> None:
         reason = "Completed" if code == 0 else "Error"
         if code < 0:
             reason, code = "Error", 128 - code  # killed by a signal: 128+N, as a runtime reports it
-        term = {
+        term: dict[str, Any] = {
             "exitCode": code,
             "reason": reason,
             "startedAt": run.started_iso,
             "finishedAt": now_iso(),
             "containerID": f"sandbox://{run.process.pid if run.process else 0}",
         }
+        message = self._termination_message(run, code)
+        if message:
+            term["message"] = message
         run.state = {"terminated": term}
         run.last_state = {"terminated": term}
         run.ready = False

@@ -87,7 +87,7 @@ def test_quantities_accepted(quantity: str) -> None:
     assert spec.shared_memory_size == quantity
 
 
-@pytest.mark.parametrize("gpus", [0, 16])
+@pytest.mark.parametrize("gpus", [1, 16])
 def test_gpu_bounds_inclusive(gpus: int) -> None:
     assert TritonServerSpec.model_validate({"resources": {"gpus": gpus}}).resources.gpus == gpus
 
@@ -98,7 +98,7 @@ def test_gpu_bounds_inclusive(gpus: int) -> None:
         pytest.param({"replicas": -1}, ("replicas",), "greater than or equal to 0", id="negative-replicas"),
         pytest.param({"replicas": 65}, ("replicas",), "less than or equal to 64", id="too-many-replicas"),
         pytest.param(
-            {"resources": {"gpus": -1}}, ("resources", "gpus"), "greater than or equal to 0", id="gpus<0"
+            {"resources": {"gpus": 0}}, ("resources", "gpus"), "greater than or equal to 1", id="gpus=0"
         ),
         pytest.param(
             {"resources": {"gpus": 17}}, ("resources", "gpus"), "less than or equal to 16", id="gpus>16"

@@ -163,6 +163,21 @@ CASES = {
         },
         ["1 of 2 replicas ready, 1 updated"],
     ),
+    "rolled-out-then-a-replica-lost-readiness": (
+        replace(
+            HEALTHY,
+            ready_replicas=1,
+            available_replicas=1,
+            pods=(ObservedPod("llm-a", ready=True), ObservedPod("llm-b", ready=False)),
+        ),
+        {
+            "Ready": (FALSE, "ReplicasNotReady"),
+            "Available": (TRUE, "MinimumReplicasAvailable"),
+            "Progressing": (FALSE, "RolloutComplete"),
+            "Degraded": (FALSE, "AsExpected"),
+        },
+        ["1 of 2 replicas ready", "not ready: llm-b"],
+    ),
     "unschedulable": (
         replace(ROLLING, pods=(ObservedPod("llm-a", True), ObservedPod("llm-c", False, UNSCHEDULABLE_MSG))),
         {
@@ -222,7 +237,7 @@ CASES = {
         {
             "Ready": (FALSE, "TritonError"),
             "Degraded": (TRUE, "TritonError"),
-            "Progressing": (TRUE, "RollingOut"),
+            "Progressing": (FALSE, "RolloutComplete"),  # every replica runs the template
         },
         ["pod llm-b Triton is not ready: load failed for model 'bert'"],
     ),

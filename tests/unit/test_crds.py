@@ -148,7 +148,7 @@ def test_defaults_bounds_and_free_form_fields() -> None:
         "minimum": 0,
         "maximum": 64,
     }
-    assert (nodes["spec.resources.gpus"]["minimum"], nodes["spec.resources.gpus"]["maximum"]) == (0, 16)
+    assert (nodes["spec.resources.gpus"]["minimum"], nodes["spec.resources.gpus"]["maximum"]) == (1, 16)
     assert nodes["spec.triton.modelControlMode"]["enum"] == ["explicit", "poll", "none"]
     assert nodes["spec.modelRepository.retainOnDelete"]["default"] is True
     for free in ("spec.affinity", "spec.env[].valueFrom", "status.kopf"):

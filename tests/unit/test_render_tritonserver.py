@@ -284,16 +284,6 @@ def test_gpus_requested_and_limited_and_no_surge(gpus: int) -> None:
     assert "--allow-gpu-metrics=true" in triton_args(TritonServerSpec.model_validate(raw))
 
 
-def test_cpu_only_pool() -> None:
-    raw = {"resources": {"gpus": 0}}
-    container = _container(raw)
-    assert "resources" not in container
-    assert {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"} in container["env"]
-    strategy = _by_kind(_render(raw))["Deployment"]["spec"]["strategy"]["rollingUpdate"]
-    assert strategy["maxUnavailable"] == 0
-    assert "--allow-gpu-metrics=false" in container["args"]
-
-
 @pytest.mark.parametrize("budget", [30, 600, 605, 1800, 86400])
 def test_startup_probe_covers_the_budget(budget: int) -> None:
     raw = {"startup": {"budgetSeconds": budget}}

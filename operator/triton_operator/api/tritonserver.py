@@ -137,9 +137,9 @@ class Resources(ApiModel):
 
     gpus: int = Field(
         default=1,
-        ge=0,
+        ge=1,
         le=MAX_GPUS,
-        description="GPUs per pod, requested and limited as nvidia.com/gpu; 0 runs Triton on CPU only.",
+        description="GPUs per pod (1 to 16), requested and limited as nvidia.com/gpu.",
     )
     requests: ResourceList | None = Field(default=None, description="CPU and memory the scheduler reserves.")
     limits: ResourceList | None = Field(default=None, description="CPU and memory the pod may use at most.")

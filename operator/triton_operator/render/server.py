@@ -58,7 +58,7 @@ def triton_args(spec: TritonServerSpec) -> list[str]:
         f"--metrics-port={METRICS_PORT}",
         f"--allow-metrics={_flag(metrics.enabled)}",
         # GPU metrics need a GPU; without one Triton only logs a warning, so keep the flag honest.
-        f"--allow-gpu-metrics={_flag(metrics.enabled and metrics.gpu_metrics and spec.resources.gpus > 0)}",
+        f"--allow-gpu-metrics={_flag(metrics.enabled and metrics.gpu_metrics)}",
     ]
     if metrics.enabled and metrics.summary_latencies:
         args.append("--metrics-config=summary_latencies=true")
@@ -94,8 +94,7 @@ def _resources(spec: TritonServerSpec) -> Manifest:
     wanted = spec.resources
     requests = wanted.requests.model_dump(exclude_none=True) if wanted.requests else {}
     limits = wanted.limits.model_dump(exclude_none=True) if wanted.limits else {}
-    if wanted.gpus > 0:
-        limits[GPU_RESOURCE] = requests[GPU_RESOURCE] = str(wanted.gpus)
+    limits[GPU_RESOURCE] = requests[GPU_RESOURCE] = str(wanted.gpus)
     resources: Manifest = {}
     if limits:
         resources["limits"] = limits
@@ -105,14 +104,8 @@ def _resources(spec: TritonServerSpec) -> Manifest:
 
 
 def _env(spec: TritonServerSpec) -> list[Manifest]:
-    """Container env: the user's, plus NVIDIA_VISIBLE_DEVICES=void on CPU-only pods."""
-    env = [item.model_dump(mode="json", exclude_none=True) for item in spec.env]
-    names = {item.name for item in spec.env}
-    if spec.resources.gpus == 0 and "NVIDIA_VISIBLE_DEVICES" not in names:
-        # Where the NVIDIA runtime is the node default, a pod without a GPU request would otherwise see every
-        # GPU on the node and compete with the pods that were allocated them.
-        env.insert(0, {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"})
-    return env
+    """Container env: the user's."""
+    return [item.model_dump(mode="json", exclude_none=True) for item in spec.env]
 
 
 def _ports(spec: TritonServerSpec) -> list[Manifest]:
@@ -232,12 +225,9 @@ def spec_hash(template: Mapping[str, Any]) -> str:
 
 def _strategy(spec: TritonServerSpec) -> Manifest:
     """Rolling update that never needs more GPUs than the pool already holds."""
-    if spec.resources.gpus > 0:
-        # GPUs are scarce: a surge pod needs a free GPU, and on a full pool it stays Pending forever while
-        # the old pod waits for it to become ready, deadlocking the rollout. Replace one pod at a time.
-        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
-    # CPU pools can surge: keep every replica serving during a rollout.
-    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}
+    # GPUs are scarce: a surge pod needs a free GPU, and on a full pool it stays Pending forever while
+    # the old pod waits for it to become ready, deadlocking the rollout. Replace one pod at a time.
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
 
 
 def render_deployment(
