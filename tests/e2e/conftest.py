@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
+import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +21,7 @@ from kubernetes import client, config
 
 from tests.e2e import kube
 from tests.sandbox import cluster
-from tests.sandbox.config import SandboxConfig
+from tests.sandbox.config import REPO_ROOT, SandboxConfig
 
 
 @dataclass
@@ -54,13 +57,99 @@ class Sandbox:
 
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:
-    cfg = SandboxConfig.from_env("test")
+    # E2E_SANDBOX lets two sessions (say, two developers' runs) use separate clusters side by side.
+    cfg = SandboxConfig.from_env(os.environ.get("E2E_SANDBOX", "test"))
     bins = cluster.up(cfg)
     api = config.new_client_from_config(config_file=str(cfg.kubeconfig))
     yield Sandbox(cfg=cfg, bin_dir=bins.dir, api=api)
     if os.environ.get("SANDBOX_KEEP") != "1":
         leftovers = cluster.down(cfg)
         assert not leftovers, f"sandbox teardown left {leftovers}"
+
+
+class OperatorProcess:
+    """The real operator (`triton-operator run`) as a local process against the sandbox."""
+
+    def __init__(self, sandbox: Sandbox, log_path: Path):
+        self.sandbox = sandbox
+        self.log_path = log_path
+        self.health_port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.health_port + 1}/metrics"
+
+    def start(self) -> None:
+        env = {**self.sandbox.env(), "TRITON_OPERATOR_STATUS_PERIOD": "3", "PYTHONUNBUFFERED": "1"}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "triton_operator",
+                    "run",
+                    "--health-address=127.0.0.1",
+                    f"--health-port={self.health_port}",
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        kube.wait_for(
+            lambda: _http_ok(f"http://127.0.0.1:{self.health_port}/healthz"),
+            60,
+            f"the operator's /healthz (log: {self.log_path})",
+        )
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def crds(sandbox: Sandbox) -> None:
+    """The project's CRDs, applied as a user would (kubectl apply -f crds/), and established."""
+    sandbox.kubectl("apply", "-f", str(REPO_ROOT / "crds"))
+    sandbox.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+
+
+@pytest.fixture(scope="session")
+def operator(
+    sandbox: Sandbox, crds: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """One operator for the session; a test that restarts it gets it back running."""
+    proc = OperatorProcess(sandbox, tmp_path_factory.mktemp("operator") / "operator.log")
+    proc.start()
+    yield proc
+    proc.stop()
 
 
 @pytest.fixture

@@ -189,7 +189,8 @@ class ModelRepository(ApiModel):
                 cel(
                     # has(): the apiserver also checks this rule against the schema's default `{}`,
                     # before nested defaults fill accessModes in.
-                    "!has(self.accessModes) || !has(oldSelf.accessModes) || self.accessModes == oldSelf.accessModes",
+                    "!has(self.accessModes) || !has(oldSelf.accessModes) || "
+                    "self.accessModes == oldSelf.accessModes",
                     "modelRepository.accessModes is immutable (a PVC's access modes cannot change); "
                     "create a new TritonServer to change them",
                     field_path=".accessModes",

@@ -6,6 +6,7 @@ operator read it; no I/O here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,28 @@ def _triton_container(pod: Obj) -> Obj:
     return next((s for s in statuses if s.get("name") == CONTAINER_NAME), statuses[0] if statuses else {})
 
 
+_GLOG_ERROR = re.compile(r'^E\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "?(?P<text>.*?)"?$')
+MAX_ERROR_CHARS = 400
+
+
+def triton_errors(log_tail: str) -> str:
+    """Triton's own error lines from a crashed container's last log lines (its termination message).
+
+    Triton logs errors as glog `E...` lines and ends a failed start with `error: ...`; everything
+    else (its option table, info lines) is noise in a condition message.
+    """
+    found = []
+    for line in log_tail.splitlines():
+        line = line.strip()
+        match = _GLOG_ERROR.match(line)
+        if match:
+            found.append(match.group("text"))
+        elif line.lower().startswith("error:"):
+            found.append(line[len("error:") :].strip())
+    text = "; ".join(dict.fromkeys(found))  # keep order, drop repeats
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
 def _triton_message(triton: PodTriton | None) -> str | None:
     if triton is None:
         return None
@@ -61,7 +84,8 @@ def observe_pod(pod: Obj, triton: PodTriton | None) -> ObservedPod:
     last_term = (container.get("lastState") or {}).get("terminated") or {}
     triton_message = _triton_message(triton)
     if triton_message is None and waiting.get("reason") == "CrashLoopBackOff" and last_term:
-        triton_message = f"last exit code {last_term.get('exitCode')}"
+        said = triton_errors(str(last_term.get("message") or ""))
+        triton_message = f"exit code {last_term.get('exitCode')}" + (f": {said}" if said else "")
     return ObservedPod(
         name=pod["metadata"]["name"],
         ready=pod_is_ready(pod),
