@@ -47,3 +47,13 @@ fmt: ## format the code
 
 run: ## run the operator in the foreground against $$KUBECONFIG
 	$(VENV)/bin/triton-operator run
+
+demo: binaries ## local cluster + operator + an example model serving real requests (left running)
+	$(PY) -m tests.sandbox.demo
+
+bench: binaries ## benchmarks: operator overhead against direct apply, API requests at steady state
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+crds: ## regenerate crds/ and the chart's copies from the API models
+	$(PY) -m triton_operator.api.crdgen --out crds/
+	UPDATE_MANIFESTS=1 $(PY) -m pytest -q tests/unit/test_manifests.py

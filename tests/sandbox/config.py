@@ -76,6 +76,10 @@ class SandboxConfig:
         return self.root / "pods"
 
     @property
+    def audit_log(self) -> Path:
+        return self.log_dir / "audit.log"
+
+    @property
     def kubeconfig(self) -> Path:
         return self.root / "kubeconfig"
 
