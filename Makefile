@@ -39,7 +39,8 @@ test-e2e: binaries ## only the end-to-end tests on the sandbox
 lint: ## ruff, mypy --strict, import layering
 	$(VENV)/bin/ruff check operator model_builders tests bench
 	$(VENV)/bin/ruff format --check operator model_builders tests bench
-	$(VENV)/bin/mypy operator/triton_operator model_builders tests/sandbox tests/support
+	$(VENV)/bin/mypy operator/triton_operator model_builders tests bench
+	$(VENV)/bin/lint-imports
 
 fmt: ## format the code
 	$(VENV)/bin/ruff format operator model_builders tests bench

@@ -12,7 +12,7 @@ from model_builders.config import BatchingOptions, parse_config, parse_instance_
 from model_builders.errors import BuildError
 from model_builders.repository import ModelEntry, write_entry
 from model_builders.signature import parse_tensor_spec
-from model_builders.targets import parse_target
+from model_builders.targets import S3Target, parse_target
 
 PROG = "model-builders"
 
@@ -91,6 +91,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--credentials-secret", help="Secret with the AWS keys the staging Job uses")
     p.add_argument("--resource-name", help="metadata.name of the TritonModel (default: from the model name)")
     p.add_argument("--namespace", help="metadata.namespace of the TritonModel")
+    p.add_argument(
+        "--claim",
+        help="for a folder target: the PersistentVolumeClaim that folder is the root of "
+        "(the printed TritonModel then reads it as spec.source.pvc)",
+    )
+    p.add_argument(
+        "--claim-path", help="the model folder's path inside the claim (default: the target folder's name)"
+    )
     p.add_argument("--force", action="store_true", help="replace a different model already at the target")
     p.set_defaults(run=_run_publish)
 
@@ -228,6 +236,12 @@ def _run_publish(args: argparse.Namespace) -> int:
         args.model_dir, target, endpoint_url=args.endpoint_url, region=args.region, force=args.force
     )
     print(f"published {args.model_dir} to {target} ({manifest.digest})", file=sys.stderr)
+    if not isinstance(target, S3Target) and not args.claim:
+        # A local folder is not something a cluster can read; inside a PVC it is.
+        print(
+            "no TritonModel printed: pass --claim (the PVC this folder lives in) to get one", file=sys.stderr
+        )
+        return 0
     resource = triton_model(
         manifest,
         target,
@@ -237,6 +251,8 @@ def _run_publish(args: argparse.Namespace) -> int:
         credentials_secret=args.credentials_secret,
         name=args.resource_name,
         namespace=args.namespace,
+        claim=args.claim,
+        claim_path=args.claim_path,
     )
     sys.stdout.write(to_yaml(resource))
     return 0

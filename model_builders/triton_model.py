@@ -29,6 +29,8 @@ def triton_model(
     credentials_secret: str | None = None,
     name: str | None = None,
     namespace: str | None = None,
+    claim: str | None = None,
+    claim_path: str | None = None,
 ) -> dict[str, Any]:
     """The TritonModel object (a dict) for what `publish` wrote to `target`."""
     metadata: dict[str, Any] = {"name": name or resource_name(manifest.model_name)}
@@ -44,8 +46,11 @@ def triton_model(
         if credentials_secret:
             s3["credentialsSecret"] = {"name": credentials_secret}
         source = {"s3": s3}
+    elif claim:
+        # The folder is the root of `claim` (e.g. mounted from it): the model sits at claim_path inside.
+        source = {"pvc": {"claimName": claim, "path": claim_path or target.path.name}}
     else:
-        source = {"path": str(target.path)}
+        raise ValueError("a folder target needs the PVC it lives in (claim) to be read by a TritonModel")
     source["digest"] = manifest.digest
     return {
         "apiVersion": API_VERSION,

@@ -8,6 +8,7 @@ import onnx
 import pytest
 import yaml
 from onnx import TensorProto, helper
+from triton_operator.api.tritonmodel import TritonModelSpec
 
 from model_builders.cli import main
 from model_builders.config import parse_config
@@ -195,14 +196,25 @@ def test_publish_to_folder_prints_triton_model_and_fetch_verifies(
     assert main(["onnx-python", str(mnist_onnx), "--name", "mnist_mlp", "--output", str(repo)]) == 0
     capsys.readouterr()
     published = tmp_path / "published" / "mnist_mlp"
+    # A local folder alone is nothing a cluster can read: no TritonModel, and the reason.
     assert main(["publish", str(repo / "mnist_mlp"), "--to", published.as_uri(), "--server", "pool-a"]) == 0
+    out = capsys.readouterr()
+    assert out.out == "" and "pass --claim" in out.err
+    # The same folder as the root of a PVC: the printed TritonModel reads it from there.
+    args = ["publish", str(repo / "mnist_mlp"), "--to", published.as_uri(), "--server", "pool-a", "--force"]
+    assert main([*args, "--claim", "models-nfs"]) == 0
     resource = yaml.safe_load(capsys.readouterr().out)
     digest = build_manifest(repo / "mnist_mlp").digest
     assert resource["kind"] == "TritonModel" and resource["apiVersion"] == "tritonoperator.dev/v1alpha1"
     assert resource["metadata"]["name"] == "mnist-mlp"
     assert resource["spec"]["serverRef"] == {"name": "pool-a"}
     assert (resource["spec"]["modelName"], resource["spec"]["version"]) == ("mnist_mlp", 1)
-    assert resource["spec"]["source"] == {"path": str(published), "digest": digest}
+    assert resource["spec"]["source"] == {
+        "pvc": {"claimName": "models-nfs", "path": "mnist_mlp"},
+        "digest": digest,
+    }
+    # What publish prints is what the operator's API accepts.
+    TritonModelSpec.model_validate(resource["spec"])
 
     fetched = tmp_path / "fresh" / "mnist_mlp"
     assert main(["fetch", str(published), "--output", str(fetched), "--digest", digest]) == 0

@@ -1,0 +1,191 @@
+"""`make bench`: the operator's overhead, measured side by side in one run on the sandbox.
+
+TritonServer:
+- apply -> Deployment created, and apply -> Ready, through the operator, against applying the very
+  objects the operator renders directly with kubectl (then waiting for the Deployment to be available);
+  runs alternate (operator, direct, operator, ...) so machine noise hits both alike; medians, ratio.
+- API requests per minute at steady state: every request the operator makes (its own client and
+  kopf's), counted from the apiserver's audit log by user agent, with idle Ready servers.
+
+Timings are wall-clock on a shared machine: compare the ratios, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+from kubernetes import client, config
+from triton_operator.api.tritonserver import TritonServerSpec
+from triton_operator.render.server import render_all
+
+from tests.e2e.conftest import OperatorProcess, Sandbox
+from tests.sandbox import cluster
+from tests.sandbox.config import REPO_ROOT, SandboxConfig
+
+OPERATOR_AGENTS = ("triton-operator/", "kopf/")
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+SERVER_SPEC: dict[str, Any] = {"replicas": 1, "resources": {"gpus": 1}, "modelRepository": {"size": "1Gi"}}
+
+
+def poll(check: Callable[[], bool], timeout_s: float, what: str) -> float:
+    """Seconds until `check` holds (polled every 50 ms); fails after `timeout_s`."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout_s:
+        if check():
+            return time.perf_counter() - start
+        time.sleep(0.05)
+    raise SystemExit(f"bench: timed out waiting for {what}")
+
+
+def new_namespace(core: client.CoreV1Api) -> str:
+    name = f"bench-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": name}})
+    poll(lambda: bool(core.list_namespaced_service_account(name).items), 30, "the default service account")
+    return name
+
+
+def deployment_exists(apps: client.AppsV1Api, ns: str) -> Callable[[], bool]:
+    return lambda: bool(apps.list_namespaced_deployment(ns).items)
+
+
+def through_operator(sb: Sandbox, ns: str) -> tuple[float, float]:
+    apps, custom = client.AppsV1Api(sb.api), client.CustomObjectsApi(sb.api)
+    body = {
+        "apiVersion": "tritonoperator.dev/v1alpha1",
+        "kind": "TritonServer",
+        "metadata": {"name": "triton"},
+        "spec": SERVER_SPEC,
+    }
+    start = time.perf_counter()
+    sb.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(body))
+    created = poll(deployment_exists(apps, ns), 60, "the Deployment")
+
+    def ready() -> bool:
+        obj: dict[str, Any] = cast(
+            dict[str, Any],
+            custom.get_namespaced_custom_object(
+                "tritonoperator.dev", "v1alpha1", ns, "tritonservers", "triton"
+            ),
+        )
+        conds = {c["type"]: c for c in obj.get("status", {}).get("conditions") or []}
+        ready_cond = conds.get("Ready", {})
+        return bool(
+            ready_cond.get("status") == "True"
+            and ready_cond.get("observedGeneration") == obj["metadata"]["generation"]
+        )
+
+    poll(ready, 180, "the TritonServer to be Ready")
+    return created + 0.0, time.perf_counter() - start
+
+
+def direct(sb: Sandbox, ns: str) -> tuple[float, float]:
+    apps = client.AppsV1Api(sb.api)
+    objects = render_all("triton", ns, "bench", TritonServerSpec.model_validate(SERVER_SPEC))
+    start = time.perf_counter()
+    sb.kubectl(
+        "apply", "-n", ns, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+    )
+    created = poll(deployment_exists(apps, ns), 60, "the Deployment")
+
+    def available() -> bool:
+        dep = apps.read_namespaced_deployment("triton", ns)
+        return bool(dep.status and dep.status.available_replicas == 1 and dep.status.ready_replicas == 1)
+
+    poll(available, 180, "the Deployment to be available")
+    return created, time.perf_counter() - start
+
+
+def audit_counts(audit_log: Path, since_offset: int) -> tuple[Counter[str], int]:
+    counts: Counter[str] = Counter()
+    with open(audit_log, "rb") as f:
+        f.seek(since_offset)
+        data = f.read()
+    for line in data.splitlines():
+        event = json.loads(line)
+        if str(event.get("userAgent", "")).startswith(OPERATOR_AGENTS):
+            counts["write" if event["verb"] in WRITE_VERBS else "read"] += 1
+    return counts, since_offset + len(data)
+
+
+def steady_state(sb: Sandbox, servers: int, seconds: float) -> Counter[str]:
+    core = client.CoreV1Api(sb.api)
+    ns = new_namespace(core)
+    for i in range(servers):
+        body = {
+            "apiVersion": "tritonoperator.dev/v1alpha1",
+            "kind": "TritonServer",
+            "metadata": {"name": f"idle-{i}"},
+            "spec": SERVER_SPEC,
+        }
+        sb.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(body))
+    for i in range(servers):
+        sb.kubectl("wait", "-n", ns, f"tritonserver/idle-{i}", "--for=condition=Ready", "--timeout=180s")
+    time.sleep(5)  # let the last status writes land
+    offset = sb.cfg.audit_log.stat().st_size
+    time.sleep(seconds)
+    counts, _ = audit_counts(sb.cfg.audit_log, offset)
+    core.delete_namespace(ns)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make bench")
+    parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
+    parser.add_argument("--steady-seconds", type=float, default=float(os.environ.get("BENCH_STEADY_S", "60")))
+    parser.add_argument("--idle-servers", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    cfg = SandboxConfig.from_env(os.environ.get("BENCH_SANDBOX", "bench"))
+    bins = cluster.up(cfg)
+    sb = Sandbox(
+        cfg=cfg, bin_dir=bins.dir, api=config.new_client_from_config(config_file=str(cfg.kubeconfig))
+    )
+    sb.kubectl("apply", "-f", str(REPO_ROOT / "crds"))
+    sb.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    log_dir = cfg.root / "bench"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    operator = OperatorProcess(sb, log_dir / "operator.log")
+    operator.start()
+    core = client.CoreV1Api(sb.api)
+    try:
+        results: dict[str, list[tuple[float, float]]] = {"operator": [], "direct": []}
+        for _ in range(args.rounds):
+            for label, fn in (("operator", through_operator), ("direct", direct)):
+                ns = new_namespace(core)
+                results[label].append(fn(sb, ns))
+                core.delete_namespace(ns)
+                # Free the GPU before the next round: wait for the pods of this round to be gone.
+                poll(lambda ns=ns: not core.list_namespaced_pod(ns).items, 120, "the round's pods to go")
+        counts = steady_state(sb, args.idle_servers, args.steady_seconds)
+    finally:
+        operator.stop()
+
+    def median(label: str, i: int) -> float:
+        return statistics.median(r[i] for r in results[label])
+
+    print(f"\nTritonServer, {args.rounds} rounds each, medians (seconds)")
+    print(f"{'':34}{'operator':>10}{'direct':>10}{'ratio':>8}")
+    for i, what in enumerate(("apply -> Deployment created", "apply -> Ready / available")):
+        op, di = median("operator", i), median("direct", i)
+        print(f"{what:34}{op:10.2f}{di:10.2f}{op / di:8.2f}")
+    minutes = args.steady_seconds / 60
+    print(
+        f"\nsteady state, {args.idle_servers} idle Ready TritonServers, {args.steady_seconds:.0f} s: "
+        f"{(counts['read'] + counts['write']) / minutes:.1f} API requests/min by the operator "
+        f"({counts['read'] / minutes:.1f} reads, {counts['write'] / minutes:.1f} writes)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
