@@ -44,6 +44,18 @@ class Reason(enum.StrEnum):
     LOADING = "Loading"
     LOADED = "Loaded"
     LOAD_FAILED = "LoadFailed"
+    STAGED = "Staged"
+    STAGING_FAILED = "StagingFailed"
+    # Staging failures: the reasons `triton-operator stage` writes (staging.errors.REASONS).
+    INTERNAL_ERROR = "InternalError"
+    INVALID_ARGUMENTS = "InvalidArguments"
+    SOURCE_UNAVAILABLE = "SourceUnavailable"
+    SOURCE_NOT_FOUND = "SourceNotFound"
+    ACCESS_DENIED = "AccessDenied"
+    DIGEST_MISMATCH = "DigestMismatch"
+    CONFIG_REJECTED = "ConfigRejected"
+    TOO_LARGE = "TooLarge"
+    INVALID_ARTIFACT = "InvalidArtifact"
 
 
 class DecidedCondition(NamedTuple):

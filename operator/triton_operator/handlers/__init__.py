@@ -2,4 +2,4 @@
 
 
 def register() -> None:
-    from triton_operator.handlers import settings, tritonserver  # noqa: F401 - registration by import
+    from triton_operator.handlers import settings, tritonmodel, tritonserver  # noqa: F401 - registration by import

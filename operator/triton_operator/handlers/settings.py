@@ -9,6 +9,7 @@ import kopf
 
 from triton_operator.api.common import FINALIZER, GROUP
 from triton_operator.kube.rest import Kube, new_api_client
+from triton_operator.reconcile.model import DEFAULT_OPERATOR_IMAGE, ModelReconciler
 from triton_operator.reconcile.server import ServerReconciler
 from triton_operator.reconcile.state import OperatorState
 
@@ -35,3 +36,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.kube = kube
     memo.state = state
     memo.servers = ServerReconciler(kube, state)
+    memo.models = ModelReconciler(
+        kube, state, operator_image=os.environ.get("TRITON_OPERATOR_IMAGE", DEFAULT_OPERATOR_IMAGE)
+    )

@@ -8,6 +8,7 @@ from typing import Any
 import kopf
 
 from triton_operator.api.common import GROUP, VERSION
+from triton_operator.handlers.loops import CANCELLATION_BACKOFF_S, sleep_until_poked
 from triton_operator.opmetrics import measured
 from triton_operator.reconcile.server import KIND, ServerReconciler
 from triton_operator.reconcile.state import OperatorState
@@ -36,7 +37,7 @@ def apply_server(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         servers.refresh(body)
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_backoff=CANCELLATION_BACKOFF_S, cancellation_timeout=10)
 def watch_server(
     stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
@@ -47,7 +48,7 @@ def watch_server(
     since_apply = 0.0
     try:
         while not stopped:
-            state.pokes[key].wait(STATUS_PERIOD_S)
+            sleep_until_poked(state.pokes[key], stopped, STATUS_PERIOD_S)
             state.pokes[key].clear()
             if stopped:
                 break
@@ -74,3 +75,4 @@ def child_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, *
     instance = labels.get("app.kubernetes.io/instance")
     if instance and namespace:
         state.poke((namespace, instance))
+        state.poke_models_of((namespace, instance))  # a new or restarted pod needs its models loaded

@@ -174,6 +174,7 @@ class ServerReconciler:
                     scrapes[pod_name] = scrape
             except triton.TritonError as exc:
                 answers[pod_name] = PodTriton(unreachable=exc.message)
+        self.state.previous_scrapes[key] = {p: previous_scrapes[p] for p in scrapes if p in previous_scrapes}
         self.state.scrapes[key] = scrapes
         return answers, summaries
 

@@ -11,7 +11,7 @@ import kopf
 from triton_operator.kube.rest import Kube
 
 # Conditions whose "bad" status makes a transition a Warning event.
-_BAD = {"Ready": "False", "Available": "False", "Degraded": "True"}
+_BAD = {"Ready": "False", "Available": "False", "Degraded": "True", "Staged": "False", "Loaded": "False"}
 
 
 def now() -> dt.datetime:

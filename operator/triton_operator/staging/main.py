@@ -270,14 +270,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def write_termination_log(line: str, termination_log: Path) -> None:
+    """One line in the termination log, if its folder exists (outside a pod it usually does not)."""
+    if termination_log.parent.is_dir():
+        # stderr/stdout have it anyway; FallbackToLogsOnError shows the log when the file cannot be written.
+        with contextlib.suppress(OSError):
+            termination_log.write_text(line[:_TERMINATION_LIMIT] + "\n")
+
+
 def report_failure(error: StagingError, termination_log: Path) -> None:
     """One line on stderr and in the termination log."""
     line = error.line()
     print(line, file=sys.stderr, flush=True)
-    if termination_log.parent.is_dir():
-        # stderr has it anyway; FallbackToLogsOnError shows the log when the file cannot be written.
-        with contextlib.suppress(OSError):
-            termination_log.write_text(line[:_TERMINATION_LIMIT] + "\n")
+    write_termination_log(line, termination_log)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -307,6 +312,8 @@ def run(args: argparse.Namespace) -> int:
         report_failure(StagingError(ExitCode.INTERNAL, f"{type(exc).__name__}: {exc}"), args.termination_log)
         return int(ExitCode.INTERNAL)
     print(result.to_json(), flush=True)
+    # The operator reads the staged digest from the pod's termination message (no log access needed).
+    write_termination_log(result.to_json(), args.termination_log)
     return int(ExitCode.OK)
 
 

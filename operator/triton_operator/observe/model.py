@@ -1,0 +1,334 @@
+"""What a TritonModel's staging Job, server pods and Triton say: facts, conditions and status entries.
+
+Pure: takes objects as the API returned them and Triton's answers as the operator read them; no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from triton_operator.api.common import ConditionStatus
+from triton_operator.api.tritonmodel import ModelConditionType, ReplicaState
+from triton_operator.conditions import DecidedCondition, Reason
+from triton_operator.observe.metrics import Scrape
+from triton_operator.triton.client import ModelState
+from triton_operator.triton.metrics import ModelRates, aggregate, model_rates
+
+Obj = Mapping[str, Any]
+StagingPhase = Literal["running", "complete", "failed", "blocked"]
+_CAMEL_CASE = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+_FAILURE_LINE = re.compile(r"^([A-Z][A-Za-z0-9]*): (.+)$")
+# Job conditions that end it, and pod waiting reasons that mean a reference is missing.
+_MISSING_REFERENCE = {"CreateContainerConfigError"}
+
+
+@dataclass(frozen=True)
+class StagingOutcome:
+    """Where one staging Job stands; `reason`/`message` explain a failed or blocked one."""
+
+    phase: StagingPhase
+    reason: str = ""
+    message: str = ""
+    digest: str | None = None
+
+
+def _job_condition(job: Obj, ctype: str) -> Obj | None:
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == ctype and c.get("status") == "True"), None)
+
+
+def _terminated(pod: Obj) -> Obj:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return next(((s.get("state") or {}).get("terminated") or {} for s in statuses), {})
+
+
+def _waiting(pod: Obj) -> Obj:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return next(((s.get("state") or {}).get("waiting") or {} for s in statuses), {})
+
+
+def staged_result(message: str) -> dict[str, Any] | None:
+    """The staging program's one-line JSON result in a termination message, if there is one."""
+    for line in reversed(message.strip().splitlines()):
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict) and "digest" in data:
+            return data
+    return None
+
+
+def failure_reason(message: str) -> tuple[str, str] | None:
+    """(Reason, problem) from the staging program's last `Reason: problem; fix` line."""
+    for line in reversed(message.strip().splitlines()):
+        match = _FAILURE_LINE.match(line.strip())
+        if match:
+            return match.group(1), match.group(2)
+    return None
+
+
+def _newest(pods: Sequence[Obj]) -> list[Obj]:
+    return sorted(pods, key=lambda p: str(p["metadata"].get("creationTimestamp") or ""), reverse=True)
+
+
+def staging_outcome(job: Obj, pods: Sequence[Obj]) -> StagingOutcome:
+    """Complete (with the digest the program printed), failed (its reason), blocked, or running."""
+    newest = _newest(pods)
+    if _job_condition(job, "Complete") is not None:
+        for pod in newest:
+            result = staged_result(str(_terminated(pod).get("message") or ""))
+            if result is not None:
+                return StagingOutcome("complete", digest=str(result["digest"]))
+        return StagingOutcome("complete")
+    failed = _job_condition(job, "Failed")
+    if failed is not None:
+        for pod in newest:
+            parsed = failure_reason(str(_terminated(pod).get("message") or ""))
+            if parsed is not None:
+                return StagingOutcome("failed", parsed[0], parsed[1])
+        job_reason = str(failed.get("reason") or "")
+        detail = f"{job_reason}: {failed.get('message') or 'the Job failed'}" if job_reason else "failed"
+        return StagingOutcome(
+            "failed", Reason.STAGING_FAILED, f"staging Job {job['metadata']['name']} {detail}"
+        )
+    for pod in newest:
+        waiting = _waiting(pod)
+        if waiting.get("reason") in _MISSING_REFERENCE:
+            detail = waiting.get("message") or waiting["reason"]
+            return StagingOutcome(
+                "blocked",
+                Reason.MISSING_REFERENCE,
+                f"staging pod {pod['metadata']['name']} cannot start: {detail}; "
+                "create it or fix spec.source.s3.credentialsSecret",
+            )
+    return StagingOutcome("running")
+
+
+@dataclass(frozen=True)
+class ReplicaFacts:
+    """The model on one server pod, as Triton's repository index and the operator's loads say."""
+
+    pod: str
+    ip: str | None
+    pod_ready: bool
+    state: ReplicaState
+    reason: str | None = None
+    # Loaded from the files of the latest staging (not an older one still serving after a re-stage).
+    current: bool = False
+    # Triton refused to load the latest files here (its words).
+    load_error: str | None = None
+
+    def entry(self) -> dict[str, Any]:
+        """status.replicas[] entry."""
+        out: dict[str, Any] = {"pod": self.pod, "state": str(self.state)}
+        if self.ip:
+            out["ip"] = self.ip
+        reason = self.load_error or self.reason
+        if reason:
+            out["reason"] = reason[:4096]
+        return out
+
+
+def replica_state(rows: Sequence[ModelState], model: str, version: int) -> tuple[ReplicaState, str | None]:
+    """The model's state at `version` in one pod's repository index (PENDING when never loaded)."""
+    mine = [r for r in rows if r.name == model]
+    exact = next((r for r in mine if r.version == str(version)), None)
+    row = exact or next((r for r in mine if r.state), None)
+    if row is None or row.state is None:
+        return ReplicaState.PENDING, None
+    if exact is None and row.state == "READY":
+        # Another version is loaded; the wanted one is not (yet).
+        return ReplicaState.PENDING, f"version {row.version} is loaded, not {version}"
+    try:
+        state = ReplicaState(row.state)
+    except ValueError:
+        return ReplicaState.UNAVAILABLE, f"{row.state}: {row.reason or ''}".strip(": ")
+    if state == ReplicaState.UNAVAILABLE and row.reason == "unloaded":
+        return ReplicaState.UNLOADED, row.reason
+    return state, row.reason
+
+
+@dataclass(frozen=True)
+class ObservedModel:
+    """The facts `model_conditions` decides from."""
+
+    server: str
+    namespace: str
+    version: int
+    server_found: bool = True
+    # Why the server cannot take the model (its spec is invalid), None when it can.
+    server_problem: str | None = None
+    # The staging Job the spec asks for, and the last one that completed (None: never staged).
+    wanted_job: str = ""
+    staged_job: str | None = None
+    staged_version: int | None = None
+    # Where the wanted Job stands when it has not completed yet.
+    staging: StagingOutcome | None = None
+    replicas: tuple[ReplicaFacts, ...] = ()
+
+    @property
+    def ready_replicas(self) -> list[ReplicaFacts]:
+        return [r for r in self.replicas if r.pod_ready]
+
+    @property
+    def loaded_replicas(self) -> list[ReplicaFacts]:
+        return [r for r in self.ready_replicas if r.state == ReplicaState.READY and r.current]
+
+
+def loaded_fraction(observed: ObservedModel) -> str:
+    """status.loaded: replicas serving the latest staged files / ready server replicas."""
+    return f"{len(observed.loaded_replicas)}/{len(observed.ready_replicas)}"
+
+
+def _cond(ctype: ModelConditionType, ok: bool, reason: str, message: str) -> DecidedCondition:
+    # Reasons copied from a termination message are checked: a condition's reason must be CamelCase.
+    safe = reason if _CAMEL_CASE.match(reason) else str(Reason.STAGING_FAILED)
+    return DecidedCondition(ctype, ConditionStatus.TRUE if ok else ConditionStatus.FALSE, safe, message)
+
+
+def _pods_text(replicas: Sequence[ReplicaFacts]) -> str:
+    first = replicas[0]
+    more = f" (and {len(replicas) - 1} more)" if len(replicas) > 1 else ""
+    return f"pod {first.pod}{more}"
+
+
+def _staged(observed: ObservedModel) -> tuple[bool, str, str]:
+    if observed.staged_job is not None and observed.staged_job == observed.wanted_job:
+        return True, Reason.STAGED, f"Version {observed.version} staged by Job {observed.staged_job}."
+    staging = observed.staging
+    if staging is not None and staging.phase in ("failed", "blocked"):
+        return False, staging.reason, staging.message
+    return False, Reason.STAGING, f"Job {observed.wanted_job} is staging version {observed.version}."
+
+
+def _loaded(observed: ObservedModel) -> tuple[bool, str, str]:
+    if observed.staged_job is None:
+        return False, Reason.STAGING, "Nothing staged yet."
+    ready = observed.ready_replicas
+    if observed.server_problem is not None:
+        return False, Reason.SERVER_NOT_READY, observed.server_problem
+    if not ready:
+        return (
+            False,
+            Reason.SERVER_NOT_READY,
+            f"TritonServer {observed.server} has no ready replicas to load the model on.",
+        )
+    failed = [r for r in ready if r.load_error]
+    if failed:
+        return False, Reason.LOAD_FAILED, f"{_pods_text(failed)}: Triton: {failed[0].load_error}"
+    loaded = observed.loaded_replicas
+    version = observed.staged_version
+    if len(loaded) == len(ready):
+        return True, Reason.LOADED, f"Version {version} is ready on {len(loaded)}/{len(ready)} replicas."
+    waiting = [r for r in ready if r not in loaded]
+    detail = f": {waiting[0].reason}" if waiting[0].reason else ""
+    return (
+        False,
+        Reason.LOADING,
+        f"Version {version} is ready on {len(loaded)}/{len(ready)} replicas; "
+        f"loading on {_pods_text(waiting)}{detail}.",
+    )
+
+
+def model_conditions(observed: ObservedModel) -> list[DecidedCondition]:
+    """Ready, Staged, Loaded and Degraded of a TritonModel from observed facts."""
+    ready_t, staged_t, loaded_t, degraded_t = (
+        ModelConditionType.READY,
+        ModelConditionType.STAGED,
+        ModelConditionType.LOADED,
+        ModelConditionType.DEGRADED,
+    )
+    if not observed.server_found:
+        message = (
+            f"TritonServer {observed.server!r} not found in namespace {observed.namespace!r}: "
+            "create it, or set spec.serverRef.name to an existing TritonServer."
+        )
+        return [
+            _cond(ready_t, False, Reason.SERVER_NOT_FOUND, message),
+            _cond(staged_t, False, Reason.SERVER_NOT_FOUND, message),
+            _cond(loaded_t, False, Reason.SERVER_NOT_FOUND, message),
+            _cond(degraded_t, True, Reason.SERVER_NOT_FOUND, message),
+        ]
+    staged = _staged(observed)
+    loaded = _loaded(observed)
+    problems = []
+    if not staged[0] and staged[1] not in (Reason.STAGING,):
+        problems.append(staged)
+    if not loaded[0] and loaded[1] == Reason.LOAD_FAILED:
+        problems.append(loaded)
+    ready: tuple[bool, str, str]
+    if staged[0] and loaded[0]:
+        ready = (True, Reason.LOADED, loaded[2])
+    elif problems:
+        ready = problems[0]
+    elif not staged[0]:
+        ready = staged
+    else:
+        ready = loaded
+    degraded: tuple[bool, str, str]
+    if problems:
+        degraded = (True, problems[0][1], " ".join(p[2] for p in problems))
+    else:
+        degraded = (False, Reason.AS_EXPECTED, "No problems observed.")
+    if not staged[0] and observed.staged_job is not None and loaded[0]:
+        # Still serving what was staged before: say so, so nobody thinks the model is down.
+        suffix = f" Version {observed.staged_version} staged earlier keeps serving."
+        ready = (ready[0], ready[1], ready[2] + suffix)
+    return [
+        _cond(ready_t, *ready),
+        _cond(staged_t, *staged),
+        _cond(loaded_t, *loaded),
+        _cond(degraded_t, *degraded),
+    ]
+
+
+# --- metrics -------------------------------------------------------------------------------------
+
+ScrapePair = tuple[Scrape | None, Scrape]  # (previous, current) of one pod
+
+
+def model_metrics(scrapes: Mapping[str, ScrapePair], model: str, version: int) -> dict[str, Any]:
+    """status.metrics of one model version summed over pods; {} when no pod reports it.
+
+    Counts are Triton's cumulative counters (summed); rates, latencies, queue time and batching
+    efficiency cover the window between each pod's last two scrapes and are left out when idle.
+    """
+    key = (model, str(version))
+    window: list[ModelRates] = []
+    success = failure = 0
+    seen = False
+    for previous, current in scrapes.values():
+        counters = current.snapshot.models.get(key)
+        if counters is None:
+            continue
+        seen = True
+        success += counters.success_count
+        failure += counters.failure_count
+        if previous is not None and current.at > previous.at:
+            window.append(model_rates(previous.snapshot.models.get(key), counters, current.at - previous.at))
+    if not seen:
+        return {}
+    figures: dict[str, Any] = {"successCount": success, "failureCount": failure}
+    if not window:
+        return figures
+    total = aggregate(window)
+    figures["requestRate"] = round(total.request_rate, 2)
+    figures["failureRate"] = round(total.failure_rate, 2)
+    optional = {
+        "p50LatencyMs": _ms(total.p50_latency_us),
+        "p99LatencyMs": _ms(total.p99_latency_us),
+        "avgQueueMs": _ms(total.avg_queue_us),
+        "inferencesPerExecution": (
+            round(total.batching_efficiency, 2) if total.batching_efficiency is not None else None
+        ),
+    }
+    return figures | {k: v for k, v in optional.items() if v is not None}
+
+
+def _ms(us: float | None) -> float | None:
+    return None if us is None else round(us / 1000.0, 3)
