@@ -348,14 +348,19 @@ spec: {replicas: 1, resources: {gpus: 16}}
         "Ready=False Unschedulable",
     )
     assert "Insufficient nvidia.com/gpu" in gpus["message"]
+    time.sleep(6)  # two status periods: whatever the first observations had to say is said
+    events_while_stuck = len(events(sandbox, namespace, "too-big"))
 
     # Fixing the cause is all it takes: create the Secret.
     client.CoreV1Api(sandbox.api).create_namespaced_secret(
         namespace, {"metadata": {"name": "ngc-credentials"}, "stringData": {"NGC_API_KEY": "x"}}
     )
     wait_ready(sandbox, namespace, "needs-secret", timeout=120)
-    # Waiting on the scheduler is not a crash loop: the unschedulable server did not flood events.
-    assert len(events(sandbox, namespace, "too-big")) < 15
+    # Waiting on the scheduler is not a crash loop: while nothing changes, no new events, and the
+    # operator is still the same process.
+    time.sleep(6)
+    assert len(events(sandbox, namespace, "too-big")) == events_while_stuck
+    assert condition(server(sandbox, namespace, "too-big"), "Ready")["reason"] == "Unschedulable"
     assert operator.proc is not None and operator.proc.poll() is None
 
 

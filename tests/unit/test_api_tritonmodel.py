@@ -223,7 +223,7 @@ def test_kubectl_niceties() -> None:
     version = crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
-    assert list(columns)[:7] == ["Ready", "Server", "Version", "Loaded", "Req/s", "P99", "Age"]
+    assert list(columns)[:7] == ["Ready", "Server", "Version", "Loaded", "Req/s", "P99ms", "Age"]
     assert columns["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
     nodes = _nodes(version["schema"]["openAPIV3Schema"])
     for path in columns.values():

@@ -521,7 +521,7 @@ TRITONMODEL = register_kind(
             PrinterColumn("Version", "integer", ".status.servedVersion", "Version served."),
             PrinterColumn("Loaded", "string", ".status.loaded", "Replicas with the model ready."),
             PrinterColumn("Req/s", "number", ".status.metrics.requestRate", "Requests per second."),
-            PrinterColumn("P99", "number", ".status.metrics.p99LatencyMs", "p99 request latency (ms)."),
+            PrinterColumn("P99ms", "number", ".status.metrics.p99LatencyMs", "p99 request latency (ms)."),
             PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
             PrinterColumn(
                 "Reason", "string", f"{_READY}.reason", "Reason of the Ready condition.", priority=1
