@@ -139,6 +139,9 @@ def steady_state(sb: Sandbox, servers: int, seconds: float) -> Counter[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.models import report as report_models
+    from bench.models import run_model_bench
+
     parser = argparse.ArgumentParser(prog="make bench")
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
     parser.add_argument("--steady-seconds", type=float, default=float(os.environ.get("BENCH_STEADY_S", "60")))
@@ -166,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 core.delete_namespace(ns)
                 # Free the GPU before the next round: wait for the pods of this round to be gone.
                 poll(lambda ns=ns: not core.list_namespaced_pod(ns).items, 120, "the round's pods to go")
+        model_results = run_model_bench(sb, args.rounds, log_dir)
         counts = steady_state(sb, args.idle_servers, args.steady_seconds)
     finally:
         operator.stop()
@@ -178,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, what in enumerate(("apply -> Deployment created", "apply -> Ready / available")):
         op, di = median("operator", i), median("direct", i)
         print(f"{what:34}{op:10.2f}{di:10.2f}{op / di:8.2f}")
+    report_models(model_results, args.rounds)
     minutes = args.steady_seconds / 60
     print(
         f"\nsteady state, {args.idle_servers} idle Ready TritonServers, {args.steady_seconds:.0f} s: "

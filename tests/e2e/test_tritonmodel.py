@@ -7,9 +7,6 @@ from where the previous one left it (as a user working through the quickstart wo
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -18,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
-import boto3
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -28,7 +24,7 @@ from kubernetes import client
 
 from tests.e2e import kube
 from tests.e2e.conftest import OperatorProcess, Sandbox
-from tests.sandbox.config import REPO_ROOT
+from tests.support.mnist import publish_mnist
 
 pytestmark = pytest.mark.e2e
 
@@ -176,40 +172,7 @@ def credentials_secret() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def published(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The MNIST MLP built with model-builders onnx-python and published to the sandbox's S3."""
-    work = tmp_path_factory.mktemp("mnist")
-    env = {**os.environ, **CREDENTIALS, "PYTHONPATH": f"{REPO_ROOT / 'operator'}:{REPO_ROOT}"}
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=sandbox.cfg.s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
-    if BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
-        s3.create_bucket(Bucket=BUCKET)
-
-    def run(*args: str) -> None:
-        subprocess.run([sys.executable, *args], env=env, check=True, timeout=120, capture_output=True)
-
-    run(str(REPO_ROOT / "examples/models/mnist_mlp.py"), "--out", str(work))
-    repo = work / "repo"
-    run("-m", "model_builders", "onnx-python", str(work / "mnist_mlp.onnx"), "--name", MODEL, "-o", str(repo))
-    run(
-        "-m",
-        "model_builders",
-        "publish",
-        str(repo / MODEL),
-        "--to",
-        f"s3://{BUCKET}/{PREFIX}",
-        "--endpoint-url",
-        sandbox.cfg.s3_endpoint,
-        "--region",
-        "us-east-1",
-        "--server",
-        SERVER,
-        "--force",
-    )
-    return work / "mnist_mlp.onnx"
+    return publish_mnist(sandbox.cfg.s3_endpoint, tmp_path_factory.mktemp("mnist"), CREDENTIALS)
 
 
 @pytest.fixture(scope="module")

@@ -19,14 +19,13 @@ import time
 import urllib.request
 from pathlib import Path
 
-import boto3
 import numpy as np
 
 from tests.sandbox import cluster, procs
 from tests.sandbox.config import REPO_ROOT, SandboxConfig
+from tests.support.mnist import BUCKET, PREFIX, publish_mnist
 
 QUICKSTART = REPO_ROOT / "examples" / "quickstart"
-BUCKET, PREFIX = "models", "mnist/1"
 # moto accepts any keys; the quickstart's Secret carries the same placeholders.
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "demo",
@@ -63,61 +62,7 @@ def start_operator(cfg: SandboxConfig, env: dict[str, str]) -> None:
     )
 
 
-def publish_model(env: dict[str, str], workdir: Path) -> None:
-    run([sys.executable, str(REPO_ROOT / "examples" / "models" / "mnist_mlp.py"), "--out", str(workdir)], env)
-    run(
-        [
-            sys.executable,
-            "-m",
-            "model_builders",
-            "onnx-python",
-            str(workdir / "mnist_mlp.onnx"),
-            "--name",
-            "mnist",
-            "--output",
-            str(workdir / "repo"),
-            "--max-batch-size",
-            "8",
-            "--dynamic-batching",
-            "--preferred-batch-size",
-            "4",
-            "--max-queue-delay-us",
-            "2000",
-        ],
-        env,
-    )
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=env["S3_ENDPOINT"],
-        aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
-        region_name=S3_ENV["AWS_DEFAULT_REGION"],
-    )
-    if BUCKET not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
-        s3.create_bucket(Bucket=BUCKET)
-    run(
-        [
-            sys.executable,
-            "-m",
-            "model_builders",
-            "publish",
-            str(workdir / "repo" / "mnist"),
-            "--to",
-            f"s3://{BUCKET}/{PREFIX}",
-            "--endpoint-url",
-            env["S3_ENDPOINT"],
-            "--server",
-            "triton",
-            "--credentials-secret",
-            "s3-credentials",
-            "--force",
-        ],
-        env,
-        quiet=True,
-    )
-
-
-def infer_everywhere(env: dict[str, str], workdir: Path) -> None:
+def infer_everywhere(env: dict[str, str], onnx_path: Path) -> None:
     import onnxruntime as ort
     import tritonclient.http as http
 
@@ -128,7 +73,7 @@ def infer_everywhere(env: dict[str, str], workdir: Path) -> None:
             capture=True,
         )
     )["items"]
-    session = ort.InferenceSession(str(workdir / "mnist_mlp.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     batch = np.random.default_rng(7).random((4, 1, 28, 28), dtype=np.float32)
     expected = session.run(None, {"input": batch})[0]
     for pod in pods:
@@ -168,13 +113,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         say(f"building the MNIST MLP and publishing it to s3://{BUCKET}/{PREFIX} ({cfg.s3_endpoint})")
-        publish_model(env, workdir)
+        onnx_path = publish_mnist(cfg.s3_endpoint, workdir, S3_ENV)
         say("kubectl apply -f examples/quickstart/")
         run(["kubectl", "apply", "-f", str(QUICKSTART)], env)
         run(["kubectl", "wait", "--for=condition=Ready", "tritonserver/triton", "--timeout=300s"], env)
         run(["kubectl", "wait", "--for=condition=Ready", "tritonmodel/mnist", "--timeout=300s"], env)
         say("real inference requests to every replica, by pod IP")
-        infer_everywhere(env, workdir)
+        infer_everywhere(env, onnx_path)
     period = float(os.environ.get("TRITON_OPERATOR_STATUS_PERIOD", "10"))
     time.sleep(period + 2)
     say("kubectl get tritonservers,tritonmodels")

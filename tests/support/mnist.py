@@ -1,0 +1,68 @@
+"""The example model of the demo, the e2e tests and the bench: the MNIST MLP, built with model_builders
+(`onnx-python`: it runs on a Triton that has only the python backend) and published to an S3 server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+
+from tests.sandbox.config import REPO_ROOT
+
+BUCKET, PREFIX, MODEL = "models", "mnist/1", "mnist"
+
+
+def publish_mnist(s3_endpoint: str, workdir: Path, credentials: dict[str, str]) -> Path:
+    """Build the model into `workdir` and publish it to s3://models/mnist/1; returns the .onnx file."""
+    env = {**os.environ, **credentials, "PYTHONPATH": f"{REPO_ROOT / 'operator'}:{REPO_ROOT}"}
+
+    def run(*args: str) -> None:
+        subprocess.run([sys.executable, *args], env=env, check=True, timeout=180, capture_output=True)
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+    )
+    if BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=BUCKET)
+    run(str(REPO_ROOT / "examples" / "models" / "mnist_mlp.py"), "--out", str(workdir))
+    repo = workdir / "repo"
+    run(
+        "-m",
+        "model_builders",
+        "onnx-python",
+        str(workdir / "mnist_mlp.onnx"),
+        "--name",
+        MODEL,
+        "-o",
+        str(repo),
+        "--max-batch-size",
+        "8",
+        "--dynamic-batching",
+        "--preferred-batch-size",
+        "4",
+        "--max-queue-delay-us",
+        "2000",
+    )
+    run(
+        "-m",
+        "model_builders",
+        "publish",
+        str(repo / MODEL),
+        "--to",
+        f"s3://{BUCKET}/{PREFIX}",
+        "--endpoint-url",
+        s3_endpoint,
+        "--region",
+        "us-east-1",
+        "--server",
+        "triton",
+        "--force",
+    )
+    return workdir / "mnist_mlp.onnx"
