@@ -11,7 +11,7 @@ from lupa import lua51
 pytestmark = pytest.mark.unit
 
 ARGOCD = Path(__file__).resolve().parents[2] / "manifests" / "argocd"
-SCRIPTS = {"TritonServer": "tritonserver-health.lua", "TritonModel": "tritonmodel-health.lua"}
+SCRIPTS = {"TritonServer": "health.lua", "TritonModel": "health.lua"}
 
 
 def health(kind: str, obj: dict[str, Any]) -> dict[str, str]:
@@ -145,9 +145,3 @@ def test_health(kind: str, case: str) -> None:
     written, generation, expected_status, expected_message = CASES[case]
     result = health(kind, resource(kind, generation, written))
     assert result == {"status": expected_status, "message": expected_message.format(kind=kind)}
-
-
-def test_scripts_differ_only_in_the_kind_they_name() -> None:
-    server = (ARGOCD / SCRIPTS["TritonServer"]).read_text()
-    model = (ARGOCD / SCRIPTS["TritonModel"]).read_text()
-    assert server.replace("TritonServer", "TritonModel") == model

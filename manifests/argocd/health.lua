@@ -1,6 +1,8 @@
--- Argo CD health of a tritonoperator.dev TritonModel, read from the status the operator writes.
+-- Argo CD health of a tritonoperator.dev object (TritonServer, TritonModel), read from the status the
+-- operator writes. One script for both kinds: they share the condition vocabulary.
 -- Order matters: a status computed for an older generation says nothing about the current spec.
 local hs = {}
+local kind = obj.kind or "object"
 local generation = obj.metadata.generation or 0
 local waiting = "Waiting for the operator to observe generation " .. tostring(generation)
 
@@ -36,28 +38,28 @@ end
 local degraded = conditions["Degraded"]
 if degraded ~= nil and degraded.status == "True" then
   hs.status = "Degraded"
-  hs.message = describe(degraded, "TritonModel is degraded")
+  hs.message = describe(degraded, kind .. " is degraded")
   return hs
 end
 
 local ready = conditions["Ready"]
 if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
-  hs.message = describe(ready, "TritonModel is ready")
+  hs.message = describe(ready, kind .. " is ready")
   return hs
 end
 
 local progressing = conditions["Progressing"]
 if progressing ~= nil and progressing.status == "True" then
   hs.status = "Progressing"
-  hs.message = describe(progressing, "TritonModel is progressing")
+  hs.message = describe(progressing, kind .. " is progressing")
   return hs
 end
 
 hs.status = "Progressing"
 if ready ~= nil then
-  hs.message = describe(ready, "Waiting for TritonModel to become Ready")
+  hs.message = describe(ready, "Waiting for " .. kind .. " to become Ready")
 else
-  hs.message = "Waiting for TritonModel to become Ready"
+  hs.message = "Waiting for " .. kind .. " to become Ready"
 end
 return hs
