@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import time
@@ -91,6 +92,7 @@ def _model_ready(sb: Sandbox, ns: str) -> bool:
 
 def run_model_bench(sb: Sandbox, rounds: int, workdir: Path) -> dict[str, list[float]]:
     publish_mnist(sb.cfg.s3_endpoint, workdir, CREDENTIALS)
+    os.environ.update(CREDENTIALS)  # the by-hand fetch reads S3 like any boto3 user: from the environment
     core = client.CoreV1Api(sb.api)
     ns = f"bench-models-{uuid.uuid4().hex[:5]}"
     core.create_namespace({"metadata": {"name": ns}})

@@ -15,12 +15,20 @@ from tests.sandbox.config import REPO_ROOT
 BUCKET, PREFIX, MODEL = "models", "mnist/1", "mnist"
 
 
-def publish_mnist(s3_endpoint: str, workdir: Path, credentials: dict[str, str]) -> Path:
-    """Build the model into `workdir` and publish it to s3://models/mnist/1; returns the .onnx file."""
+def publish_mnist(
+    s3_endpoint: str, workdir: Path, credentials: dict[str, str], credentials_secret: str = "s3-credentials"
+) -> Path:
+    """Build the model into `workdir` and publish it to s3://models/mnist/1; returns the .onnx file.
+
+    The TritonModel that `publish` prints is kept in `workdir / "tritonmodel.yaml"`.
+    """
     env = {**os.environ, **credentials, "PYTHONPATH": f"{REPO_ROOT / 'operator'}:{REPO_ROOT}"}
 
-    def run(*args: str) -> None:
-        subprocess.run([sys.executable, *args], env=env, check=True, timeout=180, capture_output=True)
+    def run(*args: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, *args], env=env, check=True, timeout=180, capture_output=True, text=True
+        )
+        return proc.stdout
 
     s3 = boto3.client(
         "s3",
@@ -50,19 +58,10 @@ def publish_mnist(s3_endpoint: str, workdir: Path, credentials: dict[str, str]) 
         "--max-queue-delay-us",
         "2000",
     )
-    run(
-        "-m",
-        "model_builders",
-        "publish",
-        str(repo / MODEL),
-        "--to",
-        f"s3://{BUCKET}/{PREFIX}",
-        "--endpoint-url",
-        s3_endpoint,
-        "--region",
-        "us-east-1",
-        "--server",
-        "triton",
-        "--force",
-    )
+    printed = run(
+        "-m", "model_builders", "publish", str(repo / MODEL), "--to", f"s3://{BUCKET}/{PREFIX}",
+        "--endpoint-url", s3_endpoint, "--region", "us-east-1", "--server", "triton",
+        "--credentials-secret", credentials_secret, "--force",
+    )  # fmt: skip
+    (workdir / "tritonmodel.yaml").write_text(printed)
     return workdir / "mnist_mlp.onnx"

@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import kopf
 
+from triton_operator.conditions import rfc3339
 from triton_operator.kube.rest import Kube
 
 # Conditions whose "bad" status makes a transition a Warning event.
@@ -31,14 +32,10 @@ def stamp_metrics(new: dict[str, Any], old: Mapping[str, Any], when: dt.datetime
     metrics = new.get("metrics")
     if not isinstance(metrics, dict):
         return
-    old_metrics = old.get("metrics") if isinstance(old.get("metrics"), Mapping) else {}
-    assert isinstance(old_metrics, Mapping)
-    same = {k: v for k, v in old_metrics.items() if k != "refreshedAt"} == metrics
-    metrics["refreshedAt"] = (
-        old_metrics.get("refreshedAt")
-        if same and old_metrics.get("refreshedAt")
-        else (when.strftime("%Y-%m-%dT%H:%M:%SZ"))
-    )
+    old_metrics: Mapping[str, Any] = old.get("metrics") or {}
+    unchanged = {k: v for k, v in old_metrics.items() if k != "refreshedAt"} == metrics
+    kept = old_metrics.get("refreshedAt") if unchanged else None
+    metrics["refreshedAt"] = kept or rfc3339(when)
 
 
 def transitions(
