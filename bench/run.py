@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     sb.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     log_dir = cfg.root / "bench"
     log_dir.mkdir(parents=True, exist_ok=True)
-    operator = OperatorProcess(sb, log_dir / "operator.log")
+    operator = OperatorProcess(sb, log_dir / "operator.log", status_period_s=10)  # the operator's default
     operator.start()
     core = client.CoreV1Api(sb.api)
     try:

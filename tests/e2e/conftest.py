@@ -70,9 +70,11 @@ def sandbox() -> Iterator[Sandbox]:
 class OperatorProcess:
     """The real operator (`triton-operator run`) as a local process against the sandbox."""
 
-    def __init__(self, sandbox: Sandbox, log_path: Path):
+    def __init__(self, sandbox: Sandbox, log_path: Path, status_period_s: float = 3):
         self.sandbox = sandbox
         self.log_path = log_path
+        # Tests refresh status faster than the operator's default (10 s) to keep waits short.
+        self.status_period_s = status_period_s
         self.health_port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -81,7 +83,11 @@ class OperatorProcess:
         return f"http://127.0.0.1:{self.health_port + 1}/metrics"
 
     def start(self) -> None:
-        env = {**self.sandbox.env(), "TRITON_OPERATOR_STATUS_PERIOD": "3", "PYTHONUNBUFFERED": "1"}
+        env = {
+            **self.sandbox.env(),
+            "TRITON_OPERATOR_STATUS_PERIOD": str(self.status_period_s),
+            "PYTHONUNBUFFERED": "1",
+        }
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [

@@ -7,6 +7,7 @@ from where the previous one left it (as a user working through the quickstart wo
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.request
@@ -94,6 +95,13 @@ def infer(ip: str, batch: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         return out
     finally:
         c.close()
+
+
+def pv_folder(sb: Sandbox, ns: str, claim: str) -> Path:
+    """The local folder of the volume a PVC is bound to (the sandbox's volumes are hostPath)."""
+    core = client.CoreV1Api(sb.api)
+    pvc = core.read_namespaced_persistent_volume_claim(claim, ns)
+    return Path(core.read_persistent_volume(pvc.spec.volume_name).spec.host_path.path)
 
 
 def events(sb: Sandbox, ns: str, name: str) -> list[Any]:
@@ -402,6 +410,86 @@ def test_delete_unloads_from_every_replica(sandbox: Sandbox, pool: str) -> None:
         kube.wait_for(lambda ip=ip: not ready_in_index(ip), 15, f"{MODEL} unloaded on {ip}")
 
 
+def test_delete_removes_the_files_only_when_keep_files_on_delete_is_false(
+    sandbox: Sandbox, pool: str
+) -> None:
+    drop, keep = "mnist-drop", "mnist-keep"
+    dropped = tritonmodel(drop, sandbox.cfg.s3_endpoint, config=mnist_config(4, 100))
+    dropped["spec"]["keepFilesOnDelete"] = False
+    apply(sandbox, pool, dropped, tritonmodel(keep, sandbox.cfg.s3_endpoint, config=mnist_config(4, 100)))
+    for name in (drop, keep):
+        sandbox.kubectl("wait", "-n", pool, "--for=condition=Ready", f"tritonmodel/{name}", "--timeout=120s")
+    folder = pv_folder(sandbox, pool, f"{SERVER}-models")
+    for name in (drop, keep):
+        assert (folder / name / "config.pbtxt").is_file() and (folder / name / "1").is_dir()
+    ips = [p.status.pod_ip for p in server_pods(sandbox, pool)]
+    assert ips and all(ready_in_index(ip, drop) and ready_in_index(ip, keep) for ip in ips)
+
+    started = time.monotonic()
+    sandbox.kubectl("delete", "-n", pool, f"tritonmodel/{drop}", f"tritonmodel/{keep}", "--timeout=90s")
+    took = time.monotonic() - started
+    assert get_cr(sandbox, pool, "tritonmodels", drop) is None  # no finalizer left behind
+    assert get_cr(sandbox, pool, "tritonmodels", keep) is None
+    for ip in ips:
+        index = repository_index(ip)
+        assert not any(m["name"] in (drop, keep) and m.get("state") == "READY" for m in index), index
+        # Triton's index lists what is in the repository: the removed model is not there at all.
+        assert all(m["name"] != drop for m in index), index
+    assert not (folder / drop).exists(), sorted(p.name for p in folder.iterdir())
+    assert (folder / keep / "config.pbtxt").is_file() and (folder / keep / "1").is_dir()
+    assert not [p.name for p in folder.iterdir() if p.name.startswith((".trash-", ".staging-"))]
+    batch_api = client.BatchV1Api(sandbox.api)
+    kube.wait_for(
+        lambda: (
+            not batch_api.list_namespaced_job(pool, label_selector=f"tritonoperator.dev/model={drop}").items
+        ),
+        30,
+        "the finished removal Job to be deleted",
+    )
+    assert took < 90
+
+
+def test_failed_removal_keeps_the_finalizer_and_warns_until_the_files_are_kept(
+    sandbox: Sandbox, pool: str
+) -> None:
+    name = "mnist-stuck"
+    model = tritonmodel(name, sandbox.cfg.s3_endpoint, config=mnist_config(4, 100))
+    model["spec"]["keepFilesOnDelete"] = False
+    apply(sandbox, pool, model)
+    sandbox.kubectl("wait", "-n", pool, "--for=condition=Ready", f"tritonmodel/{name}", "--timeout=120s")
+    folder = pv_folder(sandbox, pool, f"{SERVER}-models") / name
+    # Another version stays, so the removal must rewrite the config: it refuses one it cannot read.
+    (folder / "2").mkdir()
+    config = folder / "config.pbtxt"
+    config.write_text("this is { not a config")
+
+    sandbox.kubectl("delete", "-n", pool, f"tritonmodel/{name}", "--wait=false")
+    warning = kube.wait_for(
+        lambda: next(
+            (e for e in events(sandbox, pool, name) if e.type == "Warning" and e.reason == "ConfigRejected"),
+            None,
+        ),
+        60,
+        "a Warning Event ConfigRejected from the removal",
+    )
+    assert "config.pbtxt" in warning.message and "keepFilesOnDelete" in warning.message
+    stuck = get_cr(sandbox, pool, "tritonmodels", name) or {}
+    assert stuck["metadata"].get("deletionTimestamp") and stuck["metadata"].get("finalizers")
+
+    # The way out the Event names: keep the files; the next retry lets the object go.
+    sandbox.kubectl(
+        "patch", "-n", pool, f"tritonmodel/{name}", "--type=merge", "-p",
+        json.dumps({"spec": {"keepFilesOnDelete": True}}),
+    )  # fmt: skip
+    kube.wait_for(lambda: get_cr(sandbox, pool, "tritonmodels", name) is None, 90, f"{name} to be deleted")
+    assert config.read_text() == "this is { not a config" and (folder / "1").is_dir()
+    assert (
+        not client.BatchV1Api(sandbox.api)
+        .list_namespaced_job(pool, label_selector=f"tritonoperator.dev/model={name}")
+        .items
+    )
+
+
 # --- on its own ----------------------------------------------------------------------------------
 
 
@@ -434,3 +522,43 @@ def test_model_waits_for_its_server_then_loads(
     assert ready_in_index(pod.status.pod_ip)
     # No crash loop, no retry storm: the operator logged no tracebacks for this namespace.
     assert "Traceback" not in operator.log()
+
+
+def test_model_larger_than_the_repository_is_refused_and_writes_nothing(
+    sandbox: Sandbox, operator: OperatorProcess, published: Path, namespace: str
+) -> None:
+    tiny = tritonserver(1)
+    tiny["metadata"]["name"] = "tiny"
+    tiny["spec"]["modelRepository"]["size"] = "1Ki"
+    apply(sandbox, namespace, credentials_secret(), tiny)
+    sandbox.kubectl("wait", "-n", namespace, "--for=condition=Ready", "tritonserver/tiny", "--timeout=120s")
+    model = tritonmodel(MODEL, sandbox.cfg.s3_endpoint, config=mnist_config(4, 100))
+    model["spec"]["serverRef"]["name"] = "tiny"
+    apply(sandbox, namespace, model)
+
+    staged = wait_condition(sandbox, namespace, MODEL, "Staged", "False", "TooLarge", 90)
+    sizes = re.search(r"needs (\d+) bytes but only (\d+) bytes are free", staged["message"])
+    assert sizes, staged["message"]
+    assert int(sizes.group(1)) > 1024 >= int(sizes.group(2))
+    assert "spec.modelRepository.size is 1024 bytes" in staged["message"]
+    assert "grow spec.modelRepository.size of the TritonServer" in staged["message"]
+    status = model_status(sandbox, namespace)
+    assert condition(status, "Ready")["reason"] == "TooLarge"
+    assert condition(status, "Degraded")["status"] == "True"
+    kube.wait_for(
+        lambda: any(
+            e.type == "Warning" and e.reason == "TooLarge" for e in events(sandbox, namespace, MODEL)
+        ),
+        15,
+        "a Warning Event TooLarge",
+    )
+    assert list(pv_folder(sandbox, namespace, "tiny-models").iterdir()) == []
+
+    server = get_cr(sandbox, namespace, "tritonservers", "tiny") or {}
+    assert condition(server.get("status") or {}, "Ready")["status"] == "True"
+    core = client.CoreV1Api(sandbox.api)
+    (pod,) = kube.ready_pods(
+        core, namespace, "app.kubernetes.io/instance=tiny,app.kubernetes.io/component=server"
+    )
+    assert not any(m["name"] == MODEL for m in repository_index(pod.status.pod_ip))
+    sandbox.kubectl("delete", "-n", namespace, f"tritonmodel/{MODEL}", "--timeout=60s")

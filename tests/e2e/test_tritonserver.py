@@ -286,6 +286,27 @@ spec: {replicas: 1, modelRepository: {size: 1Gi, retainOnDelete: false}}
     )
 
 
+def test_deleting_a_server_never_waits_for_the_operator(
+    sandbox: Sandbox, operator: OperatorProcess, namespace: str
+) -> None:
+    """No finalizer on a TritonServer: uninstalling the operator first (an Argo CD app deleted whole)
+    must not leave servers stuck; their children go by garbage collection."""
+    sandbox.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE))
+    wait_ready(sandbox, namespace)
+    assert not server(sandbox, namespace)["metadata"].get("finalizers")
+    operator.stop()
+    try:
+        sandbox.kubectl("delete", "-n", namespace, "tritonserver/triton", "--timeout=30s")
+        apps = client.AppsV1Api(sandbox.api)
+        kube.wait_for(
+            lambda: not apps.list_namespaced_deployment(namespace).items,
+            60,
+            "the Deployment to be garbage-collected",
+        )
+    finally:
+        operator.start()
+
+
 @pytest.mark.parametrize(
     ("patch", "field", "needle"),
     [

@@ -86,8 +86,9 @@ def stage(
     capacity: int | None = None,
     source_root: Path | None = None,
     termination_log: Path | None = None,
+    remove: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """`triton-operator stage` as a subprocess (python -m triton_operator)."""
+    """`triton-operator stage [--remove]` as a subprocess (python -m triton_operator)."""
     argv = [
         sys.executable,
         "-m",
@@ -103,6 +104,8 @@ def stage(
         argv += ["--capacity-bytes", str(capacity)]
     if source_root is not None:
         argv += ["--source-root", str(source_root)]
+    if remove:
+        argv.append("--remove")
     base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     run_env = {**base, "PYTHONPATH": f"{ROOT / 'operator'}:{ROOT}", **(env or {})}
     return subprocess.run(argv, capture_output=True, text=True, env=run_env, timeout=120)
@@ -313,7 +316,7 @@ def test_too_large_is_refused_before_downloading(staged_repo: Path, published: d
     line = assert_failed(
         run, ExitCode.TOO_LARGE, "TooLarge", "only 10 bytes", "spec.modelRepository.size", log=log
     )
-    assert "needs " in line
+    assert "needs " in line and f"size is {used + 10} bytes" in line
     assert snapshot(staged_repo) == before
 
 
@@ -483,3 +486,87 @@ def test_staged_versions_load_and_serve_on_a_real_tritonserver(repo: Path, tmp_p
             tensor.set_data_from_numpy(x)
             out = triton.infer("addone", [tensor], model_version=served).as_numpy("OUTPUT0")
             np.testing.assert_allclose(out, x + add)
+
+
+# --- removal (--remove) ----------------------------------------------------------------------------
+
+
+def _infer_addone(triton: tclient.InferenceServerClient, version: str) -> np.ndarray[Any, Any]:
+    x = np.arange(4, dtype=np.float32)
+    tensor = tclient.InferInput("INPUT0", [4], "FP32")
+    tensor.set_data_from_numpy(x)
+    out: np.ndarray[Any, Any] = triton.infer("addone", [tensor], model_version=version).as_numpy("OUTPUT0")
+    return out - x
+
+
+def _stage_versions(repo: Path, claim: Path, *versions: int) -> None:
+    """addone at each version (adding the version number), staged from a folder."""
+    for version in versions:
+        build_model(claim / f"v{version}", add=version)
+        source = {"pvc": {"claimName": "c", "path": f"v{version}/addone"}}
+        result_of(stage(_spec(source, version=version), repo, source_root=claim))
+
+
+def test_remove_one_version_keeps_the_other_serving_then_the_last_takes_the_model(
+    repo: Path, tmp_path: Path
+) -> None:
+    _stage_versions(repo, tmp_path / "claim", 1, 2)
+    spec = _spec({"pvc": {"claimName": "c", "path": "v1/addone"}}, version=1)
+    with run_tritonserver(repo, address="127.40.0.11") as server:
+        triton = tclient.InferenceServerClient(server.http_url)
+        triton.load_model("addone")
+        assert triton.is_model_ready("addone", "1") and triton.is_model_ready("addone", "2"), server.log()
+
+        removed = result_of(stage(spec, repo, remove=True))
+        assert removed == {
+            "model": "addone",
+            "version": 1,
+            "removed": True,
+            "remainingVersions": [2],
+            "modelRemoved": False,
+        }
+        config = parse_config((repo / "addone/config.pbtxt").read_text())
+        assert list(config.version_policy.specific.versions) == [2]
+        paths = set(snapshot(repo))  # Triton's python backend may have added __pycache__ folders
+        assert {"addone/2/model.py", "addone/2/.staged.json", "addone/config.pbtxt"} <= paths
+        assert not [p for p in paths if p == "addone/1" or p.startswith(("addone/1/", ".trash-"))]
+        # Reloading (what the operator does on a change) serves the remaining version only.
+        triton.load_model("addone")
+        assert triton.is_model_ready("addone", "2"), server.log()[-3000:]
+        assert not triton.is_model_ready("addone", "1")
+        np.testing.assert_allclose(_infer_addone(triton, "2"), 2)
+
+    last = result_of(stage({**spec, "version": 2}, repo, remove=True))
+    assert last["removed"] is True and last["modelRemoved"] is True and last["remainingVersions"] == []
+    assert snapshot(repo) == {}
+
+    again = result_of(stage({**spec, "version": 2}, repo, remove=True))
+    assert again["removed"] is False and again["modelRemoved"] is False
+    assert snapshot(repo) == {}
+    log = repo.parent / "termination-log"
+    assert json.loads(log.read_text()) == again  # the operator reads the result from here
+
+
+def test_remove_finishes_what_a_killed_run_left(repo: Path, tmp_path: Path) -> None:
+    _stage_versions(repo, tmp_path / "claim", 1, 3)
+    # Killed after moving version 1 into the trash, before rewriting the config (the worst order).
+    trash = repo / ".trash-addone-killed"
+    trash.mkdir()
+    os.rename(repo / "addone/1", trash / "version")
+    spec = _spec({"pvc": {"claimName": "c", "path": "v1/addone"}}, version=1)
+    result = result_of(stage(spec, repo, remove=True))
+    assert result["removed"] is False and result["remainingVersions"] == [3]
+    config = parse_config((repo / "addone/config.pbtxt").read_text())
+    assert list(config.version_policy.specific.versions) == [3]
+    assert not trash.exists() and not list(repo.glob(".trash-*"))
+
+
+def test_remove_with_an_unreadable_config_is_refused_and_changes_nothing(repo: Path, tmp_path: Path) -> None:
+    _stage_versions(repo, tmp_path / "claim", 1, 2)
+    (repo / "addone/config.pbtxt").write_text("this is { not a config")
+    before = snapshot(repo)
+    log = tmp_path / "log"
+    spec = _spec({"pvc": {"claimName": "c", "path": "v1/addone"}}, version=1)
+    run = stage(spec, repo, remove=True, termination_log=log)
+    assert_failed(run, ExitCode.CONFIG_REJECTED, "ConfigRejected", "config.pbtxt", "stage the model", log=log)
+    assert snapshot(repo) == before

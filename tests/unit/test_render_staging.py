@@ -10,7 +10,12 @@ from typing import Any
 import pytest
 import yaml
 from triton_operator.api.tritonmodel import StagedSpec, TritonModelSpec
-from triton_operator.render.staging import render_staging_job, staging_job_name
+from triton_operator.render.staging import (
+    removal_job_name,
+    render_removal_job,
+    render_staging_job,
+    staging_job_name,
+)
 from triton_operator.staging.errors import PERMANENT_EXIT_CODES, ExitCode
 
 from tests.unit.test_render_tritonserver import _check_against_model, _deserialize
@@ -233,3 +238,80 @@ def test_job_name_is_a_valid_label_value_for_any_cr_name(cr: str) -> None:
     assert len(name) <= 63
     assert name[0].isalnum() and name[-1].isalnum()
     assert all(c.isalnum() or c in "-." for c in name) and name == name.lower()
+
+
+# --- the removal Job (keepFilesOnDelete: false) ----------------------------------------------------
+
+
+def _render_removal(raw: dict[str, Any]) -> dict[str, Any]:
+    spec = TritonModelSpec.model_validate(raw)
+    return render_removal_job(
+        "mnist",
+        "ml",
+        spec,
+        server_claim="triton-a-models",
+        job_name=removal_job_name("mnist", spec),
+        operator_image=IMAGE,
+        labels=LABELS,
+    )
+
+
+def test_removal_golden() -> None:
+    """The full removal Job of the S3 model; regenerate with UPDATE_GOLDEN=1 and review the diff."""
+    rendered = _render_removal(S3_WITH_CREDENTIALS)
+    path = GOLDEN / "job-remove.yaml"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(yaml.safe_dump(rendered, sort_keys=False, width=110))
+    assert rendered == yaml.safe_load(path.read_text())
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_removal_job_fits_the_kubernetes_schema(case: str) -> None:
+    job = _render_removal(CASES[case])
+    _check_against_model(job, "V1Job", "Job")
+    assert _deserialize(job, "V1Job").metadata.name == job["metadata"]["name"]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_removal_job_removes_the_staged_version_with_only_the_repository_mounted(case: str) -> None:
+    raw = CASES[case]
+    removal, staging = _pod(_render_removal(raw)), _pod(_render(raw))
+    container = removal["containers"][0]
+    args = container["args"]
+    assert args[0] == "stage" and "--remove" in args
+    spec = TritonModelSpec.model_validate(raw)
+    assert StagedSpec.model_validate_json(args[args.index("--spec") + 1]) == StagedSpec.from_spec(
+        "mnist", spec
+    )
+    assert args[args.index("--repository") + 1] == "/models"
+    assert "--source-root" not in args and "--capacity-bytes" not in args
+    assert container["env"] == [{"name": "HOME", "value": "/tmp"}]  # no credentials
+    assert {v["name"] for v in removal["volumes"]} == {"models", "tmp"}
+    # The same pod as staging otherwise: security, the repository claim, the termination log.
+    assert removal["securityContext"] == staging["securityContext"]
+    assert container["securityContext"] == staging["containers"][0]["securityContext"]
+    assert removal["volumes"][0] == staging["volumes"][0]
+    assert container["terminationMessagePath"] == staging["containers"][0]["terminationMessagePath"]
+    job = _render_removal(raw)
+    assert job["metadata"]["labels"] == LABELS and job["spec"]["template"]["metadata"]["labels"] == LABELS
+    assert job["spec"]["podFailurePolicy"] == _render(raw)["spec"]["podFailurePolicy"]
+    assert 0 < job["spec"]["activeDeadlineSeconds"] <= 600
+
+
+def test_removal_job_name_is_per_model_version_and_server_and_never_a_staging_name() -> None:
+    spec = TritonModelSpec.model_validate(S3_WITH_CREDENTIALS)
+    name = removal_job_name("mnist", spec)
+    assert name == removal_job_name("mnist", spec) and name.startswith("mnist-remove-")
+    assert name != staging_job_name("mnist", spec)
+    names = {name}
+    for path, value in (("version", 3), ("modelName", "other"), ("serverRef.name", "triton-b")):
+        changed = removal_job_name(
+            "mnist", TritonModelSpec.model_validate(_with(S3_WITH_CREDENTIALS, path, value))
+        )
+        assert changed not in names, path
+        names.add(changed)
+    # What is removed does not depend on where the files came from.
+    moved = _with(S3_WITH_CREDENTIALS, "source.s3.prefix", "mnist/elsewhere")
+    assert removal_job_name("mnist", TritonModelSpec.model_validate(moved)) == name
+    long = removal_job_name("a-" * 40, spec)
+    assert len(long) <= 63 and long[0].isalnum() and long[-1].isalnum()

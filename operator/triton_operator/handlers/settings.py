@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any
 
 import kopf
 
 from triton_operator.api.common import FINALIZER, GROUP
+from triton_operator.handlers.loops import ObjectLoops
+from triton_operator.handlers.tritonserver import STATUS_PERIOD_S, refresh_server
 from triton_operator.kube.rest import Kube, new_api_client
 from triton_operator.reconcile.model import DEFAULT_OPERATOR_IMAGE, ModelReconciler
 from triton_operator.reconcile.server import ServerReconciler
@@ -35,7 +38,14 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     state = OperatorState()
     memo.kube = kube
     memo.state = state
-    memo.servers = ServerReconciler(kube, state)
+    memo.servers = servers = ServerReconciler(kube, state)
+    memo.server_loops = ObjectLoops(partial(refresh_server, servers), STATUS_PERIOD_S, "tritonserver")
     memo.models = ModelReconciler(
         kube, state, operator_image=os.environ.get("TRITON_OPERATOR_IMAGE", DEFAULT_OPERATOR_IMAGE)
     )
+
+
+@kopf.on.cleanup()
+def stop_loops(memo: kopf.Memo, **_: Any) -> None:
+    loops: ObjectLoops = memo.server_loops
+    loops.stopping.set()

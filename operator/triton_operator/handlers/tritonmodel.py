@@ -52,14 +52,15 @@ def watch_model(
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 def delete_model(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    """Unload from every reachable replica; files stay in the repository (keepFilesOnDelete)."""
+    """Unload from every reachable replica; with keepFilesOnDelete false also remove the staged files.
+
+    A removal that fails or is not done yet raises kopf.TemporaryError: kopf keeps the finalizer and
+    calls again later.
+    """
     models: ModelReconciler = memo.models
     with measured(KIND, "delete"):
         unloaded = models.delete(body)
     logger.info(f"unloaded from {len(unloaded)} replicas: {', '.join(unloaded) or 'none reachable'}")
-    if not (body.get("spec") or {}).get("keepFilesOnDelete", True):
-        # Not implemented yet: removing the files needs a Job on the server's PVC.
-        logger.warning("keepFilesOnDelete is false, but removing staged files is not implemented yet")
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=STAGING_LABELS)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from triton_operator.api.common import GROUP, VERSION
-from triton_operator.handlers.loops import CANCELLATION_BACKOFF_S, sleep_until_poked
+from triton_operator.handlers.loops import ObjectLoops
 from triton_operator.opmetrics import measured
 from triton_operator.reconcile.server import KIND, ServerReconciler
 from triton_operator.reconcile.state import OperatorState
@@ -37,42 +39,44 @@ def apply_server(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         servers.refresh(body)
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_backoff=CANCELLATION_BACKOFF_S, cancellation_timeout=10)
-def watch_server(
-    stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
-) -> None:
-    """Refresh status every STATUS_PERIOD_S, or at once when a pod or the Deployment changes."""
-    servers: ServerReconciler = memo.servers
-    state: OperatorState = memo.state
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def track_server(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Keep each server's status loop fed with its latest body; forget it once it is deleted.
+
+    A loop of our own, not a kopf daemon: daemons always put a finalizer on the object, and a
+    TritonServer needs none (its children go by garbage collection), so deleting one never waits
+    for the operator, even when the operator is gone.
+    """
+    loops: ObjectLoops = memo.server_loops
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
-    since_apply = 0.0
+    if type == "DELETED" or body["metadata"].get("deletionTimestamp"):
+        loops.forget(key)
+        memo.state.forget(key)
+    else:
+        loops.track(key, dict(body))
+
+
+def refresh_server(servers: ServerReconciler, body: Mapping[str, Any]) -> None:
+    """One pass of a server's status loop: re-apply when the drift period is due, then observe."""
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    now = time.monotonic()
     try:
-        while not stopped:
-            sleep_until_poked(state.pokes[key], stopped, STATUS_PERIOD_S)
-            state.pokes[key].clear()
-            if stopped:
-                break
-            try:
-                if since_apply >= DRIFT_PERIOD_S:
-                    since_apply = 0.0
-                    with measured(KIND, "drift"):
-                        servers.apply(body)
-                with measured(KIND, "observe"):
-                    servers.refresh(body)
-            except kopf.PermanentError:
-                pass  # reported in status; wait for a spec change
-            except Exception as exc:  # the loop must survive anything one pass does
-                logger.warning(f"status refresh failed, retrying: {exc}")
-            since_apply += STATUS_PERIOD_S
-    finally:
-        state.forget(key)
+        if now - servers.state.applied_at.setdefault(key, now) >= DRIFT_PERIOD_S:
+            servers.state.applied_at[key] = now
+            with measured(KIND, "drift"):
+                servers.apply(body)
+        with measured(KIND, "observe"):
+            servers.refresh(body)
+    except kopf.PermanentError:
+        pass  # reported in status; wait for a spec change
 
 
 @kopf.on.event("v1", "pods", labels=CHILD_LABELS)
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
 def child_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
     state: OperatorState = memo.state
+    loops: ObjectLoops = memo.server_loops
     instance = labels.get("app.kubernetes.io/instance")
     if instance and namespace:
-        state.poke((namespace, instance))
+        loops.poke((namespace, instance))
         state.poke_models_of((namespace, instance))  # a new or restarted pod needs its models loaded

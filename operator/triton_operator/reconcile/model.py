@@ -45,7 +45,12 @@ from triton_operator.reconcile.state import FailedLoad, Key, ModelMemory, Operat
 from triton_operator.reconcile.status import now, stamp_metrics, write_status
 from triton_operator.render.labels import APP_NAME, MANAGED_BY, label_selector
 from triton_operator.render.server import pvc_name, service_endpoints
-from triton_operator.render.staging import render_staging_job, staging_job_name
+from triton_operator.render.staging import (
+    removal_job_name,
+    render_removal_job,
+    render_staging_job,
+    staging_job_name,
+)
 from triton_operator.triton import client as triton
 
 log = logging.getLogger(__name__)
@@ -74,6 +79,11 @@ STAGING_LABELS = {
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 # A load Triton refused is tried again on the same pod only after this long (or with new files).
 RETRY_FAILED_LOAD_S = 300.0
+# Deleting with keepFilesOnDelete false: how long one delete pass waits on the removal Job, how often it
+# looks, and when kopf calls the handler again after a failed or unfinished removal.
+REMOVAL_WAIT_S = 120.0
+REMOVAL_POLL_S = 1.0
+REMOVAL_RETRY_S = 30.0
 
 
 def model_key(body: Mapping[str, Any]) -> Key:
@@ -368,37 +378,154 @@ class ModelReconciler:
 
     # -- delete ---------------------------------------------------------------------------------------
     def delete(self, body: Mapping[str, Any]) -> list[str]:
-        """Unload the model from every reachable pod of its server; returns the pods it was unloaded from.
+        """Unload the model from every reachable pod; with keepFilesOnDelete false remove its files too.
 
-        Unreachable pods are skipped (gone or restarting: nothing to unload), so deletion never waits on
-        a server or pod that no longer exists. Staging Jobs go with their owner (garbage collection).
+        Returns the pods it was unloaded from. Unreachable pods are skipped (gone or restarting: nothing
+        to unload), and a server or PVC that is gone means no files to remove, so deletion never waits on
+        something that no longer exists. kopf.TemporaryError while the removal Job fails or still runs.
         """
-        meta = body["metadata"]
-        name, namespace = meta["name"], meta["namespace"]
+        name = body["metadata"]["name"]
         try:
             spec = TritonModelSpec.model_validate(body.get("spec") or {})
         except ValidationError:
             return []  # nothing was ever staged or loaded from an invalid spec
-        model = spec.resolved_model_name(name)
         memory = self.state.model(model_key(body))
-        unloaded = []
         with memory.lock:
-            try:
-                pods = self.kube.list("Pod", namespace, label_selector(spec.server_ref.name))
-            except ApiException as exc:
-                log.warning(
-                    "listing the pods of %s to unload %s failed: %s", spec.server_ref.name, model, exc
-                )
-                return []
-            for pod in pods:
-                ip = (pod.get("status") or {}).get("podIP")
-                if not ip or pod["metadata"].get("deletionTimestamp"):
-                    continue
-                try:
-                    triton.unload_model(triton.TritonEndpoint(ip), model)
-                except triton.TritonError as exc:
-                    log.info("not unloading %s from pod %s: %s", model, pod["metadata"]["name"], exc.message)
-                    continue
-                unloaded.append(pod["metadata"]["name"])
+            unloaded = self._unload_everywhere(body, spec.server_ref.name, spec.resolved_model_name(name))
+            if not spec.keep_files_on_delete:
+                self._remove_files(body, spec)
         self.state.forget_model(model_key(body))
         return unloaded
+
+    def _unload_everywhere(self, body: Mapping[str, Any], server: str, model: str) -> list[str]:
+        namespace = body["metadata"]["namespace"]
+        try:
+            pods = self.kube.list("Pod", namespace, label_selector(server))
+        except ApiException as exc:
+            log.warning("listing the pods of %s to unload %s failed: %s", server, model, exc)
+            return []
+        unloaded = []
+        for pod in pods:
+            ip = (pod.get("status") or {}).get("podIP")
+            if not ip or pod["metadata"].get("deletionTimestamp"):
+                continue
+            try:
+                triton.unload_model(triton.TritonEndpoint(ip), model)
+            except triton.TritonError as exc:
+                log.info("not unloading %s from pod %s: %s", model, pod["metadata"]["name"], exc.message)
+                continue
+            unloaded.append(pod["metadata"]["name"])
+        return unloaded
+
+    def _repository_claim(self, namespace: str, server_name: str) -> tuple[str, dict[str, Any]] | None:
+        """(the server's model-repository PVC, the server) if both exist and the PVC is not going away."""
+        server = self.kube.get("TritonServer", namespace, server_name)
+        if server is None:
+            return None
+        try:
+            server_spec = TritonServerSpec.model_validate(server.get("spec") or {})
+        except ValidationError:
+            return None  # no PVC is rendered from an invalid spec
+        claim = pvc_name(server_name, server_spec)
+        pvc = self.kube.get("PersistentVolumeClaim", namespace, claim)
+        if pvc is None or pvc["metadata"].get("deletionTimestamp"):
+            return None  # its files go with it (and no new pod may mount a terminating claim)
+        return claim, server
+
+    def _remove_files(self, body: Mapping[str, Any], spec: TritonModelSpec) -> None:
+        """Run the removal Job to completion (bounded); kopf.TemporaryError if it fails or is not done."""
+        meta = body["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        server_name, model = spec.server_ref.name, spec.resolved_model_name(name)
+        found = self._repository_claim(namespace, server_name)
+        if found is None:
+            log.info(
+                "not removing the files of %s/%s: TritonServer %s or its PVC is gone",
+                namespace,
+                name,
+                server_name,
+            )
+            return
+        claim, server = found
+        job_name = removal_job_name(name, spec)
+        # A staging Job still running could put the files back after the removal: stop it first.
+        self._remove_other_jobs(namespace, name, job_name)
+        job = self.kube.get("Job", namespace, job_name)
+        if job is not None and job["metadata"].get("deletionTimestamp"):
+            raise kopf.TemporaryError(f"waiting for the previous removal Job {job_name} to go", delay=5)
+        if job is None and not self._start_removal(body, spec, server, claim, job_name):
+            return
+        deadline = time.monotonic() + REMOVAL_WAIT_S
+        while True:
+            job = self.kube.get("Job", namespace, job_name)
+            if job is None:
+                raise kopf.TemporaryError(f"removal Job {job_name} disappeared; starting another", delay=5)
+            pods = self.kube.list("Pod", namespace, f"{JOB_NAME_LABEL}={job_name}")
+            outcome = staging_outcome(job, pods)
+            if outcome.phase == "complete":
+                log.info(
+                    "removed version %s of %s from PVC %s with Job %s", spec.version, model, claim, job_name
+                )
+                self.kube.delete("Job", namespace, job_name)
+                return
+            if outcome.phase in ("failed", "blocked"):
+                raise self._removal_failed(body, job_name, outcome)
+            if time.monotonic() > deadline:
+                raise kopf.TemporaryError(
+                    f"removal Job {job_name} has not finished after {REMOVAL_WAIT_S:.0f} s", delay=5
+                )
+            time.sleep(REMOVAL_POLL_S)
+
+    def _start_removal(
+        self,
+        body: Mapping[str, Any],
+        spec: TritonModelSpec,
+        server: Mapping[str, Any],
+        claim: str,
+        job_name: str,
+    ) -> bool:
+        """Apply the removal Job; False when the namespace is being deleted (its PVCs go with it)."""
+        meta = body["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        manifest = render_removal_job(
+            name,
+            namespace,
+            spec,
+            server_claim=claim,
+            job_name=job_name,
+            operator_image=self.operator_image,
+            labels=staging_labels(name, spec.server_ref.name),
+        )
+        # Owned by the server, not by the TritonModel being deleted: the Job goes if the server goes.
+        kopf.append_owner_reference(
+            manifest, owner=cast(kopf.Body, server), controller=False, block_owner_deletion=False
+        )
+        log.info(
+            "removing version %s of %s/%s from PVC %s with Job %s",
+            spec.version,
+            namespace,
+            name,
+            claim,
+            job_name,
+        )
+        try:
+            self.kube.apply(manifest)
+        except ApiException as exc:
+            if exc.status == 403 and "being terminated" in str(exc.body):
+                log.info("not removing the files of %s/%s: its namespace is being deleted", namespace, name)
+                return False
+            raise
+        return True
+
+    def _removal_failed(
+        self, body: Mapping[str, Any], job_name: str, outcome: StagingOutcome
+    ) -> kopf.TemporaryError:
+        """A Warning Event with the program's reason; the failed Job goes so the retry runs a fresh one."""
+        reason = outcome.reason or str(Reason.STAGING_FAILED)  # CamelCase: staging_outcome checked it
+        message = (
+            f"Removing the model's files failed ({outcome.message}); retrying in {REMOVAL_RETRY_S:.0f} s. "
+            "To delete it and keep the files, set spec.keepFilesOnDelete to true."
+        )
+        kopf.event(cast(kopf.Body, body), type="Warning", reason=reason, message=message)
+        self.kube.delete("Job", body["metadata"]["namespace"], job_name)
+        return kopf.TemporaryError(f"{reason}: {outcome.message}", delay=REMOVAL_RETRY_S)

@@ -49,21 +49,18 @@ class OperatorState:
     # The latest /metrics scrape of each pod of a server, and the one before it, for rates over a window.
     scrapes: dict[Key, dict[str, Scrape]] = field(default_factory=lambda: defaultdict(dict))
     previous_scrapes: dict[Key, dict[str, Scrape]] = field(default_factory=dict)
-    # Set to wake a server's status loop at once (a pod or the Deployment changed).
-    pokes: dict[Key, threading.Event] = field(default_factory=lambda: defaultdict(threading.Event))
+    # When each server's children were last applied by its status loop (drift repair).
+    applied_at: dict[Key, float] = field(default_factory=dict)
 
     # TritonModels: their memory and the events that wake their status loops (separate from the
     # servers' pokes: a model and a server may share a name).
     models: dict[Key, ModelMemory] = field(default_factory=dict)
     model_pokes: dict[Key, threading.Event] = field(default_factory=dict)
 
-    def poke(self, key: Key) -> None:
-        self.pokes[key].set()
-
     def forget(self, key: Key) -> None:
         self.scrapes.pop(key, None)
         self.previous_scrapes.pop(key, None)
-        self.pokes.pop(key, None)
+        self.applied_at.pop(key, None)
 
     def model(self, key: Key) -> ModelMemory:
         return self.models.setdefault(key, ModelMemory())

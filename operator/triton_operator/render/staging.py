@@ -1,4 +1,8 @@
-"""The staging Job of a TritonModel: runs `triton-operator stage` with the server's PVC mounted at /models."""
+"""The Jobs of a TritonModel that run `triton-operator stage` with the server's PVC mounted at /models.
+
+The staging Job puts a version into the repository; the removal Job (`stage --remove`) takes it out when
+the TritonModel is deleted with keepFilesOnDelete false. Both share the pod: image, security, volumes.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ TERMINATION_LOG = "/dev/termination-log"
 STAGING_UID = 1000
 BACKOFF_LIMIT = 3
 ACTIVE_DEADLINE_SECONDS = 3600
+# Removing files takes seconds; the operator's delete handler waits on it, so it must not linger.
+REMOVAL_DEADLINE_SECONDS = 600
 # Downloads go to the PVC; /tmp only holds boto3's and Python's scratch files.
 TMP_SIZE_LIMIT = "256Mi"
 JOB_NAME_MAX = 63
@@ -32,19 +38,34 @@ def staged_inputs(model_cr_name: str, spec: TritonModelSpec) -> dict[str, Any]:
     return {"server": spec.server_ref.name, **staged}
 
 
-def staging_job_name(model_cr_name: str, spec: TritonModelSpec) -> str:
-    """`<cr>-stage-<hash>`: at most 63 characters, a new name whenever what is staged changes."""
-    canonical = json.dumps(staged_inputs(model_cr_name, spec), sort_keys=True, separators=(",", ":"))
+def _job_name(model_cr_name: str, action: str, inputs: Mapping[str, Any]) -> str:
+    """`<cr>-<action>-<hash of inputs>`, at most 63 characters."""
+    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:_HASH_LENGTH]
-    suffix = f"-stage-{digest}"
+    suffix = f"-{action}-{digest}"
     prefix = model_cr_name[: JOB_NAME_MAX - len(suffix)].rstrip("-.")
     return prefix + suffix
 
 
-def stage_args(model: str, spec: TritonModelSpec, *, capacity_bytes: int | None) -> list[str]:
-    """Arguments of `triton-operator stage` (no credentials: those come from env)."""
+def staging_job_name(model_cr_name: str, spec: TritonModelSpec) -> str:
+    """`<cr>-stage-<hash>`: at most 63 characters, a new name whenever what is staged changes."""
+    return _job_name(model_cr_name, "stage", staged_inputs(model_cr_name, spec))
+
+
+def removal_job_name(model_cr_name: str, spec: TritonModelSpec) -> str:
+    """`<cr>-remove-<hash>`: one name per server, model name and version whose files it removes."""
+    inputs = {
+        "server": spec.server_ref.name,
+        "modelName": spec.resolved_model_name(model_cr_name),
+        "version": spec.version,
+    }
+    return _job_name(model_cr_name, "remove", inputs)
+
+
+def _base_args(model: str, spec: TritonModelSpec) -> list[str]:
+    """`stage --spec ... --repository ... --termination-log ...`, common to staging and removal."""
     staged = StagedSpec.from_spec(model, spec).model_dump(mode="json", exclude_none=True)
-    args = [
+    return [
         "stage",
         "--spec",
         json.dumps(staged, sort_keys=True, separators=(",", ":")),
@@ -53,6 +74,11 @@ def stage_args(model: str, spec: TritonModelSpec, *, capacity_bytes: int | None)
         "--termination-log",
         TERMINATION_LOG,
     ]
+
+
+def stage_args(model: str, spec: TritonModelSpec, *, capacity_bytes: int | None) -> list[str]:
+    """Arguments of `triton-operator stage` (no credentials: those come from env)."""
+    args = _base_args(model, spec)
     if spec.source.pvc is not None:
         args += ["--source-root", SOURCE_PATH]
     if capacity_bytes is not None:
@@ -74,8 +100,8 @@ def _env(spec: TritonModelSpec) -> list[Manifest]:
     return env
 
 
-def _volumes(spec: TritonModelSpec, server_claim: str) -> tuple[list[Manifest], list[Manifest]]:
-    """(volumes, volumeMounts): the server's PVC read-write, a source PVC read-only, /tmp."""
+def _repository_volumes(server_claim: str) -> tuple[list[Manifest], list[Manifest]]:
+    """(volumes, volumeMounts): the server's PVC read-write at /models and a writable /tmp."""
     volumes: list[Manifest] = [
         {"name": "models", "persistentVolumeClaim": {"claimName": server_claim}},
         {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
@@ -84,6 +110,12 @@ def _volumes(spec: TritonModelSpec, server_claim: str) -> tuple[list[Manifest], 
         {"name": "models", "mountPath": REPOSITORY_PATH},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
+    return volumes, mounts
+
+
+def _volumes(spec: TritonModelSpec, server_claim: str) -> tuple[list[Manifest], list[Manifest]]:
+    """(volumes, volumeMounts): the repository volumes plus a source PVC read-only."""
+    volumes, mounts = _repository_volumes(server_claim)
     pvc = spec.source.pvc
     if pvc is not None:
         volumes.append(
@@ -110,26 +142,25 @@ def _pod_failure_policy() -> Manifest:
     }
 
 
-def render_staging_job(
-    model: str,
+def _job(
     namespace: str,
-    spec: TritonModelSpec,
     *,
-    server_claim: str,
     job_name: str,
     operator_image: str,
     labels: Mapping[str, str],
-    capacity_bytes: int | None,
+    args: list[str],
+    env: list[Manifest],
+    volumes: tuple[list[Manifest], list[Manifest]],
+    deadline_s: int,
 ) -> Manifest:
-    """The Job that stages `spec` into the PVC `server_claim`; `model` is the TritonModel's name."""
-    volumes, mounts = _volumes(spec, server_claim)
+    """A Job running the operator image once, restricted, with the given arguments and volumes."""
     container: Manifest = {
         "name": CONTAINER_NAME,
         "image": operator_image,
-        "args": stage_args(model, spec, capacity_bytes=capacity_bytes),
-        "env": _env(spec),
+        "args": args,
+        "env": env,
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-        "volumeMounts": mounts,
+        "volumeMounts": volumes[1],
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
@@ -151,7 +182,7 @@ def render_staging_job(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
-        "volumes": volumes,
+        "volumes": volumes[0],
     }
     return {
         "apiVersion": "batch/v1",
@@ -159,8 +190,55 @@ def render_staging_job(
         "metadata": {"name": job_name, "namespace": namespace, "labels": dict(labels)},
         "spec": {
             "backoffLimit": BACKOFF_LIMIT,
-            "activeDeadlineSeconds": ACTIVE_DEADLINE_SECONDS,
+            "activeDeadlineSeconds": deadline_s,
             "podFailurePolicy": _pod_failure_policy(),
             "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
         },
     }
+
+
+def render_staging_job(
+    model: str,
+    namespace: str,
+    spec: TritonModelSpec,
+    *,
+    server_claim: str,
+    job_name: str,
+    operator_image: str,
+    labels: Mapping[str, str],
+    capacity_bytes: int | None,
+) -> Manifest:
+    """The Job that stages `spec` into the PVC `server_claim`; `model` is the TritonModel's name."""
+    return _job(
+        namespace,
+        job_name=job_name,
+        operator_image=operator_image,
+        labels=labels,
+        args=stage_args(model, spec, capacity_bytes=capacity_bytes),
+        env=_env(spec),
+        volumes=_volumes(spec, server_claim),
+        deadline_s=ACTIVE_DEADLINE_SECONDS,
+    )
+
+
+def render_removal_job(
+    model: str,
+    namespace: str,
+    spec: TritonModelSpec,
+    *,
+    server_claim: str,
+    job_name: str,
+    operator_image: str,
+    labels: Mapping[str, str],
+) -> Manifest:
+    """The Job that removes `spec`'s version from the PVC `server_claim` (no source, no Secret)."""
+    return _job(
+        namespace,
+        job_name=job_name,
+        operator_image=operator_image,
+        labels=labels,
+        args=[*_base_args(model, spec), "--remove"],
+        env=[{"name": "HOME", "value": "/tmp"}],
+        volumes=_repository_volumes(server_claim),
+        deadline_s=REMOVAL_DEADLINE_SECONDS,
+    )

@@ -90,8 +90,9 @@ def base_config_text(model_name: str, declared: DeclaredConfig | None, artifact_
 
 
 def final_config_text(base_text: str, versions: Iterable[int]) -> str:
-    """The config.pbtxt written to disk: the base config serving exactly `versions`."""
+    """The config.pbtxt written to disk: the base config (or one on disk) serving exactly `versions`."""
     cfg = parse_config(base_text)
+    cfg.ClearField("version_policy")  # a config read back from disk lists the versions it served
     cfg.version_policy.specific.versions.extend(sorted(set(versions)))
     return emit_config(cfg)
 

@@ -1,5 +1,7 @@
 """`triton-operator stage`: stage one TritonModel version into the model repository (runs in the Job).
 
+With --remove it takes that version out of the repository instead (see triton_operator.staging.remove).
+
 Exit codes and reasons: see triton_operator.staging.errors. On failure one line `Reason: problem; fix`
 goes to stderr and to the termination log; on success one JSON line goes to stdout.
 """
@@ -46,6 +48,7 @@ from triton_operator.staging.place import (
     space_left,
     versions_on_disk,
 )
+from triton_operator.staging.remove import RemoveResult, remove
 
 DEFAULT_REPOSITORY = Path("/models")
 DEFAULT_SOURCE_ROOT = Path("/source")
@@ -263,6 +266,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="file that receives the one-line failure reason (written only if its folder exists)",
     )
     parser.add_argument(
+        "--remove",
+        action="store_true",
+        help="remove the spec's version from the repository instead of staging it (idempotent)",
+    )
+    parser.add_argument(
         "--lock-timeout",
         type=float,
         default=300.0,
@@ -298,13 +306,17 @@ def run(args: argparse.Namespace) -> int:
             ) from None
         if args.capacity_bytes is not None and args.capacity_bytes < 0:
             raise StagingError(ExitCode.INVALID_ARGUMENTS, "--capacity-bytes must be >= 0")
-        options = StageOptions(
-            repository=args.repository,
-            source_root=args.source_root,
-            capacity_bytes=args.capacity_bytes,
-            lock_timeout_s=args.lock_timeout,
-        )
-        result = stage(spec, options)
+        result: StageResult | RemoveResult
+        if args.remove:
+            result = remove(spec.model_name, spec.version, args.repository, args.lock_timeout)
+        else:
+            options = StageOptions(
+                repository=args.repository,
+                source_root=args.source_root,
+                capacity_bytes=args.capacity_bytes,
+                lock_timeout_s=args.lock_timeout,
+            )
+            result = stage(spec, options)
     except StagingError as exc:
         report_failure(exc, args.termination_log)
         return int(exc.code)
@@ -312,7 +324,7 @@ def run(args: argparse.Namespace) -> int:
         report_failure(StagingError(ExitCode.INTERNAL, f"{type(exc).__name__}: {exc}"), args.termination_log)
         return int(ExitCode.INTERNAL)
     print(result.to_json(), flush=True)
-    # The operator reads the staged digest from the pod's termination message (no log access needed).
+    # The operator reads the result (the staged digest) from the termination message (no log access needed).
     write_termination_log(result.to_json(), args.termination_log)
     return int(ExitCode.OK)
 

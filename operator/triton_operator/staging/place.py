@@ -24,6 +24,8 @@ from triton_operator.staging.layout import CONFIG_FILE, folder_size
 
 MARKER = ".staged.json"
 TEMP_PREFIX = ".staging-"
+# Where removed files go before they are deleted (a rename is atomic; deleting a tree is not).
+TRASH_PREFIX = ".trash-"
 
 
 @contextlib.contextmanager
@@ -55,15 +57,16 @@ def _acquire(fd: int, repository: Path, timeout_s: float) -> bool:
 
 
 def remove_leftovers(repository: Path) -> None:
-    """Remove temp folders of earlier staging runs that were killed (only call while holding the lock)."""
-    for path in repository.glob(TEMP_PREFIX + "*"):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
+    """Remove temp and trash folders of earlier runs that were killed (only call while holding the lock)."""
+    for prefix in (TEMP_PREFIX, TRASH_PREFIX):
+        for path in repository.glob(prefix + "*"):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
 
 
-def make_temp(repository: Path, model: str) -> Path:
+def make_temp(repository: Path, model: str, prefix: str = TEMP_PREFIX) -> Path:
     """A fresh temp folder on the repository's volume."""
-    path = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{model[:64]}-", dir=repository))
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{model[:64]}-", dir=repository))
     path.chmod(0o755)  # mkdtemp makes it 0700; Triton may run as another user
     return path
 
@@ -81,9 +84,12 @@ def check_fits(what: str, size: int, repository: Path, capacity_bytes: int | Non
     """Refuse before downloading when `size` bytes do not fit; returns the space left."""
     left = space_left(repository, capacity_bytes)
     if size > left:
+        of_size = (
+            f" (spec.modelRepository.size is {capacity_bytes} bytes)" if capacity_bytes is not None else ""
+        )
         raise StagingError(
             ExitCode.TOO_LARGE,
-            f"{what} needs {size} bytes but only {left} bytes are free in the model repository: "
+            f"{what} needs {size} bytes but only {left} bytes are free in the model repository{of_size}: "
             "grow spec.modelRepository.size of the TritonServer",
         )
     return left
