@@ -1,0 +1,72 @@
+"""The shipped install (manifests/install.yaml, rendered from the Helm chart) on a real API server:
+least-privilege RBAC as `kubectl auth can-i` sees it, and every object accepted by a server-side dry run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import Sandbox
+from tests.sandbox.config import REPO_ROOT
+
+INSTALL = REPO_ROOT / "manifests" / "install.yaml"
+OPERATOR_SA = "system:serviceaccount:triton-operator:triton-operator"
+RBAC_KINDS = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+
+
+@pytest.fixture(scope="module")
+def rbac_installed(sandbox: Sandbox) -> None:
+    docs = [d for d in yaml.safe_load_all(INSTALL.read_text()) if d and d["kind"] in RBAC_KINDS]
+    assert {d["kind"] for d in docs} == RBAC_KINDS
+    sandbox.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+
+
+def can_i(sandbox: Sandbox, verb: str, resource: str, namespace: str = "default") -> bool:
+    result = sandbox.kubectl(
+        "auth", "can-i", verb, resource, "-n", namespace, f"--as={OPERATOR_SA}", check=False
+    )
+    return result.stdout.strip() == "yes"
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource"),
+    [
+        ("patch", "tritonservers.tritonoperator.dev/status"),
+        ("watch", "tritonmodels.tritonoperator.dev"),
+        ("patch", "deployments.apps"),
+        ("create", "jobs.batch"),
+        ("delete", "poddisruptionbudgets.policy"),
+        ("list", "pods"),
+        ("create", "events"),
+    ],
+)
+def test_the_operator_may_do_its_work(
+    sandbox: Sandbox, rbac_installed: None, verb: str, resource: str
+) -> None:
+    assert can_i(sandbox, verb, resource)
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource"),
+    [
+        ("get", "secrets"),  # it never reads Secrets: Jobs and pods reference them
+        ("list", "secrets"),
+        ("create", "pods"),  # pods come from Deployments and Jobs, not from the operator
+        ("delete", "nodes"),
+        ("patch", "tritonservers.tritonoperator.dev/scale"),
+        ("create", "clusterroles.rbac.authorization.k8s.io"),
+        ("*", "*"),
+    ],
+)
+def test_the_operator_may_do_nothing_more(
+    sandbox: Sandbox, rbac_installed: None, verb: str, resource: str
+) -> None:
+    assert not can_i(sandbox, verb, resource)
+
+
+def test_every_installed_object_passes_a_server_side_dry_run(sandbox: Sandbox, rbac_installed: None) -> None:
+    # rbac_installed made the namespace: a dry run does not create it for the objects that live in it.
+    result = sandbox.kubectl("apply", "--dry-run=server", "-f", str(INSTALL), check=False)
+    assert result.returncode == 0, result.stderr
