@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from model_builders import builders
 from model_builders.config import BatchingOptions, parse_config, parse_instance_group, validate_config
@@ -189,30 +190,24 @@ def _run_onnx_python(args: argparse.Namespace) -> int:
     return _write(args, entry)
 
 
+def _declared(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of the builders whose signature is declared on the command line."""
+    return {
+        "name": args.name,
+        "version": args.version,
+        "inputs": [parse_tensor_spec(s, flag="--input") for s in args.input],
+        "outputs": [parse_tensor_spec(s, flag="--output-tensor") for s in args.outputs],
+        "batching": _batching(args),
+        "instances": [parse_instance_group(s) for s in args.instances],
+    }
+
+
 def _run_torchscript(args: argparse.Namespace) -> int:
-    entry = builders.build_torchscript(
-        args.model,
-        name=args.name,
-        version=args.version,
-        inputs=[parse_tensor_spec(s, flag="--input") for s in args.input],
-        outputs=[parse_tensor_spec(s, flag="--output-tensor") for s in args.outputs],
-        batching=_batching(args),
-        instances=[parse_instance_group(s) for s in args.instances],
-    )
-    return _write(args, entry)
+    return _write(args, builders.build_torchscript(args.model, **_declared(args)))
 
 
 def _run_python(args: argparse.Namespace) -> int:
-    entry = builders.build_python(
-        args.module,
-        name=args.name,
-        version=args.version,
-        inputs=[parse_tensor_spec(s, flag="--input") for s in args.input],
-        outputs=[parse_tensor_spec(s, flag="--output-tensor") for s in args.outputs],
-        batching=_batching(args),
-        instances=[parse_instance_group(s) for s in args.instances],
-    )
-    return _write(args, entry)
+    return _write(args, builders.build_python(args.module, **_declared(args)))
 
 
 def _run_ensemble(args: argparse.Namespace) -> int:
