@@ -17,7 +17,8 @@ RBAC_KINDS = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"
 
 
 @pytest.fixture(scope="module")
-def rbac_installed(sandbox: Sandbox) -> None:
+def rbac_installed(sandbox: Sandbox, crds: None) -> None:
+    # The CRDs first: `kubectl auth can-i` on tritonservers needs the API server to know the resource.
     docs = [d for d in yaml.safe_load_all(INSTALL.read_text()) if d and d["kind"] in RBAC_KINDS]
     assert {d["kind"] for d in docs} == RBAC_KINDS
     sandbox.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))

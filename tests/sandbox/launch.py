@@ -57,15 +57,18 @@ def image_kind(image: str) -> str:
 
 
 def rewrite_paths(value: str, mounts: Sequence[Mount]) -> str:
-    """Replace each mount's container path with its local folder wherever it starts a path in `value`."""
-    for m in sorted(mounts, key=lambda m: len(m.container_path), reverse=True):
-        cp = m.container_path.rstrip("/") or "/"
-        if cp == "/":
-            continue
-        # A path starts the value or follows '=', ':' or ','; it ends there or goes on with '/', ':', ','.
-        pattern = rf"(^|(?<=[=:,])){re.escape(cp)}(?=$|[/:,])"
-        value = re.sub(pattern, m.local_path.replace("\\", r"\\"), value)
-    return value
+    """Replace each mount's container path with its local folder wherever it starts a path in `value`.
+
+    One pass over all mounts (longest path first wins): a local folder may itself start with another
+    mount's container path (a cache under /tmp, and a /tmp mount), and must not be rewritten again.
+    """
+    local = {m.container_path.rstrip("/"): m.local_path for m in mounts if m.container_path.rstrip("/")}
+    if not local:
+        return value
+    paths = "|".join(re.escape(p) for p in sorted(local, key=len, reverse=True))
+    # A path starts the value or follows '=', ':' or ','; it ends there or goes on with '/', ':', ','.
+    pattern = rf"(^|(?<=[=:,]))({paths})(?=$|[/:,])"
+    return re.sub(pattern, lambda m: local[m.group(2)], value)
 
 
 def expand_kube_vars(value: str, env: Mapping[str, str]) -> str:

@@ -38,6 +38,12 @@ def test_rewrite_paths(value: str, expected: str) -> None:
     assert rewrite_paths(value, MOUNTS) == expected
 
 
+def test_a_local_folder_under_another_mount_path_is_not_rewritten_twice() -> None:
+    mounts = [Mount("/models", "/tmp/cache/volumes/pvc-1"), Mount("/tmp", "/var/pod/volumes/tmp")]
+    assert rewrite_paths("/models", mounts) == "/tmp/cache/volumes/pvc-1"
+    assert rewrite_paths("/tmp/x", mounts) == "/var/pod/volumes/tmp/x"
+
+
 def test_kube_var_expansion_matches_kubernetes() -> None:
     env = {"NAME": "m1"}
     assert expand_kube_vars("--load-model=$(NAME)", env) == "--load-model=m1"
