@@ -25,8 +25,12 @@ def rbac_installed(sandbox: Sandbox, crds: None) -> None:
 
 
 def can_i(sandbox: Sandbox, verb: str, resource: str, namespace: str = "default") -> bool:
+    """`kubectl auth can-i` as the operator; `kind/sub` names a subresource (for kubectl itself,
+    `kind/x` would mean an object named x)."""
+    kind, _, sub = resource.partition("/")
+    extra = [f"--subresource={sub}"] if sub else []
     result = sandbox.kubectl(
-        "auth", "can-i", verb, resource, "-n", namespace, f"--as={OPERATOR_SA}", check=False
+        "auth", "can-i", verb, kind, *extra, "-n", namespace, f"--as={OPERATOR_SA}", check=False
     )
     return result.stdout.strip() == "yes"
 

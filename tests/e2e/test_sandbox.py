@@ -155,12 +155,28 @@ def test_scheduler_enforces_gpu_capacity(sandbox: Sandbox, namespace: str) -> No
     core = client.CoreV1Api(sandbox.api)
     capacity = sum(int((n.status.allocatable or {}).get("nvidia.com/gpu", 0)) for n in core.list_node().items)
     assert capacity == 8, "the sandbox has 2 GPU nodes with 4 GPUs each"
-    in_use = sum(
-        int(((c.resources.limits or {}) if c.resources else {}).get("nvidia.com/gpu", 0))
-        for p in core.list_pod_for_all_namespaces().items
-        if p.spec.node_name and p.status.phase in ("Pending", "Running")
-        for c in p.spec.containers
+
+    def gpus(pod: Any) -> int:
+        return sum(
+            int((c.resources.limits or {}).get("nvidia.com/gpu", 0))
+            for c in pod.spec.containers
+            if c.resources
+        )
+
+    def held() -> list[Any]:
+        return [
+            p
+            for p in core.list_pod_for_all_namespaces().items
+            if p.spec.node_name and p.status.phase in ("Pending", "Running") and gpus(p)
+        ]
+
+    # Earlier tests' namespaces may still be going: count only once no GPU pod is terminating.
+    kube.wait_for(
+        lambda: not any(p.metadata.deletion_timestamp for p in held()),
+        120,
+        "GPU pods of earlier tests to finish terminating",
     )
+    in_use = sum(gpus(p) for p in held())
     for i in range(capacity - in_use):
         core.create_namespaced_pod(namespace, gpu_pod(f"hold-{i}", 1))
     kube.wait_for(
