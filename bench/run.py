@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         counts = steady_state(sb, args.idle_servers, args.steady_seconds)
     finally:
         operator.stop()
+        if os.environ.get("BENCH_KEEP") != "1":  # BENCH_KEEP=1 leaves the sandbox up for a look
+            cluster.down(cfg)
 
     def median(label: str, i: int) -> float:
         return statistics.median(r[i] for r in results[label])
