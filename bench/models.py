@@ -25,6 +25,7 @@ from bench.run import poll
 from model_builders.publish import fetch
 from model_builders.targets import parse_target
 from tests.e2e.conftest import Sandbox
+from tests.e2e.kube import pv_folder
 from tests.support.mnist import BUCKET, MODEL, PREFIX, publish_mnist
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret"}
@@ -73,9 +74,7 @@ def _pod(sb: Sandbox, ns: str, server: str) -> Any:
 
 
 def _repository(sb: Sandbox, ns: str, server: str) -> Path:
-    core = client.CoreV1Api(sb.api)
-    pvc = core.read_namespaced_persistent_volume_claim(f"{server}-models", ns)
-    return Path(core.read_persistent_volume(pvc.spec.volume_name).spec.host_path.path)
+    return pv_folder(client.CoreV1Api(sb.api), ns, f"{server}-models")
 
 
 def _model_ready(sb: Sandbox, ns: str) -> bool:

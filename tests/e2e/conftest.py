@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from kubernetes import client, config
 from tests.e2e import kube
 from tests.sandbox import cluster
 from tests.sandbox.config import REPO_ROOT, SandboxConfig
+from tests.support.s3server import free_port
 
 
 @dataclass
@@ -75,7 +74,7 @@ class OperatorProcess:
         self.log_path = log_path
         # Tests refresh status faster than the operator's default (10 s) to keep waits short.
         self.status_period_s = status_period_s
-        self.health_port = _free_port()
+        self.health_port = free_port("127.0.0.1")
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -104,7 +103,7 @@ class OperatorProcess:
                 start_new_session=True,
             )
         kube.wait_for(
-            lambda: _http_ok(f"http://127.0.0.1:{self.health_port}/healthz"),
+            lambda: cluster.http_ok(f"http://127.0.0.1:{self.health_port}/healthz"),
             60,
             f"the operator's /healthz (log: {self.log_path})",
         )
@@ -124,20 +123,6 @@ class OperatorProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from kubernetes import client
@@ -50,3 +51,9 @@ def ready_pods(core: client.CoreV1Api, ns: str, selector: str) -> list[Any]:
         for p in pods
         if getattr(pod_condition(p, "Ready"), "status", None) == "True" and not p.metadata.deletion_timestamp
     ]
+
+
+def pv_folder(core: client.CoreV1Api, ns: str, claim: str) -> Path:
+    """The local folder of the volume a bound PVC uses (the sandbox's volumes are hostPath folders)."""
+    pvc = core.read_namespaced_persistent_volume_claim(claim, ns)
+    return Path(core.read_persistent_volume(pvc.spec.volume_name).spec.host_path.path)

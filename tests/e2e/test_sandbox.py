@@ -91,12 +91,12 @@ def create_pvc(core: client.CoreV1Api, ns: str, name: str) -> Path:
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
         },
     )
-    pvc = kube.wait_for(
-        lambda: (p := core.read_namespaced_persistent_volume_claim(name, ns)).status.phase == "Bound" and p,
+    kube.wait_for(
+        lambda: core.read_namespaced_persistent_volume_claim(name, ns).status.phase == "Bound",
         60,
         f"PVC {name} to be Bound",
     )
-    return Path(core.read_persistent_volume(pvc.spec.volume_name).spec.host_path.path)
+    return kube.pv_folder(core, ns, name)
 
 
 def test_triton_deployment_runs_real_tritonserver_on_its_pod_ip(sandbox: Sandbox, namespace: str) -> None:

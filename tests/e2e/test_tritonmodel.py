@@ -98,10 +98,7 @@ def infer(ip: str, batch: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 
 
 def pv_folder(sb: Sandbox, ns: str, claim: str) -> Path:
-    """The local folder of the volume a PVC is bound to (the sandbox's volumes are hostPath)."""
-    core = client.CoreV1Api(sb.api)
-    pvc = core.read_namespaced_persistent_volume_claim(claim, ns)
-    return Path(core.read_persistent_volume(pvc.spec.volume_name).spec.host_path.path)
+    return kube.pv_folder(client.CoreV1Api(sb.api), ns, claim)
 
 
 def events(sb: Sandbox, ns: str, name: str) -> list[Any]:

@@ -125,7 +125,7 @@ def _start_control_plane(cfg: SandboxConfig, bins: Binaries) -> None:
             "--log-level=warn",
         ],
     )
-    _wait("etcd", lambda: _http_ok(f"http://127.0.0.1:{p['etcd-client']}/health"), cfg)
+    _wait("etcd", lambda: http_ok(f"http://127.0.0.1:{p['etcd-client']}/health"), cfg)
     procs.spawn(
         cfg,
         "kube-apiserver",
@@ -229,8 +229,8 @@ def _start_nodes_and_runner(cfg: SandboxConfig, bins: Binaries) -> None:
         env={**os.environ, "PYTHONPATH": _pythonpath()},
     )
     _wait("kwok nodes", lambda: bootstrap.nodes_ready(cfg), cfg)
-    _wait("pod runner", lambda: _http_ok(f"http://127.0.0.1:{cfg.ports['podrunner']}/healthz"), cfg)
-    _wait("S3 server", lambda: _http_ok(cfg.s3_endpoint, any_status=True), cfg)
+    _wait("pod runner", lambda: http_ok(f"http://127.0.0.1:{cfg.ports['podrunner']}/healthz"), cfg)
+    _wait("S3 server", lambda: http_ok(cfg.s3_endpoint, any_status=True), cfg)
     _wait("service account 'default'", lambda: bootstrap.default_service_account_exists(cfg), cfg)
 
 
@@ -252,12 +252,15 @@ def _wait(what: str, check: object, cfg: SandboxConfig) -> None:
     raise SandboxError(f"{what} did not come up within {STARTUP_TIMEOUT_S}s; see the logs in {cfg.log_dir}")
 
 
-def _http_ok(url: str, any_status: bool = False) -> bool:
+def http_ok(url: str, any_status: bool = False) -> bool:
+    """Whether `url` answers 200 (any HTTP answer with any_status); False when nothing answers."""
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
             return bool(resp.status == 200 or any_status)
     except urllib.error.HTTPError:
         return any_status
+    except OSError:
+        return False
 
 
 def _apiserver_ready(cfg: SandboxConfig) -> bool:
