@@ -10,8 +10,8 @@ import kopf
 from triton_operator.api.common import GROUP, VERSION
 from triton_operator.handlers.loops import CANCELLATION_BACKOFF_S, sleep_until_poked
 from triton_operator.opmetrics import measured
-from triton_operator.reconcile.model import KIND, MODEL_LABEL, STAGING_LABELS, ModelReconciler, model_key
-from triton_operator.reconcile.state import OperatorState
+from triton_operator.reconcile.model import KIND, MODEL_LABEL, STAGING_LABELS, ModelReconciler
+from triton_operator.reconcile.state import OperatorState, object_key
 
 PLURAL = "tritonmodels"
 # How often each model's status (staging, loads, metrics) is refreshed without any event.
@@ -34,7 +34,7 @@ def watch_model(
     """Reconcile every STATUS_PERIOD_S, or at once when poked (server pods, its Job, the server)."""
     models: ModelReconciler = memo.models
     state: OperatorState = memo.state
-    key = model_key(body)
+    key = object_key(body)
     poke = state.model_poke(key)
     while not stopped:
         sleep_until_poked(poke, stopped, STATUS_PERIOD_S)

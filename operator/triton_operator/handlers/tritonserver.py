@@ -13,7 +13,7 @@ from triton_operator.api.common import GROUP, VERSION
 from triton_operator.handlers.loops import ObjectLoops
 from triton_operator.opmetrics import measured
 from triton_operator.reconcile.server import KIND, ServerReconciler
-from triton_operator.reconcile.state import OperatorState
+from triton_operator.reconcile.state import OperatorState, object_key
 from triton_operator.render.labels import APP_NAME, COMPONENT, MANAGED_BY
 
 PLURAL = "tritonservers"
@@ -48,7 +48,7 @@ def track_server(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -
     for the operator, even when the operator is gone.
     """
     loops: ObjectLoops = memo.server_loops
-    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    key = object_key(body)
     if type == "DELETED" or body["metadata"].get("deletionTimestamp"):
         loops.forget(key)
         memo.state.forget(key)
@@ -58,7 +58,7 @@ def track_server(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -
 
 def refresh_server(servers: ServerReconciler, body: Mapping[str, Any]) -> None:
     """One pass of a server's status loop: re-apply when the drift period is due, then observe."""
-    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    key = object_key(body)
     now = time.monotonic()
     try:
         if now - servers.state.applied_at.setdefault(key, now) >= DRIFT_PERIOD_S:

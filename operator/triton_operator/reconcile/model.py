@@ -41,7 +41,13 @@ from triton_operator.observe.model import (
 )
 from triton_operator.observe.server import pod_is_ready
 from triton_operator.reconcile.server import invalid_spec_message
-from triton_operator.reconcile.state import FailedLoad, Key, ModelMemory, OperatorState, StagedRecord
+from triton_operator.reconcile.state import (
+    FailedLoad,
+    ModelMemory,
+    OperatorState,
+    StagedRecord,
+    object_key,
+)
 from triton_operator.reconcile.status import now, stamp_metrics, write_status
 from triton_operator.render.labels import APP_NAME, MANAGED_BY, label_selector
 from triton_operator.render.server import pvc_name, service_endpoints
@@ -86,10 +92,6 @@ REMOVAL_POLL_S = 1.0
 REMOVAL_RETRY_S = 30.0
 
 
-def model_key(body: Mapping[str, Any]) -> Key:
-    return body["metadata"]["namespace"], body["metadata"]["name"]
-
-
 def staging_labels(model: str, server: str) -> dict[str, str]:
     """Labels of a model's staging Job: which model and server it stages for."""
     return {**STAGING_LABELS, LABEL_INSTANCE: model, MODEL_LABEL: model, SERVER_LABEL: server}
@@ -123,7 +125,7 @@ class ModelReconciler:
     # -- one pass -----------------------------------------------------------------------------------
     def reconcile(self, body: Mapping[str, Any], stopped: Callable[[], bool] = lambda: False) -> bool:
         """Stage, load and observe; write status if it changed. True if written."""
-        key = model_key(body)
+        key = object_key(body)
         memory = self.state.model(key)
         with memory.lock:
             return self._reconcile(body, memory, stopped)
@@ -389,12 +391,12 @@ class ModelReconciler:
             spec = TritonModelSpec.model_validate(body.get("spec") or {})
         except ValidationError:
             return []  # nothing was ever staged or loaded from an invalid spec
-        memory = self.state.model(model_key(body))
+        memory = self.state.model(object_key(body))
         with memory.lock:
             unloaded = self._unload_everywhere(body, spec.server_ref.name, spec.resolved_model_name(name))
             if not spec.keep_files_on_delete:
                 self._remove_files(body, spec)
-        self.state.forget_model(model_key(body))
+        self.state.forget_model(object_key(body))
         return unloaded
 
     def _unload_everywhere(self, body: Mapping[str, Any], server: str, model: str) -> list[str]:

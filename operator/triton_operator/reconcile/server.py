@@ -17,7 +17,7 @@ from triton_operator.conditions import DecidedCondition, Reason, server_conditio
 from triton_operator.kube.rest import Kube
 from triton_operator.observe.metrics import Scrape, pod_summary, total_summary
 from triton_operator.observe.server import PodTriton, observe_server, pod_entries
-from triton_operator.reconcile.state import Key, OperatorState
+from triton_operator.reconcile.state import Key, OperatorState, object_key
 from triton_operator.reconcile.status import now, stamp_metrics, write_status
 from triton_operator.render.labels import APPLIED_GENERATION_ANNOTATION, label_selector
 from triton_operator.render.server import deployment_name, metrics_enabled, render_all, service_endpoints
@@ -40,10 +40,6 @@ STATUS_FIELDS = (
 )
 # Children that exist only under some specs; removed when the spec no longer renders them.
 OPTIONAL_CHILDREN = ("PodDisruptionBudget",)
-
-
-def _key(body: Mapping[str, Any]) -> Key:
-    return body["metadata"]["namespace"], body["metadata"]["name"]
 
 
 def invalid_spec_message(exc: ValidationError) -> str:
@@ -119,7 +115,7 @@ class ServerReconciler:
             spec = TritonServerSpec.model_validate(body.get("spec") or {})
         except ValidationError:
             return False  # apply() reported it; nothing to observe against
-        key = _key(body)
+        key = object_key(body)
         deployment = self.kube.get("Deployment", namespace, deployment_name(name))
         pods = self.kube.list("Pod", namespace, label_selector(name))
         triton_by_pod, summaries = self._ask_triton(key, pods, metrics_enabled(spec))

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from triton_operator.observe.metrics import Scrape
 
 Key = tuple[str, str]  # (namespace, name)
+
+
+def object_key(body: Mapping[str, Any]) -> Key:
+    """The (namespace, name) an object is known by in the operator's memory."""
+    return body["metadata"]["namespace"], body["metadata"]["name"]
 
 
 @dataclass(frozen=True)
