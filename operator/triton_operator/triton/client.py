@@ -1,12 +1,23 @@
-"""A small typed facade over `tritonclient.http`: health, repository index, load and unload, by pod IP.
+"""A small typed facade over `tritonclient.grpc`: health, repository index, load and unload, by pod IP.
 
-Every call opens its own short-lived client with explicit timeouts, so one hung pod cannot stall a
-reconcile, and every failure surfaces as an exception of this module carrying Triton's own message.
+Every call opens its own short-lived gRPC client (closed again after the call) with explicit timeouts,
+so one hung pod cannot stall a reconcile, and every failure surfaces as an exception of this module
+carrying Triton's own message.
 
-Timeouts (each bounds the TCP connect and every socket read/write of one HTTP request):
-- `CONNECT_TIMEOUT_S` (2 s): a pod IP that does not accept a connection is treated as unreachable.
-- `PROBE_TIMEOUT_S` (5 s): health, metadata, repository index, model readiness, unload. Triton answers
-  these from memory (unload only schedules the unload), so anything slower means the pod is hung.
+Why gRPC and not HTTP: in Triton 2.51 a model load over the HTTP API stalls every in-flight HTTP
+inference on that server, for any model, for the whole load (seconds, with a python model;
+Triton issue 8958). The same load over gRPC stalls nothing. The operator loads models into pods that
+serve traffic, so every repository call (index, load, unload, readiness, config) and health go over
+gRPC (port 8001); `tests/integration/test_load_stall.py` guards this.
+
+Timeouts:
+- `CONNECT_TIMEOUT_S` (2 s): bounds opening the connection, TCP handshake and the HTTP/2 settings
+  exchange together. A refused connection raises `TritonUnreachable` at once; a pod that does not
+  complete the connection within this time (dropped SYNs, or a hung process whose kernel accepts
+  the TCP connection) raises `TritonTimeout`.
+- `PROBE_TIMEOUT_S` (5 s): the whole call (gRPC deadline) for health, metadata, repository index,
+  model readiness, model config and unload. Triton answers these from memory (unload only schedules
+  the unload), so anything slower means the pod is hung.
 - `LOAD_TIMEOUT_S` (60 s): Triton answers a load only once the model is loaded, which can legitimately
   take a while; callers with big models pass `timeout_s`. A load that times out raises `TritonTimeout`
   and may still complete on the server: read `repository_index` on the next reconcile.
@@ -15,21 +26,25 @@ Timeouts (each bounds the TCP connect and every socket read/write of one HTTP re
 from __future__ import annotations
 
 import contextlib
-import http.client
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import tritonclient.http as triton_http
+import grpc  # type: ignore[import-untyped]
+import tritonclient.grpc as triton_grpc
 from tritonclient.utils import InferenceServerException
 
 CONNECT_TIMEOUT_S = 2.0
 PROBE_TIMEOUT_S = 5.0
 LOAD_TIMEOUT_S = 60.0
 
+# "StatusCode.UNAVAILABLE" (what InferenceServerException.status() gives) -> grpc.StatusCode.
+_GRPC_CODES: dict[str, Any] = {str(code): code for code in grpc.StatusCode}
+
 
 class TritonError(Exception):
-    """Triton answered with an error; `message` is Triton's own text."""
+    """Triton answered with an error; `message` is Triton's own text, `status` the gRPC status number."""
 
     def __init__(self, message: str, *, endpoint: str = "", status: int | None = None) -> None:
         super().__init__(message)
@@ -81,7 +96,7 @@ class TritonEndpoint:
 
     @property
     def grpc_url(self) -> str:
-        """`host:port` of the gRPC API."""
+        """`host:port` of the gRPC API (what this module talks to)."""
         return f"{self._host_in_url}:{self.grpc_port}"
 
     @property
@@ -110,40 +125,63 @@ class ModelState:
     reason: str | None
 
 
+def _channel_args(connect_timeout_s: float) -> list[tuple[str, int]]:
+    """gRPC channel options: tritonclient's message limits, and a connection attempt bounded in time."""
+    connect_ms = max(1, int(connect_timeout_s * 1000))
+    return [
+        ("grpc.max_send_message_length", triton_grpc.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", triton_grpc.MAX_GRPC_MESSAGE_SIZE),
+        # gRPC gives up a connection attempt (TCP + HTTP/2 settings) after
+        # max(initial backoff, min backoff); then a pending call fails with UNAVAILABLE.
+        ("grpc.initial_reconnect_backoff_ms", connect_ms),
+        ("grpc.min_reconnect_backoff_ms", connect_ms),
+        # A private connection per client: a call never inherits another call's connection attempt
+        # (or its backoff), so the timeouts above hold per call.
+        ("grpc.use_local_subchannel_pool", 1),
+    ]
+
+
 @contextlib.contextmanager
 def _client(ep: TritonEndpoint, timeout_s: float) -> Iterator[Any]:
-    """Open a tritonclient for one call and translate every failure into this module's exceptions."""
+    """Open a gRPC tritonclient for one call and translate every failure into this module's exceptions.
+
+    The caller passes `client_timeout=timeout_s` to each request; the client is closed afterwards
+    (closing the channel releases its socket, so short-lived clients leak nothing).
+    """
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be positive seconds, got {timeout_s!r}")
+    connect_s = min(CONNECT_TIMEOUT_S, timeout_s)
     client: Any = None
+    started = time.monotonic()
     try:
-        client = triton_http.InferenceServerClient(
-            ep.http_url,
-            connection_timeout=min(CONNECT_TIMEOUT_S, timeout_s),
-            network_timeout=timeout_s,
-        )
+        client = triton_grpc.InferenceServerClient(ep.grpc_url, channel_args=_channel_args(connect_s))
         yield client
     except InferenceServerException as exc:
-        status = exc.status()
-        raise TritonError(
-            _clean(exc.message()),
-            endpoint=ep.http_url,
-            status=int(status) if status and str(status).isdigit() else None,
-        ) from None
-    except TimeoutError:
-        raise TritonTimeout(
-            f"Triton at {ep.http_url} did not answer within {timeout_s:g} s", endpoint=ep.http_url
-        ) from None
-    except (OSError, http.client.HTTPException) as exc:
-        # OSError covers refused/reset connections and unresolvable hosts; HTTPException covers
-        # geventhttpclient's parse errors when a pod closes the connection mid-answer.
-        raise TritonUnreachable(
-            f"cannot reach Triton at {ep.http_url}: {exc or type(exc).__name__}", endpoint=ep.http_url
-        ) from None
+        raise _translate(exc, ep, timeout_s, connect_s, time.monotonic() - started) from None
     finally:
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
+
+
+def _translate(
+    exc: InferenceServerException, ep: TritonEndpoint, timeout_s: float, connect_s: float, elapsed_s: float
+) -> TritonError:
+    """Map a tritonclient gRPC error to this module's exceptions by its gRPC status code."""
+    url = ep.grpc_url
+    code = _GRPC_CODES.get(str(exc.status()))
+    message = _clean(exc.message())
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return TritonTimeout(f"Triton at {url} did not answer within {timeout_s:g} s", endpoint=url)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        # A connection attempt that ran out its time: the pod neither refused nor answered.
+        if "failed to connect" in message and elapsed_s >= 0.9 * connect_s:
+            return TritonTimeout(
+                f"Triton at {url} did not complete a connection within {connect_s:g} s: {message}",
+                endpoint=url,
+            )
+        return TritonUnreachable(f"cannot reach Triton at {url}: {message}", endpoint=url)
+    return TritonError(message, endpoint=url, status=code.value[0] if code is not None else None)
 
 
 def _clean(message: Any) -> str:
@@ -152,17 +190,20 @@ def _clean(message: Any) -> str:
 
 
 def repository_index(ep: TritonEndpoint, *, timeout_s: float = PROBE_TIMEOUT_S) -> list[ModelState]:
-    """Every model in the pod's repository folder with its load state and Triton's reason."""
+    """Every model in the pod's repository folder with its load state and Triton's reason.
+
+    A model loaded with `files=` (no folder in the repository) is not listed: Triton indexes folders.
+    """
     with _client(ep, timeout_s) as client:
-        rows = client.get_model_repository_index()
+        answer = client.get_model_repository_index(as_json=True, client_timeout=timeout_s)
     return [
         ModelState(
             name=str(row["name"]),
-            version=str(row["version"]) if row.get("version") is not None else None,
+            version=str(row["version"]) if row.get("version") else None,
             state=str(row["state"]) if row.get("state") else None,
             reason=str(row["reason"]) if row.get("reason") else None,
         )
-        for row in rows
+        for row in answer.get("models", [])
     ]
 
 
@@ -178,15 +219,16 @@ def server_health(ep: TritonEndpoint, *, timeout_s: float = PROBE_TIMEOUT_S) -> 
     "not ready"). Makes up to four requests, each bounded by `timeout_s`.
     """
     with _client(ep, timeout_s) as client:
-        live = bool(client.is_server_live())
-        ready = bool(client.is_server_ready())
+        live = bool(client.is_server_live(client_timeout=timeout_s))
+        ready = bool(client.is_server_ready(client_timeout=timeout_s))
         try:
-            version: str | None = str(client.get_server_metadata()["version"])
+            metadata = client.get_server_metadata(as_json=True, client_timeout=timeout_s)
+            version: str | None = str(metadata["version"])
         except (InferenceServerException, KeyError):
             version = None
     if ready:
         return Health(live=live, ready=True, version=version, error=None)
-    # Triton's /v2/health/ready answers 400 with an empty body; its repository index holds the why.
+    # Triton's readiness answer carries no reason; its repository index holds the why.
     error = "Triton is not live" if not live else "Triton is not ready"
     try:
         failed = failed_models(repository_index(ep, timeout_s=timeout_s))
@@ -200,16 +242,36 @@ def server_health(ep: TritonEndpoint, *, timeout_s: float = PROBE_TIMEOUT_S) -> 
 
 
 def load_model(
-    ep: TritonEndpoint, name: str, *, config_json: str | None = None, timeout_s: float = LOAD_TIMEOUT_S
+    ep: TritonEndpoint,
+    name: str,
+    *,
+    config_json: str | None = None,
+    files: Mapping[str, bytes] | None = None,
+    timeout_s: float = LOAD_TIMEOUT_S,
 ) -> None:
     """Load (or reload) `name` from the pod's repository, optionally overriding its config with JSON.
+
+    `files` replaces the model's folder for this load: keys are paths in the folder prefixed with
+    `file:` (e.g. `file:1/model.py`), values the file contents. Triton then needs the config as
+    well, so `files` requires `config_json`; the model need not exist in the repository.
 
     Raises TritonLoadError with Triton's reason when the load fails, TritonTimeout when Triton did
     not answer within `timeout_s` (the load may still finish), TritonUnreachable when the pod is down.
     """
+    if files is not None:
+        if config_json is None:
+            raise ValueError("load_model: files= needs config_json= (Triton loads overrides with a config)")
+        bad = [key for key in files if not key.startswith("file:") or key == "file:"]
+        if bad:
+            raise ValueError(f"load_model: files= keys must be 'file:<path in model folder>', got {bad!r}")
     try:
         with _client(ep, timeout_s) as client:
-            client.load_model(name, config=config_json)
+            client.load_model(
+                name,
+                config=config_json,
+                files=dict(files) if files is not None else None,
+                client_timeout=timeout_s,
+            )
     except (TritonUnreachable, TritonLoadError):
         raise
     except TritonError as exc:
@@ -219,7 +281,7 @@ def load_model(
 def unload_model(ep: TritonEndpoint, name: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> None:
     """Ask the pod to unload `name`; unloading a model Triton does not know is not an error."""
     with _client(ep, timeout_s) as client:
-        client.unload_model(name)
+        client.unload_model(name, client_timeout=timeout_s)
 
 
 def model_ready(
@@ -227,4 +289,21 @@ def model_ready(
 ) -> bool:
     """Whether `name` (or one `version` of it) is loaded and ready to serve on this pod."""
     with _client(ep, timeout_s) as client:
-        return bool(client.is_model_ready(name, "" if version is None else str(version)))
+        return bool(
+            client.is_model_ready(name, "" if version is None else str(version), client_timeout=timeout_s)
+        )
+
+
+def model_config(
+    ep: TritonEndpoint, name: str, version: str | int = "", *, timeout_s: float = PROBE_TIMEOUT_S
+) -> dict[str, Any]:
+    """The config Triton serves `name` (or one `version` of it) with, as Triton's JSON form.
+
+    Field names are the protobuf ones (`max_batch_size`, `instance_group`); as in any protobuf JSON,
+    int64 fields come as strings (`"dims": ["1"]`). Raises TritonError for a model Triton does not
+    serve (unknown, or not loaded).
+    """
+    with _client(ep, timeout_s) as client:
+        answer = client.get_model_config(name, str(version), as_json=True, client_timeout=timeout_s)
+    config: dict[str, Any] = answer["config"]
+    return config
