@@ -13,7 +13,8 @@ from model_builders.config import BatchingOptions, parse_config, parse_instance_
 from model_builders.errors import BuildError
 from model_builders.repository import ModelEntry, write_entry
 from model_builders.signature import parse_tensor_spec
-from model_builders.targets import S3Target, parse_target
+from model_builders.targets import S3Target, parse_target, resolve_version
+from model_builders.triton_model import ROLLOUT_STRATEGIES
 
 PROG = "model-builders"
 
@@ -88,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir", type=Path, metavar="REPO_DIR/NAME")
     p.add_argument("--to", required=True, metavar="s3://BUCKET/PREFIX | file:///PATH | PATH")
     p.add_argument("--server", required=True, help="TritonServer the model goes to (spec.serverRef.name)")
+    p.add_argument(
+        "--version",
+        type=int,
+        metavar="N",
+        help="publish as version N (spec.version); default: the target's last segment when it is a number "
+        "(s3://models/mnist/2 -> 2), else the model folder as it is (version 1 for a default build)",
+    )
     _s3_options(p)
     p.add_argument("--credentials-secret", help="Secret with the AWS keys the staging Job uses")
     p.add_argument("--resource-name", help="metadata.name of the TritonModel (default: from the model name)")
@@ -99,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--claim-path", help="the model folder's path inside the claim (default: the target folder's name)"
+    )
+    p.add_argument(
+        "--rollout",
+        choices=sorted(ROLLOUT_STRATEGIES),
+        help="canary: the printed TritonModel sets spec.rollout.strategy Canary (the new version takes "
+        "traffic step by step while analysis passes); default: unset (Immediate)",
     )
     p.add_argument("--force", action="store_true", help="replace a different model already at the target")
     p.set_defaults(run=_run_publish)
@@ -223,14 +237,29 @@ def _run_ensemble(args: argparse.Namespace) -> int:
 
 
 def _run_publish(args: argparse.Namespace) -> int:
+    from model_builders.manifest import source_version
     from model_builders.publish import publish
-    from model_builders.triton_model import to_yaml, triton_model
+    from model_builders.triton_model import check_path_version, to_yaml, triton_model
 
     target = parse_target(args.to, default_prefix=args.model_dir.name)
+    version = resolve_version(args.version, target, to=args.to)
+    if version is not None and args.claim and args.claim_path:
+        check_path_version(args.claim_path, version)  # before anything is written
     manifest = publish(
-        args.model_dir, target, endpoint_url=args.endpoint_url, region=args.region, force=args.force
+        args.model_dir,
+        target,
+        endpoint_url=args.endpoint_url,
+        region=args.region,
+        force=args.force,
+        version=version,
     )
-    print(f"published {args.model_dir} to {target} ({manifest.digest})", file=sys.stderr)
+    served = manifest.latest_version
+    source = source_version(args.model_dir, version) if version is not None else served
+    renamed = f" (from its version folder {source})" if source != served else ""
+    print(
+        f"published {args.model_dir} to {target} as version {served}{renamed} ({manifest.digest})",
+        file=sys.stderr,
+    )
     if not isinstance(target, S3Target) and not args.claim:
         # A local folder is not something a cluster can read; inside a PVC it is.
         print(
@@ -248,6 +277,7 @@ def _run_publish(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         claim=args.claim,
         claim_path=args.claim_path,
+        rollout=args.rollout,
     )
     sys.stdout.write(to_yaml(resource))
     return 0

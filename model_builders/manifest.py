@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+
+from tritonclient.grpc import model_config_pb2 as mc
 
 from model_builders.config import parse_config
 from model_builders.errors import BuildError, ConfigError
@@ -101,8 +105,64 @@ def model_files(model_dir: Path) -> list[Path]:
     return files
 
 
-def build_manifest(model_dir: Path) -> Manifest:
-    """Hash every file of a model folder (`NAME/config.pbtxt`, `NAME/<version>/...`)."""
+def build_manifest(model_dir: Path, *, version: int | None = None) -> Manifest:
+    """Hash every file of a model folder (`NAME/config.pbtxt`, `NAME/<version>/...`).
+
+    With `version`, the manifest describes the folder published as that one version (see `publish_view`).
+    """
+    return publish_view(model_dir, version=version).manifest
+
+
+@dataclass(frozen=True)
+class PublishView:
+    """A model folder as it is published: its manifest and, for each listed path, the file it comes from."""
+
+    manifest: Manifest
+    sources: Mapping[str, Path]
+    source_version: int | None  # the version folder of model_dir published as the manifest's version
+
+
+def publish_view(model_dir: Path, *, version: int | None = None) -> PublishView:
+    """What publishing `model_dir` writes.
+
+    Without `version`: the folder as it is, every version folder included. With `version`: the top-level
+    files (config.pbtxt, ...) plus one version folder published as `<version>/`: the folder named `version`,
+    or the only version folder there is (renamed; e.g. a model built as 1 published as 2). Other version
+    folders are left out, so the artifact holds exactly the version a TritonModel points at.
+    """
+    cfg = _model_config(model_dir)
+    folders = _version_folders(model_dir)
+    chosen = None if version is None else source_version(model_dir, version, folders)
+    if version is not None:
+        _check_version_policy(cfg, version, model_dir)
+    sources: dict[str, Path] = {}
+    for path in model_files(model_dir):
+        rel = path.relative_to(model_dir)
+        top = rel.parts[0]
+        if version is None or len(rel.parts) == 1 or top not in folders:
+            sources[rel.as_posix()] = path
+        elif folders[top] == chosen:
+            sources[PurePosixPath(str(version), *rel.parts[1:]).as_posix()] = path
+    versions = tuple(sorted(set(folders.values()))) if version is None else (version,)
+    files = tuple(FileEntry(rel, p.stat().st_size, file_sha256(p)) for rel, p in sources.items())
+    return PublishView(Manifest(model_dir.name, versions, files), sources, chosen)
+
+
+def source_version(model_dir: Path, version: int, folders: Mapping[str, int] | None = None) -> int:
+    """The version folder of `model_dir` that is published as `version`; BuildError when it is ambiguous."""
+    found = sorted(set((_version_folders(model_dir) if folders is None else folders).values()))
+    if version in found:
+        return version
+    if len(found) == 1:
+        return found[0]
+    listed = ", ".join(map(str, found))
+    raise BuildError(
+        f"{model_dir} holds versions {listed} but not {version}: build it with --version {version} "
+        f"or publish one of {listed} (--version)"
+    )
+
+
+def _model_config(model_dir: Path) -> mc.ModelConfig:
     if not model_dir.is_dir():
         raise BuildError(
             f"{model_dir}: no such model folder: give REPO_DIR/NAME as written by a build command"
@@ -116,11 +176,25 @@ def build_manifest(model_dir: Path) -> Manifest:
             f"{config_path}: name {cfg.name!r} differs from its folder {model_dir.name!r}: "
             "Triton needs them equal; rename one"
         )
-    versions = tuple(sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()))
-    if not versions:
+    return cfg
+
+
+def _version_folders(model_dir: Path) -> dict[str, int]:
+    """Folder name -> version of every version folder (a name made of digits)."""
+    folders = {
+        p.name: int(p.name) for p in model_dir.iterdir() if p.is_dir() and re.fullmatch(r"[0-9]+", p.name)
+    }
+    if not folders:
         raise BuildError(f"{model_dir} has no version folder (e.g. 1/): build the model with --version N")
-    files = tuple(
-        FileEntry(p.relative_to(model_dir).as_posix(), p.stat().st_size, file_sha256(p))
-        for p in model_files(model_dir)
-    )
-    return Manifest(model_name=model_dir.name, versions=versions, files=files)
+    return folders
+
+
+def _check_version_policy(cfg: mc.ModelConfig, version: int, model_dir: Path) -> None:
+    if cfg.version_policy.WhichOneof("policy_choice") != "specific":
+        return
+    listed = list(cfg.version_policy.specific.versions)
+    if version not in listed:
+        raise ConfigError(
+            f"{model_dir / CONFIG_FILE}: version_policy serves versions {listed}, not {version}: "
+            f"add {version} to it or remove version_policy"
+        )

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from model_builders.errors import PublishError
-from model_builders.manifest import MANIFEST_FILE, Manifest, build_manifest, file_sha256, manifest_from_json
+from model_builders.manifest import MANIFEST_FILE, Manifest, file_sha256, manifest_from_json, publish_view
 from model_builders.repository import replace_dir
 from model_builders.targets import FolderTarget, S3Target, Target
 
@@ -66,21 +66,27 @@ def publish(
     region: str | None = None,
     force: bool = False,
     transfer: TransferConfig | None = None,
+    version: int | None = None,
 ) -> Manifest:
-    """Publish `model_dir` (REPO/NAME) to `target`; returns the manifest written there."""
-    manifest = build_manifest(model_dir)
+    """Publish `model_dir` (REPO/NAME) to `target`; returns the manifest written there.
+
+    With `version` the target gets the top-level files and one version folder, `<version>/` (the folder
+    of that name in `model_dir`, or its only version folder, renamed); without, the folder as it is.
+    """
+    view = publish_view(model_dir, version=version)
+    manifest = view.manifest
     if isinstance(target, S3Target):
         with _s3_errors(target, endpoint_url):
             client = s3_client(endpoint_url, region)
-            _publish_s3(client, model_dir, manifest, target, force, transfer or default_transfer_config())
+            _publish_s3(client, view.sources, manifest, target, force, transfer or default_transfer_config())
     else:
-        _publish_folder(model_dir, manifest, target, force)
+        _publish_folder(view.sources, manifest, target, force)
     return manifest
 
 
 def _publish_s3(
     client: S3Client,
-    model_dir: Path,
+    sources: Mapping[str, Path],
     manifest: Manifest,
     target: S3Target,
     force: bool,
@@ -109,7 +115,7 @@ def _publish_s3(
             key = target.key(entry.path)
             uploaded.append(key)  # before the call: a failed multipart upload may leave parts behind
             client.upload_file(
-                str(model_dir / entry.path),
+                str(sources[entry.path]),
                 target.bucket,
                 key,
                 ExtraArgs={"Metadata": {"sha256": entry.sha256}},
@@ -171,7 +177,9 @@ def _read_s3_manifest(client: S3Client, target: S3Target) -> Manifest:
     return manifest_from_json(body.decode(), where=str(target) + "/" + MANIFEST_FILE)
 
 
-def _publish_folder(model_dir: Path, manifest: Manifest, target: FolderTarget, force: bool) -> None:
+def _publish_folder(
+    sources: Mapping[str, Path], manifest: Manifest, target: FolderTarget, force: bool
+) -> None:
     dest = target.path
     if (dest / MANIFEST_FILE).is_file():
         current = manifest_from_json((dest / MANIFEST_FILE).read_text(), where=str(dest / MANIFEST_FILE))
@@ -187,7 +195,7 @@ def _publish_folder(model_dir: Path, manifest: Manifest, target: FolderTarget, f
             (staging / str(version)).mkdir()
         for entry in manifest.files:
             (staging / entry.path).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(model_dir / entry.path, staging / entry.path)
+            shutil.copyfile(sources[entry.path], staging / entry.path)
         (staging / MANIFEST_FILE).write_text(manifest.to_json())
         replace_dir(staging, dest)
     except BaseException:

@@ -22,6 +22,19 @@ from model_builders.config import emit_config, validate_config
 from model_builders.errors import BuildError
 
 CONFIG_FILE = "config.pbtxt"
+# The highest version a TritonModel's spec.version admits (triton_operator.api.tritonmodel.MAX_VERSION;
+# a unit test keeps the two equal).
+MAX_VERSION = 2**31 - 1
+
+
+def check_version(version: int, *, flag: str = "--version") -> int:
+    """`version` when it is one a TritonModel can serve (1..MAX_VERSION), else BuildError naming `flag`."""
+    if not 1 <= version <= MAX_VERSION:
+        raise BuildError(
+            f"{flag} {version}: Triton versions are integers >= 1 and a TritonModel's spec.version "
+            f"admits at most {MAX_VERSION}: pick a version in that range"
+        )
+    return version
 
 
 @dataclass(frozen=True)
@@ -36,8 +49,7 @@ class ModelEntry:
 def write_entry(repository: Path, entry: ModelEntry) -> Path:
     """Validate `entry` and write it as `repository/NAME`; returns that folder."""
     validate_config(entry.config)
-    if entry.version < 1:
-        raise BuildError(f"--version {entry.version}: Triton versions are integers >= 1")
+    check_version(entry.version)
     for rel in entry.files:
         _check_relative(rel)
     repository.mkdir(parents=True, exist_ok=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from model_builders.errors import BuildError
+from model_builders.repository import check_version
 
 
 @dataclass(frozen=True)
@@ -55,3 +57,39 @@ def parse_target(text: str, *, default_prefix: str = "") -> Target:
             f"--to {text!r}: unsupported scheme: use s3://BUCKET/PREFIX, file:///PATH or a folder path"
         )
     return FolderTarget(Path(text).resolve())
+
+
+def last_segment(target: Target) -> str:
+    """The last path segment of a target: `2` for s3://models/mnist/2 and for /srv/models/mnist/2."""
+    if isinstance(target, S3Target):
+        return target.prefix.rsplit("/", 1)[-1]
+    return target.path.name
+
+
+def version_in_target(target: Target) -> int | None:
+    """The version a target names by a numeric last segment (`.../mnist/2` -> 2), else None."""
+    segment = last_segment(target)
+    return int(segment) if re.fullmatch(r"[0-9]+", segment) else None
+
+
+def resolve_version(version: int | None, target: Target, *, to: str) -> int | None:
+    """The version to publish as: `--version`, else the target's numeric last segment, else None.
+
+    None means the model folder is published as it is (its highest version folder is the one served;
+    1 for a model built without --version). `to` is the --to text, for messages; an s3:// target without
+    a prefix (the model name is used) names no version.
+    """
+    named = version_in_target(target)
+    if to.startswith("s3://") and not urlparse(to).path.strip("/"):
+        named = None
+    if version is not None:
+        check_version(version)
+        if named is not None and named != version:
+            raise BuildError(
+                f"--version {version} conflicts with --to {to}, whose last segment says version {named}: "
+                f"drop --version, or publish to a target ending in /{version}"
+            )
+        return version
+    if named is not None:
+        check_version(named, flag=f"--to {to}: version")
+    return named

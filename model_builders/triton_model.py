@@ -7,10 +7,13 @@ from typing import Any
 
 import yaml
 
+from model_builders.errors import BuildError
 from model_builders.manifest import Manifest
-from model_builders.targets import S3Target, Target
+from model_builders.targets import FolderTarget, S3Target, Target, version_in_target
 
 API_VERSION = "tritonoperator.dev/v1alpha1"
+# --rollout value -> spec.rollout.strategy (triton_operator.api.tritonmodel.RolloutStrategy).
+ROLLOUT_STRATEGIES = {"canary": "Canary"}
 
 
 def resource_name(model_name: str) -> str:
@@ -31,8 +34,13 @@ def triton_model(
     namespace: str | None = None,
     claim: str | None = None,
     claim_path: str | None = None,
+    rollout: str | None = None,
 ) -> dict[str, Any]:
-    """The TritonModel object (a dict) for what `publish` wrote to `target`."""
+    """The TritonModel object (a dict) for what `publish` wrote to `target`.
+
+    spec.version is the manifest's highest version, the folder the artifact holds for it. `rollout`
+    `"canary"` adds `spec.rollout: {strategy: Canary}` (how the operator moves traffic to a new version).
+    """
     metadata: dict[str, Any] = {"name": name or resource_name(manifest.model_name)}
     if namespace:
         metadata["namespace"] = namespace
@@ -48,21 +56,43 @@ def triton_model(
         source = {"s3": s3}
     elif claim:
         # The folder is the root of `claim` (e.g. mounted from it): the model sits at claim_path inside.
-        source = {"pvc": {"claimName": claim, "path": claim_path or target.path.name}}
+        path = claim_path or default_claim_path(target)
+        check_path_version(path, manifest.latest_version)
+        source = {"pvc": {"claimName": claim, "path": path}}
     else:
         raise ValueError("a folder target needs the PVC it lives in (claim) to be read by a TritonModel")
     source["digest"] = manifest.digest
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "TritonModel",
-        "metadata": metadata,
-        "spec": {
-            "serverRef": {"name": server},
-            "modelName": manifest.model_name,
-            "version": manifest.latest_version,
-            "source": source,
-        },
+    spec: dict[str, Any] = {
+        "serverRef": {"name": server},
+        "modelName": manifest.model_name,
+        "version": manifest.latest_version,
+        "source": source,
     }
+    if rollout is not None:
+        if rollout not in ROLLOUT_STRATEGIES:
+            raise BuildError(f"--rollout {rollout}: use one of {', '.join(ROLLOUT_STRATEGIES)}")
+        spec["rollout"] = {"strategy": ROLLOUT_STRATEGIES[rollout]}
+    return {"apiVersion": API_VERSION, "kind": "TritonModel", "metadata": metadata, "spec": spec}
+
+
+def default_claim_path(target: FolderTarget) -> str:
+    """The folder's path inside a claim mounted one level above the model's folder.
+
+    `/mnt/nfs/mnist_mlp` -> `mnist_mlp`; a folder per version, `/mnt/nfs/mnist/2` -> `mnist/2`.
+    """
+    if version_in_target(target) is not None and target.path.parent.name:
+        return f"{target.path.parent.name}/{target.path.name}"
+    return target.path.name
+
+
+def check_path_version(path: str, version: int) -> None:
+    """BuildError when a claim path ends in a version number other than `version`."""
+    last = path.rstrip("/").rsplit("/", 1)[-1]
+    if last.isascii() and last.isdigit() and int(last) != version:
+        raise BuildError(
+            f"--claim-path {path} ends in version {last} but the model is published as version {version}: "
+            f"give the path of the folder it was published to (ending in /{version})"
+        )
 
 
 def to_yaml(obj: dict[str, Any]) -> str:

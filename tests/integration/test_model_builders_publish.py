@@ -6,12 +6,13 @@ Real processes on loopback only: moto's S3 server (127.20.0.x) and the bundled t
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import numpy as np
@@ -20,6 +21,7 @@ import pytest
 import tritonclient.http as http
 import yaml
 from boto3.s3.transfer import TransferConfig
+from triton_operator.api.tritonmodel import TritonModelSpec
 
 from model_builders.config import config_from_json, parse_config
 from model_builders.manifest import MANIFEST_FILE, build_manifest
@@ -169,6 +171,96 @@ def test_published_mnist_serves_like_onnxruntime(
         stats = client.get_inference_statistics("mnist_mlp")["model_stats"][0]
         assert stats["inference_count"] == 1 + 8 + 8
         assert stats["execution_count"] < 1 + 1 + 8, "concurrent requests were never batched together"
+
+
+def test_second_version_published_next_to_the_first(
+    s3: S3Client, s3_endpoint: str, mnist: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A rollout: the model built once (version 1) goes to .../mnist/1 and .../mnist/2; each prefix holds
+    its own version folder and the printed TritonModel points at it."""
+    onnx_path, model_dir = mnist
+    common = (
+        "--endpoint-url",
+        s3_endpoint,
+        "--server",
+        "triton-cpu",
+        "--credentials-secret",
+        "s3-credentials",
+    )
+    printed: dict[int, dict[str, Any]] = {}
+    # v2 as the canary of v1; publishing it again (the explicit --version agrees) is a no-op.
+    for version, extra in (
+        (1, ()),
+        (2, ("--rollout", "canary")),
+        (2, ("--version", "2", "--rollout", "canary")),
+    ):
+        result = cli("publish", str(model_dir), "--to", f"s3://{BUCKET}/mnist/{version}", *common, *extra)
+        assert result.returncode == 0, result.stderr
+        assert f"as version {version}" in result.stderr
+        printed[version] = yaml.safe_load(result.stdout)
+
+    files = ["config.pbtxt", "{v}/model.onnx", "{v}/model.py", MANIFEST_FILE]
+    assert sorted(_keys(s3)) == sorted(f"mnist/{v}/" + f.format(v=v) for v in (1, 2) for f in files)
+    for version in (1, 2):
+        spec = printed[version]["spec"]
+        assert (spec["modelName"], spec["version"]) == ("mnist_mlp", version)
+        assert spec["source"] == {
+            "s3": {
+                "bucket": BUCKET,
+                "prefix": f"mnist/{version}",
+                "endpoint": s3_endpoint,
+                "credentialsSecret": {"name": "s3-credentials"},
+            },
+            "digest": build_manifest(model_dir, version=version).digest,
+        }
+        TritonModelSpec.model_validate(spec)  # what the operator's API accepts
+        body = s3.get_object(Bucket=BUCKET, Key=f"mnist/{version}/{MANIFEST_FILE}")["Body"].read()
+        assert json.loads(body)["versions"] == [version]
+    assert "rollout" not in printed[1]["spec"] and printed[2]["spec"]["rollout"] == {"strategy": "Canary"}
+    head = s3.head_object(Bucket=BUCKET, Key="mnist/2/2/model.onnx")
+    assert head["Metadata"]["sha256"] == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    assert printed[1]["spec"]["source"]["digest"] != printed[2]["spec"]["source"]["digest"]
+
+    # A --version that contradicts the prefix is refused before anything is uploaded.
+    before = sorted(_keys(s3))
+    refused = cli("publish", str(model_dir), "--to", f"s3://{BUCKET}/mnist/3", *common, "--version", "4")
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "--version 4 conflicts with --to s3://models/mnist/3" in refused.stderr
+    assert sorted(_keys(s3)) == before
+
+    fresh = tmp_path / "fresh" / "mnist_mlp"
+    fetched = cli(
+        "fetch", f"s3://{BUCKET}/mnist/2", "--output", str(fresh), "--endpoint-url", s3_endpoint,
+        "--digest", printed[2]["spec"]["source"]["digest"],
+    )  # fmt: skip
+    assert fetched.returncode == 0, fetched.stderr
+    assert sorted(p.name for p in fresh.iterdir()) == ["2", "config.pbtxt", MANIFEST_FILE]
+    assert (fresh / "2" / "model.onnx").read_bytes() == onnx_path.read_bytes()
+
+
+def test_second_version_published_to_a_folder(mnist: tuple[Path, Path], tmp_path: Path) -> None:
+    """The same to a folder per version inside a PVC: 2/ lands under .../mnist_mlp/2, spec.source.pvc points
+    there and spec.version is 2."""
+    onnx_path, model_dir = mnist
+    target = tmp_path / "nfs" / "mnist_mlp" / "2"
+    result = cli("publish", str(model_dir), "--to", str(target), "--server", "triton-cpu", "--claim", "nfs")
+    assert result.returncode == 0, result.stderr
+    assert "as version 2 (from its version folder 1)" in result.stderr
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == [
+        "2",
+        "2/model.onnx",
+        "2/model.py",
+        "config.pbtxt",
+        MANIFEST_FILE,
+    ]
+    assert (target / "2" / "model.onnx").read_bytes() == onnx_path.read_bytes()
+    spec = yaml.safe_load(result.stdout)["spec"]
+    assert spec["version"] == 2
+    assert spec["source"] == {
+        "pvc": {"claimName": "nfs", "path": "mnist_mlp/2"},
+        "digest": build_manifest(model_dir, version=2).digest,
+    }
+    TritonModelSpec.model_validate(spec)
 
 
 def test_big_files_use_multipart_and_fetch_verifies(s3: S3Client, s3_endpoint: str, tmp_path: Path) -> None:

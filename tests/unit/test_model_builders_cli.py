@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import onnx
 import pytest
 import yaml
 from onnx import TensorProto, helper
-from triton_operator.api.tritonmodel import TritonModelSpec
+from triton_operator.api.tritonmodel import MAX_VERSION as API_MAX_VERSION
+from triton_operator.api.tritonmodel import RolloutStrategy, TritonModelSpec
 
-from model_builders.cli import main
+from model_builders.cli import _parser, main
 from model_builders.config import parse_config
-from model_builders.manifest import build_manifest
-from model_builders.repository import ModelEntry, write_entry
+from model_builders.errors import BuildError, ConfigError
+from model_builders.manifest import MANIFEST_FILE, build_manifest, publish_view
+from model_builders.repository import MAX_VERSION, ModelEntry, write_entry
+from model_builders.targets import parse_target, resolve_version
+from model_builders.triton_model import ROLLOUT_STRATEGIES
 from tests.unit.test_model_builders_golden import load_example
 
 pytestmark = pytest.mark.unit
@@ -251,3 +256,171 @@ def test_publish_refuses_a_different_model_in_a_non_empty_folder(
     assert snapshot(target) == before
     assert main([*argv, "--force"]) == 0
     assert parse_config((target / "config.pbtxt").read_text()).max_batch_size == 2
+
+
+# --- publish --version: the version folder published and the TritonModel's spec.version agree ----------
+
+
+def test_max_version_is_the_apis() -> None:
+    assert MAX_VERSION == API_MAX_VERSION
+
+
+def test_publish_parses_version() -> None:
+    base = ["publish", "repo/m", "--to", "s3://models/m/2", "--server", "s"]
+    assert _parser().parse_args(base).version is None
+    assert _parser().parse_args([*base, "--version", "2"]).version == 2
+    with pytest.raises(SystemExit) as exc:
+        _parser().parse_args([*base, "--version", "two"])
+    assert exc.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("to", "version", "expected"),
+    [
+        ("s3://models/mnist/2", None, 2),
+        ("s3://models/mnist/02", None, 2),
+        ("/srv/models/mnist/3", None, 3),
+        ("file:///srv/models/mnist/3", None, 3),
+        ("s3://models/mnist/v2", None, None),  # not a number: the folder as it is (1 for a default build)
+        ("s3://models", None, None),  # the prefix defaults to the model name, which names no version
+        ("/srv/models/mnist", None, None),
+        ("s3://models/mnist", 4, 4),
+        ("s3://models/mnist/4", 4, 4),
+        ("/srv/models/mnist/4", 4, 4),
+        ("s3://models/mnist/v2", MAX_VERSION, MAX_VERSION),
+    ],
+)
+def test_publish_version_is_given_or_inferred_from_the_target(
+    to: str, version: int | None, expected: int | None
+) -> None:
+    target = parse_target(to, default_prefix="7")
+    assert resolve_version(version, target, to=to) == expected
+
+
+@pytest.mark.parametrize(
+    ("to", "version", "expected"),
+    [
+        ("s3://models/mnist/2", 3, ["--version 3", "--to s3://models/mnist/2", "version 2", "/3"]),
+        ("/srv/models/mnist/1", 2, ["--version 2", "--to /srv/models/mnist/1", "version 1"]),
+        ("s3://models/mnist", 0, ["--version 0", ">= 1", str(MAX_VERSION)]),
+        ("s3://models/mnist", MAX_VERSION + 1, [f"--version {MAX_VERSION + 1}", str(MAX_VERSION)]),
+        ("s3://models/mnist/0", None, ["--to s3://models/mnist/0: version 0", ">= 1"]),
+        (f"/srv/m/{MAX_VERSION + 1}", None, [f"version {MAX_VERSION + 1}", str(MAX_VERSION)]),
+    ],
+)
+def test_publish_version_conflicts_and_out_of_range_are_refused(
+    to: str, version: int | None, expected: list[str]
+) -> None:
+    with pytest.raises(BuildError) as exc:
+        resolve_version(version, parse_target(to), to=to)
+    for part in expected:
+        assert part in str(exc.value)
+
+
+def test_publish_version_conflict_fails_before_writing(
+    mnist_onnx: Path, repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["onnx", str(mnist_onnx), "--name", "mnist_mlp", "--output", str(repo)]) == 0
+    capsys.readouterr()
+    target = tmp_path / "published" / "mnist_mlp" / "2"
+    argv = ["publish", str(repo / "mnist_mlp"), "--to", str(target), "--server", "s", "--claim", "nfs"]
+    err = run_failing([*argv, "--version", "3"], capsys)
+    assert f"--version 3 conflicts with --to {target}" in err and "says version 2" in err
+    err = run_failing([*argv, "--version", "2", "--claim-path", "mnist_mlp/1"], capsys)
+    assert "--claim-path mnist_mlp/1 ends in version 1" in err and "version 2" in err
+    # s3 too: refused before any connection is tried (no endpoint exists here).
+    s3 = ["publish", str(repo / "mnist_mlp"), "--to", "s3://models/mnist/2", "--server", "s"]
+    err = run_failing([*s3, "--version", "1", "--endpoint-url", "http://127.0.0.1:9"], capsys)
+    assert "--version 1 conflicts with --to s3://models/mnist/2" in err
+    assert not (tmp_path / "published").exists()
+
+
+def test_publish_second_version_to_a_folder_per_version(
+    mnist_onnx: Path, repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model built as version 1 published as 2 (inferred from .../2): 2/ lands, spec.version is 2."""
+    assert main(["onnx", str(mnist_onnx), "--name", "mnist_mlp", "--output", str(repo)]) == 0
+    capsys.readouterr()
+    model_dir = repo / "mnist_mlp"
+    root = tmp_path / "nfs"
+    for version in ("1", "2"):
+        argv = ["publish", str(model_dir), "--to", str(root / "mnist_mlp" / version), "--server", "pool-a"]
+        assert main([*argv, "--claim", "models-nfs"]) == 0
+        out = capsys.readouterr()
+        resource = yaml.safe_load(out.out)
+        spec = resource["spec"]
+        assert f"as version {version}" in out.err
+        assert spec["version"] == int(version)
+        assert spec["source"] == {
+            "pvc": {"claimName": "models-nfs", "path": f"mnist_mlp/{version}"},
+            "digest": build_manifest(model_dir, version=int(version)).digest,
+        }
+        TritonModelSpec.model_validate(spec)
+    assert "(from its version folder 1)" in out.err
+    published = root / "mnist_mlp" / "2"
+    assert sorted(p.relative_to(published).as_posix() for p in published.rglob("*") if p.is_file()) == [
+        "2/model.onnx",
+        "config.pbtxt",
+        "manifest.json",
+    ]
+    assert (published / "2" / "model.onnx").read_bytes() == mnist_onnx.read_bytes()
+    assert json.loads((published / MANIFEST_FILE).read_text())["versions"] == [2]
+    assert (root / "mnist_mlp" / "1" / "1" / "model.onnx").is_file()  # v1 stays next to it
+    # The explicit flag gives the same artifact; publishing it again is a no-op.
+    argv = ["publish", str(model_dir), "--to", str(published), "--server", "s", "--version", "2"]
+    assert main(argv) == 0
+    fetched = tmp_path / "fresh" / "mnist_mlp"
+    assert main(["fetch", str(published), "--output", str(fetched)]) == 0
+    assert sorted(p.name for p in fetched.iterdir()) == ["2", "config.pbtxt", "manifest.json"]
+
+
+def test_publish_version_picks_one_of_several_version_folders(
+    mnist_onnx: Path, repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["onnx", str(mnist_onnx), "--name", "mnist_mlp", "--output", str(repo)]
+    assert main(base) == 0 and main([*base, "--version", "2"]) == 0
+    capsys.readouterr()
+    model_dir = repo / "mnist_mlp"
+    target = tmp_path / "pub" / "mnist_mlp" / "1"
+    assert main(["publish", str(model_dir), "--to", str(target), "--server", "s"]) == 0
+    assert sorted(p.name for p in target.iterdir()) == ["1", "config.pbtxt", "manifest.json"]
+    # Without a version the folder goes as it is: both versions, the highest served.
+    whole = tmp_path / "pub" / "mnist_mlp" / "all"
+    assert main(["publish", str(model_dir), "--to", str(whole), "--server", "s", "--claim", "c"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["spec"]["version"] == 2
+    assert sorted(p.name for p in whole.iterdir()) == ["1", "2", "config.pbtxt", "manifest.json"]
+    # A version the folder does not hold, among several, is ambiguous.
+    before = snapshot(tmp_path / "pub")
+    err = run_failing(
+        ["publish", str(model_dir), "--to", str(tmp_path / "pub" / "x" / "3"), "--server", "s"], capsys
+    )
+    assert "holds versions 1, 2 but not 3" in err and "--version 3" in err
+    assert snapshot(tmp_path / "pub") == before
+
+
+def test_publish_version_outside_the_configs_version_policy_is_refused(tmp_path: Path) -> None:
+    cfg = parse_config(
+        'name: "m" backend: "python" input { name: "x" data_type: TYPE_FP32 dims: [1] } '
+        "version_policy { specific { versions: [1] } }"
+    )
+    model_dir = write_entry(tmp_path / "repo", ModelEntry(cfg, 1, {"model.py": b"# m\n"}))
+    assert publish_view(model_dir, version=1).manifest.versions == (1,)
+    with pytest.raises(ConfigError, match="version_policy serves versions \\[1\\], not 2"):
+        publish_view(model_dir, version=2)
+
+
+def test_publish_rollout_canary_sets_the_strategy(
+    mnist_onnx: Path, repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert {RolloutStrategy(v) for v in ROLLOUT_STRATEGIES.values()} == {RolloutStrategy.CANARY}
+    assert main(["onnx", str(mnist_onnx), "--name", "mnist_mlp", "--output", str(repo)]) == 0
+    capsys.readouterr()
+    target = tmp_path / "nfs" / "mnist_mlp" / "2"
+    argv = ["publish", str(repo / "mnist_mlp"), "--to", str(target), "--server", "s", "--claim", "nfs"]
+    assert main([*argv, "--rollout", "canary"]) == 0
+    spec = yaml.safe_load(capsys.readouterr().out)["spec"]
+    assert (spec["version"], spec["rollout"]) == (2, {"strategy": "Canary"})
+    assert TritonModelSpec.model_validate(spec).rollout is not None
+    with pytest.raises(SystemExit) as exc:
+        _parser().parse_args([*argv, "--rollout", "blue-green"])
+    assert exc.value.code == 2
