@@ -1,6 +1,9 @@
 -- Argo CD health of a tritonoperator.dev object (TritonServer, TritonModel), read from the status the
--- operator writes. One script for both kinds: they share the condition vocabulary.
--- Order matters: a status computed for an older generation says nothing about the current spec.
+-- operator writes. One script for both kinds: they share the condition vocabulary; only a TritonModel
+-- has status.rollout (a canary rollout) and status.traffic (its versions' shares).
+-- Order matters: a status computed for an older generation says nothing about the current spec, so that
+-- comes first; then the rollout, whose phase outranks conditions that only restate it (Ready stays True
+-- while the stable version serves, Degraded=True/RolledBack repeats a rollback); then the conditions.
 local hs = {}
 local kind = obj.kind or "object"
 local generation = obj.metadata.generation or 0
@@ -35,10 +38,67 @@ local function describe(condition, fallback)
   return fallback
 end
 
+-- A canary rollout: Progressing while it runs or holds (an inconclusive step included), Degraded once it
+-- rolled back or was aborted, even though the stable version serves and Ready is True. Promoted, and a
+-- held experiment (status.traffic with variants, no progressing phase), fall through to the conditions.
+local rollout = obj.status.rollout
+local phase = nil
+if type(rollout) == "table" then
+  phase = rollout.phase
+end
+
+-- The rollout's own message (it carries the step, the weights and the measured numbers), else one built
+-- from its fields.
+local function rollout_message(r, summary)
+  if r.message ~= nil and r.message ~= "" then
+    return r.message
+  end
+  local built = summary .. " canary version " .. tostring(r.canaryVersion or "?")
+  built = built .. " against stable " .. tostring(r.stableVersion or "?")
+  if type(r.stepIndex) == "number" then
+    built = built .. " at step " .. tostring(r.stepIndex + 1)
+    if type(r.steps) == "number" then
+      built = built .. "/" .. tostring(r.steps)
+    end
+  end
+  if type(r.canaryWeight) == "number" then
+    built = built .. " (canary " .. tostring(r.canaryWeight) .. "%)"
+  end
+  if r.reason ~= nil and r.reason ~= "" then
+    built = built .. ", " .. r.reason
+  end
+  if r.lastVerdictMessage ~= nil and r.lastVerdictMessage ~= "" then
+    built = built .. ": " .. r.lastVerdictMessage
+  end
+  return built
+end
+
+if phase == "RolledBack" then
+  hs.status = "Degraded"
+  hs.message = rollout_message(rollout, "Rolled back")
+  return hs
+end
+-- A canary withdrawn by putting the spec back to the stable version (a GitOps revert) is what the user
+-- asked for: the conditions below judge it like any settled model.
+if phase == "Aborted" and rollout.reason ~= "CanaryWithdrawn" then
+  hs.status = "Degraded"
+  hs.message = rollout_message(rollout, "Aborted")
+  return hs
+end
+
 local degraded = conditions["Degraded"]
-if degraded ~= nil and degraded.status == "True" then
+-- Degraded=True with reason RolledBack reports a rollback that status.rollout describes; once the rollout
+-- is retried or promoted, the phase (above and below) is the current word, not that condition.
+local restates_rollout = phase ~= nil and degraded ~= nil and degraded.reason == "RolledBack"
+if degraded ~= nil and degraded.status == "True" and not restates_rollout then
   hs.status = "Degraded"
   hs.message = describe(degraded, kind .. " is degraded")
+  return hs
+end
+
+if phase == "Progressing" then
+  hs.status = "Progressing"
+  hs.message = rollout_message(rollout, "Rolling out")
   return hs
 end
 

@@ -55,13 +55,13 @@ metadata:
 PATCH_HEADER = f"""\
 # Argo CD health checks for the triton-operator kinds, merged into Argo CD's argocd-cm:
 #   kubectl -n argocd patch configmap argocd-cm --patch-file manifests/argocd/argocd-cm-patch.yaml
-# or list it under `patches:` in the kustomization that installs Argo CD.
+# or list it under `patches:` in the kustomization that installs Argo CD (beside `namespace: argocd`).
+# It names no namespace: Argo CD's install.yaml names none, and kustomize matches patches before it sets one.
 # The scripts are the .lua files beside this one; do not edit here: {REGENERATE}.
 apiVersion: v1
 kind: ConfigMap
 metadata:
   name: argocd-cm
-  namespace: argocd
   labels:
     app.kubernetes.io/name: argocd-cm
     app.kubernetes.io/part-of: argocd
