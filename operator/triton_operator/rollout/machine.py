@@ -1,0 +1,460 @@
+"""The canary state machine: (plan, state, assessment, now, command) -> the next state, weights and why."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from triton_operator.conditions import rfc3339
+from triton_operator.rollout.analysis import Assessment, Verdict
+from triton_operator.rollout.plan import RolloutPlan, validate_plan
+
+
+class Phase(enum.StrEnum):
+    """Where a canary rollout is: moving through its steps, or ended one of three ways."""
+
+    PROGRESSING = "Progressing"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    ABORTED = "Aborted"
+
+
+class Action(enum.StrEnum):
+    """What a decision does to traffic and to the rollout."""
+
+    START = "Start"
+    HOLD = "Hold"
+    ADVANCE = "Advance"
+    PROMOTE = "Promote"
+    ROLLBACK = "Rollback"
+    ABORT = "Abort"
+    RESTART = "Restart"
+
+
+class CommandAction(enum.StrEnum):
+    """What an SRE can ask of a rollout."""
+
+    PROMOTE = "promote"
+    ABORT = "abort"
+    RETRY = "retry"
+
+
+class EventType(enum.StrEnum):
+    """A Kubernetes Event's type."""
+
+    NORMAL = "Normal"
+    WARNING = "Warning"
+
+
+class RolloutReason(enum.StrEnum):
+    """Reasons of rollout decisions: CamelCase, fit for a condition's reason and an Event's."""
+
+    CANARY_STARTED = "CanaryStarted"
+    CANARY_REPLACED = "CanaryReplaced"
+    CANARY_WITHDRAWN = "CanaryWithdrawn"
+    WAITING_FOR_METRICS = "WaitingForMetrics"
+    ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
+    ANALYSIS_PASSING = "AnalysisPassing"
+    STEP_ADVANCED = "StepAdvanced"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    PROMOTED_BY_COMMAND = "PromotedByCommand"
+    ABORTED_BY_COMMAND = "AbortedByCommand"
+    RETRIED = "Retried"
+    COMMAND_IGNORED = "CommandIgnored"
+    # Not canaries: the other strategies (rollout.traffic).
+    ROLLED_OUT_IMMEDIATELY = "RolledOutImmediately"
+    EXPERIMENT_RUNNING = "ExperimentRunning"
+
+
+@dataclass(frozen=True)
+class Command:
+    """A manual command; each token is handled once (the last handled one is kept in the state)."""
+
+    action: CommandAction
+    token: str
+
+    def __post_init__(self) -> None:
+        CommandAction(self.action)  # ValueError for anything else
+        if not self.token:
+            raise ValueError("a command needs a non-empty token")
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """A canary rollout as status keeps it; what the operator resumes from after a restart."""
+
+    phase: Phase
+    stable_version: str
+    canary_version: str
+    # 0-based; messages say "step 1/3".
+    step_index: int
+    # When the current step began; kept to whole seconds in UTC, as status stores it.
+    step_started_at: datetime
+    last_verdict: Verdict | None = None
+    last_verdict_message: str = ""
+    last_command_token: str | None = None
+    # The reason and message of the decision that made this state (the cause, once the rollout ended).
+    reason: str = RolloutReason.CANARY_STARTED
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        if self.step_started_at.tzinfo is None:
+            raise ValueError("step_started_at must be timezone-aware, e.g. datetime.now(UTC)")
+        if self.step_index < 0:
+            raise ValueError(f"step_index must be 0 or more, got {self.step_index}")
+        object.__setattr__(self, "phase", Phase(self.phase))
+        if self.last_verdict is not None:
+            object.__setattr__(self, "last_verdict", Verdict(self.last_verdict))
+        object.__setattr__(self, "step_started_at", _whole_second(self.step_started_at))
+
+    def to_status(self) -> dict[str, Any]:
+        """The state as a camelCase status object (keys without a value are left out)."""
+        status: dict[str, Any] = {
+            "phase": str(self.phase),
+            "stableVersion": self.stable_version,
+            "canaryVersion": self.canary_version,
+            "stepIndex": self.step_index,
+            "stepStartedAt": rfc3339(self.step_started_at),
+            "reason": str(self.reason),
+            "message": self.message,
+        }
+        if self.last_verdict is not None:
+            status["lastVerdict"] = str(self.last_verdict)
+        if self.last_verdict_message:
+            status["lastVerdictMessage"] = self.last_verdict_message
+        if self.last_command_token is not None:
+            status["lastCommandToken"] = self.last_command_token
+        return status
+
+    @classmethod
+    def from_status(cls, status: Mapping[str, Any]) -> RolloutState:
+        """The state a status object written by to_status holds; ValueError naming what is wrong."""
+        try:
+            verdict = status.get("lastVerdict")
+            return cls(
+                phase=Phase(status["phase"]),
+                stable_version=str(status["stableVersion"]),
+                canary_version=str(status["canaryVersion"]),
+                step_index=int(status["stepIndex"]),
+                step_started_at=datetime.fromisoformat(str(status["stepStartedAt"])),
+                last_verdict=Verdict(verdict) if verdict is not None else None,
+                last_verdict_message=str(status.get("lastVerdictMessage", "")),
+                last_command_token=status.get("lastCommandToken"),
+                reason=str(status.get("reason", RolloutReason.CANARY_STARTED)),
+                message=str(status.get("message", "")),
+            )
+        except KeyError as error:
+            raise ValueError(f"rollout status lacks {error.args[0]}") from error
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"rollout status is not readable: {error}") from error
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The next state, the weights to apply, and what to tell: a reason, a message, maybe an Event."""
+
+    state: RolloutState
+    canary_weight: int
+    action: Action
+    reason: str
+    message: str
+    # An Event is due (of this type) or not (None).
+    event: EventType | None
+    # When decide should run again; None once the rollout has ended.
+    next_decision_at: datetime | None
+
+    @property
+    def weights(self) -> dict[str, int]:
+        """Percent of traffic by role."""
+        return {"stable": 100 - self.canary_weight, "canary": self.canary_weight}
+
+
+def _whole_second(moment: datetime) -> datetime:
+    """The moment in UTC without its fraction of a second, so a state survives status unchanged."""
+    return moment.astimezone(UTC).replace(microsecond=0)
+
+
+def _check(plan: RolloutPlan, now: datetime) -> None:
+    """Refuse an invalid plan or a naive now: validate the spec (validate_plan) before deciding."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware, e.g. datetime.now(UTC)")
+    problems = validate_plan(plan, path="plan")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _index(plan: RolloutPlan, state: RolloutState) -> int:
+    """The current step; a plan edited to fewer steps holds at its last one."""
+    return min(state.step_index, len(plan.steps) - 1)
+
+
+def _where(plan: RolloutPlan, index: int) -> str:
+    """'step 2/3 (50%)'."""
+    return f"step {index + 1}/{len(plan.steps)} ({plan.steps[index].weight}%)"
+
+
+def _step_end(plan: RolloutPlan, started: datetime, index: int) -> datetime:
+    """When a step may pass: after its pause, and never before one analysis interval of its own traffic."""
+    return started + timedelta(seconds=max(plan.steps[index].pause_s, plan.interval_s))
+
+
+def _next_decision(plan: RolloutPlan, now: datetime, step_end: datetime) -> datetime:
+    """The next analysis (every interval, so a failure rolls back at once), or the step's end if sooner."""
+    check = now + timedelta(seconds=plan.interval_s)
+    return min(check, step_end) if step_end > now else check
+
+
+def _weight(plan: RolloutPlan, state: RolloutState) -> int:
+    """The canary's percent in a state."""
+    if state.phase is Phase.PROGRESSING:
+        return plan.steps[_index(plan, state)].weight
+    return 100 if state.phase is Phase.PROMOTED else 0
+
+
+def _begin(
+    plan: RolloutPlan,
+    stable: str,
+    canary: str,
+    now: datetime,
+    token: str | None,
+    reason: RolloutReason,
+    action: Action,
+    what: str,
+) -> Decision:
+    """A rollout (re)started at step 1 now."""
+    started = _whole_second(now)
+    next_at = _next_decision(plan, now, _step_end(plan, started, 0))
+    message = f"{what}: {_where(plan, 0)}, next decision at {rfc3339(next_at)}"
+    state = RolloutState(Phase.PROGRESSING, stable, canary, 0, started, None, "", token, reason, message)
+    return Decision(state, plan.steps[0].weight, action, reason, message, EventType.NORMAL, next_at)
+
+
+def begin(plan: RolloutPlan, stable: str, canary: str, now: datetime) -> Decision:
+    """Start a canary of `canary` against `stable` at step 1."""
+    _check(plan, now)
+    what = f"canary version {canary} against stable {stable}"
+    return _begin(plan, stable, canary, now, None, RolloutReason.CANARY_STARTED, Action.START, what)
+
+
+def _ended(plan: RolloutPlan, state: RolloutState) -> Decision:
+    """An ended rollout holds its weights and repeats its cause; nothing changes, nothing is due."""
+    return Decision(state, _weight(plan, state), Action.HOLD, state.reason, state.message, None, None)
+
+
+def _new_canary(plan: RolloutPlan, state: RolloutState, canary: str, now: datetime) -> Decision | None:
+    """The spec asks for another canary than the state's: start over for it, or withdraw the canary."""
+    base = state.canary_version if state.phase is Phase.PROMOTED else state.stable_version
+    token = state.last_command_token
+    if canary != base:
+        if state.phase is Phase.PROMOTED or canary == state.canary_version:
+            what = f"canary version {canary} against stable {base}"
+            return _begin(plan, base, canary, now, token, RolloutReason.CANARY_STARTED, Action.START, what)
+        what = f"version {canary} replaces canary {state.canary_version}, against stable {base}"
+        return _begin(plan, base, canary, now, token, RolloutReason.CANARY_REPLACED, Action.RESTART, what)
+    if state.phase is not Phase.PROGRESSING:
+        return None  # already all on the stable the spec asks for
+    message = (
+        f"canary version {state.canary_version} withdrawn at {_where(plan, _index(plan, state))}: "
+        f"the spec asks for stable version {base} again, 100% to it"
+    )
+    reason = RolloutReason.CANARY_WITHDRAWN
+    ended = replace(state, phase=Phase.ABORTED, reason=reason, message=message)
+    return Decision(ended, 0, Action.ABORT, reason, message, EventType.NORMAL, None)
+
+
+_ENDED_AS = {Phase.ROLLED_BACK: "was rolled back", Phase.ABORTED: "was aborted"}
+
+
+def _ignored(plan: RolloutPlan, handled: RolloutState, command: Command, why: str, now: datetime) -> Decision:
+    """A command that does not apply: handled (not retried), weights unchanged, decide again at once."""
+    message = f"command {command.action} {command.token!r} ignored: {why}"
+    next_at = now if handled.phase is Phase.PROGRESSING else None
+    weight = _weight(plan, handled)
+    return Decision(
+        handled, weight, Action.HOLD, RolloutReason.COMMAND_IGNORED, message, EventType.NORMAL, next_at
+    )
+
+
+def _command(plan: RolloutPlan, state: RolloutState, command: Command, now: datetime) -> Decision:
+    """Apply a new manual command (it wins over this call's analysis)."""
+    handled = replace(state, last_command_token=command.token)
+    where = _where(plan, _index(plan, state))
+    by = f"by command {command.token!r}"
+    action = CommandAction(command.action)
+    if state.reason == RolloutReason.CANARY_WITHDRAWN and action is not CommandAction.ABORT:
+        why = f"the spec no longer asks for canary version {state.canary_version}"
+        return _ignored(plan, handled, command, why, now)
+    if action is CommandAction.PROMOTE:
+        if state.phase is Phase.PROMOTED:
+            return _ignored(
+                plan, handled, command, f"version {state.canary_version} is already promoted", now
+            )
+        after = f" after it {_ENDED_AS[state.phase]}" if state.phase in _ENDED_AS else ""
+        message = f"promoted version {state.canary_version} {by} at {where}{after}"
+        reason = RolloutReason.PROMOTED_BY_COMMAND
+        promoted = replace(handled, phase=Phase.PROMOTED, reason=reason, message=message)
+        return Decision(promoted, 100, Action.PROMOTE, reason, message, EventType.NORMAL, None)
+    if action is CommandAction.ABORT:
+        if state.phase is Phase.PROGRESSING:
+            message = f"aborted {by} at {where}: 100% to stable version {state.stable_version}"
+            reason = RolloutReason.ABORTED_BY_COMMAND
+            aborted = replace(handled, phase=Phase.ABORTED, reason=reason, message=message)
+            return Decision(aborted, 0, Action.ABORT, reason, message, EventType.WARNING, None)
+        if state.phase is Phase.PROMOTED:
+            why = f"version {state.canary_version} is already promoted; roll out the previous one to go back"
+        else:
+            why = f"it {_ENDED_AS[state.phase]} already: 100% to stable version {state.stable_version}"
+        return _ignored(plan, handled, command, why, now)
+    if state.phase in (Phase.ROLLED_BACK, Phase.ABORTED):
+        what = f"retrying canary version {state.canary_version} {by}"
+        return _begin(
+            plan,
+            state.stable_version,
+            state.canary_version,
+            now,
+            command.token,
+            RolloutReason.RETRIED,
+            Action.RESTART,
+            what,
+        )
+    if state.phase is Phase.PROMOTED:
+        why = f"version {state.canary_version} is already promoted"
+    else:
+        why = f"the rollout is progressing at {where}; retry follows a rollback or an abort"
+    return _ignored(plan, handled, command, why, now)
+
+
+def _hold(
+    state: RolloutState,
+    index: int,
+    weight: int,
+    assessment: Assessment | None,
+    reason: RolloutReason,
+    message: str,
+    event: EventType | None,
+    next_at: datetime,
+) -> Decision:
+    """Stay at this step; remember the verdict."""
+    held = replace(
+        state,
+        step_index=index,
+        last_verdict=assessment.verdict if assessment else None,
+        last_verdict_message=assessment.message if assessment else "",
+        reason=reason,
+        message=message,
+    )
+    return Decision(held, weight, Action.HOLD, reason, message, event, next_at)
+
+
+def _progress(
+    plan: RolloutPlan, state: RolloutState, assessment: Assessment | None, now: datetime
+) -> Decision:
+    """A progressing step: roll back on Failed, hold on Inconclusive or a running pause, else move on."""
+    index = _index(plan, state)
+    where, weight = _where(plan, index), plan.steps[index].weight
+    end = _step_end(plan, state.step_started_at, index)
+    next_at = _next_decision(plan, now, end)
+    last = index == len(plan.steps) - 1
+    if assessment is None:
+        message = f"{where}: waiting for metrics; next decision at {rfc3339(next_at)}"
+        return _hold(state, index, weight, None, RolloutReason.WAITING_FOR_METRICS, message, None, next_at)
+    verdict, measured = assessment.verdict, assessment.message
+    if verdict is Verdict.FAILED:
+        reason = RolloutReason.ROLLED_BACK
+        message = f"rolled back to version {state.stable_version} at {where}: {measured}"
+        rolled_back = replace(
+            state,
+            phase=Phase.ROLLED_BACK,
+            step_index=index,
+            last_verdict=verdict,
+            last_verdict_message=measured,
+            reason=reason,
+            message=message,
+        )
+        return Decision(rolled_back, 0, Action.ROLLBACK, reason, message, EventType.WARNING, None)
+    if verdict is Verdict.INCONCLUSIVE:
+        reason = RolloutReason.ANALYSIS_INCONCLUSIVE
+        message = f"{where}: holding, {measured}; next decision at {rfc3339(next_at)}"
+        event = EventType.NORMAL if state.reason != reason else None  # once, when it starts holding
+        return _hold(state, index, weight, assessment, reason, message, event, next_at)
+    if now < end:
+        verb = "promotes" if last else "advances"
+        when = f"{verb} at {rfc3339(end)}"
+        if next_at != end:
+            when += f", next check at {rfc3339(next_at)}"
+        message = f"{where}: canary passing, {when}; {measured}"
+        return _hold(state, index, weight, assessment, RolloutReason.ANALYSIS_PASSING, message, None, next_at)
+    passed = f"{where} passed: {measured}"
+    if last:
+        reason = RolloutReason.PROMOTED
+        message = (
+            f"promoted version {state.canary_version} (stable was {state.stable_version}) after {passed}"
+        )
+        promoted = replace(
+            state,
+            phase=Phase.PROMOTED,
+            step_index=index,
+            last_verdict=verdict,
+            last_verdict_message=measured,
+            reason=reason,
+            message=message,
+        )
+        return Decision(promoted, 100, Action.PROMOTE, reason, message, EventType.NORMAL, None)
+    started, following = _whole_second(now), index + 1
+    following_next = _next_decision(plan, now, _step_end(plan, started, following))
+    reason = RolloutReason.STEP_ADVANCED
+    message = f"{passed}; now {_where(plan, following)}, next decision at {rfc3339(following_next)}"
+    advanced = replace(
+        state,
+        step_index=following,
+        step_started_at=started,
+        last_verdict=verdict,
+        last_verdict_message=measured,
+        reason=reason,
+        message=message,
+    )
+    weight = plan.steps[following].weight
+    return Decision(advanced, weight, Action.ADVANCE, reason, message, EventType.NORMAL, following_next)
+
+
+def decide(
+    plan: RolloutPlan,
+    state: RolloutState,
+    assessment: Assessment | None,
+    now: datetime,
+    command: Command | None = None,
+    *,
+    canary_version: str | None = None,
+) -> Decision:
+    """The next step of a canary rollout; pure, so the same inputs give the same decision.
+
+    `assessment` covers only the current step's traffic (since state.step_started_at), None before any
+    metrics. `canary_version` is the version the spec asks for now (None: the state's). In order:
+    - another canary version restarts at step 1 for it (a promoted canary becomes the stable); the
+      stable version again withdraws a running canary (100% stable, Aborted); a command in the same call
+      waits for the next one;
+    - a command not handled before: promote (now, from any phase but Promoted), abort (a progressing
+      rollout, 100% stable), retry (after a rollback or an abort, from step 1); else it is ignored;
+    - an ended rollout holds its weights;
+    - Failed rolls back at once to 100% stable; Inconclusive or no metrics hold (never pass, never abort);
+      Successful holds until the step's pause (and at least one interval) has run since the step started,
+      then advances, or promotes after the last step.
+    A restart resumes from the state: the step and its start time are kept, so no step is skipped or
+    repeated, and no pause restarts.
+    """
+    _check(plan, now)
+    if canary_version is not None and (
+        canary_version != state.canary_version or state.reason == RolloutReason.CANARY_WITHDRAWN
+    ):
+        changed = _new_canary(plan, state, canary_version, now)
+        if changed is not None:
+            return changed
+    if command is not None and command.token != state.last_command_token:
+        return _command(plan, state, command, now)
+    if state.phase is not Phase.PROGRESSING:
+        return _ended(plan, state)
+    return _progress(plan, state, assessment, now)

@@ -1,0 +1,117 @@
+"""The strategies without steps: immediate (all at once) and held A/B experiments (fixed weights)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from triton_operator.rollout.analysis import VariantWindow, format_ms
+from triton_operator.rollout.machine import RolloutReason
+from triton_operator.rollout.shares import TrafficShares
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One named arm of an experiment: a model version and its fixed percent of traffic."""
+
+    name: str
+    version: str
+    weight: int
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Weights by role or variant name, and why, for a strategy that never moves on by itself."""
+
+    weights: Mapping[str, int] = field(default_factory=dict)
+    reason: str = ""
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weights", dict(self.weights))
+
+
+def immediate(version: str, previous: str | None = None) -> Traffic:
+    """The immediate strategy: the new version takes all traffic at once, unmeasured."""
+    was = f", replacing version {previous}" if previous is not None and previous != version else ""
+    return Traffic(
+        {"stable": 0, "canary": 100},
+        RolloutReason.ROLLED_OUT_IMMEDIATELY,
+        f"version {version} takes 100% at once (immediate strategy){was}",
+    )
+
+
+def validate_variants(variants: Sequence[Variant], path: str = "spec.experiment.variants") -> list[str]:
+    """What is wrong with an experiment's variants, one message per problem naming its field path."""
+    problems = []
+    if len(variants) < 2:
+        problems.append(f"{path}: an experiment needs at least 2 variants, got {len(variants)}")
+    names: dict[str, int] = {}
+    versions: dict[str, int] = {}
+    for index, variant in enumerate(variants):
+        where = f"{path}[{index}]"
+        if not variant.name:
+            problems.append(f"{where}.name: a variant needs a name")
+        elif variant.name in names:
+            problems.append(f"{where}.name: {variant.name!r} is already {path}[{names[variant.name]}]'s")
+        else:
+            names[variant.name] = index
+        if variant.version in versions:
+            problems.append(
+                f"{where}.version: {variant.version!r} is already {path}[{versions[variant.version]}]'s; "
+                "variants must differ to be told apart"
+            )
+        else:
+            versions[variant.version] = index
+        if (
+            isinstance(variant.weight, bool)
+            or not isinstance(variant.weight, int)
+            or not 0 <= variant.weight <= 100
+        ):
+            problems.append(f"{where}.weight: {variant.weight} is not within 0..100")
+    total = sum(variant.weight for variant in variants)
+    if variants and total != 100:
+        problems.append(f"{path}: weights sum to {total}, not 100")
+    return problems
+
+
+def _figures(variant: Variant, window: VariantWindow | None, observed: float | None) -> str:
+    """'b (version 2, 10%): 1,000 requests, 5 failed (0.005), p99 2.6 ms, 9.8% observed'."""
+    parts = []
+    if window is None:
+        parts.append("no metrics yet")
+    else:
+        ratio = window.failures / window.requests if window.requests else 0.0
+        parts.append(f"{window.requests:,} requests, {window.failures:,} failed ({ratio:.3f})")
+        if window.p99_ms is not None:
+            parts.append(f"p99 {format_ms(window.p99_ms)} ms")
+        if window.queue_ms is not None:
+            parts.append(f"queue time {format_ms(window.queue_ms)} ms")
+    if observed is not None:
+        parts.append(f"{observed:.1f}% observed")
+    return f"{variant.name} (version {variant.version}, {variant.weight}%): {', '.join(parts)}"
+
+
+def hold_experiment(
+    variants: Sequence[Variant],
+    windows: Mapping[str, VariantWindow] | None = None,
+    shares: TrafficShares | None = None,
+) -> Traffic:
+    """An A/B experiment's weights, held as written (it never promotes), with every variant's figures.
+
+    `windows` and `shares` are keyed by model version, as Triton's metrics are.
+    """
+    problems = validate_variants(variants, path="variants")
+    if problems:
+        raise ValueError("; ".join(problems))
+    windows = windows or {}
+    percent = shares.percent if shares is not None else {}
+    split = " / ".join(f"{variant.name} {variant.weight}%" for variant in variants)
+    figures = "; ".join(
+        _figures(variant, windows.get(variant.version), percent.get(variant.version)) for variant in variants
+    )
+    return Traffic(
+        {variant.name: variant.weight for variant in variants},
+        RolloutReason.EXPERIMENT_RUNNING,
+        f"experiment holds {split} (never promotes): {figures}",
+    )
