@@ -1,0 +1,182 @@
+"""The traffic router Triton loads under a model's public name for canary rollouts and A/B tests.
+
+The router is a python-backend model (`router_model.py`, shipped as data, never imported here) that
+forwards each request by BLS to one variant: (target model name, version, weight). It is loaded with no
+folder in the repository: Triton's load API takes `router_config(...)` as `config` and `router_files()`
+as `files`. Pure functions: no I/O besides reading the shipped model source.
+
+What cannot be routed (`unsupported_reason`): decoupled models (a decoupled router fails over HTTP and
+unary gRPC), sequence models (BLS cannot forward the START/END/correlation flags), models with batch
+inputs/outputs (the router merges requests, which changes what those compute), shape tensors, and BF16
+tensors (the python backend has no numpy type for them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
+from typing import Any, NamedTuple
+
+MODEL_SOURCE = "router_model.py"
+DEFAULT_PIN_KEY = "x-triton-variant"
+# Requests that wait for a batch add latency at low load; 0 still merges whatever queued while the
+# router's one instance was busy, which is where batching pays.
+DEFAULT_MAX_QUEUE_DELAY_US = 0
+_IO_KEYS = ("name", "data_type", "dims")
+
+
+class Variant(NamedTuple):
+    """A share of a public model's traffic: a loaded model name and version, and an integer weight."""
+
+    model: str
+    version: int
+    weight: int
+
+
+def unsupported_reason(target_config: Mapping[str, Any]) -> str | None:
+    """Why a model (its config as GET /v2/models/<m>/config returns it) cannot sit behind the router."""
+    name = target_config.get("name", "the model")
+    if (target_config.get("model_transaction_policy") or {}).get("decoupled"):
+        return f"{name} is decoupled: a router forwarding its responses fails over HTTP and unary gRPC"
+    if target_config.get("sequence_batching") is not None:
+        return f"{name} is a sequence model: BLS cannot forward sequence START/END flags and correlation id"
+    if target_config.get("batch_input") or target_config.get("batch_output"):
+        return f"{name} has batch inputs/outputs: a router merging requests would change what they compute"
+    for kind in ("input", "output"):
+        for tensor in target_config.get(kind) or []:
+            if tensor.get("is_shape_tensor"):
+                return f"{name} {kind} {tensor.get('name')} is a shape tensor: BLS cannot forward it"
+            if tensor.get("data_type") == "TYPE_BF16":
+                return f"{name} {kind} {tensor.get('name')} is BF16: the python backend has no numpy type"
+    return None
+
+
+def signature_mismatch(config_a: Mapping[str, Any], config_b: Mapping[str, Any]) -> str | None:
+    """What differs between two models' tensors (name, data type, dims, batching); None when none does.
+
+    Two models can be variants of one public name only when a client cannot tell them apart by shape.
+    """
+    a_name, b_name = config_a.get("name", "a"), config_b.get("name", "b")
+    differences: list[str] = []
+    a_batches, b_batches = _max_batch(config_a) > 0, _max_batch(config_b) > 0
+    if a_batches != b_batches:
+        which = a_name if a_batches else b_name
+        differences.append(f"only {which} has a batch dimension (max_batch_size > 0)")
+    for kind in ("input", "output"):
+        a_tensors, b_tensors = _tensors(config_a, kind), _tensors(config_b, kind)
+        for tensor in sorted(a_tensors.keys() | b_tensors.keys()):
+            if tensor not in b_tensors:
+                differences.append(f"{kind} {tensor} only in {a_name}")
+            elif tensor not in a_tensors:
+                differences.append(f"{kind} {tensor} only in {b_name}")
+            elif a_tensors[tensor] != b_tensors[tensor]:
+                (a_type, a_dims), (b_type, b_dims) = a_tensors[tensor], b_tensors[tensor]
+                a_sig, b_sig = f"{a_type} {list(a_dims)}", f"{b_type} {list(b_dims)}"
+                differences.append(f"{kind} {tensor}: {a_sig} in {a_name}, {b_sig} in {b_name}")
+    return "; ".join(differences) or None
+
+
+def router_config(
+    public_name: str,
+    target_config: Mapping[str, Any],
+    variants: Iterable[Variant | tuple[str, int, int]],
+    *,
+    sticky_key: str = "",
+    pin_key: str = DEFAULT_PIN_KEY,
+    max_batch_size: int | None = None,
+    max_queue_delay_us: int = DEFAULT_MAX_QUEUE_DELAY_US,
+    instance_count: int = 1,
+) -> dict[str, Any]:
+    """The router's model config, as the JSON dict Triton's load API accepts in `config`.
+
+    `target_config` gives the signature (tensors copied without reshape; the router passes through
+    what clients send). Variants naming other models must match it (`signature_mismatch`), and
+    `max_batch_size` must then not exceed any of theirs (default: the target's). One instance keeps
+    the split exact; more instances each run their own round robin.
+    """
+    reason = unsupported_reason(target_config)
+    if reason is not None:
+        raise ValueError(reason)
+    chosen = [Variant(str(m), int(v), int(w)) for m, v, w in variants]
+    _check_variants(public_name, chosen)
+    if instance_count < 1:
+        raise ValueError("instance_count must be >= 1")
+    target_batch = _max_batch(target_config)
+    batch = target_batch if max_batch_size is None else max_batch_size
+    if batch < 0 or batch > target_batch or (batch == 0) != (target_batch == 0):
+        raise ValueError(
+            f"max_batch_size {batch} must be in 1..{target_batch} (the target's)"
+            if target_batch
+            else "the target does not batch (max_batch_size 0): neither can its router"
+        )
+    config: dict[str, Any] = {
+        "name": public_name,
+        "backend": "python",
+        "max_batch_size": batch,
+        "input": [_io(t, optional=True) for t in target_config.get("input") or []],
+        "output": [_io(t) for t in target_config.get("output") or []],
+        "instance_group": [{"count": instance_count, "kind": "KIND_CPU"}],
+        "parameters": {
+            "variants": {"string_value": _variants_json(chosen)},
+            "sticky_key": {"string_value": sticky_key},
+            "pin_key": {"string_value": pin_key},
+        },
+    }
+    if batch > 0:
+        config["dynamic_batching"] = {"max_queue_delay_microseconds": max_queue_delay_us}
+    return config
+
+
+def router_files() -> dict[str, bytes]:
+    """The router's version folder for the load API's `files` override: {"file:1/model.py": source}."""
+    source = resources.files("triton_operator.render").joinpath(MODEL_SOURCE).read_bytes()
+    return {"file:1/model.py": source}
+
+
+def router_variants(config: Mapping[str, Any]) -> list[Variant] | None:
+    """The variants a loaded router's config (GET /v2/models/<m>/config) carries; None if not a router."""
+    raw = ((config.get("parameters") or {}).get("variants") or {}).get("string_value")
+    if not raw:
+        return None
+    return [Variant(str(i["model"]), int(i["version"]), int(i["weight"])) for i in json.loads(raw)]
+
+
+def _check_variants(public_name: str, variants: Sequence[Variant]) -> None:
+    if not variants:
+        raise ValueError("a router needs at least one variant")
+    if any(v.weight < 0 for v in variants) or sum(v.weight for v in variants) <= 0:
+        raise ValueError("variant weights must be >= 0 with a positive total")
+    if any(v.version < 1 for v in variants):
+        raise ValueError("variant versions must be >= 1")
+    if any(v.model == public_name for v in variants):
+        raise ValueError(f"a variant cannot be the router itself ({public_name})")
+    if len({(v.model, v.version) for v in variants}) != len(variants):
+        raise ValueError("a variant (model, version) is listed twice")
+
+
+def _variants_json(variants: Sequence[Variant]) -> str:
+    # Numbers as strings, like every other Triton model-config parameter.
+    return json.dumps(
+        [{"model": v.model, "version": str(v.version), "weight": str(v.weight)} for v in variants],
+        separators=(",", ":"),
+    )
+
+
+def _io(tensor: Mapping[str, Any], *, optional: bool = False) -> dict[str, Any]:
+    copied: dict[str, Any] = {k: tensor[k] for k in _IO_KEYS if k in tensor}
+    copied["dims"] = [int(d) for d in tensor.get("dims", [])]
+    if optional and tensor.get("optional"):
+        copied["optional"] = True
+    return copied
+
+
+def _tensors(config: Mapping[str, Any], kind: str) -> dict[str, tuple[str, tuple[int, ...]]]:
+    return {
+        str(t["name"]): (str(t.get("data_type")), tuple(int(d) for d in t.get("dims", [])))
+        for t in config.get(kind) or []
+    }
+
+
+def _max_batch(config: Mapping[str, Any]) -> int:
+    return int(config.get("max_batch_size") or 0)
