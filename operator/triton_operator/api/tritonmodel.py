@@ -7,6 +7,7 @@ import re
 from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 
 from triton_operator.api.common import (
     ApiModel,
@@ -46,6 +47,16 @@ DATA_TYPES = (
 )
 
 ModelName = Annotated[str, Field(min_length=1, max_length=MODEL_NAME_MAX, pattern=MODEL_NAME_PATTERN)]
+ROUTED_SUFFIX = "~versions"
+# A model name, or a routed model's `<name>~versions` (see TritonModelSpec.repository_name).
+RepositoryName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MODEL_NAME_MAX + len(ROUTED_SUFFIX),
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(~versions)?$",
+    ),
+]
 SecretKey = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
 
 
@@ -56,6 +67,7 @@ class ModelConditionType(enum.StrEnum):
     STAGED = "Staged"
     LOADED = "Loaded"
     DEGRADED = "Degraded"
+    PROGRESSING = "Progressing"  # routed models only: where their rollout is
 
 
 class CredentialsSecret(ApiModel):
@@ -116,6 +128,7 @@ class HttpSource(ApiModel):
     )
     sha256: str = Field(
         pattern=SHA256_PATTERN,
+        max_length=64,
         description="Lower-case hex sha256 of the file; staging fails when the download differs.",
     )
 
@@ -184,6 +197,7 @@ class ModelSource(ApiModel):
     digest: str | None = Field(
         default=None,
         pattern=DIGEST_PATTERN,
+        max_length=71,
         description="Expected overall digest (sha256:<64 hex>) as printed by `model-builders publish`; "
         "staging fails on a mismatch. With http it equals 'sha256:' + http.sha256.",
     )
@@ -337,6 +351,285 @@ class DeclaredConfig(ApiModel):
         return self
 
 
+# --- rollout and experiment ----------------------------------------------------------------------
+
+# A request header, gRPC metadata key or request parameter, lower-case (HTTP/2 and gRPC lower-case them).
+STICKY_KEY_PATTERN = r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"
+StickyKey = Annotated[str, Field(min_length=1, max_length=64, pattern=STICKY_KEY_PATTERN)]
+MAX_STEPS = 10
+# Canary with no steps: 10% then 50% then 100%, each held 60 s of passing analysis.
+DEFAULT_PAUSE_SECONDS = 60
+DEFAULT_CANARY_STEPS: tuple[tuple[int, int], ...] = ((10, 60), (50, 60), (100, 60))
+MIN_VARIANTS, MAX_VARIANTS = 2, 4
+# Entries of status.traffic: a canary has two, an experiment at most MAX_VARIANTS; room to spare.
+MAX_TRAFFIC_ENTRIES = 8
+
+_STICKY_DESCRIPTION = (
+    "Name of a request header, gRPC metadata key or request parameter (lower-case, e.g. x-user-id) "
+    "whose value pins a request to a variant: requests with the same value always see the same version "
+    "while the weights stay put, and move only to a variant whose weight grew. Unset: requests are "
+    "spread by weight alone. Sent as a header or metadata it must start with x- (the TritonServer "
+    "forwards only x- headers to models); as a request parameter any name works."
+)
+
+
+class RolloutStrategy(enum.StrEnum):
+    """How a new spec.version takes over the traffic."""
+
+    IMMEDIATE = "Immediate"
+    CANARY = "Canary"
+
+
+class RolloutStep(ApiModel):
+    """One canary step: the canary's share of traffic, held at least pauseSeconds of passing analysis."""
+
+    weight: int = Field(
+        ge=1, le=100, description="Percent of the traffic the canary gets in this step, 1..100."
+    )
+    pause_seconds: int = Field(
+        default=DEFAULT_PAUSE_SECONDS,
+        ge=0,
+        le=86_400,
+        description="Seconds the step holds with analysis passing before the next step (or promotion "
+        "after the last); never shorter than analysis.intervalSeconds. 0..86400, default 60.",
+    )
+
+
+class RolloutAnalysis(ApiModel):
+    """What the canary must show, per window of one step's traffic, to move on; a failure rolls back."""
+
+    interval_seconds: int = Field(
+        default=30,
+        ge=5,
+        le=3600,
+        description="Seconds between analyses while a step holds (a failure rolls back within one "
+        "interval); also the shortest any step lasts. 5..3600, default 30.",
+    )
+    min_requests: int = Field(
+        default=200,
+        ge=1,
+        le=10_000_000,
+        description="Requests each variant (canary and stable) needs in the window before a verdict; "
+        "with fewer the step holds (Inconclusive), it never passes. Default 200.",
+    )
+    max_failure_ratio: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Highest ratio of failed to all requests the canary may show, 0..1 (absolute, not "
+        "relative to stable). Default 0.01.",
+    )
+    max_latency_ratio: float | None = Field(
+        default=2.0,
+        ge=1,
+        le=100,
+        description="Highest canary p99 latency / stable p99 latency, 1..100. Default 2.0; null "
+        "disables the latency check (client-side `kubectl apply` drops nulls, restoring the default: "
+        "use `kubectl apply --server-side` or create).",
+    )
+    max_queue_ratio: float | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Highest canary queue time / stable queue time, 1..100. Default unset: no queue check.",
+    )
+    latency_floor_ms: float = Field(
+        default=1.0,
+        ge=0,
+        le=1000,
+        description="Both sides of a latency or queue ratio count as at least this many ms, so "
+        "sub-millisecond noise does not fail a canary. 0..1000, default 1.",
+    )
+
+
+def _immediate_forbids(yaml_name: str) -> dict[str, Any]:
+    """The CEL rule refusing a Canary-only field under strategy Immediate."""
+    return cel(
+        f"self.strategy == 'Canary' || !has(self.{yaml_name})",
+        f"spec.rollout.{yaml_name} applies only to strategy Canary: remove it, "
+        "or set spec.rollout.strategy: Canary",
+        field_path=f".{yaml_name}",
+        reason="FieldValueForbidden",
+    )
+
+
+_CANARY_ONLY = ("steps", "analysis", "stickyKey")
+
+
+class RolloutSpec(ApiModel):
+    """How a new spec.version replaces the one serving: at once, or as a metric-gated canary."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [_immediate_forbids(f) for f in _CANARY_ONLY],
+        }
+    )
+
+    strategy: RolloutStrategy = Field(
+        default=RolloutStrategy.IMMEDIATE,
+        description="Immediate (default): the new version takes all traffic once READY on every "
+        "replica. Canary: it takes the steps' weights one after the other while analysis passes, is "
+        "promoted after the last step and rolled back to the stable version as soon as analysis fails.",
+    )
+    steps: list[RolloutStep] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_STEPS,
+        description="Canary only: the canary's weights, strictly increasing (e.g. 10, 50, 100), at most "
+        "10. Unset: 10%, 50%, 100%, each held 60 s. After the last step the canary is promoted.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.map(s, s.weight).isSorted()",
+                    "spec.rollout.steps must raise the weight from step to step (e.g. 10, 50, 100): "
+                    "put the steps in order of increasing weight",
+                    reason="FieldValueInvalid",
+                ),
+                cel(
+                    "self.all(s, self.exists_one(t, t.weight == s.weight))",
+                    "spec.rollout.steps has two steps with the same weight: remove the repeated step "
+                    "(weights must increase strictly)",
+                    reason="FieldValueInvalid",
+                ),
+            ]
+        },
+    )
+    analysis: RolloutAnalysis | None = Field(
+        default=None,
+        description="Canary only: the checks each step must pass. Unset: every default (30 s interval, "
+        "200 requests, failure ratio 0.01, p99 latency ratio 2).",
+    )
+    sticky_key: StickyKey | None = Field(default=None, description="Canary only. " + _STICKY_DESCRIPTION)
+
+    @field_validator("steps")
+    @classmethod
+    def _strictly_increasing(cls, steps: list[RolloutStep] | None) -> list[RolloutStep] | None:
+        """Mirror the CEL rules with rollout.plan.validate_plan's messages."""
+        previous: int | None = None
+        for index, step in enumerate(steps or []):
+            if previous is not None and step.weight <= previous:
+                raise ValueError(
+                    f"spec.rollout.steps[{index}].weight: {step.weight} is not above the previous step's "
+                    f"{previous}; weights must increase strictly (e.g. 10, 50, 100)"
+                )
+            previous = step.weight
+        return steps
+
+    @model_validator(mode="after")
+    def _canary_only(self) -> RolloutSpec:
+        """Mirror the CEL rules: steps, analysis and stickyKey belong to strategy Canary."""
+        if self.strategy is not RolloutStrategy.CANARY:
+            for name in ("steps", "analysis", "sticky_key"):
+                if getattr(self, name) is not None:
+                    field = to_camel(name)
+                    raise ValueError(
+                        f"spec.rollout.{field} applies only to strategy Canary: remove it, "
+                        "or set spec.rollout.strategy: Canary"
+                    )
+        return self
+
+    def effective_steps(self) -> list[tuple[int, float]]:
+        """The canary's (weight, pause seconds) per step: the spec's, or 10/50/100 with 60 s pauses.
+
+        Empty for Immediate, which has no steps.
+        """
+        if self.strategy is not RolloutStrategy.CANARY:
+            return []
+        if self.steps is None:
+            return [(weight, float(pause)) for weight, pause in DEFAULT_CANARY_STEPS]
+        return [(step.weight, float(step.pause_seconds)) for step in self.steps]
+
+    def effective_analysis(self) -> RolloutAnalysis:
+        """The analysis, every default filled in when unset."""
+        return self.analysis if self.analysis is not None else RolloutAnalysis()
+
+
+class ExperimentVariant(ApiModel):
+    """One arm of an experiment: a version of this model and its fixed share of the traffic."""
+
+    version: int = Field(
+        ge=1,
+        le=MAX_VERSION,
+        description="Model version of the variant; its files go to <modelName>/<version>/ like "
+        "spec.version's.",
+    )
+    weight: int = Field(
+        ge=0,
+        le=100,
+        description="Percent of the traffic the variant gets, 0..100 (0: reachable only when pinned); "
+        "the variants' weights sum to 100.",
+    )
+    source: ModelSource | None = Field(
+        default=None,
+        description="Where the variant's files come from. Required, except on the variant whose version "
+        "is spec.version: its files come from spec.source, so leave it out there.",
+    )
+
+
+class ExperimentSpec(ApiModel):
+    """A held A/B split between versions of this model: the weights stay as written, nothing promotes."""
+
+    variants: list[ExperimentVariant] = Field(
+        min_length=MIN_VARIANTS,
+        max_length=MAX_VARIANTS,
+        description="2 to 4 variants with distinct versions and weights summing to 100; spec.version "
+        "must be one of them.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.map(v, v.weight).sum() == 100",
+                    "spec.experiment.variants weights must sum to 100: adjust the weights",
+                    reason="FieldValueInvalid",
+                ),
+                cel(
+                    "self.all(v, self.exists_one(w, w.version == v.version))",
+                    "spec.experiment.variants must have distinct versions: remove or renumber the "
+                    "repeated version",
+                    reason="FieldValueInvalid",
+                ),
+            ]
+        },
+    )
+    sticky_key: StickyKey | None = Field(default=None, description=_STICKY_DESCRIPTION)
+
+    @field_validator("variants")
+    @classmethod
+    def _split(cls, variants: list[ExperimentVariant]) -> list[ExperimentVariant]:
+        """Mirror the CEL rules with rollout.traffic.validate_variants' messages."""
+        path = "spec.experiment.variants"
+        seen: dict[int, int] = {}
+        for index, variant in enumerate(variants):
+            first = seen.get(variant.version)
+            if first is not None:
+                raise ValueError(
+                    f"{path}[{index}].version: {variant.version} is already {path}[{first}]'s; "
+                    "variants must differ to be told apart"
+                )
+            seen[variant.version] = index
+        total = sum(variant.weight for variant in variants)
+        if total != 100:
+            raise ValueError(f"{path}: weights sum to {total}, not 100; adjust the weights")
+        return variants
+
+
+_EXPERIMENT_WITH_CANARY = (
+    "spec.experiment cannot be combined with spec.rollout.strategy Canary (an experiment holds its "
+    "weights, a canary moves them): remove spec.experiment or set spec.rollout.strategy: Immediate"
+)
+_VERSION_NOT_A_VARIANT = (
+    "spec.version must be one of spec.experiment.variants[].version: add a variant for it, "
+    "or set spec.version to a variant's version"
+)
+_VARIANT_NEEDS_SOURCE = (
+    "spec.experiment.variants[].source is required for every variant whose version is not spec.version "
+    "(only spec.version's files come from spec.source): add its source"
+)
+_VARIANT_SOURCE_IS_SPEC_SOURCE = (
+    "spec.experiment.variants[].source must be left out on the variant with spec.version (its files come "
+    "from spec.source): remove it, or change spec.source"
+)
+
+
 class TritonModelSpec(ApiModel):
     """Desired state of a TritonModel: which server, which files, which version, which config."""
 
@@ -349,7 +642,33 @@ class TritonModelSpec(ApiModel):
                     "modelName is immutable (clients call the model by it); create a new TritonModel instead",
                     field_path=".modelName",
                     reason="FieldValueInvalid",
-                )
+                ),
+                cel(
+                    "!has(self.experiment) || !has(self.rollout) || self.rollout.strategy != 'Canary'",
+                    _EXPERIMENT_WITH_CANARY,
+                    field_path=".experiment",
+                    reason="FieldValueForbidden",
+                ),
+                cel(
+                    "!has(self.experiment) || self.experiment.variants.exists(v, v.version == self.version)",
+                    _VERSION_NOT_A_VARIANT,
+                    field_path=".version",
+                    reason="FieldValueInvalid",
+                ),
+                cel(
+                    "!has(self.experiment) || "
+                    "self.experiment.variants.all(v, has(v.source) || v.version == self.version)",
+                    _VARIANT_NEEDS_SOURCE,
+                    field_path=".experiment.variants",
+                    reason="FieldValueRequired",
+                ),
+                cel(
+                    "!has(self.experiment) || "
+                    "self.experiment.variants.all(v, !has(v.source) || v.version != self.version)",
+                    _VARIANT_SOURCE_IS_SPEC_SOURCE,
+                    field_path=".experiment.variants",
+                    reason="FieldValueInvalid",
+                ),
             ]
         }
     )
@@ -378,10 +697,63 @@ class TritonModelSpec(ApiModel):
         default=True,
         description="Deleting the TritonModel unloads it; its files stay in the repository unless false.",
     )
+    rollout: RolloutSpec | None = Field(
+        default=None,
+        description="How a new spec.version takes over from the one serving. Unset: Immediate.",
+    )
+    experiment: ExperimentSpec | None = Field(
+        default=None,
+        description="A held A/B split of the traffic between versions of this model (spec.version and "
+        "others, each with its own source); not with spec.rollout.strategy Canary.",
+    )
+
+    @model_validator(mode="after")
+    def _experiment_rules(self) -> TritonModelSpec:
+        """Mirror the CEL rules that tie spec.experiment to spec.version, spec.source and spec.rollout."""
+        experiment = self.experiment
+        if experiment is None:
+            return self
+        if self.rollout is not None and self.rollout.strategy is RolloutStrategy.CANARY:
+            raise ValueError(_EXPERIMENT_WITH_CANARY)
+        path = "spec.experiment.variants"
+        if all(variant.version != self.version for variant in experiment.variants):
+            versions = ", ".join(str(variant.version) for variant in experiment.variants)
+            raise ValueError(f"{_VERSION_NOT_A_VARIANT} (spec.version {self.version}, variants {versions})")
+        for index, variant in enumerate(experiment.variants):
+            if variant.source is None and variant.version != self.version:
+                raise ValueError(f"{path}[{index}].source: {_VARIANT_NEEDS_SOURCE}")
+            if variant.source is not None and variant.version == self.version:
+                raise ValueError(f"{path}[{index}].source: {_VARIANT_SOURCE_IS_SPEC_SOURCE}")
+        return self
+
+    def effective_rollout(self) -> RolloutSpec:
+        """spec.rollout, or the Immediate strategy when unset."""
+        return self.rollout if self.rollout is not None else RolloutSpec()
+
+    def variant_source(self, version: int) -> ModelSource | None:
+        """Where the files of one version of this model come from: spec.source or its variant's."""
+        if version == self.version:
+            return self.source
+        variants = self.experiment.variants if self.experiment is not None else []
+        return next((v.source for v in variants if v.version == version), None)
 
     def resolved_model_name(self, resource_name: str) -> str:
-        """modelName, or the resource's name when unset."""
+        """modelName, or the resource's name when unset: the name clients call."""
         return self.model_name or resource_name
+
+    @property
+    def routed(self) -> bool:
+        """Whether clients reach the versions through the router (a canary rollout or an experiment)."""
+        return self.experiment is not None or self.effective_rollout().strategy == RolloutStrategy.CANARY
+
+    def repository_name(self, resource_name: str) -> str:
+        """The folder (and Triton name) the versions are staged and loaded under.
+
+        A routed model's public name belongs to its router, so its versions live beside it under
+        `<name>~versions` (`~` is outside the modelName pattern: no other model can be called so).
+        """
+        public = self.resolved_model_name(resource_name)
+        return public + ROUTED_SUFFIX if self.routed else public
 
 
 def check_model_name(name: str) -> str:
@@ -394,7 +766,7 @@ def check_model_name(name: str) -> str:
 class StagedSpec(ApiModel):
     """What the staging Job stages (passed to `triton-operator stage --spec`); never holds secrets."""
 
-    model_name: ModelName = Field(description="Triton model name.")
+    model_name: RepositoryName = Field(description="Folder (and Triton name) in the model repository.")
     version: int = Field(ge=1, le=MAX_VERSION, description="Version folder.")
     source: ModelSource = Field(description="Where the files come from.")
     config: DeclaredConfig | None = Field(default=None, description="Declared config, if any.")
@@ -403,7 +775,7 @@ class StagedSpec(ApiModel):
     def from_spec(cls, resource_name: str, spec: TritonModelSpec) -> StagedSpec:
         """The staged part of a TritonModel spec."""
         return cls(
-            model_name=spec.resolved_model_name(resource_name),
+            model_name=spec.repository_name(resource_name),
             version=spec.version,
             source=spec.source,
             config=spec.config,
@@ -469,6 +841,95 @@ class ModelMetrics(StatusModel):
     )
 
 
+class RolloutPhase(enum.StrEnum):
+    """Where a canary rollout is (rollout.machine.Phase)."""
+
+    PROGRESSING = "Progressing"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    ABORTED = "Aborted"
+
+
+class AnalysisVerdict(enum.StrEnum):
+    """An analysis verdict (rollout.analysis.Verdict)."""
+
+    SUCCESSFUL = "Successful"
+    INCONCLUSIVE = "Inconclusive"
+    FAILED = "Failed"
+
+
+class TrafficRole(enum.StrEnum):
+    """What a version is in the current split: a canary's stable or canary, or an experiment's variant."""
+
+    STABLE = "stable"
+    CANARY = "canary"
+    VARIANT = "variant"
+
+
+class RolloutStatus(StatusModel):
+    """The canary rollout as the operator keeps it (rollout.machine.RolloutState.to_status, and more)."""
+
+    phase: RolloutPhase | None = Field(
+        default=None, description="Progressing, Promoted, RolledBack or Aborted."
+    )
+    stable_version: str | None = Field(
+        default=None, max_length=64, description="Version that served before the canary (the baseline)."
+    )
+    canary_version: str | None = Field(default=None, max_length=64, description="Version being rolled out.")
+    step_index: int | None = Field(default=None, ge=0, description="Current step, 0-based.")
+    steps: int | None = Field(default=None, ge=0, description="Number of steps of the plan.")
+    canary_weight: int | None = Field(
+        default=None, ge=0, le=100, description="Percent of the traffic the canary gets now."
+    )
+    step_started_at: str | None = Field(
+        default=None,
+        max_length=64,
+        description="When the current step began (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
+    next_decision_at: str | None = Field(
+        default=None,
+        max_length=64,
+        description="When the operator decides next (RFC 3339); unset once the rollout ended.",
+        json_schema_extra={"format": "date-time"},
+    )
+    reason: str | None = Field(
+        default=None, max_length=1024, description="CamelCase reason of the last decision."
+    )
+    message: str | None = Field(
+        default=None, max_length=32768, description="What the last decision did and why, with the numbers."
+    )
+    last_verdict: AnalysisVerdict | None = Field(
+        default=None, description="Verdict of the last analysis: Successful, Inconclusive or Failed."
+    )
+    last_verdict_message: str | None = Field(
+        default=None, max_length=32768, description="The last analysis's checks, measured against limits."
+    )
+    last_command_token: str | None = Field(
+        default=None, max_length=1024, description="Token of the last manual command handled (once each)."
+    )
+
+
+class VariantTraffic(StatusModel):
+    """One version's share of the model's traffic, desired and observed, in the current window."""
+
+    version: str = Field(max_length=64, description="Model version.")
+    role: TrafficRole = Field(description="stable or canary (a canary rollout), or variant (an experiment).")
+    desired_weight: int = Field(ge=0, le=100, description="Percent of the traffic the version should get.")
+    observed_share: float | None = Field(
+        default=None, ge=0, le=100, description="Percent of the inferences it served in the window."
+    )
+    requests: int | None = Field(default=None, ge=0, description="Requests it served in the current window.")
+    requests_per_second: float | None = Field(default=None, ge=0, description="Requests per second.")
+    failure_ratio: float | None = Field(
+        default=None, ge=0, le=1, description="Failed / all requests in the window, 0..1."
+    )
+    p50_ms: float | None = Field(default=None, ge=0, description="Median request latency in the window, ms.")
+    p99_ms: float | None = Field(
+        default=None, ge=0, description="99th percentile request latency in the window, ms."
+    )
+
+
 class TritonModelStatus(StatusModel):
     """Observed state of a TritonModel, written by the operator."""
 
@@ -499,6 +960,14 @@ class TritonModelStatus(StatusModel):
     staging_job: str | None = Field(
         default=None, max_length=63, description="Name of the Job that staged (or is staging) the files."
     )
+    rollout: RolloutStatus | None = Field(
+        default=None, description="The canary rollout: phase, step, weights and the last verdict."
+    )
+    traffic: list[VariantTraffic] = Field(
+        default=[],
+        max_length=MAX_TRAFFIC_ENTRIES,
+        description="Per version: desired weight, observed share and the window's requests and latency.",
+    )
     kopf: dict[str, Any] | None = Field(
         default=None, **preserve_unknown("Bookkeeping of the operator framework (kopf); not for users.")
     )
@@ -519,6 +988,11 @@ TRITONMODEL = register_kind(
             PrinterColumn("Ready", "string", f"{_READY}.status", "Whether every replica serves the model."),
             PrinterColumn("Server", "string", ".spec.serverRef.name", "The TritonServer."),
             PrinterColumn("Version", "integer", ".status.servedVersion", "Version served."),
+            PrinterColumn("Stable", "string", ".status.rollout.stableVersion", "Stable version of a canary."),
+            PrinterColumn("Canary", "string", ".status.rollout.canaryVersion", "Version being rolled out."),
+            PrinterColumn(
+                "Weight", "integer", ".status.rollout.canaryWeight", "Canary's percent of traffic."
+            ),
             PrinterColumn("Loaded", "string", ".status.loaded", "Replicas with the model ready."),
             PrinterColumn("Req/s", "number", ".status.metrics.requestRate", "Requests per second."),
             PrinterColumn("P99ms", "number", ".status.metrics.p99LatencyMs", "p99 request latency (ms)."),

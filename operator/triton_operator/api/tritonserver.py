@@ -44,6 +44,10 @@ OPERATOR_OWNED_FLAGS = (
     "--metrics-interval-ms",
     "--log-verbose",
     "--exit-timeout-secs",
+    "--http-header-forward-pattern",
+    "--grpc-header-forward-pattern",
+    "--allow-grpc",
+    "--grpc-address",
 )
 
 
