@@ -1,5 +1,7 @@
 """`make bench`: the operator's overhead, measured side by side in one run on the sandbox.
 
+Its parts: TritonServer (below), TritonModel (bench/models.py), scale (bench/scale.py: 1,000 models).
+
 TritonServer:
 - apply -> Deployment created, and apply -> Ready, through the operator, against applying the very
   objects the operator renders directly with kubectl (then waiting for the Deployment to be available);
@@ -141,11 +143,15 @@ def steady_state(sb: Sandbox, servers: int, seconds: float) -> Counter[str]:
 def main(argv: list[str] | None = None) -> int:
     from bench.models import report as report_models
     from bench.models import run_model_bench
+    from bench.scale import report as report_scale
+    from bench.scale import run_scale_bench
 
     parser = argparse.ArgumentParser(prog="make bench")
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
     parser.add_argument("--steady-seconds", type=float, default=float(os.environ.get("BENCH_STEADY_S", "60")))
     parser.add_argument("--idle-servers", type=int, default=2)
+    parser.add_argument("--scale-models", type=int, default=int(os.environ.get("BENCH_SCALE_MODELS", "1000")))
+    parser.add_argument("--scale-servers", type=int, default=10)
     args = parser.parse_args(argv)
 
     cfg = SandboxConfig.from_env(os.environ.get("BENCH_SANDBOX", "bench"))
@@ -171,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                 poll(lambda ns=ns: not core.list_namespaced_pod(ns).items, 120, "the round's pods to go")
         model_results = run_model_bench(sb, args.rounds, log_dir)
         counts = steady_state(sb, args.idle_servers, args.steady_seconds)
+        operator.stop()
+        scale = run_scale_bench(sb, log_dir, models=args.scale_models, servers=args.scale_servers)
     finally:
         operator.stop()
         if os.environ.get("BENCH_KEEP") != "1":  # BENCH_KEEP=1 leaves the sandbox up for a look
@@ -191,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{(counts['read'] + counts['write']) / minutes:.1f} API requests/min by the operator "
         f"({counts['read'] / minutes:.1f} reads, {counts['write'] / minutes:.1f} writes)"
     )
+    report_scale(scale, args.scale_models, args.scale_servers)
     return 0
 
 

@@ -69,9 +69,16 @@ def sandbox() -> Iterator[Sandbox]:
 class OperatorProcess:
     """The real operator (`triton-operator run`) as a local process against the sandbox."""
 
-    def __init__(self, sandbox: Sandbox, log_path: Path, status_period_s: float = 3):
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        log_path: Path,
+        status_period_s: float = 3,
+        env: dict[str, str] | None = None,
+    ):
         self.sandbox = sandbox
         self.log_path = log_path
+        self.extra_env = env or {}
         # Tests refresh status faster than the operator's default (10 s) to keep waits short.
         self.status_period_s = status_period_s
         self.health_port = free_port("127.0.0.1")
@@ -86,6 +93,7 @@ class OperatorProcess:
             **self.sandbox.env(),
             "TRITON_OPERATOR_STATUS_PERIOD": str(self.status_period_s),
             "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
         }
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -120,6 +128,12 @@ class OperatorProcess:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def kill(self) -> None:
+        """SIGKILL: the operator gets no chance to finish anything."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

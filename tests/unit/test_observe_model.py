@@ -230,6 +230,18 @@ CASES = [
          "Loaded": ("False", "ServerNotReady"), "Degraded": ("False", "AsExpected")},
         id="no-ready-replica",
     ),
+    pytest.param(
+        observed(replicas=(replica("a", current=True),), wanted_replicas=3),
+        {"Ready": ("False", "ReplicasNotReady"), "Staged": ("True", "Staged"),
+         "Loaded": ("False", "ReplicasNotReady"), "Degraded": ("False", "AsExpected")},
+        id="loaded-on-every-ready-pod-but-the-server-wants-more",
+    ),
+    pytest.param(
+        observed(wanted_replicas=2),
+        {"Ready": ("True", "Loaded"), "Staged": ("True", "Staged"), "Loaded": ("True", "Loaded"),
+         "Degraded": ("False", "AsExpected")},
+        id="loaded-on-all-the-server-wants",
+    ),
 ]  # fmt: skip
 
 

@@ -1,14 +1,15 @@
-"""TritonModel: reconcile on create/update/resume; a per-model loop keeps it staged, loaded and observed."""
+"""TritonModel: a loop per model keeps it staged, loaded and observed; its finalizer unloads it on delete."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
 
 from triton_operator.api.common import GROUP, VERSION
-from triton_operator.handlers.loops import CANCELLATION_BACKOFF_S, sleep_until_poked
+from triton_operator.handlers.loops import ObjectLoops
 from triton_operator.opmetrics import measured
 from triton_operator.reconcile.model import KIND, MODEL_LABEL, STAGING_LABELS, ModelReconciler
 from triton_operator.reconcile.state import OperatorState, object_key
@@ -18,46 +19,41 @@ PLURAL = "tritonmodels"
 STATUS_PERIOD_S = float(os.environ.get("TRITON_OPERATOR_STATUS_PERIOD", "10"))
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def apply_model(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    models: ModelReconciler = memo.models
-    with measured(KIND, "apply"):
-        models.reconcile(body)
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def track_model(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Feed the model's loop its latest body (a new spec gets a pass at once); stop it once deleting.
 
-
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_backoff=CANCELLATION_BACKOFF_S, cancellation_timeout=10)
-def watch_model(
-    stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
-) -> None:
-    """Reconcile every STATUS_PERIOD_S, or at once when poked (server pods, its Job, the server)."""
-    models: ModelReconciler = memo.models
-    state: OperatorState = memo.state
+    Async and in memory only: with 1,000 models, no event ever waits for a thread.
+    """
+    loops: ObjectLoops = memo.loops
     key = object_key(body)
-    poke = state.model_poke(key)
-    while not stopped:
-        sleep_until_poked(poke, stopped, STATUS_PERIOD_S)
-        poke.clear()
-        if stopped or body["metadata"].get("deletionTimestamp"):
-            break
-        try:
-            with measured(KIND, "observe"):
-                models.reconcile(body, stopped=lambda: bool(stopped))
-        except kopf.PermanentError:
-            pass  # reported in status; wait for a spec change
-        except Exception as exc:  # the loop must survive anything one pass does
-            logger.warning(f"model reconcile failed, retrying: {exc}")
+    if type == "DELETED" or body["metadata"].get("deletionTimestamp"):
+        loops.forget(KIND, key)  # the finalizer's handler (delete_model) takes it from here
+    else:
+        loops.track(KIND, key, dict(body))
+
+
+def model_pass(
+    models: ModelReconciler, body: Mapping[str, Any], should_stop: Callable[[], bool]
+) -> Mapping[str, Any] | None:
+    """One pass of a model's loop: stage, load on every ready replica, observe into status."""
+    try:
+        with measured(KIND, "observe"):
+            return models.reconcile(body, stopped=should_stop)
+    except kopf.PermanentError:
+        return None  # reported in status; passes go on (a fixed server or spec is noticed)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 def delete_model(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Unload from every reachable replica; with keepFilesOnDelete false also remove the staged files.
 
-    A removal that fails or is not done yet raises kopf.TemporaryError: kopf keeps the finalizer and
-    calls again later.
+    Never waits on anything: a removal that fails or is not done yet raises kopf.TemporaryError, and
+    kopf keeps the finalizer and calls again later.
     """
+    loops: ObjectLoops = memo.loops
     models: ModelReconciler = memo.models
+    loops.forget(KIND, object_key(body))
     with measured(KIND, "delete"):
         unloaded = models.delete(body)
     logger.info(f"unloaded from {len(unloaded)} replicas: {', '.join(unloaded) or 'none reachable'}")
@@ -65,17 +61,16 @@ def delete_model(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 
 @kopf.on.event("batch", "v1", "jobs", labels=STAGING_LABELS)
 @kopf.on.event("v1", "pods", labels=STAGING_LABELS)
-def staging_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-    """A staging Job or its pod changed: its model looks at once."""
+async def staging_changed(
+    type: str | None, body: kopf.Body, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any
+) -> None:
+    """A staging Job or its pod changed: remember what it says now, and its model looks at once."""
+    loops: ObjectLoops = memo.loops
     state: OperatorState = memo.state
+    if body.get("kind") == "Job":
+        state.staging.saw_job(type, body)
+    else:
+        state.staging.saw_pod(type, body)
     model = labels.get(MODEL_LABEL)
     if model and namespace:
-        state.poke_model((namespace, model))
-
-
-@kopf.on.event(GROUP, VERSION, "tritonservers")
-def server_changed(namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any) -> None:
-    """A TritonServer appeared, changed or went: the models placed on it look at once."""
-    state: OperatorState = memo.state
-    if namespace and name:
-        state.poke_models_of((namespace, name))
+        loops.poke(KIND, (namespace, model))

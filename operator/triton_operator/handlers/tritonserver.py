@@ -1,10 +1,11 @@
-"""TritonServer: apply on create/update/resume; a per-server loop keeps status true to what it sees."""
+"""TritonServer: a loop per server applies its children (on a new spec, or to repair drift) and
+keeps its status true to what it sees; watch events feed the loops."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -13,7 +14,7 @@ from triton_operator.api.common import GROUP, VERSION
 from triton_operator.handlers.loops import ObjectLoops
 from triton_operator.opmetrics import measured
 from triton_operator.reconcile.server import KIND, ServerReconciler
-from triton_operator.reconcile.state import OperatorState, object_key
+from triton_operator.reconcile.state import AppliedSpec, OperatorState, object_key
 from triton_operator.render.labels import APP_NAME, COMPONENT, MANAGED_BY
 
 PLURAL = "tritonservers"
@@ -28,55 +29,79 @@ CHILD_LABELS = {
 }
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def apply_server(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    servers: ServerReconciler = memo.servers
-    with measured(KIND, "apply"):
-        servers.apply(body)
-    with measured(KIND, "observe"):
-        servers.refresh(body)
-
-
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def track_server(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Keep each server's status loop fed with its latest body; forget it once it is deleted.
+async def track_server(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Feed the server's loop its latest body (a new spec gets a pass at once); forget it once deleted.
 
-    A loop of our own, not a kopf daemon: daemons always put a finalizer on the object, and a
-    TritonServer needs none (its children go by garbage collection), so deleting one never waits
-    for the operator, even when the operator is gone.
+    A loop of our own, not kopf handlers or a daemon: a daemon puts a finalizer on the object, and a
+    TritonServer needs none (its children go by garbage collection), so deleting one never waits for
+    the operator, even when the operator is gone. Async and in memory only: it never waits for a thread.
     """
-    loops: ObjectLoops = memo.server_loops
+    loops: ObjectLoops = memo.loops
+    state: OperatorState = memo.state
     key = object_key(body)
     if type == "DELETED" or body["metadata"].get("deletionTimestamp"):
-        loops.forget(key)
-        memo.state.forget(key)
+        loops.forget(KIND, key)
+        state.forget(key)
+        news = True
     else:
-        loops.track(key, dict(body))
+        state.servers.put(key, dict(body))  # its models read it from here: no GET of their own
+        news = loops.track(KIND, key, dict(body))
+    if news:  # new, deleted or a new spec (not its own status writes): its models look at once
+        for model in state.models_on(key):
+            loops.poke("TritonModel", model)
 
 
-def refresh_server(servers: ServerReconciler, body: Mapping[str, Any]) -> None:
-    """One pass of a server's status loop: re-apply when the drift period is due, then observe."""
+def apply_due(last: AppliedSpec | None, uid: str, generation: int, now: float) -> str | None:
+    """Which step is due: `apply` (a spec this process has not applied), `drift` (repair), or None."""
+    if last is None or (last.uid, last.generation) != (uid, generation):
+        return "apply"
+    return "drift" if now - last.at >= DRIFT_PERIOD_S else None
+
+
+def server_pass(
+    servers: ServerReconciler, body: Mapping[str, Any], should_stop: Callable[[], bool]
+) -> Mapping[str, Any] | None:
+    """One pass of a server's loop: apply a spec not applied yet (or when drift repair is due), observe."""
     key = object_key(body)
+    meta = body["metadata"]
+    generation, uid = int(meta.get("generation", 1)), str(meta.get("uid", ""))
     now = time.monotonic()
+    last = servers.state.applied.get(key)
     try:
-        if now - servers.state.applied_at.setdefault(key, now) >= DRIFT_PERIOD_S:
-            servers.state.applied_at[key] = now
-            with measured(KIND, "drift"):
+        step = apply_due(last, uid, generation, now)
+        if step:
+            with measured(KIND, step):
                 servers.apply(body)
+            servers.state.applied[key] = AppliedSpec(uid, generation, now)
+        if should_stop():
+            return None
         with measured(KIND, "observe"):
-            servers.refresh(body)
+            return servers.refresh(body)
     except kopf.PermanentError:
-        pass  # reported in status; wait for a spec change
+        # Reported in status; the same spec is not applied again until the drift period.
+        servers.state.applied[key] = AppliedSpec(uid, generation, now)
+        return None
+    except kopf.TemporaryError:
+        return None  # reported in status; the next period applies again
 
 
 @kopf.on.event("v1", "pods", labels=CHILD_LABELS)
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
-def child_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+async def child_changed(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    """A server's pod or Deployment changed: the server and its models look at once, with fresh reads."""
     state: OperatorState = memo.state
-    loops: ObjectLoops = memo.server_loops
+    loops: ObjectLoops = memo.loops
     instance = labels.get("app.kubernetes.io/instance")
-    if instance and namespace:
-        loops.poke((namespace, instance))
-        state.poke_models_of((namespace, instance))  # a new or restarted pod needs its models loaded
+    if not (instance and namespace):
+        return
+    server = (namespace, instance)
+    if body.get("kind") == "Pod":
+        state.server_pods.invalidate(server)
+        meta = body["metadata"]
+        state.indexes.invalidate((namespace, meta["name"], meta.get("uid")))
+    loops.poke(KIND, server)
+    for model in state.models_on(server):  # a new or restarted pod needs its models loaded
+        loops.poke("TritonModel", model)

@@ -170,6 +170,9 @@ class ObservedModel:
     # Where the wanted Job stands when it has not completed yet.
     staging: StagingOutcome | None = None
     replicas: tuple[ReplicaFacts, ...] = ()
+    # The server's spec.replicas: fewer pods than that (not started or not ready yet, or not seen yet
+    # by this pass) are replicas the model is not serving on, whatever the ready ones say.
+    wanted_replicas: int = 0
 
     @property
     def ready_replicas(self) -> list[ReplicaFacts]:
@@ -223,6 +226,13 @@ def _loaded(observed: ObservedModel) -> tuple[bool, str, str]:
         return False, Reason.LOAD_FAILED, f"{_pods_text(failed)}: Triton: {failed[0].load_error}"
     loaded = observed.loaded_replicas
     version = observed.staged_version
+    if len(loaded) == len(ready) and len(loaded) < observed.wanted_replicas:
+        return (
+            False,
+            Reason.REPLICAS_NOT_READY,
+            f"Version {version} is ready on {len(loaded)} of the {observed.wanted_replicas} replicas "
+            f"TritonServer {observed.server} wants; waiting for its other replicas to be ready.",
+        )
     if len(loaded) == len(ready):
         return True, Reason.LOADED, f"Version {version} is ready on {len(loaded)}/{len(ready)} replicas."
     waiting = [r for r in ready if r not in loaded]

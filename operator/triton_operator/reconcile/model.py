@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
+from functools import partial
 from typing import Any, cast
 
 import kopf
@@ -40,6 +42,15 @@ from triton_operator.observe.model import (
     staging_outcome,
 )
 from triton_operator.observe.server import pod_is_ready
+from triton_operator.reconcile.routing import (
+    Routing,
+    RoutingOutcome,
+    experiment_outcome,
+    experiment_weights,
+    routed_conditions,
+    settled,
+    variant_specs,
+)
 from triton_operator.reconcile.server import invalid_spec_message
 from triton_operator.reconcile.state import (
     FailedLoad,
@@ -49,6 +60,7 @@ from triton_operator.reconcile.state import (
     object_key,
 )
 from triton_operator.reconcile.status import now, stamp_metrics, write_status
+from triton_operator.reconcile.watched import JOB_NAME_LABEL
 from triton_operator.render.labels import APP_NAME, MANAGED_BY, label_selector
 from triton_operator.render.server import pvc_name, service_endpoints
 from triton_operator.render.staging import (
@@ -58,6 +70,7 @@ from triton_operator.render.staging import (
     staging_job_name,
 )
 from triton_operator.triton import client as triton
+from triton_operator.triton.client import ModelState
 
 log = logging.getLogger(__name__)
 KIND = "TritonModel"
@@ -71,6 +84,8 @@ STATUS_FIELDS = (
     "endpoints",
     "metrics",
     "stagingJob",
+    "rollout",
+    "traffic",
 )
 DEFAULT_OPERATOR_IMAGE = "ghcr.io/tritonoperator/triton-operator:0.1.0"
 STAGING_COMPONENT = "staging"
@@ -82,13 +97,11 @@ STAGING_LABELS = {
     LABEL_COMPONENT: STAGING_COMPONENT,
     LABEL_MANAGED_BY: MANAGED_BY,
 }
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 # A load Triton refused is tried again on the same pod only after this long (or with new files).
 RETRY_FAILED_LOAD_S = 300.0
-# Deleting with keepFilesOnDelete false: how long one delete pass waits on the removal Job, how often it
-# looks, and when kopf calls the handler again after a failed or unfinished removal.
-REMOVAL_WAIT_S = 120.0
-REMOVAL_POLL_S = 1.0
+# Deleting with keepFilesOnDelete false: how often kopf calls the delete handler again to look at the
+# removal Job, and how long after a failed removal.
+REMOVAL_POLL_S = 2.0
 REMOVAL_RETRY_S = 30.0
 
 
@@ -121,16 +134,21 @@ class ModelReconciler:
         self.kube = kube
         self.state = state
         self.operator_image = operator_image
+        self.routing = Routing(read_index=self._index_of)
 
     # -- one pass -----------------------------------------------------------------------------------
-    def reconcile(self, body: Mapping[str, Any], stopped: Callable[[], bool] = lambda: False) -> bool:
-        """Stage, load and observe; write status if it changed. True if written."""
+    def reconcile(
+        self, body: Mapping[str, Any], stopped: Callable[[], bool] = lambda: False
+    ) -> dict[str, Any] | None:
+        """Stage, load and observe; write status if it changed (returns the object as written)."""
         key = object_key(body)
         memory = self.state.model(key)
         with memory.lock:
             return self._reconcile(body, memory, stopped)
 
-    def _reconcile(self, body: Mapping[str, Any], memory: ModelMemory, stopped: Callable[[], bool]) -> bool:
+    def _reconcile(
+        self, body: Mapping[str, Any], memory: ModelMemory, stopped: Callable[[], bool]
+    ) -> dict[str, Any] | None:
         meta = body["metadata"]
         name, namespace = meta["name"], meta["namespace"]
         try:
@@ -147,7 +165,7 @@ class ModelReconciler:
         if memory.baseline_job is None:
             memory.baseline_job = memory.staged.job if memory.staged else ""
 
-        server = self.kube.get("TritonServer", namespace, server_name)
+        server = self._server(namespace, server_name)
         if server is None:
             observed = ObservedModel(
                 server=server_name, namespace=namespace, version=spec.version, server_found=False
@@ -166,11 +184,37 @@ class ModelReconciler:
             )
             return self._write(body, spec, observed, None, memory)
 
+        variants = variant_specs(spec)  # an experiment's other versions, each from its own source
+        keep = frozenset([wanted, *(staging_job_name(name, v) for v in variants)])
         outcome: StagingOutcome | None = None
         if memory.staged is None or memory.staged.job != wanted:
-            outcome = self._stage(body, spec, server_spec, wanted, memory)
+            outcome = self._stage(body, spec, server_spec, wanted, memory, keep)
+            if outcome.phase == "complete":
+                memory.staged = StagedRecord(
+                    wanted, spec.version, outcome.digest or spec.source.expected_digest()
+                )
+        problems = []
+        for variant in variants:
+            job = staging_job_name(name, variant)
+            if (done := memory.variants_staged.get(variant.version)) is None or done.job != job:
+                staged_variant = self._stage(body, variant, server_spec, job, memory, keep)
+                if staged_variant.phase == "complete":
+                    memory.variants_staged[variant.version] = StagedRecord(job, variant.version, None)
+                elif staged_variant.phase in ("failed", "blocked"):
+                    problems.append(f"version {variant.version}: {staged_variant.message}")
         staged = memory.staged
+        if staged is not None and variants:
+            # The versions reload once every variant's files are there (the token names all their Jobs).
+            jobs = sorted([staged.job, *(r.job for r in memory.variants_staged.values())])
+            staged = StagedRecord("+".join(jobs), staged.version, staged.digest)
         replicas = self._load_everywhere(namespace, server_name, spec, name, staged, memory, stopped)
+        routed = None
+        if spec.routed and staged is not None:
+            routed = self._route(body, spec, server_spec, memory, replicas, stopped)
+            if problems:
+                message = "Staging an experiment variant failed: " + "; ".join(problems)
+                failed = (False, str(Reason.STAGING_FAILED), message)
+                routed = replace(routed, ready=failed, degraded=(True, str(Reason.STAGING_FAILED), message))
         observed = ObservedModel(
             server=server_name,
             namespace=namespace,
@@ -180,8 +224,15 @@ class ModelReconciler:
             staged_version=staged.version if staged else None,
             staging=outcome,
             replicas=tuple(replicas),
+            wanted_replicas=server_spec.replicas,
         )
-        return self._write(body, spec, observed, server_spec, memory)
+        return self._write(body, spec, observed, server_spec, memory, routed)
+
+    def _server(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The TritonServer, read once per period for all its models (its watch events invalidate it)."""
+        return self.state.servers.get(
+            (namespace, name), partial(self.kube.get, "TritonServer", namespace, name)
+        )
 
     # -- staging --------------------------------------------------------------------------------------
     def _stage(
@@ -191,12 +242,19 @@ class ModelReconciler:
         server_spec: TritonServerSpec,
         job_name: str,
         memory: ModelMemory,
+        keep: frozenset[str],
     ) -> StagingOutcome:
-        """Run the Job for `job_name` (applied if missing); record and delete it once it completed."""
+        """Run the Job for `job_name` (applied if missing); delete it once it completed (caller records it).
+
+        `keep`: the Jobs the spec wants now; this model's other staging Jobs (earlier specs) are deleted.
+        """
         meta = body["metadata"]
         name, namespace = meta["name"], meta["namespace"]
-        self._remove_other_jobs(namespace, name, job_name)
-        job = self.kube.get("Job", namespace, job_name)
+        if memory.cleaned_for != keep:
+            self._remove_other_jobs(namespace, name, keep)
+            memory.cleaned_for = keep
+        staging = self.state.staging
+        job = staging.job(namespace, job_name, partial(self.kube.get, "Job", namespace, job_name))
         if job is None:
             manifest = render_staging_job(
                 name,
@@ -212,20 +270,19 @@ class ModelReconciler:
             log.info("staging %s/%s version %s with Job %s", namespace, name, spec.version, job_name)
             self.kube.apply(manifest)
             return StagingOutcome("running")
-        pods = self.kube.list("Pod", namespace, f"{JOB_NAME_LABEL}={job_name}")
-        outcome = staging_outcome(job, pods)
+        read_pods = partial(self.kube.list, "Pod", namespace, f"{JOB_NAME_LABEL}={job_name}")
+        outcome = staging_outcome(job, staging.pods(namespace, job_name, read_pods))
         if outcome.phase == "complete":
-            digest = outcome.digest or spec.source.expected_digest()
-            memory.staged = StagedRecord(job_name, spec.version, digest)
             # Status remembers it (stagingJob, stagedDigest); the finished Job is only clutter now.
             self.kube.delete("Job", namespace, job_name)
+            staging.deleted_job(namespace, job_name)
         return outcome
 
-    def _remove_other_jobs(self, namespace: str, name: str, keep: str) -> None:
+    def _remove_other_jobs(self, namespace: str, name: str, keep: frozenset[str]) -> None:
         """Delete this model's staging Jobs for earlier specs (a failed one stays until the spec changes)."""
         for job in self.kube.list("Job", namespace, f"{MODEL_LABEL}={name}"):
             job_name = job["metadata"]["name"]
-            if job_name != keep and not job["metadata"].get("deletionTimestamp"):
+            if job_name not in keep and not job["metadata"].get("deletionTimestamp"):
                 self.kube.delete("Job", namespace, job_name)
 
     # -- loading --------------------------------------------------------------------------------------
@@ -240,10 +297,13 @@ class ModelReconciler:
         stopped: Callable[[], bool],
     ) -> list[ReplicaFacts]:
         """Make the latest staged files READY on every ready pod of the server; facts per pod."""
-        model = spec.resolved_model_name(name)
+        model = spec.repository_name(name)
         facts = []
         pods = sorted(
-            self.kube.list("Pod", namespace, label_selector(server)), key=lambda p: p["metadata"]["name"]
+            self.state.server_pods.get(
+                (namespace, server), lambda: self.kube.list("Pod", namespace, label_selector(server))
+            ),
+            key=lambda p: p["metadata"]["name"],
         )
         live_uids = set()
         for pod in pods:
@@ -271,8 +331,11 @@ class ModelReconciler:
             return ReplicaFacts(pod_name, ip, False, ReplicaState.PENDING, "the pod is not ready")
         endpoint = triton.TritonEndpoint(ip)
         version = staged.version if staged else 0
+        index_key = (pod["metadata"]["namespace"], pod_name, uid)
         try:
-            state, reason = replica_state(triton.repository_index(endpoint), model, version)
+            # One index read per pod and period for all its models (the server's pass reads it too).
+            index = self.state.indexes.get(index_key, partial(triton.repository_index, endpoint))
+            state, reason = replica_state(index, model, version)
         except triton.TritonError as exc:
             return ReplicaFacts(
                 pod_name, ip, True, ReplicaState.PENDING, f"Triton not reachable: {exc.message}"
@@ -289,7 +352,12 @@ class ModelReconciler:
         if failure and failure.job == staged.job and time.monotonic() - failure.at < RETRY_FAILED_LOAD_S:
             return ReplicaFacts(pod_name, ip, True, state, reason, load_error=failure.message)
         try:
-            triton.load_model(endpoint, model)
+            # The index changes now: no model may keep a copy read before or during this load.
+            self.state.indexes.invalidate(index_key)
+            try:
+                triton.load_model(endpoint, model)
+            finally:
+                self.state.indexes.invalidate(index_key)
             if not triton.model_ready(endpoint, model, staged.version):
                 raise triton.TritonLoadError(f"loaded, but version {staged.version} is not ready")
         except triton.TritonLoadError as exc:
@@ -302,6 +370,7 @@ class ModelReconciler:
             return ReplicaFacts(pod_name, ip, True, ReplicaState.LOADING, exc.message)
         memory.loads[uid] = staged.job
         memory.failures.pop(uid, None)
+        memory.routing.routers.pop(uid, None)  # a (re)loaded pod gets its router again
         log.info("loaded %s version %s on pod %s", model, staged.version, pod_name)
         return ReplicaFacts(pod_name, ip, True, ReplicaState.READY, None, current=True)
 
@@ -315,6 +384,117 @@ class ModelReconciler:
         except triton.TritonError:
             return state, reason
 
+    # -- routed models (canary rollouts) --------------------------------------------------------------
+    def _route(
+        self,
+        body: Mapping[str, Any],
+        spec: TritonModelSpec,
+        server_spec: TritonServerSpec,
+        memory: ModelMemory,
+        replicas: list[ReplicaFacts],
+        stopped: Callable[[], bool],
+    ) -> RoutingOutcome:
+        """Decide the weights, put them in the router on every replica, retire a promoted-over version."""
+        meta = body["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        public, target = spec.resolved_model_name(name), spec.repository_name(name)
+        ready = [r for r in replicas if r.pod_ready]
+        loaded = [r for r in ready if r.state == ReplicaState.READY and r.current]
+        # The facts are about the files staged last: only once those are the spec's version do they say
+        # whether that version is READY everywhere (while it stages, they still describe the old one).
+        staged_now = memory.staged is not None and memory.staged.job == staging_job_name(name, spec)
+        everywhere = (
+            staged_now and bool(ready) and len(loaded) == len(ready) and len(loaded) >= server_spec.replicas
+        )
+        scrapes = dict(self.state.scrapes.get(memory.server) or {}) if memory.server else {}
+        pods = self._pods(namespace, spec.server_ref.name)
+        if spec.experiment is not None:
+            weights = experiment_weights(spec)
+            windows = self.routing.experiment_windows(memory.routing, scrapes, public, target, weights)
+            outcome = experiment_outcome(spec, windows)
+            sticky = spec.experiment.sticky_key or ""
+            problems = self.routing.apply_router(
+                pods, public, target, weights, sticky, memory.routing, stopped
+            )
+            if problems:
+                outcome = replace(outcome, degraded=(True, str(Reason.LOAD_FAILED), "; ".join(problems)))
+            return outcome
+        state, weights, outcome = self.routing.canary_pass(
+            spec,
+            body.get("status") or {},
+            meta.get("annotations"),
+            memory.routing,
+            requested_ready_everywhere=everywhere,
+            scrapes=scrapes,
+            public=public,
+            target=target,
+            now=now(),
+        )
+        sticky = spec.effective_rollout().sticky_key or ""
+        problems = self.routing.apply_router(pods, public, target, weights, sticky, memory.routing, stopped)
+        if problems:
+            message = "; ".join(problems)
+            outcome = replace(outcome, degraded=(True, str(Reason.LOAD_FAILED), message))
+        # Once everything goes to the new version on every replica, the old one's files can go.
+        retiring = outcome.retire is not None and memory.routing.applied_at is not None
+        if retiring and self._retire(body, spec, server_spec, int(outcome.retire or 0), memory):
+            done = settled(state.canary_version, now(), state.last_command_token)
+            rollout = (outcome.rollout or {}) | done.to_status() | {"canaryWeight": 100}
+            rollout["message"] = (
+                f"version {state.canary_version} promoted and serves 100%; version {outcome.retire} unloaded"
+            )
+            outcome = replace(outcome, rollout=rollout, retire=None)
+        return outcome
+
+    def _pods(self, namespace: str, server: str) -> list[dict[str, Any]]:
+        read = partial(self.kube.list, "Pod", namespace, label_selector(server))
+        return sorted(
+            self.state.server_pods.get((namespace, server), read), key=lambda p: p["metadata"]["name"]
+        )
+
+    def _index_of(self, pod: Mapping[str, Any]) -> list[ModelState]:
+        meta = pod["metadata"]
+        endpoint = triton.TritonEndpoint(pod["status"]["podIP"])
+        key = (meta["namespace"], meta["name"], meta.get("uid"))
+        return self.state.indexes.get(key, partial(triton.repository_index, endpoint))
+
+    def _retire(
+        self,
+        body: Mapping[str, Any],
+        spec: TritonModelSpec,
+        server_spec: TritonServerSpec,
+        version: int,
+        memory: ModelMemory,
+    ) -> bool:
+        """Remove `version`'s folder with a removal Job; True once done (the versions then reload)."""
+        meta = body["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        old = spec.model_copy(update={"version": version})
+        job_name = removal_job_name(name, old)
+        staging = self.state.staging
+        job = staging.job(namespace, job_name, partial(self.kube.get, "Job", namespace, job_name))
+        if job is None:
+            if memory.retired == version:
+                return True
+            found = self._repository_claim(namespace, spec.server_ref.name)
+            if found is None:
+                return True  # no repository to remove it from
+            claim, server = found
+            self._start_removal(body, old, server, claim, job_name)
+            return False
+        read_pods = partial(self.kube.list, "Pod", namespace, f"{JOB_NAME_LABEL}={job_name}")
+        outcome = staging_outcome(job, staging.pods(namespace, job_name, read_pods))
+        if outcome.phase == "complete":
+            self.kube.delete("Job", namespace, job_name)
+            staging.deleted_job(namespace, job_name)
+            memory.retired = version
+            for uid in memory.loads:  # reload from disk on every pod: Triton unloads the removed version
+                memory.loads[uid] = ""
+            return True
+        if outcome.phase in ("failed", "blocked"):
+            log.warning("removing version %s of %s/%s failed: %s", version, namespace, name, outcome.message)
+        return False
+
     # -- status ---------------------------------------------------------------------------------------
     def _write(
         self,
@@ -323,13 +503,15 @@ class ModelReconciler:
         observed: ObservedModel,
         server_spec: TritonServerSpec | None,
         memory: ModelMemory,
-    ) -> bool:
+        routed: RoutingOutcome | None = None,
+    ) -> dict[str, Any] | None:
         meta = body["metadata"]
         name, generation = meta["name"], int(meta.get("generation", 1))
         old = body.get("status") or {}
-        conditions = set_conditions(
-            old.get("conditions") or [], model_conditions(observed), generation, now()
-        )
+        decided = model_conditions(observed)
+        if routed is not None:
+            decided = routed_conditions(decided, routed)
+        conditions = set_conditions(old.get("conditions") or [], decided, generation, now())
         new: dict[str, Any] = {"observedGeneration": generation, "conditions": conditions}
         staged = memory.staged
         if staged is not None:
@@ -348,9 +530,16 @@ class ModelReconciler:
                 "grpc": endpoints["grpc"],
                 "model": f"/v2/models/{model}/infer",
             }
+            if routed is not None:
+                if routed.rollout is not None:
+                    new["rollout"] = routed.rollout
+                new["traffic"] = routed.traffic
             if observed.loaded_replicas and staged is not None:
-                new["servedVersion"] = staged.version
-                metrics = model_metrics(self._scrapes(memory), model, staged.version)
+                served = staged.version if routed is None else routed.served_version or staged.version
+                new["servedVersion"] = served
+                # A routed model's clients call its router (version 1): their traffic is the router's.
+                metrics_version = staged.version if routed is None else 1
+                metrics = model_metrics(self._scrapes(memory), model, metrics_version)
                 if metrics:
                     new["metrics"] = metrics
                     stamp_metrics(new, old, now())
@@ -394,6 +583,8 @@ class ModelReconciler:
         memory = self.state.model(object_key(body))
         with memory.lock:
             unloaded = self._unload_everywhere(body, spec.server_ref.name, spec.resolved_model_name(name))
+            if spec.routed:  # the router went first (it has the public name), then the versions behind it
+                self._unload_everywhere(body, spec.server_ref.name, spec.repository_name(name))
             if not spec.keep_files_on_delete:
                 self._remove_files(body, spec)
         self.state.forget_model(object_key(body))
@@ -411,6 +602,8 @@ class ModelReconciler:
             ip = (pod.get("status") or {}).get("podIP")
             if not ip or pod["metadata"].get("deletionTimestamp"):
                 continue
+            meta = pod["metadata"]
+            self.state.indexes.invalidate((namespace, meta["name"], meta.get("uid")))
             try:
                 triton.unload_model(triton.TritonEndpoint(ip), model)
             except triton.TritonError as exc:
@@ -438,7 +631,7 @@ class ModelReconciler:
         """Run the removal Job to completion (bounded); kopf.TemporaryError if it fails or is not done."""
         meta = body["metadata"]
         name, namespace = meta["name"], meta["namespace"]
-        server_name, model = spec.server_ref.name, spec.resolved_model_name(name)
+        server_name, model = spec.server_ref.name, spec.repository_name(name)
         found = self._repository_claim(namespace, server_name)
         if found is None:
             log.info(
@@ -451,32 +644,24 @@ class ModelReconciler:
         claim, server = found
         job_name = removal_job_name(name, spec)
         # A staging Job still running could put the files back after the removal: stop it first.
-        self._remove_other_jobs(namespace, name, job_name)
+        self._remove_other_jobs(namespace, name, frozenset([job_name]))
         job = self.kube.get("Job", namespace, job_name)
         if job is not None and job["metadata"].get("deletionTimestamp"):
             raise kopf.TemporaryError(f"waiting for the previous removal Job {job_name} to go", delay=5)
-        if job is None and not self._start_removal(body, spec, server, claim, job_name):
-            return
-        deadline = time.monotonic() + REMOVAL_WAIT_S
-        while True:
-            job = self.kube.get("Job", namespace, job_name)
-            if job is None:
-                raise kopf.TemporaryError(f"removal Job {job_name} disappeared; starting another", delay=5)
-            pods = self.kube.list("Pod", namespace, f"{JOB_NAME_LABEL}={job_name}")
-            outcome = staging_outcome(job, pods)
-            if outcome.phase == "complete":
-                log.info(
-                    "removed version %s of %s from PVC %s with Job %s", spec.version, model, claim, job_name
-                )
-                self.kube.delete("Job", namespace, job_name)
+        if job is None:
+            if not self._start_removal(body, spec, server, claim, job_name):
                 return
-            if outcome.phase in ("failed", "blocked"):
-                raise self._removal_failed(body, job_name, outcome)
-            if time.monotonic() > deadline:
-                raise kopf.TemporaryError(
-                    f"removal Job {job_name} has not finished after {REMOVAL_WAIT_S:.0f} s", delay=5
-                )
-            time.sleep(REMOVAL_POLL_S)
+            raise kopf.TemporaryError(f"removal Job {job_name} started", delay=REMOVAL_POLL_S)
+        # One look per call, never a wait: a thread held here would be one fewer for every other object.
+        pods = self.kube.list("Pod", namespace, f"{JOB_NAME_LABEL}={job_name}")
+        outcome = staging_outcome(job, pods)
+        if outcome.phase == "complete":
+            log.info("removed version %s of %s from PVC %s with Job %s", spec.version, model, claim, job_name)
+            self.kube.delete("Job", namespace, job_name)
+            return
+        if outcome.phase in ("failed", "blocked"):
+            raise self._removal_failed(body, job_name, outcome)
+        raise kopf.TemporaryError(f"removal Job {job_name} has not finished yet", delay=REMOVAL_POLL_S)
 
     def _start_removal(
         self,

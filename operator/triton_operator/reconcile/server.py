@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from functools import partial
 from typing import Any, cast
 
 import kopf
@@ -107,17 +108,18 @@ class ServerReconciler:
         write_status(self.kube, KIND, body, new, STATUS_FIELDS)
 
     # -- observe ------------------------------------------------------------------------------------
-    def refresh(self, body: Mapping[str, Any]) -> bool:
-        """Observe the children and Triton in every pod; write status if it changed. True if written."""
+    def refresh(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Observe the children and Triton in every pod; write status if it changed (returned as written)."""
         meta = body["metadata"]
         name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation", 1))
         try:
             spec = TritonServerSpec.model_validate(body.get("spec") or {})
         except ValidationError:
-            return False  # apply() reported it; nothing to observe against
+            return None  # apply() reported it; nothing to observe against
         key = object_key(body)
         deployment = self.kube.get("Deployment", namespace, deployment_name(name))
-        pods = self.kube.list("Pod", namespace, label_selector(name))
+        # Shared with the server's models (one list per period for all of them; pod events invalidate it).
+        pods = self.state.server_pods.get(key, lambda: self.kube.list("Pod", namespace, label_selector(name)))
         triton_by_pod, summaries = self._ask_triton(key, pods, metrics_enabled(spec))
 
         observed = observe_server(deployment, pods, triton_by_pod)
@@ -161,7 +163,13 @@ class ServerReconciler:
             endpoint = triton.TritonEndpoint(ip)
             try:
                 health = triton.server_health(endpoint)
-                models = triton.repository_index(endpoint) if health.live else []
+                index_key = (key[0], pod_name, pod["metadata"].get("uid"))
+                models = (
+                    # Fresh each period, and kept for the models of this server (they read it too).
+                    self.state.indexes.get(index_key, partial(triton.repository_index, endpoint), fresh=True)
+                    if health.live
+                    else []
+                )
                 answers[pod_name] = PodTriton(health=health, models=models)
                 if with_metrics and health.live:
                     scrape = Scrape(parse_metrics(fetch_metrics(endpoint)), time.monotonic())

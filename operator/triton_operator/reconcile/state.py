@@ -9,6 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from triton_operator.observe.metrics import Scrape
+from triton_operator.reconcile.cache import SharedReads
+from triton_operator.reconcile.routing import RoutingMemory
+from triton_operator.reconcile.watched import WatchedStaging
+from triton_operator.triton.client import ModelState
+
+DEFAULT_READ_TTL_S = 10.0
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -45,10 +51,25 @@ class ModelMemory:
     staged: StagedRecord | None = None
     # status.stagingJob when first seen: the files a READY pod was loaded from before this process.
     baseline_job: str | None = None
+    # The staging Jobs whose predecessors this process has already deleted (once per new spec).
+    cleaned_for: frozenset[str] | None = None
+    # An experiment's other versions, staged by Jobs of their own (by version).
+    variants_staged: dict[int, StagedRecord] = field(default_factory=dict)
     # Pod uid -> staging Job whose files the operator loaded there; a new Job means reload.
     loads: dict[str, str] = field(default_factory=dict)
     failures: dict[str, FailedLoad] = field(default_factory=dict)
+    # Routed models (canary rollouts): the router on each pod, the step's window.
+    routing: RoutingMemory = field(default_factory=RoutingMemory)
+    # The old version whose files a promotion removed (so a restart does not wait for it again).
+    retired: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(frozen=True)
+class AppliedSpec:
+    uid: str
+    generation: int
+    at: float  # time.monotonic()
 
 
 @dataclass
@@ -56,34 +77,41 @@ class OperatorState:
     # The latest /metrics scrape of each pod of a server, and the one before it, for rates over a window.
     scrapes: dict[Key, dict[str, Scrape]] = field(default_factory=lambda: defaultdict(dict))
     previous_scrapes: dict[Key, dict[str, Scrape]] = field(default_factory=dict)
-    # When each server's children were last applied by its status loop (drift repair).
-    applied_at: dict[Key, float] = field(default_factory=dict)
+    # Which spec of each server was last applied, and when (a new spec or the drift period re-applies).
+    applied: dict[Key, AppliedSpec] = field(default_factory=dict)
 
-    # TritonModels: their memory and the events that wake their status loops (separate from the
-    # servers' pokes: a model and a server may share a name).
+    # TritonModels: what each one's passes remember.
     models: dict[Key, ModelMemory] = field(default_factory=dict)
-    model_pokes: dict[Key, threading.Event] = field(default_factory=dict)
+
+    # Reads every model of a server shares (see cache.py); watch events invalidate them.
+    read_ttl_s: float = DEFAULT_READ_TTL_S
+    servers: SharedReads[dict[str, Any] | None] = field(init=False)
+    server_pods: SharedReads[list[dict[str, Any]]] = field(init=False)
+    # Keyed by (namespace, pod name, pod uid): a restarted container keeps the uid, so pod events
+    # (restartCount, readiness) invalidate it too.
+    indexes: SharedReads[list[ModelState]] = field(init=False)
+    # Staging Jobs and their pods, fed by the watch.
+    staging: WatchedStaging = field(default_factory=WatchedStaging)
+
+    def __post_init__(self) -> None:
+        self.servers = SharedReads(self.read_ttl_s)
+        self.server_pods = SharedReads(self.read_ttl_s)
+        self.indexes = SharedReads(self.read_ttl_s)
 
     def forget(self, key: Key) -> None:
+        """A TritonServer is gone."""
         self.scrapes.pop(key, None)
         self.previous_scrapes.pop(key, None)
-        self.applied_at.pop(key, None)
+        self.applied.pop(key, None)
+        self.servers.invalidate(key)
+        self.server_pods.invalidate(key)
 
     def model(self, key: Key) -> ModelMemory:
         return self.models.setdefault(key, ModelMemory())
 
-    def model_poke(self, key: Key) -> threading.Event:
-        return self.model_pokes.setdefault(key, threading.Event())
-
-    def poke_model(self, key: Key) -> None:
-        self.model_poke(key).set()
-
-    def poke_models_of(self, server: Key) -> None:
-        """Wake every model placed on `server` (its pods or the server itself changed)."""
-        for key, memory in list(self.models.items()):
-            if memory.server == server:
-                self.poke_model(key)
+    def models_on(self, server: Key) -> list[Key]:
+        """The models placed on `server` (to wake when its pods or the server itself change)."""
+        return [key for key, memory in list(self.models.items()) if memory.server == server]
 
     def forget_model(self, key: Key) -> None:
         self.models.pop(key, None)
-        self.model_pokes.pop(key, None)

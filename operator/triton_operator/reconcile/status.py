@@ -48,21 +48,22 @@ def transitions(
 
 def write_status(
     kube: Kube, kind: str, body: Mapping[str, Any], new: dict[str, Any], owned_fields: Sequence[str]
-) -> bool:
+) -> dict[str, Any] | None:
     """Patch status when it differs from what is there; emit an Event per condition transition.
 
     `new` holds every field the operator owns (the whole conditions list, as merge-patch replaces
-    lists). Fields it no longer reports are removed by sending null.
+    lists). Fields it no longer reports are removed by sending null. Returns the object as written,
+    or None when there was nothing new to write.
     """
     old: Mapping[str, Any] = body.get("status") or {}
     dropped = [k for k in owned_fields if k in old and k not in new and old.get(k) is not None]
     if not dropped and _comparable(new) == _comparable({k: v for k, v in old.items() if k in new}):
-        return False
+        return None
     patch: dict[str, Any] = dict(new)
     for key in dropped:
         patch[key] = None
     meta = body["metadata"]
-    kube.patch_status(kind, meta["namespace"], meta["name"], patch)
+    written = kube.patch_status(kind, meta["namespace"], meta["name"], patch)
     for cond in transitions(old.get("conditions") or [], new.get("conditions") or []):
         bad = _BAD.get(str(cond.get("type"))) == cond.get("status")
         kopf.event(
@@ -71,4 +72,4 @@ def write_status(
             reason=str(cond.get("reason")),
             message=f"{cond.get('type')} is {cond.get('status')}: {cond.get('message')}",
         )
-    return True
+    return written

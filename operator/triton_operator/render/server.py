@@ -45,6 +45,11 @@ def metrics_enabled(spec: TritonServerSpec) -> bool:
     return spec.triton.metrics.enabled
 
 
+# Headers (HTTP) and metadata (gRPC) Triton hands to models as request parameters: `x-` ones only, so
+# that credentials (authorization, cookies) never reach model code.
+FORWARDED_HEADERS = "^x-.*"
+
+
 def triton_args(spec: TritonServerSpec) -> list[str]:
     """tritonserver's command-line arguments: the flags the operator owns, then spec.triton.extraArgs."""
     triton = spec.triton
@@ -67,6 +72,10 @@ def triton_args(spec: TritonServerSpec) -> list[str]:
     if triton.log_verbose:
         args.append(f"--log-verbose={triton.log_verbose}")
     args.append(f"--exit-timeout-secs={triton.exit_timeout_seconds}")
+    # The routers of canaries and experiments read a sticky key and the pinning header from the
+    # request's parameters; Triton passes headers there only when they match these patterns.
+    args.append(f"--http-header-forward-pattern={FORWARDED_HEADERS}")
+    args.append(f"--grpc-header-forward-pattern={FORWARDED_HEADERS}")
     return args + list(triton.extra_args)
 
 

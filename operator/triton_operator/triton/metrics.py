@@ -93,12 +93,27 @@ class CpuStats:
 
 
 @dataclass(frozen=True)
+class RoutedCounts:
+    """Requests a router forwarded to one variant, by outcome (cumulative)."""
+
+    success: int = 0
+    failure: int = 0
+
+
+# The counter family the operator's router writes (render/router_model.py): a model that answers with
+# an error response is no failure to Triton's own nv_inference_request_failure; the router sees it.
+ROUTER_FAMILY = "tritonoperator_router_requests_total"
+
+
+@dataclass(frozen=True)
 class MetricsSnapshot:
     """One scrape of one pod: per (model, version) counters, GPUs by UUID, and CPU when reported."""
 
     models: Mapping[ModelKey, ModelCounters] = field(default_factory=dict)
     gpus: Mapping[str, GpuStats] = field(default_factory=dict)
     cpu: CpuStats | None = None
+    # The operator's routers: (router, model, version) -> requests forwarded there (success, failure).
+    routed: Mapping[tuple[str, str, str], RoutedCounts] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -155,11 +170,16 @@ def parse_metrics(text: str) -> MetricsSnapshot:
     models: dict[ModelKey, dict[str, float]] = {}
     gpus: dict[str, dict[str, float]] = {}
     cpu: dict[str, float] = {}
+    routed: dict[tuple[str, str, str], dict[str, float]] = {}
     for family in text_string_to_metric_families(text):
         name = family.name
         for sample in family.samples:
             labels, value = sample.labels, sample.value
-            if name in _COUNTERS and sample.name in (name, f"{name}_total") and "model" in labels:
+            if name in (ROUTER_FAMILY, ROUTER_FAMILY.removesuffix("_total")) and "router" in labels:
+                key = (labels["router"], labels.get("model", ""), labels.get("version", ""))
+                outcome = labels.get("outcome", "")
+                routed.setdefault(key, {})[outcome] = routed.get(key, {}).get(outcome, 0.0) + value
+            elif name in _COUNTERS and sample.name in (name, f"{name}_total") and "model" in labels:
                 # The parser names counter samples `<family>_total`; Triton's text has no suffix.
                 fields = models.setdefault(_model_key(labels), {})
                 # Summing also folds in series split by extra labels (failure `reason`).
@@ -178,6 +198,10 @@ def parse_metrics(text: str) -> MetricsSnapshot:
         models={key: _model_counters(key, fields) for key, fields in models.items()},
         gpus={uuid: _gpu_stats(uuid, fields) for uuid, fields in gpus.items()},
         cpu=_cpu_stats(cpu) if cpu else None,
+        routed={
+            key: RoutedCounts(int(c.get("success", 0.0)), int(c.get("failure", 0.0)))
+            for key, c in routed.items()
+        },
     )
 
 

@@ -1,0 +1,466 @@
+"""Canary rollouts on the sandbox (issue 9): a new version reaches traffic step by step through the
+in-server router, judged by Triton's own per-version metrics, and rolls back by itself.
+
+Clients call the public model name on every replica over HTTP and gRPC throughout; the test counts
+every failed request and measures each step's split from Triton's own counters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+import tritonclient.grpc as triton_grpc
+import tritonclient.http as triton_http
+from kubernetes import client
+
+from tests.e2e import kube
+from tests.e2e.conftest import OperatorProcess, Sandbox
+from tests.e2e.test_tritonmodel import (
+    BUCKET,
+    CREDENTIALS,
+    apply,
+    condition,
+    credentials_secret,
+    get_cr,
+    server_pods,
+    tritonmodel,
+    tritonserver,
+)
+from tests.golden.triton.triton_models import ADDER_PY, write_model
+from tests.sandbox.config import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
+
+MODEL = "scorer"
+TARGET = f"{MODEL}~versions"
+# Version 2 that fails every 5th request it serves (20%), deterministically.
+FAILING_PY = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.served = 0
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            self.served += 1
+            x = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
+            if self.served % 5 == 0:
+                error = pb_utils.TritonError("version 2 is broken")
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
+            else:
+                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", x + 1)]))
+        return responses
+"""
+
+
+def publish(sb: Sandbox, workdir: Path, prefix: str, model_py: str, version: int) -> None:
+    folder = write_model(workdir / prefix.replace("/", "-"), MODEL, model_py, max_queue_delay_us=500)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=sb.cfg.s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+    if BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=BUCKET)
+    subprocess.run(
+        [sys.executable, "-m", "model_builders", "publish", str(folder), "--to", f"s3://{BUCKET}/{prefix}",
+         "--version", str(version), "--endpoint-url", sb.cfg.s3_endpoint, "--region", "us-east-1",
+         "--server", "triton", "--credentials-secret", "s3-credentials", "--force"],
+        env={**os.environ, **CREDENTIALS, "PYTHONPATH": f"{REPO_ROOT / 'operator'}:{REPO_ROOT}"},
+        check=True, timeout=120, capture_output=True,
+    )  # fmt: skip
+
+
+def canary_model(sb: Sandbox, version: int, prefix: str, rollout: dict[str, Any]) -> dict[str, Any]:
+    model = tritonmodel(MODEL, sb.cfg.s3_endpoint, prefix=prefix)
+    model["spec"]["version"] = version
+    model["spec"]["rollout"] = rollout
+    return model
+
+
+@dataclass
+class Load:
+    """Client threads calling the public name on every pod, HTTP and gRPC, until stopped (bounded)."""
+
+    ips: list[str]
+    max_s: float = 600
+    ok: Counter[str] = field(default_factory=Counter)
+    failed: list[tuple[float, str]] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> Load:
+        for ip in self.ips:
+            for proto in ("http", "grpc"):
+                t = threading.Thread(target=self._run, args=(ip, proto), daemon=True)
+                t.start()
+                self.threads.append(t)
+        return self
+
+    def _run(self, ip: str, proto: str) -> None:
+        data = np.ones((1, 1), dtype=np.float32)
+        deadline = time.monotonic() + self.max_s
+        if proto == "http":
+            http = triton_http.InferenceServerClient(f"{ip}:8000", network_timeout=30)
+            inp = triton_http.InferInput("INPUT0", [1, 1], "FP32")
+            inp.set_data_from_numpy(data)
+            call = lambda: http.infer(MODEL, [inp]).as_numpy("OUTPUT0")  # noqa: E731
+        else:
+            grpc = triton_grpc.InferenceServerClient(f"{ip}:8001")
+            ginp = triton_grpc.InferInput("INPUT0", [1, 1], "FP32")
+            ginp.set_data_from_numpy(data)
+            call = lambda: grpc.infer(MODEL, [ginp], client_timeout=30).as_numpy("OUTPUT0")  # noqa: E731
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                out = call()
+                if out is None or float(out[0][0]) != 2.0:
+                    raise AssertionError(f"unexpected output {out!r}")
+                self.ok[proto] += 1
+            except Exception as exc:
+                self.failed.append((time.monotonic(), f"{proto} {ip}: {exc}"))
+
+    def finish(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=60)
+
+
+def inference_counts(ips: list[str]) -> Counter[str]:
+    """nv_inference_count of the versions behind the router, summed over pods, by version."""
+    counts: Counter[str] = Counter()
+    for ip in ips:
+        with urllib.request.urlopen(f"http://{ip}:8002/metrics", timeout=10) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith("nv_inference_count{") and f'model="{TARGET}"' in line:
+                    version = line.split('version="', 1)[1].split('"', 1)[0]
+                    counts[version] += int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
+def loaded_versions(ip: str) -> set[str]:
+    req = urllib.request.Request(f"http://{ip}:8000/v2/repository/index", data=b"{}")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        rows = json.load(resp)
+    return {r["version"] for r in rows if r["name"] == TARGET and r.get("state") == "READY"}
+
+
+def rollout_of(sb: Sandbox, ns: str) -> dict[str, Any]:
+    return ((get_cr(sb, ns, "tritonmodels", MODEL) or {}).get("status") or {}).get("rollout") or {}
+
+
+@pytest.fixture(scope="module")
+def published(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> None:
+    workdir = tmp_path_factory.mktemp("rollout")
+    publish(sandbox, workdir, f"{MODEL}/1", ADDER_PY, 1)
+    publish(sandbox, workdir, f"{MODEL}/2", ADDER_PY, 2)
+    publish(sandbox, workdir, f"{MODEL}-broken/2", FAILING_PY, 2)
+
+
+@pytest.fixture
+def pool(sandbox: Sandbox, operator: OperatorProcess, published: None) -> Iterator[str]:
+    core = client.CoreV1Api(sandbox.api)
+    ns = f"ro-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": ns, "labels": {"e2e": "true"}}})
+    kube.wait_for(lambda: kube.service_account_exists(core, ns, "default"), 30, "default service account")
+    apply(sandbox, ns, credentials_secret(), tritonserver(2))
+    sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", "tritonserver/triton", "--timeout=180s")
+    yield ns
+    core.delete_namespace(ns)
+
+
+def test_canary_promotes_step_by_step_under_load_without_a_failed_request(
+    sandbox: Sandbox, pool: str
+) -> None:
+    ns = pool
+    rollout = {
+        "strategy": "Canary",
+        "steps": [
+            {"weight": 10, "pauseSeconds": 20},
+            {"weight": 50, "pauseSeconds": 15},
+            {"weight": 100, "pauseSeconds": 5},
+        ],
+        "analysis": {
+            "intervalSeconds": 5,
+            "minRequests": 100,
+            "maxFailureRatio": 0.01,
+            "maxLatencyRatio": 20,
+        },
+    }
+    apply(sandbox, ns, canary_model(sandbox, 1, f"{MODEL}/1", rollout))
+    sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=240s")
+    ips = [p.status.pod_ip for p in server_pods(sandbox, ns)]
+    assert rollout_of(sandbox, ns)["stableVersion"] == "1"
+
+    load = Load(ips).start()
+    shares: dict[int, tuple[float, int]] = {}  # step index -> (observed v2 %, requests) while it held
+    try:
+        apply(sandbox, ns, canary_model(sandbox, 2, f"{MODEL}/2", rollout))
+        for index in (0, 1):
+            state = kube.wait_for(
+                lambda index=index: (
+                    (r := rollout_of(sandbox, ns)).get("phase") == "Progressing"
+                    and r.get("canaryVersion") == "2"
+                    and r.get("stepIndex") == index
+                    and r
+                ),
+                240,
+                f"step {index + 1}",
+                interval_s=0.2,
+            )
+            # The window: once every replica's router has this step's weights, until just before the
+            # step may end (its start + pause: the operator cannot move on earlier).
+            started = datetime.fromisoformat(state["stepStartedAt"]).timestamp()
+            time.sleep(3)
+            before = inference_counts(ips)
+            time.sleep(max(0.0, started + rollout["steps"][index]["pauseSeconds"] - 2 - time.time()))
+            after = inference_counts(ips)
+            delta = after - before
+            print(
+                "DEBUG",
+                index,
+                time.time() - started,
+                state,
+                before,
+                after,
+                rollout_of(sandbox, ns),
+                flush=True,
+            )
+            total = delta["1"] + delta["2"]
+            shares[index] = (100.0 * delta["2"] / total if total else 0.0, total)
+        kube.wait_for(
+            lambda: (
+                (r := rollout_of(sandbox, ns)).get("phase") == "Promoted" and r.get("stableVersion") == "2"
+            ),
+            240,
+            "the promotion",
+        )
+        sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=60s")
+    finally:
+        load.finish()
+    assert not load.failed, load.failed[:5]
+    assert load.ok["http"] > 0 and load.ok["grpc"] > 0
+    for index, desired in ((0, 10), (1, 50)):
+        observed, total = shares[index]
+        assert abs(observed - desired) <= 2, f"step {index + 1}: {observed:.1f}% of {total} vs {desired}%"
+        assert total >= 2000, f"step {index + 1} measured only {total} requests"
+    kube.wait_for(lambda: all(loaded_versions(ip) == {"2"} for ip in ips), 60, "version 1 unloaded")
+    status = (get_cr(sandbox, ns, "tritonmodels", MODEL) or {})["status"]
+    assert condition(status, "Ready")["status"] == "True"
+    assert status["servedVersion"] == 2
+
+
+def test_a_failing_canary_rolls_back_by_itself(sandbox: Sandbox, pool: str) -> None:
+    ns = pool
+    rollout = {
+        "strategy": "Canary",
+        "steps": [{"weight": 50, "pauseSeconds": 120}, {"weight": 100}],
+        "analysis": {
+            "intervalSeconds": 5,
+            "minRequests": 100,
+            "maxFailureRatio": 0.05,
+            "maxLatencyRatio": 20,
+        },
+    }
+    apply(sandbox, ns, canary_model(sandbox, 1, f"{MODEL}/1", rollout))
+    sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=240s")
+    ips = [p.status.pod_ip for p in server_pods(sandbox, ns)]
+    load = Load(ips).start()
+    try:
+        apply(sandbox, ns, canary_model(sandbox, 2, f"{MODEL}-broken/2", rollout))
+        kube.wait_for(
+            lambda: rollout_of(sandbox, ns).get("phase") == "Progressing", 180, "the canary started"
+        )
+        started = time.monotonic()
+        kube.wait_for(lambda: rollout_of(sandbox, ns).get("phase") == "RolledBack", 120, "the rollback")
+        rolled_back_after = time.monotonic() - started
+        time.sleep(5)  # the router on every replica is back at 100% stable
+        before = len(load.failed)
+        time.sleep(10)
+        after_rollback = len(load.failed) - before
+    finally:
+        load.finish()
+    status = (get_cr(sandbox, ns, "tritonmodels", MODEL) or {})["status"]
+    degraded = condition(status, "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "RolledBack", degraded
+    assert "failure ratio" in degraded["message"], degraded["message"]
+    assert after_rollback == 0, load.failed[-5:]
+    assert load.failed, "the broken canary served some requests before the verdict"
+    assert all("version 2 is broken" in message for _, message in load.failed), load.failed[:5]
+    assert rolled_back_after < 60, rolled_back_after
+    ready = condition(status, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "RolledBack"
+
+
+def promoted_to(sb: Sandbox, ns: str, version: str) -> bool:
+    rollout = rollout_of(sb, ns)
+    return rollout.get("phase") == "Promoted" and rollout.get("stableVersion") == version
+
+
+def annotate(sb: Sandbox, ns: str, command: str) -> None:
+    value = f"{command} {time.time_ns()}"
+    sb.kubectl(
+        "annotate", "-n", ns, f"tritonmodel/{MODEL}", f"tritonoperator.dev/rollout={value}", "--overwrite"
+    )
+
+
+def spec_of(sb: Sandbox, ns: str) -> dict[str, Any]:
+    return dict((get_cr(sb, ns, "tritonmodels", MODEL) or {})["spec"])
+
+
+def test_manual_abort_retry_and_promote_change_no_spec_field(sandbox: Sandbox, pool: str) -> None:
+    ns = pool
+    rollout = {
+        "strategy": "Canary",
+        "steps": [{"weight": 10, "pauseSeconds": 3600}, {"weight": 100, "pauseSeconds": 0}],
+        "analysis": {"intervalSeconds": 5, "minRequests": 10},
+    }
+    apply(sandbox, ns, canary_model(sandbox, 1, f"{MODEL}/1", rollout))
+    sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=240s")
+    ips = [p.status.pod_ip for p in server_pods(sandbox, ns)]
+    apply(sandbox, ns, canary_model(sandbox, 2, f"{MODEL}/2", rollout))
+    kube.wait_for(lambda: rollout_of(sandbox, ns).get("phase") == "Progressing", 240, "the canary's start")
+    spec = spec_of(sandbox, ns)
+    load = Load(ips).start()
+    try:
+        annotate(sandbox, ns, "abort")
+        aborted = kube.wait_for(
+            lambda: (r := rollout_of(sandbox, ns)).get("phase") == "Aborted" and r, 60, "abort"
+        )
+        assert aborted["canaryWeight"] == 0
+        time.sleep(5)  # every router at 100% stable: version 2 serves nothing more
+        served = inference_counts(ips)["2"]
+        time.sleep(5)
+        assert inference_counts(ips)["2"] == served
+        annotate(sandbox, ns, "retry")
+        kube.wait_for(
+            lambda: (r := rollout_of(sandbox, ns)).get("phase") == "Progressing" and r.get("stepIndex") == 0,
+            60,
+            "the retry at step 1",
+        )
+        annotate(sandbox, ns, "promote")
+        kube.wait_for(
+            lambda: (
+                (r := rollout_of(sandbox, ns)).get("phase") == "Promoted" and r.get("stableVersion") == "2"
+            ),
+            120,
+            "the promotion by command",
+        )
+        sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=60s")
+    finally:
+        load.finish()
+    assert not load.failed, load.failed[:5]
+    assert spec_of(sandbox, ns) == spec  # no spec field was changed by the commands or the operator
+
+
+def test_a_step_without_traffic_waits_and_says_so_then_goes_on(sandbox: Sandbox, pool: str) -> None:
+    ns = pool
+    rollout = {
+        "strategy": "Canary",
+        "steps": [{"weight": 50, "pauseSeconds": 5}, {"weight": 100, "pauseSeconds": 5}],
+        "analysis": {"intervalSeconds": 5, "minRequests": 200},
+    }
+    apply(sandbox, ns, canary_model(sandbox, 1, f"{MODEL}/1", rollout))
+    sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=240s")
+    apply(sandbox, ns, canary_model(sandbox, 2, f"{MODEL}/2", rollout))
+    waiting = kube.wait_for(
+        lambda: "inconclusive" in (r := rollout_of(sandbox, ns)).get("message", "") and r,
+        120,
+        "an inconclusive step",
+    )
+    assert waiting["phase"] == "Progressing" and waiting["stepIndex"] == 0
+    assert "of 200" in waiting["message"], waiting["message"]
+    time.sleep(15)  # well past the pause: without traffic the step still holds
+    assert rollout_of(sandbox, ns)["stepIndex"] == 0
+    load = Load([p.status.pod_ip for p in server_pods(sandbox, ns)]).start()
+    try:
+        kube.wait_for(
+            lambda: (
+                (r := rollout_of(sandbox, ns)).get("phase") == "Promoted" and r.get("stableVersion") == "2"
+            ),
+            180,
+            "the promotion once traffic came",
+        )
+    finally:
+        load.finish()
+    assert not load.failed, load.failed[:5]
+
+
+def test_an_operator_killed_mid_step_resumes_at_the_same_step(
+    sandbox: Sandbox, pool: str, operator: OperatorProcess
+) -> None:
+    ns = pool
+    rollout = {
+        "strategy": "Canary",
+        "steps": [{"weight": 20, "pauseSeconds": 40}, {"weight": 100, "pauseSeconds": 5}],
+        "analysis": {"intervalSeconds": 5, "minRequests": 50, "maxLatencyRatio": 9},
+    }
+    apply(sandbox, ns, canary_model(sandbox, 1, f"{MODEL}/1", rollout))
+    sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=240s")
+    ips = [p.status.pod_ip for p in server_pods(sandbox, ns)]
+    load = Load(ips).start()
+    try:
+        apply(sandbox, ns, canary_model(sandbox, 2, f"{MODEL}/2", rollout))
+        before = kube.wait_for(
+            lambda: (r := rollout_of(sandbox, ns)).get("phase") == "Progressing" and r, 240, "step 1"
+        )
+        time.sleep(5)
+        operator.kill()
+        time.sleep(5)
+        operator.start()
+        time.sleep(10)  # the restarted operator has looked at it, and reloaded every router
+        after = rollout_of(sandbox, ns)
+        assert (after["stepIndex"], after["stepStartedAt"]) == (before["stepIndex"], before["stepStartedAt"])
+        kube.wait_for(
+            lambda: (
+                (r := rollout_of(sandbox, ns)).get("phase") == "Promoted" and r.get("stableVersion") == "2"
+            ),
+            180,
+            "the promotion after the restart",
+        )
+    finally:
+        load.finish()
+    assert not load.failed, load.failed[:5]
+
+
+def test_a_canary_whose_staging_fails_moves_no_traffic(sandbox: Sandbox, pool: str) -> None:
+    ns = pool
+    rollout = {"strategy": "Canary", "steps": [{"weight": 50, "pauseSeconds": 5}, {"weight": 100}]}
+    apply(sandbox, ns, canary_model(sandbox, 1, f"{MODEL}/1", rollout))
+    sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=240s")
+    apply(sandbox, ns, canary_model(sandbox, 2, f"{MODEL}/missing", rollout))
+
+    def staging_failed() -> dict[str, Any] | None:
+        status = (get_cr(sandbox, ns, "tritonmodels", MODEL) or {}).get("status") or {}
+        return status if condition(status, "Staged").get("reason") == "SourceNotFound" else None
+
+    status = kube.wait_for(staging_failed, 120, "Staged=False SourceNotFound")
+    assert condition(status, "Ready")["status"] == "False"
+    assert status["rollout"]["canaryWeight"] in (0, 100) and status["rollout"]["stableVersion"] == "1"
+    assert next(t for t in status["traffic"] if t["version"] == "1")["desiredWeight"] == 100
+    ips = [p.status.pod_ip for p in server_pods(sandbox, ns)]
+    load = Load(ips, max_s=5).start()
+    time.sleep(5)
+    load.finish()
+    assert not load.failed and sum(load.ok.values()) > 0
+    assert inference_counts(ips)["2"] == 0
