@@ -1,6 +1,7 @@
 """`make bench`: the operator's overhead, measured side by side in one run on the sandbox.
 
-Its parts: TritonServer (below), TritonModel (bench/models.py), scale (bench/scale.py: 1,000 models).
+Its parts: TritonServer (below), TritonModel (bench/models.py), scale (bench/scale.py: 1,000 models),
+the canary/A-B router against direct calls (bench/router.py).
 
 TritonServer:
 - apply -> Deployment created, and apply -> Ready, through the operator, against applying the very
@@ -143,6 +144,7 @@ def steady_state(sb: Sandbox, servers: int, seconds: float) -> Counter[str]:
 def main(argv: list[str] | None = None) -> int:
     from bench.models import report as report_models
     from bench.models import run_model_bench
+    from bench.router import run as run_router_bench
     from bench.scale import report as report_scale
     from bench.scale import run_scale_bench
 
@@ -179,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         counts = steady_state(sb, args.idle_servers, args.steady_seconds)
         operator.stop()
         scale = run_scale_bench(sb, log_dir, models=args.scale_models, servers=args.scale_servers)
+        router = run_router_bench(seconds=3.0, rounds=args.rounds, concurrencies=(1, 8, 32))
     finally:
         operator.stop()
         if os.environ.get("BENCH_KEEP") != "1":  # BENCH_KEEP=1 leaves the sandbox up for a look
@@ -200,7 +203,19 @@ def main(argv: list[str] | None = None) -> int:
         f"({counts['read'] / minutes:.1f} reads, {counts['write'] / minutes:.1f} writes)"
     )
     report_scale(scale, args.scale_models, args.scale_servers)
+    report_router(router, args.rounds)
     return 0
+
+
+def report_router(figures: dict[str, Any], rounds: int) -> None:
+    print(f"\nRouter (canary/A-B) against calling the model directly, 90/10, {rounds} rounds of 3 s, medians")
+    columns = ("direct rps", "router rps", "ratio", "p50 +ms", "p99 direct", "p99 router")
+    print(f"{'':10}" + "".join(f"{c:>12}" for c in columns))
+    for key, row in figures.items():
+        print(
+            f"{key:10}{row['direct_rps']:12.0f}{row['router_rps']:12.0f}{row['rps_ratio']:12.2f}"
+            f"{row['added_p50_ms']:12.2f}{row['direct_p99_ms']:12.2f}{row['router_p99_ms']:12.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -8,9 +8,6 @@ every failed request and measures each step's split from Triton's own counters.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -22,7 +19,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
@@ -32,7 +28,6 @@ from kubernetes import client
 from tests.e2e import kube
 from tests.e2e.conftest import OperatorProcess, Sandbox
 from tests.e2e.test_tritonmodel import (
-    BUCKET,
     CREDENTIALS,
     apply,
     condition,
@@ -43,7 +38,7 @@ from tests.e2e.test_tritonmodel import (
     tritonserver,
 )
 from tests.golden.triton.triton_models import ADDER_PY, write_model
-from tests.sandbox.config import REPO_ROOT
+from tests.support.mnist import publish_folder
 
 pytestmark = pytest.mark.e2e
 
@@ -74,22 +69,7 @@ class TritonPythonModel:
 
 def publish(sb: Sandbox, workdir: Path, prefix: str, model_py: str, version: int) -> None:
     folder = write_model(workdir / prefix.replace("/", "-"), MODEL, model_py, max_queue_delay_us=500)
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=sb.cfg.s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
-    if BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
-        s3.create_bucket(Bucket=BUCKET)
-    subprocess.run(
-        [sys.executable, "-m", "model_builders", "publish", str(folder), "--to", f"s3://{BUCKET}/{prefix}",
-         "--version", str(version), "--endpoint-url", sb.cfg.s3_endpoint, "--region", "us-east-1",
-         "--server", "triton", "--credentials-secret", "s3-credentials", "--force"],
-        env={**os.environ, **CREDENTIALS, "PYTHONPATH": f"{REPO_ROOT / 'operator'}:{REPO_ROOT}"},
-        check=True, timeout=120, capture_output=True,
-    )  # fmt: skip
+    publish_folder(sb.cfg.s3_endpoint, folder, prefix, CREDENTIALS, version)
 
 
 def canary_model(sb: Sandbox, version: int, prefix: str, rollout: dict[str, Any]) -> dict[str, Any]:
@@ -464,3 +444,51 @@ def test_a_canary_whose_staging_fails_moves_no_traffic(sandbox: Sandbox, pool: s
     load.finish()
     assert not load.failed and sum(load.ok.values()) > 0
     assert inference_counts(ips)["2"] == 0
+
+
+def send(ip: str, count: int, headers: dict[str, str] | None = None) -> None:
+    """`count` HTTP requests to the public name, one at a time, each checked."""
+    http = triton_http.InferenceServerClient(f"{ip}:8000", network_timeout=30)
+    inp = triton_http.InferInput("INPUT0", [1, 1], "FP32")
+    inp.set_data_from_numpy(np.ones((1, 1), dtype=np.float32))
+    try:
+        for _ in range(count):
+            assert float(http.infer(MODEL, [inp], headers=headers).as_numpy("OUTPUT0")[0][0]) == 2.0
+    finally:
+        http.close()
+
+
+def test_an_ab_experiment_holds_its_split_and_keeps_users_on_their_variant(
+    sandbox: Sandbox, pool: str
+) -> None:
+    ns = pool
+    model = tritonmodel(MODEL, sandbox.cfg.s3_endpoint, prefix=f"{MODEL}/1")
+    second = tritonmodel(MODEL, sandbox.cfg.s3_endpoint, prefix=f"{MODEL}/2")["spec"]["source"]
+    model["spec"]["experiment"] = {
+        "stickyKey": "x-user-id",
+        "variants": [{"version": 1, "weight": 80}, {"version": 2, "weight": 20, "source": second}],
+    }
+    apply(sandbox, ns, model)
+    sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=300s")
+    ips = [p.status.pod_ip for p in server_pods(sandbox, ns)]
+    before = inference_counts(ips)
+    load = Load(ips).start()
+    kube.wait_for(lambda: sum((inference_counts(ips) - before).values()) >= 10_000, 300, "10,000 requests")
+    load.finish()
+    assert not load.failed, load.failed[:5]
+    delta = inference_counts(ips) - before
+    share = 100.0 * delta["2"] / (delta["1"] + delta["2"])
+    assert abs(share - 20.0) <= 1.0, f"version 2 served {share:.2f}% of {delta.total()}"
+
+    for user in ("ada", "grace", "linus", "margaret", "ken"):  # each user always sees one variant
+        for ip in ips:
+            start = inference_counts(ips)
+            send(ip, 15, headers={"x-user-id": user})
+            moved = inference_counts(ips) - start
+            assert sorted(moved.values()) in ([15], [0, 15]), f"{user} on {ip}: {moved}"
+    start = inference_counts(ips)
+    send(ips[0], 20, headers={"x-triton-variant": "2", "x-user-id": "ada"})  # the pin wins over everything
+    assert inference_counts(ips) - start == Counter({"2": 20})
+    status = (get_cr(sandbox, ns, "tritonmodels", MODEL) or {})["status"]
+    roles = {t["version"]: (t["role"], t["desiredWeight"]) for t in status["traffic"]}
+    assert roles == {"1": ("variant", 80), "2": ("variant", 20)}

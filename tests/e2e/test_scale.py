@@ -7,22 +7,17 @@ was never staged, loaded or given a status, and deleting one hung on its finaliz
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from kubernetes import client
 
 from tests.e2e import kube
 from tests.e2e.conftest import OperatorProcess, Sandbox
 from tests.e2e.test_tritonmodel import (
-    BUCKET,
     CREDENTIALS,
     apply,
     condition,
@@ -33,7 +28,7 @@ from tests.e2e.test_tritonmodel import (
     tritonserver,
 )
 from tests.golden.triton.triton_models import infer_once, write_model
-from tests.sandbox.config import REPO_ROOT
+from tests.support.mnist import publish_folder
 
 pytestmark = pytest.mark.e2e
 
@@ -69,22 +64,7 @@ def ready_models(ip: str) -> set[str]:
 def adder_in_s3(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> None:
     """A small python model (adds one) published to s3://models/adder/1: cheap enough to load 100 times."""
     folder = write_model(tmp_path_factory.mktemp("adder"), "adder", max_queue_delay_us=0)
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=sandbox.cfg.s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
-    if BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
-        s3.create_bucket(Bucket=BUCKET)
-    subprocess.run(
-        [sys.executable, "-m", "model_builders", "publish", str(folder), "--to", f"s3://{BUCKET}/{PREFIX}",
-         "--endpoint-url", sandbox.cfg.s3_endpoint, "--region", "us-east-1", "--server", "triton",
-         "--credentials-secret", "s3-credentials", "--force"],
-        env={**os.environ, **CREDENTIALS, "PYTHONPATH": f"{REPO_ROOT / 'operator'}:{REPO_ROOT}"},
-        check=True, timeout=120, capture_output=True,
-    )  # fmt: skip
+    publish_folder(sandbox.cfg.s3_endpoint, folder, PREFIX, CREDENTIALS)
 
 
 @pytest.fixture

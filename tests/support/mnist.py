@@ -15,6 +15,34 @@ from tests.sandbox.config import REPO_ROOT
 BUCKET, PREFIX, MODEL = "models", "mnist/1", "mnist"
 
 
+def ensure_bucket(s3_endpoint: str, credentials: dict[str, str]) -> None:
+    """The sandbox S3 server's `models` bucket, created once."""
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+    )
+    if BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=BUCKET)
+
+
+def publish_folder(
+    s3_endpoint: str, folder: Path, prefix: str, credentials: dict[str, str], version: int | None = None
+) -> None:
+    """`model-builders publish FOLDER --to s3://models/PREFIX` (as version `version`), as a user would."""
+    ensure_bucket(s3_endpoint, credentials)
+    args = ["--version", str(version)] if version is not None else []
+    subprocess.run(
+        [sys.executable, "-m", "model_builders", "publish", str(folder), "--to", f"s3://{BUCKET}/{prefix}",
+         *args, "--endpoint-url", s3_endpoint, "--region", "us-east-1", "--server", "triton",
+         "--credentials-secret", "s3-credentials", "--force"],
+        env={**os.environ, **credentials, "PYTHONPATH": f"{REPO_ROOT / 'operator'}:{REPO_ROOT}"},
+        check=True, timeout=120, capture_output=True,
+    )  # fmt: skip
+
+
 def publish_mnist(
     s3_endpoint: str, workdir: Path, credentials: dict[str, str], credentials_secret: str = "s3-credentials"
 ) -> Path:
@@ -30,15 +58,7 @@ def publish_mnist(
         )
         return proc.stdout
 
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
-    )
-    if BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
-        s3.create_bucket(Bucket=BUCKET)
+    ensure_bucket(s3_endpoint, credentials)
     run(str(REPO_ROOT / "examples" / "models" / "mnist_mlp.py"), "--out", str(workdir))
     repo = workdir / "repo"
     run(

@@ -48,6 +48,7 @@ from triton_operator.reconcile.routing import (
     experiment_outcome,
     experiment_weights,
     routed_conditions,
+    router_everywhere,
     settled,
     variant_specs,
 )
@@ -203,11 +204,12 @@ class ModelReconciler:
                 elif staged_variant.phase in ("failed", "blocked"):
                     problems.append(f"version {variant.version}: {staged_variant.message}")
         staged = memory.staged
+        load = staged
         if staged is not None and variants:
             # The versions reload once every variant's files are there (the token names all their Jobs).
             jobs = sorted([staged.job, *(r.job for r in memory.variants_staged.values())])
-            staged = StagedRecord("+".join(jobs), staged.version, staged.digest)
-        replicas = self._load_everywhere(namespace, server_name, spec, name, staged, memory, stopped)
+            load = StagedRecord("+".join(jobs), staged.version, staged.digest)
+        replicas = self._load_everywhere(namespace, server_name, spec, name, load, memory, stopped)
         routed = None
         if spec.routed and staged is not None:
             routed = self._route(body, spec, server_spec, memory, replicas, stopped)
@@ -418,7 +420,7 @@ class ModelReconciler:
             )
             if problems:
                 outcome = replace(outcome, degraded=(True, str(Reason.LOAD_FAILED), "; ".join(problems)))
-            return outcome
+            return router_everywhere(outcome, memory.routing, public)
         state, weights, outcome = self.routing.canary_pass(
             spec,
             body.get("status") or {},
@@ -444,7 +446,7 @@ class ModelReconciler:
                 f"version {state.canary_version} promoted and serves 100%; version {outcome.retire} unloaded"
             )
             outcome = replace(outcome, rollout=rollout, retire=None)
-        return outcome
+        return router_everywhere(outcome, memory.routing, public)
 
     def _pods(self, namespace: str, server: str) -> list[dict[str, Any]]:
         read = partial(self.kube.list, "Pod", namespace, label_selector(server))

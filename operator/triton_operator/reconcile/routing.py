@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 # the value is the command and anything after it (a timestamp) makes each command new; one is done once.
 COMMAND_ANNOTATION = f"{GROUP}/rollout"
 SERVING = "Serving"  # the reason of a settled routed model (one version, 100%)
+ROUTER_LOADING = "RouterLoading"
 
 
 @dataclass
@@ -380,3 +381,11 @@ def variant_specs(spec: TritonModelSpec) -> list[TritonModelSpec]:
         for v in spec.experiment.variants
         if v.version != spec.version and v.source is not None
     ]
+
+
+def router_everywhere(outcome: RoutingOutcome, memory: RoutingMemory, public: str) -> RoutingOutcome:
+    """Clients reach a routed model only through its router: not Ready before it is on every replica."""
+    if memory.applied_at is not None or outcome.ready is not None:
+        return outcome
+    message = f"the router serving {public} is not on every ready replica yet (its versions load first)"
+    return replace(outcome, ready=(False, ROUTER_LOADING, message))
