@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         counts = steady_state(sb, args.idle_servers, args.steady_seconds)
         operator.stop()
         scale = run_scale_bench(sb, log_dir, models=args.scale_models, servers=args.scale_servers)
+        report_scale(
+            scale, args.scale_models, args.scale_servers
+        )  # now: the longest part, kept if later ones fail
         router = run_router_bench(seconds=3.0, rounds=args.rounds, concurrencies=(1, 8, 32))
     finally:
         operator.stop()
@@ -202,7 +205,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{(counts['read'] + counts['write']) / minutes:.1f} API requests/min by the operator "
         f"({counts['read'] / minutes:.1f} reads, {counts['write'] / minutes:.1f} writes)"
     )
-    report_scale(scale, args.scale_models, args.scale_servers)
     report_router(router, args.rounds)
     return 0
 

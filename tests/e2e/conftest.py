@@ -20,7 +20,7 @@ from kubernetes import client, config
 from tests.e2e import kube
 from tests.sandbox import cluster
 from tests.sandbox.config import REPO_ROOT, SandboxConfig
-from tests.support.s3server import free_port
+from tests.support.s3server import free_port_pair
 
 
 @dataclass
@@ -81,7 +81,7 @@ class OperatorProcess:
         self.extra_env = env or {}
         # Tests refresh status faster than the operator's default (10 s) to keep waits short.
         self.status_period_s = status_period_s
-        self.health_port = free_port("127.0.0.1")
+        self.health_port = free_port_pair("127.0.0.1")  # /metrics listens on the next port
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -67,6 +67,13 @@ class TritonPythonModel:
 """
 
 
+# Version 2 that answers right, 20 ms late (the adder takes well under 1 ms here): many times slower.
+SLOW_PY = ADDER_PY.replace(
+    "    def execute(self, requests):\n",
+    "    def execute(self, requests):\n        __import__('time').sleep(0.02)\n",
+)
+
+
 def publish(sb: Sandbox, workdir: Path, prefix: str, model_py: str, version: int) -> None:
     folder = write_model(workdir / prefix.replace("/", "-"), MODEL, model_py, max_queue_delay_us=500)
     publish_folder(sb.cfg.s3_endpoint, folder, prefix, CREDENTIALS, version)
@@ -155,6 +162,7 @@ def published(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Non
     publish(sandbox, workdir, f"{MODEL}/1", ADDER_PY, 1)
     publish(sandbox, workdir, f"{MODEL}/2", ADDER_PY, 2)
     publish(sandbox, workdir, f"{MODEL}-broken/2", FAILING_PY, 2)
+    publish(sandbox, workdir, f"{MODEL}-slow/2", SLOW_PY, 2)
 
 
 @pytest.fixture
@@ -492,3 +500,65 @@ def test_an_ab_experiment_holds_its_split_and_keeps_users_on_their_variant(
     status = (get_cr(sandbox, ns, "tritonmodels", MODEL) or {})["status"]
     roles = {t["version"]: (t["role"], t["desiredWeight"]) for t in status["traffic"]}
     assert roles == {"1": ("variant", 80), "2": ("variant", 20)}
+
+
+def test_a_slow_canary_rolls_back_on_latency(sandbox: Sandbox, pool: str) -> None:
+    assert "sleep(0.02)" in SLOW_PY
+    ns = pool
+    rollout = {
+        "strategy": "Canary",
+        "steps": [{"weight": 50, "pauseSeconds": 120}, {"weight": 100}],
+        "analysis": {"intervalSeconds": 5, "minRequests": 100, "maxFailureRatio": 0.05, "maxLatencyRatio": 3},
+    }
+    apply(sandbox, ns, canary_model(sandbox, 1, f"{MODEL}/1", rollout))
+    sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=240s")
+    load = Load([p.status.pod_ip for p in server_pods(sandbox, ns)]).start()
+    try:
+        apply(sandbox, ns, canary_model(sandbox, 2, f"{MODEL}-slow/2", rollout))
+        kube.wait_for(lambda: rollout_of(sandbox, ns).get("phase") == "RolledBack", 240, "the rollback")
+    finally:
+        load.finish()
+    assert not load.failed, load.failed[:5]  # slow is not failed: every request was answered
+    degraded = condition((get_cr(sandbox, ns, "tritonmodels", MODEL) or {})["status"], "Degraded")
+    assert degraded["reason"] == "RolledBack" and "p99" in degraded["message"], degraded
+
+
+def test_loading_another_model_does_not_stall_this_ones_http_clients(sandbox: Sandbox, pool: str) -> None:
+    """Repository loads go over gRPC: an HTTP load would stall every in-flight HTTP inference."""
+    ns = pool
+    apply(sandbox, ns, tritonmodel(MODEL, sandbox.cfg.s3_endpoint, prefix=f"{MODEL}/1"))
+    sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=240s")
+    ip = server_pods(sandbox, ns)[0].status.pod_ip
+    http = triton_http.InferenceServerClient(f"{ip}:8000", network_timeout=30)
+    inp = triton_http.InferInput("INPUT0", [1, 1], "FP32")
+    inp.set_data_from_numpy(np.ones((1, 1), dtype=np.float32))
+
+    def latencies(seconds: float) -> list[float]:
+        out, end = [], time.monotonic() + seconds
+        while time.monotonic() < end:
+            start = time.perf_counter()
+            http.infer(MODEL, [inp])
+            out.append(time.perf_counter() - start)
+        return out
+
+    try:
+        before = sorted(latencies(5))
+        p99 = before[int(len(before) * 0.99)]
+        other = tritonmodel("other", sandbox.cfg.s3_endpoint, prefix=f"{MODEL}/1")
+        apply(sandbox, ns, other)
+        during: list[float] = []
+        deadline = time.monotonic() + 180
+        while (
+            condition((get_cr(sandbox, ns, "tritonmodels", "other") or {}).get("status") or {}, "Ready").get(
+                "status"
+            )
+            != "True"
+        ):
+            assert time.monotonic() < deadline, "the other model never got Ready"
+            during += latencies(0.5)
+    finally:
+        http.close()
+    assert during, "no request ran while the other model loaded"
+    assert max(during) <= max(5 * p99, 0.25), (
+        f"max {max(during) * 1000:.0f} ms vs p99 {p99 * 1000:.1f} ms before"
+    )

@@ -34,6 +34,20 @@ def free_port(address: str) -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_pair(address: str, tries: int = 50) -> int:
+    """A port P such that P and P + 1 are both free on `address` right now (the operator's health and
+    metrics ports)."""
+    for _ in range(tries):
+        port = free_port(address)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((address, port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no two consecutive free ports on {address} after {tries} tries")
+
+
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as resp:

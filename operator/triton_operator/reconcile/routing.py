@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from triton_operator.api.common import GROUP, ConditionStatus
-from triton_operator.api.tritonmodel import ModelConditionType, RolloutStrategy, TritonModelSpec
+from triton_operator.api.tritonmodel import ModelConditionType, TritonModelSpec
 from triton_operator.conditions import DecidedCondition, Reason, rfc3339
 from triton_operator.observe.metrics import Scrape
 from triton_operator.observe.rollout import (
@@ -160,10 +160,11 @@ class Routing:
             weights = self._weights_of(plan, state)
             message = (
                 f"version {requested} is staging or loading; it gets traffic once READY on every replica "
-                f"(version {base} keeps 100%)"
+                f"(until then: {_split(weights)})"
             )
             progressing = (True, "CanaryLoading", message)
-            entries = traffic_entries({}, {base: "stable", requested: "canary"}, {base: 100})
+            roles = {v: "stable" if v == base else "canary" for v in [*weights, requested]}
+            entries = traffic_entries({}, roles, weights)
             ready = (False, "CanaryLoading", message)
             outcome = RoutingOutcome(state.to_status(), entries, ready, progressing, None, None, int(base))
             return state, weights, outcome
@@ -240,8 +241,7 @@ class Routing:
         promoted = state.phase is Phase.PROMOTED
         served = int(state.canary_version if promoted else state.stable_version)
         if state.phase is Phase.PROGRESSING:
-            ready = progressing = (False, reason, message)
-            progressing = (True, reason, message)
+            ready, progressing = (False, reason, message), (True, reason, message)
             return RoutingOutcome(rollout, entries, ready, progressing, None, None, served)
         if (
             state.phase in (Phase.ROLLED_BACK, Phase.ABORTED)
@@ -344,10 +344,6 @@ def experiment_outcome(spec: TritonModelSpec, windows: Mapping[str, VersionWindo
     weights = experiment_weights(spec)
     entries = traffic_entries(windows, {str(v.version): "variant" for v in spec.experiment.variants}, weights)
     return RoutingOutcome(None, entries, None, (False, held.reason, held.message), None)
-
-
-def is_canary(spec: TritonModelSpec) -> bool:
-    return spec.effective_rollout().strategy == RolloutStrategy.CANARY
 
 
 def routed_conditions(decided: Sequence[DecidedCondition], routed: RoutingOutcome) -> list[DecidedCondition]:
