@@ -1,7 +1,7 @@
 """`make bench`: the operator's overhead, measured side by side in one run on the sandbox.
 
 Its parts: TritonServer (below), TritonModel (bench/models.py), scale (bench/scale.py: 1,000 models),
-the canary/A-B router against direct calls (bench/router.py).
+the canary/A-B router against direct calls (bench/router.py), rollouts (bench/rollout.py).
 
 TritonServer:
 - apply -> Deployment created, and apply -> Ready, through the operator, against applying the very
@@ -144,6 +144,9 @@ def steady_state(sb: Sandbox, servers: int, seconds: float) -> Counter[str]:
 def main(argv: list[str] | None = None) -> int:
     from bench.models import report as report_models
     from bench.models import run_model_bench
+    from bench.rollout import report as report_rollout
+    from bench.rollout import run_cluster as run_rollout_cluster
+    from bench.rollout import run_local as run_rollout_local
     from bench.router import run as run_router_bench
     from bench.scale import report as report_scale
     from bench.scale import run_scale_bench
@@ -185,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             scale, args.scale_models, args.scale_servers
         )  # now: the longest part, kept if later ones fail
         router = run_router_bench(seconds=3.0, rounds=args.rounds, concurrencies=(1, 8, 32))
+        rollout_local, rollout_cluster = run_rollout_local(), run_rollout_cluster(sb, log_dir)
     finally:
         operator.stop()
         if os.environ.get("BENCH_KEEP") != "1":  # BENCH_KEEP=1 leaves the sandbox up for a look
@@ -206,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({counts['read'] / minutes:.1f} reads, {counts['write'] / minutes:.1f} writes)"
     )
     report_router(router, args.rounds)
+    report_rollout(rollout_local, rollout_cluster)
     return 0
 
 
