@@ -79,6 +79,12 @@ def publish(sb: Sandbox, workdir: Path, prefix: str, model_py: str, version: int
     publish_folder(sb.cfg.s3_endpoint, folder, prefix, CREDENTIALS, version)
 
 
+def serve_version_1(sb: Sandbox, ns: str, rollout: dict[str, Any]) -> None:
+    """The model at version 1 with `rollout`, Ready (its router on every replica)."""
+    apply(sb, ns, canary_model(sb, 1, f"{MODEL}/1", rollout))
+    sb.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=240s")
+
+
 def canary_model(sb: Sandbox, version: int, prefix: str, rollout: dict[str, Any]) -> dict[str, Any]:
     model = tritonmodel(MODEL, sb.cfg.s3_endpoint, prefix=prefix)
     model["spec"]["version"] = version
@@ -195,8 +201,7 @@ def test_canary_promotes_step_by_step_under_load_without_a_failed_request(
             "maxLatencyRatio": 20,
         },
     }
-    apply(sandbox, ns, canary_model(sandbox, 1, f"{MODEL}/1", rollout))
-    sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=240s")
+    serve_version_1(sandbox, ns, rollout)
     ips = [p.status.pod_ip for p in server_pods(sandbox, ns)]
     assert rollout_of(sandbox, ns)["stableVersion"] == "1"
 
@@ -222,18 +227,7 @@ def test_canary_promotes_step_by_step_under_load_without_a_failed_request(
             time.sleep(3)
             before = inference_counts(ips)
             time.sleep(max(0.0, started + rollout["steps"][index]["pauseSeconds"] - 2 - time.time()))
-            after = inference_counts(ips)
-            delta = after - before
-            print(
-                "DEBUG",
-                index,
-                time.time() - started,
-                state,
-                before,
-                after,
-                rollout_of(sandbox, ns),
-                flush=True,
-            )
+            delta = inference_counts(ips) - before
             total = delta["1"] + delta["2"]
             shares[index] = (100.0 * delta["2"] / total if total else 0.0, total)
         kube.wait_for(
@@ -270,8 +264,7 @@ def test_a_failing_canary_rolls_back_by_itself(sandbox: Sandbox, pool: str) -> N
             "maxLatencyRatio": 20,
         },
     }
-    apply(sandbox, ns, canary_model(sandbox, 1, f"{MODEL}/1", rollout))
-    sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=240s")
+    serve_version_1(sandbox, ns, rollout)
     ips = [p.status.pod_ip for p in server_pods(sandbox, ns)]
     load = Load(ips).start()
     try:
@@ -323,8 +316,7 @@ def test_manual_abort_retry_and_promote_change_no_spec_field(sandbox: Sandbox, p
         "steps": [{"weight": 10, "pauseSeconds": 3600}, {"weight": 100, "pauseSeconds": 0}],
         "analysis": {"intervalSeconds": 5, "minRequests": 10},
     }
-    apply(sandbox, ns, canary_model(sandbox, 1, f"{MODEL}/1", rollout))
-    sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=240s")
+    serve_version_1(sandbox, ns, rollout)
     ips = [p.status.pod_ip for p in server_pods(sandbox, ns)]
     apply(sandbox, ns, canary_model(sandbox, 2, f"{MODEL}/2", rollout))
     kube.wait_for(lambda: rollout_of(sandbox, ns).get("phase") == "Progressing", 240, "the canary's start")
@@ -368,8 +360,7 @@ def test_a_step_without_traffic_waits_and_says_so_then_goes_on(sandbox: Sandbox,
         "steps": [{"weight": 50, "pauseSeconds": 5}, {"weight": 100, "pauseSeconds": 5}],
         "analysis": {"intervalSeconds": 5, "minRequests": 200},
     }
-    apply(sandbox, ns, canary_model(sandbox, 1, f"{MODEL}/1", rollout))
-    sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=240s")
+    serve_version_1(sandbox, ns, rollout)
     apply(sandbox, ns, canary_model(sandbox, 2, f"{MODEL}/2", rollout))
     waiting = kube.wait_for(
         lambda: "inconclusive" in (r := rollout_of(sandbox, ns)).get("message", "") and r,
@@ -403,8 +394,7 @@ def test_an_operator_killed_mid_step_resumes_at_the_same_step(
         "steps": [{"weight": 20, "pauseSeconds": 40}, {"weight": 100, "pauseSeconds": 5}],
         "analysis": {"intervalSeconds": 5, "minRequests": 50, "maxLatencyRatio": 9},
     }
-    apply(sandbox, ns, canary_model(sandbox, 1, f"{MODEL}/1", rollout))
-    sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=240s")
+    serve_version_1(sandbox, ns, rollout)
     ips = [p.status.pod_ip for p in server_pods(sandbox, ns)]
     load = Load(ips).start()
     try:
@@ -434,8 +424,7 @@ def test_an_operator_killed_mid_step_resumes_at_the_same_step(
 def test_a_canary_whose_staging_fails_moves_no_traffic(sandbox: Sandbox, pool: str) -> None:
     ns = pool
     rollout = {"strategy": "Canary", "steps": [{"weight": 50, "pauseSeconds": 5}, {"weight": 100}]}
-    apply(sandbox, ns, canary_model(sandbox, 1, f"{MODEL}/1", rollout))
-    sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=240s")
+    serve_version_1(sandbox, ns, rollout)
     apply(sandbox, ns, canary_model(sandbox, 2, f"{MODEL}/missing", rollout))
 
     def staging_failed() -> dict[str, Any] | None:
@@ -510,8 +499,7 @@ def test_a_slow_canary_rolls_back_on_latency(sandbox: Sandbox, pool: str) -> Non
         "steps": [{"weight": 50, "pauseSeconds": 120}, {"weight": 100}],
         "analysis": {"intervalSeconds": 5, "minRequests": 100, "maxFailureRatio": 0.05, "maxLatencyRatio": 3},
     }
-    apply(sandbox, ns, canary_model(sandbox, 1, f"{MODEL}/1", rollout))
-    sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=240s")
+    serve_version_1(sandbox, ns, rollout)
     load = Load([p.status.pod_ip for p in server_pods(sandbox, ns)]).start()
     try:
         apply(sandbox, ns, canary_model(sandbox, 2, f"{MODEL}-slow/2", rollout))

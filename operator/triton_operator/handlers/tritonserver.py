@@ -14,7 +14,7 @@ from triton_operator.api.common import GROUP, VERSION
 from triton_operator.handlers.loops import ObjectLoops
 from triton_operator.opmetrics import measured
 from triton_operator.reconcile.server import KIND, ServerReconciler
-from triton_operator.reconcile.state import AppliedSpec, OperatorState, object_key
+from triton_operator.reconcile.state import AppliedSpec, OperatorState, object_key, pod_index_key
 from triton_operator.render.labels import APP_NAME, COMPONENT, MANAGED_BY
 
 PLURAL = "tritonservers"
@@ -100,8 +100,7 @@ async def child_changed(
     server = (namespace, instance)
     if body.get("kind") == "Pod":
         state.server_pods.invalidate(server)
-        meta = body["metadata"]
-        state.indexes.invalidate((namespace, meta["name"], meta.get("uid")))
+        state.indexes.invalidate(pod_index_key(body))
     loops.poke(KIND, server)
     for model in state.models_on(server):  # a new or restarted pod needs its models loaded
         loops.poke("TritonModel", model)

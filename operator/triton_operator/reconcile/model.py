@@ -51,6 +51,7 @@ from triton_operator.reconcile.routing import (
     router_everywhere,
     settled,
     variant_specs,
+    with_router_problems,
 )
 from triton_operator.reconcile.server import invalid_spec_message
 from triton_operator.reconcile.state import (
@@ -59,6 +60,7 @@ from triton_operator.reconcile.state import (
     OperatorState,
     StagedRecord,
     object_key,
+    pod_index_key,
 )
 from triton_operator.reconcile.status import now, stamp_metrics, write_status
 from triton_operator.reconcile.watched import JOB_NAME_LABEL
@@ -333,10 +335,9 @@ class ModelReconciler:
             return ReplicaFacts(pod_name, ip, False, ReplicaState.PENDING, "the pod is not ready")
         endpoint = triton.TritonEndpoint(ip)
         version = staged.version if staged else 0
-        index_key = (pod["metadata"]["namespace"], pod_name, uid)
+        index_key = pod_index_key(pod)
         try:
-            # One index read per pod and period for all its models (the server's pass reads it too).
-            index = self.state.indexes.get(index_key, partial(triton.repository_index, endpoint))
+            index = self._index_of(pod)
             state, reason = replica_state(index, model, version)
         except triton.TritonError as exc:
             return ReplicaFacts(
@@ -418,9 +419,7 @@ class ModelReconciler:
             problems = self.routing.apply_router(
                 pods, public, target, weights, sticky, memory.routing, stopped
             )
-            if problems:
-                outcome = replace(outcome, degraded=(True, str(Reason.LOAD_FAILED), "; ".join(problems)))
-            return router_everywhere(outcome, memory.routing, public)
+            return router_everywhere(with_router_problems(outcome, problems), memory.routing, public)
         state, weights, outcome = self.routing.canary_pass(
             spec,
             body.get("status") or {},
@@ -434,9 +433,7 @@ class ModelReconciler:
         )
         sticky = spec.effective_rollout().sticky_key or ""
         problems = self.routing.apply_router(pods, public, target, weights, sticky, memory.routing, stopped)
-        if problems:
-            message = "; ".join(problems)
-            outcome = replace(outcome, degraded=(True, str(Reason.LOAD_FAILED), message))
+        outcome = with_router_problems(outcome, problems)
         # Once everything goes to the new version on every replica, the old one's files can go.
         retiring = outcome.retire is not None and memory.routing.applied_at is not None
         if retiring and self._retire(body, spec, server_spec, int(outcome.retire or 0), memory):
@@ -455,10 +452,9 @@ class ModelReconciler:
         )
 
     def _index_of(self, pod: Mapping[str, Any]) -> list[ModelState]:
-        meta = pod["metadata"]
+        """The pod's repository index, read once per period for all its models (the server's pass too)."""
         endpoint = triton.TritonEndpoint(pod["status"]["podIP"])
-        key = (meta["namespace"], meta["name"], meta.get("uid"))
-        return self.state.indexes.get(key, partial(triton.repository_index, endpoint))
+        return self.state.indexes.get(pod_index_key(pod), partial(triton.repository_index, endpoint))
 
     def _retire(
         self,
@@ -604,8 +600,7 @@ class ModelReconciler:
             ip = (pod.get("status") or {}).get("podIP")
             if not ip or pod["metadata"].get("deletionTimestamp"):
                 continue
-            meta = pod["metadata"]
-            self.state.indexes.invalidate((namespace, meta["name"], meta.get("uid")))
+            self.state.indexes.invalidate(pod_index_key(pod))
             try:
                 triton.unload_model(triton.TritonEndpoint(ip), model)
             except triton.TritonError as exc:

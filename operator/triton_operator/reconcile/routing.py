@@ -385,3 +385,10 @@ def router_everywhere(outcome: RoutingOutcome, memory: RoutingMemory, public: st
         return outcome
     message = f"the router serving {public} is not on every ready replica yet (its versions load first)"
     return replace(outcome, ready=(False, ROUTER_LOADING, message))
+
+
+def with_router_problems(outcome: RoutingOutcome, problems: Sequence[str]) -> RoutingOutcome:
+    """A router Triton refused on some pod makes the model Degraded, naming the pods and why."""
+    if not problems:
+        return outcome
+    return replace(outcome, degraded=(True, str(Reason.LOAD_FAILED), "; ".join(problems)))

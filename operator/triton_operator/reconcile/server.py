@@ -18,7 +18,7 @@ from triton_operator.conditions import DecidedCondition, Reason, server_conditio
 from triton_operator.kube.rest import Kube
 from triton_operator.observe.metrics import Scrape, pod_summary, total_summary
 from triton_operator.observe.server import PodTriton, observe_server, pod_entries
-from triton_operator.reconcile.state import Key, OperatorState, object_key
+from triton_operator.reconcile.state import Key, OperatorState, object_key, pod_index_key
 from triton_operator.reconcile.status import now, stamp_metrics, write_status
 from triton_operator.render.labels import APPLIED_GENERATION_ANNOTATION, label_selector
 from triton_operator.render.server import deployment_name, metrics_enabled, render_all, service_endpoints
@@ -163,7 +163,7 @@ class ServerReconciler:
             endpoint = triton.TritonEndpoint(ip)
             try:
                 health = triton.server_health(endpoint)
-                index_key = (key[0], pod_name, pod["metadata"].get("uid"))
+                index_key = pod_index_key(pod)
                 models = (
                     # Fresh each period, and kept for the models of this server (they read it too).
                     self.state.indexes.get(index_key, partial(triton.repository_index, endpoint), fresh=True)

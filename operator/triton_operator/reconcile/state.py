@@ -19,6 +19,12 @@ DEFAULT_READ_TTL_S = 10.0
 Key = tuple[str, str]  # (namespace, name)
 
 
+def pod_index_key(pod: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    """Where a pod's repository index is cached: (namespace, pod, uid); a replaced pod is another key."""
+    meta = pod["metadata"]
+    return meta["namespace"], meta["name"], meta.get("uid")
+
+
 def object_key(body: Mapping[str, Any]) -> Key:
     """The (namespace, name) an object is known by in the operator's memory."""
     return body["metadata"]["namespace"], body["metadata"]["name"]
