@@ -7,7 +7,7 @@ VENV = $(shell .ci/ensure-venv.sh)
 PY = $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)
 
-.PHONY: help venv binaries sandbox-up sandbox-down sandbox-status test test-unit test-e2e lint fmt crds run demo demo-down bench
+.PHONY: help venv binaries sandbox-up sandbox-down sandbox-status sandbox-shell test test-unit test-e2e lint fmt crds run demo demo-down bench
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -15,8 +15,9 @@ help: ## list targets
 venv: ## create the virtualenv (cached) and print its path
 	@.ci/ensure-venv.sh
 
-binaries: ## build etcd, kube-*, kubectl and kwok from Go modules (cached)
+binaries: ## build etcd, kube-* (kube-proxy too), kubectl, kwok and the Gateway (Contour, Envoy) (cached)
 	@bash tests/sandbox/build-binaries.sh >/dev/null
+	@bash tests/sandbox/build-gateway.sh >/dev/null
 
 sandbox-up: ## start the local cluster (idempotent); eval its output
 	@$(PY) -m tests.sandbox up --name $(SANDBOX_NAME)
@@ -26,6 +27,9 @@ sandbox-down: ## stop the local cluster; nothing of it is left running
 
 sandbox-status: ## show the sandbox's processes
 	@$(PY) -m tests.sandbox status --name $(SANDBOX_NAME)
+
+sandbox-shell: ## a shell inside the sandbox's network namespace (pod IPs, ClusterIPs), KUBECONFIG and PATH set
+	@$(PY) -m tests.sandbox shell --name $(SANDBOX_NAME)
 
 test: binaries ## run every test: unit, integration (real Triton, S3) and end to end (sandbox)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
@@ -52,9 +56,15 @@ run: ## run the operator in the foreground against $$KUBECONFIG
 demo: binaries ## local cluster + operator + an example model serving real requests (left running)
 	$(PY) -m tests.sandbox.demo
 
+demo-down: sandbox-down ## stop what `make demo` left running (the same as make sandbox-down)
+
 bench: binaries ## benchmarks: operator overhead against direct apply, API requests at steady state
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 crds: ## regenerate crds/ and the chart's copies from the API models
 	$(PY) -m triton_operator.api.crdgen --out crds/
 	UPDATE_MANIFESTS=1 $(PY) -m pytest -q tests/unit/test_manifests.py
+
+.PHONY: gateway-binaries
+gateway-binaries: ## build Contour and fetch Envoy and the Gateway API CRDs for the sandbox's Gateway (cached)
+	@bash tests/sandbox/build-gateway.sh >/dev/null

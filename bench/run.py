@@ -1,7 +1,8 @@
 """`make bench`: the operator's overhead, measured side by side in one run on the sandbox.
 
 Its parts: TritonServer (below), TritonModel (bench/models.py), scale (bench/scale.py: 1,000 models),
-the canary/A-B router against direct calls (bench/router.py), rollouts (bench/rollout.py).
+the canary/A-B router against direct calls (bench/router.py), rollouts (bench/rollout.py), through the
+Gateway against direct calls and a weight change across servers (bench/gateway.py).
 
 TritonServer:
 - apply -> Deployment created, and apply -> Ready, through the operator, against applying the very
@@ -142,6 +143,8 @@ def steady_state(sb: Sandbox, servers: int, seconds: float) -> Counter[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.gateway import report as report_gateway
+    from bench.gateway import run as run_gateway_bench
     from bench.models import report as report_models
     from bench.models import run_model_bench
     from bench.rollout import report as report_rollout
@@ -161,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = SandboxConfig.from_env(os.environ.get("BENCH_SANDBOX", "bench"))
     bins = cluster.up(cfg)
+    cluster.enter(cfg)  # this process and what it starts dial pod IPs and ClusterIPs, as the tests do
     sb = Sandbox(
         cfg=cfg, bin_dir=bins.dir, api=config.new_client_from_config(config_file=str(cfg.kubeconfig))
     )
@@ -189,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # now: the longest part, kept if later ones fail
         router = run_router_bench(seconds=3.0, rounds=args.rounds, concurrencies=(1, 8, 32))
         rollout_local, rollout_cluster = run_rollout_local(), run_rollout_cluster(sb, log_dir)
+        through_gateway = run_gateway_bench(sb, log_dir, rounds=args.rounds)
     finally:
         operator.stop()
         if os.environ.get("BENCH_KEEP") != "1":  # BENCH_KEEP=1 leaves the sandbox up for a look
@@ -211,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     report_router(router, args.rounds)
     report_rollout(rollout_local, rollout_cluster)
+    report_gateway(through_gateway, args.rounds)
     return 0
 
 

@@ -1,5 +1,7 @@
 """Fixtures for end-to-end tests on the real sandbox cluster (session-scoped, started on first use).
 
+The `sandbox` fixture moves the test process into the sandbox's network namespace (see cluster.enter).
+
 Set SANDBOX_KEEP=1 to leave the `test` sandbox running after the session (faster reruns).
 """
 
@@ -59,6 +61,10 @@ def sandbox() -> Iterator[Sandbox]:
     # E2E_SANDBOX lets two sessions (say, two developers' runs) use separate clusters side by side.
     cfg = SandboxConfig.from_env(os.environ.get("E2E_SANDBOX", "test"))
     bins = cluster.up(cfg)
+    # From here on this process (its main thread, which runs the tests) and everything it starts (the
+    # operator, kubectl, client threads) is inside the sandbox's network namespace: pod IPs and
+    # ClusterIPs answer as they would in a cluster. Threads started before stay outside.
+    cluster.enter(cfg)
     api = config.new_client_from_config(config_file=str(cfg.kubeconfig))
     yield Sandbox(cfg=cfg, bin_dir=bins.dir, api=api)
     if os.environ.get("SANDBOX_KEEP") != "1":

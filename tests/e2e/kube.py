@@ -57,3 +57,24 @@ def pv_folder(core: client.CoreV1Api, ns: str, claim: str) -> Path:
     """The local folder of the volume a bound PVC uses (the sandbox's volumes are hostPath folders)."""
     pvc = core.read_namespaced_persistent_volume_claim(claim, ns)
     return Path(core.read_persistent_volume(pvc.spec.volume_name).spec.host_path.path)
+
+
+def cluster_ip(core: client.CoreV1Api, ns: str, service: str) -> str:
+    """A Service's ClusterIP: where a client in the cluster calls it (kube-proxy picks a ready pod)."""
+    ip = core.read_namespaced_service(service, ns).spec.cluster_ip
+    assert ip and ip != "None", f"Service {ns}/{service} has no ClusterIP"
+    return str(ip)
+
+
+def endpoint_slice_ips(api: client.ApiClient, ns: str, service: str) -> set[str]:
+    """The ready addresses the EndpointSlices of a Service list (what kube-proxy routes to)."""
+    slices = client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
+        ns, label_selector=f"kubernetes.io/service-name={service}"
+    )
+    return {
+        address
+        for s in slices.items
+        for e in s.endpoints or []
+        if (e.conditions is None or e.conditions.ready is not False)
+        for address in e.addresses
+    }

@@ -1,8 +1,9 @@
 """Canary rollouts on the sandbox (issue 9): a new version reaches traffic step by step through the
 in-server router, judged by Triton's own per-version metrics, and rolls back by itself.
 
-Clients call the public model name on every replica over HTTP and gRPC throughout; the test counts
-every failed request and measures each step's split from Triton's own counters.
+Clients call the public model name through the server's Service (its ClusterIP, as a client in the
+cluster would) over HTTP and gRPC throughout; the test counts every failed request and measures each
+step's split from Triton's own counters on every pod.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def canary_model(sb: Sandbox, version: int, prefix: str, rollout: dict[str, Any]
 
 @dataclass
 class Load:
-    """Client threads calling the public name on every pod, HTTP and gRPC, until stopped (bounded)."""
+    """Client threads calling the public name, HTTP and gRPC, until stopped (bounded): a pair of threads
+    per address in `ips` (pass the Service's ClusterIP once per replica: `service_clients`)."""
 
     ips: list[str]
     max_s: float = 600
@@ -137,6 +139,12 @@ class Load:
         self.stop.set()
         for t in self.threads:
             t.join(timeout=60)
+
+
+def service_clients(sb: Sandbox, ns: str) -> list[str]:
+    """The server's Service ClusterIP once per ready replica (as many clients as there are pods)."""
+    ip = kube.cluster_ip(client.CoreV1Api(sb.api), ns, "triton")
+    return [ip] * len(server_pods(sb, ns))
 
 
 def inference_counts(ips: list[str]) -> Counter[str]:
@@ -205,7 +213,7 @@ def test_canary_promotes_step_by_step_under_load_without_a_failed_request(
     ips = [p.status.pod_ip for p in server_pods(sandbox, ns)]
     assert rollout_of(sandbox, ns)["stableVersion"] == "1"
 
-    load = Load(ips).start()
+    load = Load(service_clients(sandbox, ns)).start()
     shares: dict[int, tuple[float, int]] = {}  # step index -> (observed v2 %, requests) while it held
     try:
         apply(sandbox, ns, canary_model(sandbox, 2, f"{MODEL}/2", rollout))
@@ -265,8 +273,7 @@ def test_a_failing_canary_rolls_back_by_itself(sandbox: Sandbox, pool: str) -> N
         },
     }
     serve_version_1(sandbox, ns, rollout)
-    ips = [p.status.pod_ip for p in server_pods(sandbox, ns)]
-    load = Load(ips).start()
+    load = Load(service_clients(sandbox, ns)).start()
     try:
         apply(sandbox, ns, canary_model(sandbox, 2, f"{MODEL}-broken/2", rollout))
         kube.wait_for(
@@ -321,7 +328,7 @@ def test_manual_abort_retry_and_promote_change_no_spec_field(sandbox: Sandbox, p
     apply(sandbox, ns, canary_model(sandbox, 2, f"{MODEL}/2", rollout))
     kube.wait_for(lambda: rollout_of(sandbox, ns).get("phase") == "Progressing", 240, "the canary's start")
     spec = spec_of(sandbox, ns)
-    load = Load(ips).start()
+    load = Load(service_clients(sandbox, ns)).start()
     try:
         annotate(sandbox, ns, "abort")
         aborted = kube.wait_for(
@@ -371,7 +378,7 @@ def test_a_step_without_traffic_waits_and_says_so_then_goes_on(sandbox: Sandbox,
     assert "of 200" in waiting["message"], waiting["message"]
     time.sleep(15)  # well past the pause: without traffic the step still holds
     assert rollout_of(sandbox, ns)["stepIndex"] == 0
-    load = Load([p.status.pod_ip for p in server_pods(sandbox, ns)]).start()
+    load = Load(service_clients(sandbox, ns)).start()
     try:
         kube.wait_for(
             lambda: (
@@ -395,8 +402,7 @@ def test_an_operator_killed_mid_step_resumes_at_the_same_step(
         "analysis": {"intervalSeconds": 5, "minRequests": 50, "maxLatencyRatio": 9},
     }
     serve_version_1(sandbox, ns, rollout)
-    ips = [p.status.pod_ip for p in server_pods(sandbox, ns)]
-    load = Load(ips).start()
+    load = Load(service_clients(sandbox, ns)).start()
     try:
         apply(sandbox, ns, canary_model(sandbox, 2, f"{MODEL}/2", rollout))
         before = kube.wait_for(
@@ -436,7 +442,7 @@ def test_a_canary_whose_staging_fails_moves_no_traffic(sandbox: Sandbox, pool: s
     assert status["rollout"]["canaryWeight"] in (0, 100) and status["rollout"]["stableVersion"] == "1"
     assert next(t for t in status["traffic"] if t["version"] == "1")["desiredWeight"] == 100
     ips = [p.status.pod_ip for p in server_pods(sandbox, ns)]
-    load = Load(ips, max_s=5).start()
+    load = Load(service_clients(sandbox, ns), max_s=5).start()
     time.sleep(5)
     load.finish()
     assert not load.failed and sum(load.ok.values()) > 0
@@ -469,7 +475,7 @@ def test_an_ab_experiment_holds_its_split_and_keeps_users_on_their_variant(
     sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=300s")
     ips = [p.status.pod_ip for p in server_pods(sandbox, ns)]
     before = inference_counts(ips)
-    load = Load(ips).start()
+    load = Load(service_clients(sandbox, ns)).start()
     kube.wait_for(lambda: sum((inference_counts(ips) - before).values()) >= 10_000, 300, "10,000 requests")
     load.finish()
     assert not load.failed, load.failed[:5]
@@ -500,7 +506,7 @@ def test_a_slow_canary_rolls_back_on_latency(sandbox: Sandbox, pool: str) -> Non
         "analysis": {"intervalSeconds": 5, "minRequests": 100, "maxFailureRatio": 0.05, "maxLatencyRatio": 3},
     }
     serve_version_1(sandbox, ns, rollout)
-    load = Load([p.status.pod_ip for p in server_pods(sandbox, ns)]).start()
+    load = Load(service_clients(sandbox, ns)).start()
     try:
         apply(sandbox, ns, canary_model(sandbox, 2, f"{MODEL}-slow/2", rollout))
         kube.wait_for(lambda: rollout_of(sandbox, ns).get("phase") == "RolledBack", 240, "the rollback")

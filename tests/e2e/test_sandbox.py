@@ -3,11 +3,13 @@ Jobs of the operator image, and a clean start/stop (issue 2)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,7 +20,7 @@ from kubernetes import client
 
 from tests.e2e import kube
 from tests.e2e.conftest import Sandbox
-from tests.sandbox import procs
+from tests.sandbox import netns, procs
 from tests.sandbox.config import REPO_ROOT, SandboxConfig
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.08-py3"
@@ -99,23 +101,61 @@ def create_pvc(core: client.CoreV1Api, ns: str, name: str) -> Path:
     return kube.pv_folder(core, ns, name)
 
 
+def triton_service(name: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"app": name},
+            "ports": [{"name": "http", "port": 8000, "targetPort": "http"}],
+        },
+    }
+
+
 def test_triton_deployment_runs_real_tritonserver_on_its_pod_ip(sandbox: Sandbox, namespace: str) -> None:
     core, apps = client.CoreV1Api(sandbox.api), client.AppsV1Api(sandbox.api)
     create_pvc(core, namespace, "models")
+    core.create_namespaced_service(namespace, triton_service("triton"))
     apps.create_namespaced_deployment(namespace, triton_deployment("triton", "models"))
 
     pod = kube.wait_for(
         lambda: next(iter(kube.ready_pods(core, namespace, "app=triton")), None),
         90,
         "the Triton pod to be Ready",
+        interval_s=0.05,
     )
+    ready_seen = time.monotonic()
     assert pod.status.phase == "Running"
     assert pod.spec.node_name.startswith("gpu-node-")
     ip = pod.status.pod_ip
+    node = core.read_node(pod.spec.node_name)
+    # A real (non-loopback) address of its node's podCIDR, bound inside the sandbox's namespace.
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network(node.spec.pod_cidr), (ip, node.spec.pod_cidr)
+    assert not ipaddress.ip_address(ip).is_loopback
     assert http_status(f"http://{ip}:8000/v2/health/ready") == 200
     with urllib.request.urlopen(f"http://{ip}:8000/v2", timeout=3) as resp:
         meta = json.load(resp)
     assert meta["name"] == "triton" and meta["version"].startswith("2.")
+
+    # The Service gets the ready pod in its EndpointSlice (the apiserver accepts pod IPs now), and its
+    # ClusterIP reaches the pod through kube-proxy.
+    kube.wait_for(
+        lambda: kube.endpoint_slice_ips(sandbox.api, namespace, "triton") == {ip},
+        15,
+        "the Service's EndpointSlice to list the ready pod",
+        interval_s=0.05,
+    )
+    listed_after_s = time.monotonic() - ready_seen
+    assert listed_after_s < 10, f"EndpointSlice listed the pod {listed_after_s:.2f}s after it was Ready"
+    service_ip = kube.cluster_ip(core, namespace, "triton")
+    assert ipaddress.ip_address(service_ip) in ipaddress.ip_network("10.96.0.0/16")
+    kube.wait_for(
+        lambda: http_status(f"http://{service_ip}:8000/v2/health/ready") == 200,
+        10,
+        "the Service's ClusterIP to reach the pod (kube-proxy)",
+        interval_s=0.05,
+    )
+    with urllib.request.urlopen(f"http://{service_ip}:8000/v2", timeout=3) as resp:
+        assert json.load(resp)["name"] == "triton"
     (pid,) = [c["pid"] for p in runner_pods(sandbox) if p["uid"] == pod.metadata.uid for c in p["containers"]]
     assert pid and Path(f"/proc/{pid}").exists()
 
@@ -310,6 +350,67 @@ def test_operator_image_jobs_complete_or_fail_with_their_exit_code(sandbox: Sand
     assert pod.status.container_statuses[0].state.terminated.exit_code == 2
 
 
+# Runs in a pod of the operator image: reads its service-account token and the cluster's CA from
+# the projected volume (its path arrives rewritten to the local folder) and calls the apiserver where
+# a kubelet tells pods it is: KUBERNETES_SERVICE_HOST:PORT, the `kubernetes` Service's ClusterIP.
+IN_CLUSTER_CALL = """
+import json, os, ssl, sys, urllib.request
+folder = sys.argv[1]
+host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
+token = open(os.path.join(folder, "token")).read()
+ctx = ssl.create_default_context(cafile=os.path.join(folder, "ca.crt"))
+req = urllib.request.Request(f"https://{host}:{port}/version", headers={"Authorization": "Bearer " + token})
+version = json.load(urllib.request.urlopen(req, timeout=10, context=ctx))["gitVersion"]
+open(sys.argv[2], "w").write(f"{host} {port} {version}")
+"""
+
+
+def test_pods_reach_the_apiserver_through_the_kubernetes_service(sandbox: Sandbox, namespace: str) -> None:
+    core, batch = client.CoreV1Api(sandbox.api), client.BatchV1Api(sandbox.api)
+    assert kube.endpoint_slice_ips(sandbox.api, "default", "kubernetes") == {sandbox.cfg.apiserver_address}
+    assert kube.cluster_ip(core, "default", "kubernetes") == sandbox.cfg.apiserver_cluster_ip == "10.96.0.1"
+    job = operator_job("in-cluster", [])
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    container["command"] = ["python", "-c", IN_CLUSTER_CALL, "/var/run/secrets/kubernetes.io/serviceaccount"]
+    container["args"] = ["/dev/termination-log"]
+    container["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    batch.create_namespaced_job(namespace, job)
+    done = kube.wait_for(
+        lambda: job_condition(batch, namespace, "in-cluster"), 90, "Job in-cluster to finish"
+    )
+    (pod,) = core.list_namespaced_pod(namespace, label_selector="job-name=in-cluster").items
+    output = pod.status.container_statuses[0].state.terminated.message or ""
+    assert done.type == "Complete", (done.message, output)
+    host, port, version = output.split()
+    assert (host, port) == ("10.96.0.1", "443") and version.startswith("v1."), output
+
+
+def test_no_endpoint_slice_warnings(sandbox: Sandbox) -> None:
+    """The endpoint controllers accept every pod IP: no FailedToUpdateEndpointSlices (loopback) Events."""
+    events = json.loads(sandbox.kubectl("get", "events", "-A", "-o", "json").stdout)["items"]
+    bad = [
+        f"{e['metadata']['namespace']}/{e['involvedObject']['name']}: {e['reason']}: {e.get('message')}"
+        for e in events
+        if e["reason"] in ("FailedToUpdateEndpointSlices", "FailedToUpdateEndpoint")
+        or "loopback" in (e.get("message") or "")
+    ]
+    assert not bad, bad[:5]
+
+
+def host_netns_argv() -> list[str]:
+    """Prefix that runs a command in the host's network namespace (where a user's shell is)."""
+    return ["nsenter", f"--net={netns.host_netns()}", "--"]
+
+
+def sandbox_namespaces() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10, check=True)
+    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+
+
+def port_in_use_on_host(port: int) -> bool:
+    return netns.call_in_host(lambda: procs.port_in_use(port), 10)
+
+
 def run_make(target: str, name: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["make", "-s", target, f"SANDBOX_NAME={name}"],
@@ -329,15 +430,18 @@ def test_sandbox_up_down_is_idempotent_recovers_stale_state_and_leaves_nothing(s
     lines = up.stdout.strip().splitlines()
     assert lines[0] == f"export KUBECONFIG={cfg.kubeconfig}"
     assert lines[1].startswith("export PATH=/") and lines[1].endswith(":$PATH")
+    assert cfg.netns in sandbox_namespaces()
     env = dict(os.environ)
-    subprocess.run(
-        ["bash", "-c", f"{up.stdout}\nkubectl get nodes -o name"],
+    # As a user's shell on the host would: through the relay, with the printed kubeconfig.
+    nodes = subprocess.run(
+        [*host_netns_argv(), "bash", "-c", f"{up.stdout}\nkubectl get nodes -o name"],
         env=env,
         check=True,
         capture_output=True,
         text=True,
         timeout=60,
     )
+    assert "node/gpu-node-0" in nodes.stdout.split()
 
     again = run_make("sandbox-up", cfg.name)
     assert again.returncode == 0 and "already running" in again.stderr
@@ -354,18 +458,26 @@ def test_sandbox_up_down_is_idempotent_recovers_stale_state_and_leaves_nothing(s
     down = run_make("sandbox-down", cfg.name)
     assert down.returncode == 0, down.stderr
     assert procs.marked_pids(cfg) == []
-    assert [p for p in cfg.ports.values() if procs.port_in_use(p)] == []
+    assert [p for p in cfg.ports.values() if port_in_use_on_host(p)] == []
+    assert cfg.netns not in sandbox_namespaces()
 
 
 def test_sandbox_up_names_a_busy_port(sandbox: Sandbox) -> None:
     cfg = SandboxConfig.from_env("busyport")
-    with socket.socket() as s:
+
+    def hold() -> socket.socket:
+        s = socket.socket()
         s.bind(("127.0.0.1", cfg.ports["kube-apiserver"]))
         s.listen()
+        return s
+
+    # Taken on the host, where the relay would serve it (the test process itself is in its sandbox).
+    with netns.call_in_host(hold, 10):
         up = run_make("sandbox-up", cfg.name)
     assert up.returncode != 0
     assert f"{cfg.ports['kube-apiserver']} (kube-apiserver)" in up.stderr and "in use" in up.stderr
     assert procs.marked_pids(cfg) == []
+    assert cfg.netns not in sandbox_namespaces()
 
 
 def test_cached_binaries_are_reused_without_go(sandbox: Sandbox, tmp_path: Path) -> None:

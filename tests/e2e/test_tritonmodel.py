@@ -273,7 +273,9 @@ def test_config_change_reloads_in_place_on_every_replica(sandbox: Sandbox, pool:
 
 
 def test_traffic_shows_in_status_metrics(sandbox: Sandbox, pool: str) -> None:
-    ips = [p.status.pod_ip for p in server_pods(sandbox, pool)]
+    # Clients call the server's Service, as they would in a cluster: kube-proxy spreads their
+    # connections over the replicas, and status sums every replica's figures.
+    service = kube.cluster_ip(client.CoreV1Api(sandbox.api), pool, SERVER)
     before = model_status(sandbox, pool).get("metrics", {}).get("successCount", 0)
     per_thread, threads = 60, 6
     batch = np.zeros((1, 1, 28, 28), dtype=np.float32)
@@ -287,7 +289,7 @@ def test_traffic_shows_in_status_metrics(sandbox: Sandbox, pool: str) -> None:
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
-    workers = [threading.Thread(target=send, args=(ips[i % len(ips)],)) for i in range(threads)]
+    workers = [threading.Thread(target=send, args=(service,)) for _ in range(threads)]
     for w in workers:
         w.start()
     # While traffic flows, one refresh period (3 s) plus a scrape shows it.

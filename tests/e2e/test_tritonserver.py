@@ -14,6 +14,7 @@ from kubernetes import client
 
 from tests.e2e import kube
 from tests.e2e.conftest import OperatorProcess, Sandbox
+from tests.sandbox import gateway as gw
 from tests.sandbox.config import REPO_ROOT
 
 EXAMPLE = REPO_ROOT / "examples" / "quickstart" / "tritonserver.yaml"
@@ -54,6 +55,8 @@ def test_example_becomes_ready_and_reports_its_pods(
 ) -> None:
     sandbox.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE))
     wait_ready(sandbox, namespace)
+    # The example is exposed through the sandbox's Gateway too: the gateway accepts its routes.
+    sandbox.kubectl("wait", "-n", namespace, "--for=condition=Routed", "tritonserver/triton", "--timeout=60s")
 
     obj = server(sandbox, namespace)
     status = obj["status"]
@@ -64,6 +67,7 @@ def test_example_becomes_ready_and_reports_its_pods(
         "Available": "True",
         "Progressing": "False",
         "Degraded": "False",
+        "Routed": "True",
     }
     assert (status["replicas"], status["readyReplicas"]) == (2, 2)
     core = client.CoreV1Api(sandbox.api)
@@ -85,6 +89,38 @@ def test_example_becomes_ready_and_reports_its_pods(
     assert table.split("\n")[1].split()[:4] == ["triton", "True", "2", "2"]
     svc = core.read_namespaced_service("triton", namespace)
     assert {p.name: p.port for p in svc.spec.ports} == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    # The Service works as in a cluster: its EndpointSlices list the ready pods' IPs, and a client
+    # calling its ClusterIP reaches Triton.
+    ready_ips: set[str] = {str(p.status.pod_ip) for p in pods.values()}
+    kube.wait_for(
+        lambda: kube.endpoint_slice_ips(sandbox.api, namespace, "triton") == ready_ips,
+        15,
+        f"the Service's EndpointSlices to list {sorted(ready_ips)}",
+    )
+
+    def through_service() -> Any:
+        try:
+            with urllib.request.urlopen(f"http://{svc.spec.cluster_ip}:8000/v2", timeout=3) as resp:
+                return json.load(resp)
+        except OSError:  # kube-proxy has not programmed the new endpoints yet
+            return None
+
+    assert (
+        kube.wait_for(through_service, 10, "the ClusterIP to answer")["version"]
+        == (status["pods"][0]["tritonVersion"])
+    )
+    # ... and a client outside the pool reaches it through the Gateway (Contour + Envoy).
+    with urllib.request.urlopen(f"{gw.gateway_url(sandbox.cfg)}/v2", timeout=5) as resp:
+        assert json.load(resp)["version"] == status["pods"][0]["tritonVersion"]
+    for kind, route_name in (("httproute", "triton"), ("grpcroute", "triton-grpc")):
+        route = json.loads(sandbox.kubectl("get", "-n", namespace, kind, route_name, "-o", "json").stdout)
+        assert route["metadata"]["ownerReferences"][0]["kind"] == "TritonServer"
+    warnings = [
+        f"{e.reason}: {e.message}"
+        for e in core.list_event_for_all_namespaces().items
+        if e.reason == "FailedToUpdateEndpointSlices" or "loopback" in (e.message or "")
+    ]
+    assert not warnings, warnings[:3]
     pdb = client.PolicyV1Api(sandbox.api).read_namespaced_pod_disruption_budget("triton", namespace)
     assert pdb.spec.max_unavailable == 1
     assert any(e.reason == "AllReplicasReady" for e in events(sandbox, namespace))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the sandbox's control plane from Go modules, once, into a cache outside the repo:
-#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok.
+#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, kubectl, kwok.
 # Re-running is cheap: each binary is rebuilt only when missing. Prints the bin dir on stdout.
 #
 # Why a throwaway module: `go install k8s.io/kubernetes/cmd/...@vX` refuses modules with replace
@@ -14,13 +14,15 @@ KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"    # built against k8s.io/api v0.36
 CACHE_ROOT="${TRITON_SANDBOX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/triton-operator-sandbox}"
 BIN_DIR="$CACHE_ROOT/bin-k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION"
 WORK_DIR="$CACHE_ROOT/build"
+K8S_COMMANDS="kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl"
+ALL_BINARIES="etcd $K8S_COMMANDS kwok"
 
 die() { echo "build-binaries: $*" >&2; exit 1; }
 log() { echo "build-binaries: $*" >&2; }
 
 all_built() {
   local b
-  for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok; do
+  for b in $ALL_BINARIES; do
     [ -x "$BIN_DIR/$b" ] || return 1
   done
   [ -d "$BIN_DIR/kwok-stages" ]
@@ -60,7 +62,7 @@ build_kubernetes() {
     go get "k8s.io/kubernetes@$K8S_VERSION" >&2 || gofail "go get k8s.io/kubernetes@$K8S_VERSION"
   fi
   local pkgs=() b
-  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  for b in $K8S_COMMANDS; do
     [ -x "$BIN_DIR/$b" ] || pkgs+=("k8s.io/kubernetes/cmd/$b")
   done
   [ ${#pkgs[@]} -eq 0 ] && return 0
@@ -97,7 +99,7 @@ start=$(date +%s)
 build_etcd
 build_kwok
 build_kubernetes
-for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok; do
+for b in $ALL_BINARIES; do
   [ -x "$BIN_DIR/$b" ] || die "$b is missing from $BIN_DIR after the build"
 done
 log "binaries ready in $BIN_DIR ($(( $(date +%s) - start ))s)"

@@ -1,5 +1,6 @@
 """Start, check and stop a sandbox: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-kwok with fake GPU nodes, the pod runner (container runtime + volume provisioner) and an S3 server."""
+kube-proxy, kwok with fake GPU nodes, the pod runner (container runtime + volume provisioner), an S3
+server and the relay, all inside the sandbox's own network namespace (netns.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
-from tests.sandbox import procs
+from tests.sandbox import gateway, netns, procs
 from tests.sandbox.config import Binaries, SandboxConfig, ensure_binaries
 from tests.sandbox.pki import ensure_pki, write_kubeconfig
 
@@ -25,10 +28,17 @@ COMPONENTS = (
     "kube-controller-manager",
     "kube-scheduler",
     "kwok",
+    "kube-proxy",
     "s3",
     "podrunner",
+    # The Gateway (Contour + Envoy; tests/sandbox/gateway.py) the examples attach to.
+    *gateway.COMPONENTS,
+    # Last up, first down: the host's way in.
+    "relay",
 )
 STARTUP_TIMEOUT_S = 90
+CHECK_TIMEOUT_S = 10
+T = TypeVar("T")
 
 
 def log(msg: str) -> None:
@@ -46,46 +56,124 @@ def env_lines(cfg: SandboxConfig, bins: Binaries) -> str:
     return f"export KUBECONFIG={cfg.kubeconfig}\nexport PATH={bins.dir}:$PATH"
 
 
+def in_sandbox(cfg: SandboxConfig, fn: Callable[[], T], timeout_s: float = CHECK_TIMEOUT_S) -> T:
+    """`fn()` run from inside the sandbox's network namespace (where its 127.0.0.1 ports and pod IPs are)."""
+    return netns.call_in(cfg.netns, fn, timeout_s)
+
+
+def enter(cfg: SandboxConfig) -> None:
+    """Move the calling thread (call it from the main thread, before threads start) into the sandbox's
+    network namespace: its clients, and every subprocess it starts, then dial pod IPs and ClusterIPs."""
+    if not netns.is_current_thread_inside(cfg.netns):
+        netns.enter(cfg.netns)
+
+
 def is_running(cfg: SandboxConfig) -> bool:
-    return all(procs.pid_of(cfg, c) for c in COMPONENTS) and _apiserver_ready(cfg)
+    return (
+        netns.exists(cfg.netns)
+        and all(procs.pid_of(cfg, c) for c in COMPONENTS)
+        and in_sandbox(cfg, lambda: _apiserver_ready(cfg))
+    )
+
+
+def _check_tools() -> None:
+    missing = netns.missing_tools()
+    if missing:
+        raise SandboxError(f"the sandbox needs these programs, which are not installed: {'; '.join(missing)}")
 
 
 def up(cfg: SandboxConfig) -> Binaries:
     """Idempotent: reuse a healthy sandbox, clean up a stale one, else start a new one."""
     bins = ensure_binaries()
+    gateway_bins = gateway.ensure_gateway_binaries()  # before entering: the namespace has no registry
+    _check_tools()
     if is_running(cfg):
         log(f"'{cfg.name}' is already running")
         return bins
-    if any(procs.pid_of(cfg, c) for c in COMPONENTS) or procs.marked_pids(cfg) or (cfg.run_dir).exists():
+    # The namespace this very process is in is kept (and reused): deleting it would cut us off.
+    inside = netns.is_current_process_inside(cfg.netns)
+    stale = (
+        any(procs.pid_of(cfg, c) for c in COMPONENTS)
+        or procs.marked_pids(cfg)
+        or cfg.run_dir.exists()
+        or netns.exists(cfg.netns)
+    )
+    if stale:
         log(f"found a stale sandbox '{cfg.name}' (from a killed run?); cleaning it up first")
-        down(cfg)
+        down(cfg, keep_netns=inside)
     _check_ports_free(cfg)
     started = time.monotonic()
     try:
+        try:
+            netns.create(cfg.netns, cfg.node_ip(0))
+        except netns.NetnsError as exc:
+            raise SandboxError(str(exc)) from None
         _start_control_plane(cfg, bins)
         _start_nodes_and_runner(cfg, bins)
+        in_sandbox(
+            cfg,
+            lambda: gateway.up(cfg, cfg.kubeconfig, kubectl=bins.path("kubectl"), bins=gateway_bins),
+            timeout_s=gateway.START_TIMEOUT_S + 30,
+        )
+        start_relay(cfg, "relay", cfg.relayed_ports)
     except BaseException:
         log(f"start failed; logs are in {cfg.log_dir}. Cleaning up.")
-        down(cfg, keep_logs=True)
+        down(cfg, keep_logs=True, keep_netns=inside)
         raise
     log(
-        f"'{cfg.name}' is up in {time.monotonic() - started:.0f}s: {cfg.apiserver_url}, "
-        f"{cfg.nodes} GPU nodes x {cfg.gpus_per_node} GPUs, S3 at {cfg.s3_endpoint}"
+        f"'{cfg.name}' is up in {time.monotonic() - started:.1f}s in network namespace {cfg.netns}: "
+        f"{cfg.apiserver_url} (relayed from the host), {cfg.nodes} GPU nodes x {cfg.gpus_per_node} GPUs, "
+        f"S3 at {cfg.s3_endpoint}, Gateway {gateway.GATEWAY_NAMESPACE}/{gateway.GATEWAY_NAME} at "
+        f"{gateway.gateway_address(cfg)} (inside)"
     )
     return bins
 
 
-def down(cfg: SandboxConfig, keep_logs: bool = False) -> list[str]:
-    """Stop everything of this sandbox and remove its state; returns what was still left (empty = clean)."""
+def start_relay(cfg: SandboxConfig, component: str, ports: Sequence[int]) -> int:
+    """Serve `ports` of the sandbox's 127.0.0.1 on the host's 127.0.0.1 too (one relay process per call,
+    named `component`; `down` stops it with the rest). Returns its pid once every port listens."""
+    pid = procs.spawn(
+        cfg,
+        component,
+        [sys.executable, "-m", "tests.sandbox.relay", "--name", cfg.name, *[f"--port={p}" for p in ports]],
+        env={**os.environ, "PYTHONPATH": _pythonpath()},
+    )
+    want = {f"127.0.0.1:{p}" for p in ports}
+
+    def listening() -> bool:
+        if procs.pid_of(cfg, component) is None:
+            raise SandboxError(f"the {component} exited; see {cfg.log_dir / (component + '.log')}")
+        return want <= set(procs.listeners_in([], list(ports), tcp_table=netns.host_tcp_table()))
+
+    _wait(f"the {component} (host 127.0.0.1:{','.join(map(str, ports))})", listening, cfg, inside=False)
+    return pid
+
+
+def down(cfg: SandboxConfig, keep_logs: bool = False, keep_netns: bool = False) -> list[str]:
+    """Stop everything of this sandbox, delete its network namespace and its state; returns what was
+    still left (empty = clean)."""
     for component in reversed(COMPONENTS):
         pid = procs.pid_of(cfg, component)
         if pid:
             procs.stop([pid], grace_s=15 if component == "podrunner" else 10)
-    # Whatever survived (a pod's process orphaned by a killed runner, a half-started component).
+    # Whatever survived (a pod's process orphaned by a killed runner, a half-started component, an
+    # extra relay).
     procs.stop(procs.marked_pids(cfg), grace_s=5)
     leftovers = [f"pid {p}" for p in procs.marked_pids(cfg)]
-    prefix = f"127.{100 + cfg.slot}."
-    leftovers += [f"listener {a}" for a in procs.listeners_in([prefix], list(cfg.ports.values()))]
+    leftovers += [
+        f"host listener {a}"
+        for a in procs.listeners_in([], cfg.relayed_ports, tcp_table=netns.host_tcp_table())
+        if a.startswith("127.0.0.1:")
+    ]
+    if netns.exists(cfg.netns):
+        leftovers += [
+            f"listener {a} in {cfg.netns}"
+            for a in in_sandbox(cfg, lambda: procs.listeners_in(["10.244."], list(cfg.ports.values())))
+        ]
+        if not keep_netns:
+            netns.delete(cfg.netns)
+            if netns.exists(cfg.netns):
+                leftovers.append(f"network namespace {cfg.netns}")
     for sub in ("run", "etcd", "pods", "volumes", "pki-run"):
         shutil.rmtree(cfg.root / sub, ignore_errors=True)
     if not keep_logs:
@@ -96,7 +184,12 @@ def down(cfg: SandboxConfig, keep_logs: bool = False) -> list[str]:
 
 
 def _check_ports_free(cfg: SandboxConfig) -> None:
-    busy = [f"{port} ({name})" for name, port in cfg.ports.items() if procs.port_in_use(port)]
+    """The relayed ports must be free on the host's 127.0.0.1 (inside, a fresh namespace has all free)."""
+    names = {port: name for name, port in cfg.ports.items()}
+    taken = netns.call_in_host(
+        lambda: [port for port in cfg.relayed_ports if procs.port_in_use(port)], CHECK_TIMEOUT_S
+    )
+    busy = [f"{port} ({names.get(port, 'relayed')})" for port in taken]
     if busy:
         raise SandboxError(
             f"port(s) {', '.join(busy)} on 127.0.0.1 are in use by another program. Stop it "
@@ -106,7 +199,7 @@ def _check_ports_free(cfg: SandboxConfig) -> None:
 
 def _start_control_plane(cfg: SandboxConfig, bins: Binaries) -> None:
     p, pki = cfg.ports, cfg.pki_dir
-    ensure_pki(pki)
+    ensure_pki(pki, extra_ips=[cfg.apiserver_address, cfg.apiserver_cluster_ip])
     write_kubeconfig(cfg.kubeconfig, cfg.apiserver_url, pki)
     kc = str(cfg.kubeconfig)
     procs.spawn(
@@ -132,11 +225,12 @@ def _start_control_plane(cfg: SandboxConfig, bins: Binaries) -> None:
         [
             bins.path("kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{p['etcd-client']}",
-            "--bind-address=127.0.0.1",
+            # Clients of the sandbox (the kubeconfig, the relay) dial 127.0.0.1; pods dial the
+            # `kubernetes` Service (10.96.0.1:443), whose endpoint is the advertised address.
+            "--bind-address=0.0.0.0",
             f"--secure-port={p['kube-apiserver']}",
-            # No default route on these machines: the apiserver cannot guess an address to advertise.
-            "--advertise-address=127.0.0.1",
-            "--endpoint-reconciler-type=none",
+            f"--advertise-address={cfg.apiserver_address}",
+            "--endpoint-reconciler-type=lease",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
@@ -214,14 +308,16 @@ def _start_nodes_and_runner(cfg: SandboxConfig, bins: Binaries) -> None:
             f"--config={repo_stages}",
             f"--server-address=127.0.0.1:{cfg.ports['kwok']}",
             "--node-lease-duration-seconds=40",
-            f"--cidr=127.{100 + cfg.slot}.250.0/24",
-            f"--node-ip=127.{100 + cfg.slot}.0.250",
+            # Only for a node without a podCIDR of its own (ours all have one).
+            "--cidr=10.244.250.0/24",
+            "--node-ip=10.244.0.250",
         ],
     )
     procs.spawn(
         cfg, "s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(cfg.ports["s3"])]
     )
-    bootstrap.create_cluster_objects(cfg)
+    in_sandbox(cfg, lambda: bootstrap.create_cluster_objects(cfg), STARTUP_TIMEOUT_S)
+    _start_kube_proxy(cfg, bins)
     procs.spawn(
         cfg,
         "podrunner",
@@ -229,9 +325,37 @@ def _start_nodes_and_runner(cfg: SandboxConfig, bins: Binaries) -> None:
         env={**os.environ, "PYTHONPATH": _pythonpath()},
     )
     _wait("kwok nodes", lambda: bootstrap.nodes_ready(cfg), cfg)
+    _wait("kube-proxy", lambda: http_ok(f"http://127.0.0.1:{cfg.ports['kube-proxy-healthz']}/healthz"), cfg)
     _wait("pod runner", lambda: http_ok(f"http://127.0.0.1:{cfg.ports['podrunner']}/healthz"), cfg)
     _wait("S3 server", lambda: http_ok(cfg.s3_endpoint, any_status=True), cfg)
     _wait("service account 'default'", lambda: bootstrap.default_service_account_exists(cfg), cfg)
+
+
+def _start_kube_proxy(cfg: SandboxConfig, bins: Binaries) -> None:
+    """One kube-proxy for all nodes (they share the namespace): ClusterIPs answer inside it."""
+    p = cfg.ports
+    procs.spawn(
+        cfg,
+        "kube-proxy",
+        [
+            bins.path("kube-proxy"),
+            f"--kubeconfig={cfg.kubeconfig}",
+            "--proxy-mode=nftables",
+            f"--hostname-override={cfg.node_name(0)}",
+            f"--bind-address={cfg.node_ip(0)}",
+            "--cluster-cidr=10.244.0.0/16",
+            f"--healthz-bind-address=127.0.0.1:{p['kube-proxy-healthz']}",
+            f"--metrics-bind-address=127.0.0.1:{p['kube-proxy-metrics']}",
+            # Leave the kernel's conntrack settings alone: some are not writable from a namespace.
+            "--conntrack-max-per-core=0",
+            "--conntrack-tcp-timeout-established=0",
+            "--conntrack-tcp-timeout-close-wait=0",
+            "--oom-score-adj=0",
+            # Program each endpoint change at once (the default batches changes for 1 s): a pod that
+            # just got Ready is reachable through its Service a few ms later.
+            "--iptables-min-sync-period=0s",
+        ],
+    )
 
 
 def _pythonpath() -> str:
@@ -241,14 +365,18 @@ def _pythonpath() -> str:
     return os.pathsep.join(p for p in parts if p)
 
 
-def _wait(what: str, check: object, cfg: SandboxConfig) -> None:
-    assert callable(check)
+def _wait(what: str, check: Callable[[], bool], cfg: SandboxConfig, inside: bool = True) -> None:
+    """Poll `check` (from inside the sandbox's namespace unless `inside` is False) until it holds."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if check():
+        try:
+            if in_sandbox(cfg, check) if inside else check():
                 return
-        time.sleep(0.3)
+        except SandboxError:
+            raise
+        except Exception:  # not up yet
+            pass
+        time.sleep(0.2)
     raise SandboxError(f"{what} did not come up within {STARTUP_TIMEOUT_S}s; see the logs in {cfg.log_dir}")
 
 

@@ -1,7 +1,11 @@
 """Where a sandbox lives: its name, ports, addresses, folders and binaries.
 
-Several sandboxes may run side by side (the demo's `default` and the tests' `test`): each gets a slot,
-and the slot fixes its port block and its 127/8 addresses, so nothing of one touches the other.
+Several sandboxes may run side by side (the demo's `default` and the tests' `test`): each runs in a
+network namespace of its own (netns.py), where its nodes and pods have addresses of 10.244.0.0/16 and
+its Services ClusterIPs of 10.96.0.0/16 (the same in every sandbox: the namespaces keep them apart).
+Each also gets a slot, which fixes its port block on 127.0.0.1: the control plane listens there inside
+its namespace, and the relay (relay.py) serves the apiserver's port on the host's 127.0.0.1, so a
+kubeconfig works from both sides and two sandboxes' relays never collide.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import subprocess
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.sandbox import netns
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_ROOT = Path(
@@ -100,7 +106,15 @@ class SandboxConfig:
             "kwok": b + 5,
             "s3": b + 6,
             "podrunner": b + 7,
+            "kube-proxy-healthz": b + 8,
+            "kube-proxy-metrics": b + 9,
+            # b + 10 and b + 11: the demo's operator (health, metrics)
         }
+
+    @property
+    def relayed_ports(self) -> list[int]:
+        """Ports of the namespace's 127.0.0.1 served on the host's 127.0.0.1 too (by the relay)."""
+        return [self.ports["kube-apiserver"]]
 
     @property
     def apiserver_url(self) -> str:
@@ -110,16 +124,30 @@ class SandboxConfig:
     def s3_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.ports['s3']}"
 
+    @property
+    def netns(self) -> str:
+        """The sandbox's network namespace (/run/netns/<this>)."""
+        return netns.PREFIX + self.name
+
+    @property
+    def apiserver_address(self) -> str:
+        """Where pods reach the apiserver (its advertised address; the `kubernetes` Service's endpoint)."""
+        return "10.244.0.254"
+
+    @property
+    def apiserver_cluster_ip(self) -> str:
+        return "10.96.0.1"
+
     def node_name(self, index: int) -> str:
         return f"gpu-node-{index}"
 
     def node_ip(self, index: int) -> str:
-        return f"127.{100 + self.slot}.0.{index + 1}"
+        return f"10.244.0.{index + 1}"
 
     def node_pod_cidr(self, index: int) -> str:
-        # Pod IPs are loopback addresses: every 127/8 address is local on Linux, so the real process
-        # of a pod can bind its pod IP with no network setup and no privileges.
-        return f"127.{100 + self.slot}.{index + 1}.0/24"
+        # 10.244.0.0/16 is routed `local` on lo inside the sandbox's namespace: the real process of a
+        # pod binds its pod IP with no veth, and the apiserver accepts it in EndpointSlices.
+        return f"10.244.{index + 1}.0/24"
 
 
 @dataclass(frozen=True)

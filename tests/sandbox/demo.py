@@ -4,7 +4,7 @@
 2. the CRDs, and the operator running against it (stopped by `make sandbox-down`);
 3. the MNIST MLP built with model_builders and published to the sandbox's S3;
 4. examples/quickstart/ applied (TritonServer + TritonModel), waited on until Ready;
-5. real inference requests to every replica, checked against onnxruntime;
+5. real inference requests to the TritonServer's Service (its ClusterIP), checked against onnxruntime;
 6. `kubectl get tritonservers,tritonmodels` with the live numbers.
 """
 
@@ -62,10 +62,23 @@ def start_operator(cfg: SandboxConfig, env: dict[str, str]) -> None:
     )
 
 
-def infer_everywhere(env: dict[str, str], onnx_path: Path) -> None:
+def served_requests(ip: str) -> int:
+    """nv_inference_request_success of the demo model on one pod (its /metrics)."""
+    with urllib.request.urlopen(f"http://{ip}:8002/metrics", timeout=5) as resp:
+        return sum(
+            int(float(line.rsplit(" ", 1)[1]))
+            for line in resp.read().decode().splitlines()
+            if line.startswith("nv_inference_request_success{") and 'model="mnist"' in line
+        )
+
+
+def infer_through_the_service(env: dict[str, str], onnx_path: Path) -> None:
+    """Real requests to the TritonServer's Service (its ClusterIP), as a client in the cluster sends them."""
     import onnxruntime as ort
     import tritonclient.http as http
 
+    service = json.loads(run(["kubectl", "get", "service", "triton", "-o", "json"], env, capture=True))
+    ip = service["spec"]["clusterIP"]
     pods = json.loads(
         run(
             ["kubectl", "get", "pods", "-l", "app.kubernetes.io/instance=triton", "-o", "json"],
@@ -73,27 +86,40 @@ def infer_everywhere(env: dict[str, str], onnx_path: Path) -> None:
             capture=True,
         )
     )["items"]
+    before = {p["metadata"]["name"]: served_requests(p["status"]["podIP"]) for p in pods}
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     batch = np.random.default_rng(7).random((4, 1, 28, 28), dtype=np.float32)
     expected = session.run(None, {"input": batch})[0]
-    for pod in pods:
-        ip = pod["status"]["podIP"]
+    requests, per_connection = 100, 5
+    for _ in range(requests // per_connection):
+        # A new connection every few requests: kube-proxy picks a replica per connection.
         client = http.InferenceServerClient(f"{ip}:8000")
-        for _ in range(50):  # some traffic for the metrics columns
-            tensor = http.InferInput("input", list(batch.shape), "FP32")
-            tensor.set_data_from_numpy(batch)
-            got = client.infer("mnist", [tensor]).as_numpy("output")
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
-        print(
-            f"  {pod['metadata']['name']} ({ip}): 50 requests of a batch of 4, classes "
-            f"{got.argmax(axis=1).tolist()} - equal to onnxruntime's"
-        )
+        try:
+            for _ in range(per_connection):
+                tensor = http.InferInput("input", list(batch.shape), "FP32")
+                tensor.set_data_from_numpy(batch)
+                got = client.infer("mnist", [tensor]).as_numpy("output")
+                np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        finally:
+            client.close()
+    served = {
+        p["metadata"]["name"]: served_requests(p["status"]["podIP"]) - before[p["metadata"]["name"]]
+        for p in pods
+    }
+    print(
+        f"  Service triton ({ip}:8000): {requests} requests of a batch of 4, classes "
+        f"{got.argmax(axis=1).tolist()} - equal to onnxruntime's; served by "
+        + ", ".join(f"{name} ({n})" for name, n in sorted(served.items()))
+    )
 
 
 def main() -> int:
     cfg = SandboxConfig.from_env(os.environ.get("SANDBOX_NAME", "default"))
     say(f"starting the sandbox '{cfg.name}' (first run builds Kubernetes from Go modules: 10-20 min)")
     bins = cluster.up(cfg)
+    # Inside the sandbox's network namespace from here on (and so is every command we run): the
+    # Service's ClusterIP and the pods answer there, as in a cluster.
+    cluster.enter(cfg)
     env = {
         **os.environ,
         **S3_ENV,
@@ -118,8 +144,8 @@ def main() -> int:
         run(["kubectl", "apply", "-f", str(QUICKSTART)], env)
         run(["kubectl", "wait", "--for=condition=Ready", "tritonserver/triton", "--timeout=300s"], env)
         run(["kubectl", "wait", "--for=condition=Ready", "tritonmodel/mnist", "--timeout=300s"], env)
-        say("real inference requests to every replica, by pod IP")
-        infer_everywhere(env, onnx_path)
+        say("real inference requests to the TritonServer's Service (ClusterIP, through kube-proxy)")
+        infer_through_the_service(env, onnx_path)
     period = float(os.environ.get("TRITON_OPERATOR_STATUS_PERIOD", "10"))
     time.sleep(period + 2)
     say("kubectl get tritonservers,tritonmodels")
@@ -134,7 +160,10 @@ def main() -> int:
     print("\noperator metrics: " + "; ".join(reconciles[:4]))
     print(
         f'\nEverything keeps running. Use it:\n  eval "$(make -s sandbox-up SANDBOX_NAME={cfg.name})"\n'
-        f"  kubectl describe tritonmodel mnist\nStop it all with: make sandbox-down SANDBOX_NAME={cfg.name}"
+        f"  kubectl describe tritonmodel mnist\n"
+        f"or in a shell inside its network namespace (pod IPs and ClusterIPs answer there):\n"
+        f"  make sandbox-shell SANDBOX_NAME={cfg.name}\n"
+        f"Stop it all with: make sandbox-down SANDBOX_NAME={cfg.name}"
     )
     return 0
 

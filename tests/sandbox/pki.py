@@ -3,8 +3,10 @@ an admin client cert (group system:masters) and the service-account signing key.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 SERVING_SANS = (
@@ -44,10 +46,20 @@ def _client_or_serving_cert(d: Path, name: str, subject: str, extensions: str) -
     )
 
 
-def ensure_pki(d: Path) -> None:
-    """Create the certificates once; a complete set is reused across restarts."""
-    if (d / "complete").exists():
-        return
+def serving_sans(extra_ips: Sequence[str] = ()) -> str:
+    sans = [SERVING_SANS, *(f"IP:{ip}" for ip in extra_ips if f"IP:{ip}" not in SERVING_SANS.split(","))]
+    return ",".join(sans)
+
+
+def ensure_pki(d: Path, extra_ips: Sequence[str] = ()) -> None:
+    """Create the certificates once; a complete set with the same serving SANs is reused across restarts.
+
+    `extra_ips`: more addresses the apiserver is reached at (its advertised address, its ClusterIP).
+    """
+    sans = serving_sans(extra_ips)
+    with contextlib.suppress(FileNotFoundError):
+        if (d / "complete").read_text().strip() == sans:
+            return
     if shutil.which("openssl") is None:
         raise SystemExit("sandbox: openssl is not installed; install it (Debian: apt-get install openssl).")
     shutil.rmtree(d, ignore_errors=True)
@@ -71,7 +83,7 @@ def ensure_pki(d: Path) -> None:
         d,
         "apiserver",
         "/CN=kube-apiserver",
-        f"subjectAltName={SERVING_SANS}\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n",
+        f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n",
     )
     _client_or_serving_cert(
         d,
@@ -81,7 +93,7 @@ def ensure_pki(d: Path) -> None:
     )
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=d)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
-    (d / "complete").write_text("ok\n")
+    (d / "complete").write_text(sans + "\n")
 
 
 def write_kubeconfig(path: Path, server: str, pki: Path) -> None:

@@ -49,6 +49,7 @@ class RuntimeSettings:
     triton_backend_dir: str
     triton_library_path: str
     operator_bin_dir: str
+    apiserver_host: str  # what a kubelet puts in KUBERNETES_SERVICE_HOST/PORT: the `kubernetes` Service
     apiserver_port: int
     marker_env: dict[str, str]
     pythonpath: str
@@ -470,8 +471,8 @@ class PodLife:
             "HOSTNAME": self.name,
             "PYTHONPATH": self.settings.pythonpath,
             "PYTHONUNBUFFERED": "1",
-            # No kube-proxy here: in-cluster clients reach the apiserver on loopback directly.
-            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            # As a kubelet does: the `kubernetes` Service's ClusterIP (kube-proxy forwards it).
+            "KUBERNETES_SERVICE_HOST": self.settings.apiserver_host,
             "KUBERNETES_SERVICE_PORT": str(self.settings.apiserver_port),
             **self.settings.marker_env,
             "TRITON_SANDBOX_POD_UID": self.uid,

@@ -42,7 +42,8 @@ class PodRunner:
             triton_backend_dir=str(dist.backend_dir),
             triton_library_path=dist.library_path,
             operator_bin_dir=os.path.dirname(sys.executable),
-            apiserver_port=cfg.ports["kube-apiserver"],
+            apiserver_host=cfg.apiserver_cluster_ip,
+            apiserver_port=443,
             marker_env={MARKER_ENV: str(cfg.root)},
             pythonpath=os.pathsep.join([str(REPO_ROOT / "operator"), str(REPO_ROOT)]),
         )

@@ -1,7 +1,9 @@
 """Background processes of a sandbox: start detached with a pidfile, stop, and sweep leftovers.
 
-Every process gets MARKER_ENV=<sandbox root> in its environment (children inherit it), so `down`
-finds and stops everything of ours, even what a killed run left behind, by reading /proc.
+Every process starts inside the sandbox's network namespace (`nsenter --net=...`, which execs: the
+pid recorded is the program's) and gets MARKER_ENV=<sandbox root> in its environment (children
+inherit both), so `down` finds and stops everything of ours, even what a killed run left behind, by
+reading /proc.
 """
 
 from __future__ import annotations
@@ -15,18 +17,20 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from tests.sandbox import netns
 from tests.sandbox.config import MARKER_ENV, SandboxConfig
 
 
 def spawn(cfg: SandboxConfig, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
-    """Start `argv` in its own session, logs to logs/<name>.log, pid to run/<name>.pid."""
+    """Start `argv` inside the sandbox's namespace in its own session; logs to logs/<name>.log, pid to
+    run/<name>.pid."""
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     cfg.log_dir.mkdir(parents=True, exist_ok=True)
     full_env = dict(os.environ if env is None else env)
     full_env[MARKER_ENV] = str(cfg.root)
     with open(cfg.log_dir / f"{name}.log", "ab") as log:
         proc = subprocess.Popen(
-            list(argv),
+            [*netns.nsenter_argv(cfg.netns), *argv],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -104,11 +108,15 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
-def listeners_in(prefixes: Sequence[str], ports: Sequence[int]) -> list[str]:
-    """Listening TCP sockets on one of our ports or on an address under one of our 127/8 prefixes."""
+def listeners_in(
+    prefixes: Sequence[str], ports: Sequence[int], tcp_table: Path = Path("/proc/thread-self/net/tcp")
+) -> list[str]:
+    """Listening TCP sockets on one of `ports` (of 127.0.0.1 or any address) or on an address under one
+    of `prefixes`, in the network namespace `tcp_table` shows (by default the calling thread's;
+    /proc/1/net/tcp: the host's)."""
     out = []
     with contextlib.suppress(FileNotFoundError):
-        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        for line in tcp_table.read_text().splitlines()[1:]:
             fields = line.split()
             if fields[3] != "0A":  # LISTEN
                 continue

@@ -521,7 +521,18 @@ BAD_ROLLOUTS = [
         "experiment.stickyKey",
         "should match pattern",
     ),
-    ("experiment-without-variants", _spec(experiment={}), "experiment.variants", "Field required"),
+    ("experiment-without-variants", _spec(experiment={}), "experiment", "exactly one of variants"),
+    (
+        "experiment-with-variants-and-servers",
+        _spec(
+            experiment={
+                "variants": [{"version": 1, "weight": 50}, {"version": 2, "weight": 50}],
+                "servers": [{"name": "a", "weight": 50}, {"name": "b", "weight": 50}],
+            }
+        ),
+        "experiment",
+        "exactly one of variants",
+    ),
 ]
 
 
@@ -625,6 +636,8 @@ def test_rollout_status_takes_what_the_machine_writes() -> None:
     assert aliases == set(state.to_status()) | {"steps", "canaryWeight", "nextDecisionAt", "lastVerdict"} | {
         "lastVerdictMessage",
         "lastCommandToken",
+        "stableServer",
+        "canaryServer",
     }
     assert [p.value for p in RolloutPhase] == [p.value for p in Phase]
     assert [v.value for v in AnalysisVerdict] == [v.value for v in Verdict]
@@ -736,6 +749,7 @@ def test_crd_status_keeps_rollout_and_traffic() -> None:
     assert traffic["maxItems"] == 8 and traffic["items"]["required"] == ["version", "role", "desiredWeight"]
     assert set(traffic["items"]["properties"]) == {
         "version",
+        "server",
         "role",
         "desiredWeight",
         "observedShare",

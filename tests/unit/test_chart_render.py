@@ -21,8 +21,14 @@ READ = ["get", "list", "watch"]
 WORKLOAD_RULES = [
     {
         "apiGroups": ["tritonoperator.dev"],
-        "resources": ["tritonservers", "tritonmodels"],
+        "resources": ["tritonservers"],
         "verbs": ["get", "list", "watch", "patch", "update"],
+    },
+    # A model served through a Gateway is placed on each server as a TritonModel the operator creates.
+    {
+        "apiGroups": ["tritonoperator.dev"],
+        "resources": ["tritonmodels"],
+        "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"],
     },
     {
         "apiGroups": ["tritonoperator.dev"],
@@ -32,6 +38,8 @@ WORKLOAD_RULES = [
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": CRUD},
     {"apiGroups": [""], "resources": ["services", "persistentvolumeclaims"], "verbs": CRUD},
     {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": CRUD},
+    {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes", "grpcroutes"], "verbs": CRUD},
+    {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gateways"], "verbs": ["get"]},
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": CRUD},
     {"apiGroups": [""], "resources": ["pods"], "verbs": READ},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},

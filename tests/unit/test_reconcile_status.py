@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from triton_operator.reconcile.status import stamp_metrics, transitions
+import pytest
+from triton_operator.reconcile.status import is_problem, stamp_metrics, transitions
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(seconds=10)
@@ -34,3 +35,39 @@ def test_transitions_are_status_or_reason_changes_and_new_conditions() -> None:
     assert [c["type"] for c in transitions(old, new)] == ["Degraded"]  # a new message alone is no event
     flipped = [{"type": "Ready", "status": "False", "reason": "ReplicasNotReady", "message": "1 of 2"}]
     assert transitions(old, flipped) == flipped
+
+
+@pytest.mark.parametrize(
+    ("cond", "others", "problem"),
+    [
+        ({"type": "Ready", "status": "False", "reason": "StepAdvanced"}, [], True),
+        # Not Ready for the reason a rollout step is Progressing: progress, a Normal Event.
+        (
+            {"type": "Ready", "status": "False", "reason": "StepAdvanced"},
+            [{"type": "Progressing", "status": "True", "reason": "StepAdvanced"}],
+            False,
+        ),
+        # ... but a replica down while pods roll is a problem of its own.
+        (
+            {"type": "Ready", "status": "False", "reason": "ReplicasNotReady"},
+            [{"type": "Progressing", "status": "True", "reason": "RollingOut"}],
+            True,
+        ),
+        (
+            {"type": "Ready", "status": "False", "reason": "StepAdvanced"},
+            [
+                {"type": "Progressing", "status": "True", "reason": "StepAdvanced"},
+                {"type": "Degraded", "status": "True", "reason": "LoadFailed"},
+            ],
+            True,
+        ),
+        ({"type": "Degraded", "status": "True"}, [{"type": "Progressing", "status": "True"}], True),
+        ({"type": "Routed", "status": "False"}, [], True),
+        ({"type": "Ready", "status": "True"}, [], False),
+        ({"type": "Progressing", "status": "True"}, [], False),
+    ],
+)
+def test_warning_events_are_for_problems_not_progress(
+    cond: dict[str, str], others: list[dict[str, str]], problem: bool
+) -> None:
+    assert is_problem(cond, [cond, *others]) is problem

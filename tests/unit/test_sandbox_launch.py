@@ -12,7 +12,7 @@ MOUNTS = [
     Mount("/etc/s3", "/var/sb/s3"),
 ]
 COMMON = dict(
-    pod_ip="127.101.1.4",
+    pod_ip="10.244.1.4",
     mounts=MOUNTS,
     env={},
     triton_binary="/opt/triton/bin/tritonserver",
@@ -61,9 +61,9 @@ def test_triton_binds_pod_ip_and_uses_local_backends() -> None:
     assert plan.argv == [
         "/opt/triton/bin/tritonserver",
         "--model-repository=/var/sb/pvc-1",
-        "--http-address=127.101.1.4",
-        "--grpc-address=127.101.1.4",
-        "--metrics-address=127.101.1.4",
+        "--http-address=10.244.1.4",
+        "--grpc-address=10.244.1.4",
+        "--metrics-address=10.244.1.4",
         "--backend-directory=/opt/triton/backends",
     ]
     assert plan.env["LD_LIBRARY_PATH"] == "/opt/triton/libs"

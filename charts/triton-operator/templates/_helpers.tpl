@@ -52,8 +52,12 @@ Rules for the namespaced kinds the operator reconciles and the children it owns;
 */}}
 {{- define "triton-operator.workloadRules" -}}
 - apiGroups: ["tritonoperator.dev"]
-  resources: ["tritonservers", "tritonmodels"]
+  resources: ["tritonservers"]
   verbs: ["get", "list", "watch", "patch", "update"]
+# create/delete: a model served through a Gateway is placed on each server as a TritonModel of its own.
+- apiGroups: ["tritonoperator.dev"]
+  resources: ["tritonmodels"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 - apiGroups: ["tritonoperator.dev"]
   resources: ["tritonservers/status", "tritonmodels/status"]
   verbs: ["patch", "update"]
@@ -66,6 +70,14 @@ Rules for the namespaced kinds the operator reconciles and the children it owns;
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+# The routes of servers and models exposed through a Gateway (spec.gateway); only ones it owns.
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes", "grpcroutes"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+# Reads only: a parentRef to a Gateway that does not exist is reported as such (gateways say nothing).
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["gateways"]
+  verbs: ["get"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]

@@ -95,6 +95,8 @@ class ConditionType(enum.StrEnum):
     AVAILABLE = "Available"
     PROGRESSING = "Progressing"
     DEGRADED = "Degraded"
+    # Only on objects exposed through a Gateway (spec.gateway): whether the gateway accepted the routes.
+    ROUTED = "Routed"
 
 
 class ImagePullPolicy(enum.StrEnum):

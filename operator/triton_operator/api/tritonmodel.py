@@ -18,6 +18,7 @@ from triton_operator.api.common import (
     cel,
     preserve_unknown,
 )
+from triton_operator.api.gateway import GatewayExposure
 from triton_operator.api.kinds import KindInfo, PrinterColumn, register_kind
 
 # A Triton model name is a folder of the repository: no '/', no leading '.', no spaces.
@@ -68,6 +69,7 @@ class ModelConditionType(enum.StrEnum):
     LOADED = "Loaded"
     DEGRADED = "Degraded"
     PROGRESSING = "Progressing"  # routed models only: where their rollout is
+    ROUTED = "Routed"  # models served through a Gateway: whether it accepted their routes
 
 
 class CredentialsSecret(ApiModel):
@@ -566,10 +568,42 @@ class ExperimentVariant(ApiModel):
     )
 
 
-class ExperimentSpec(ApiModel):
-    """A held A/B split between versions of this model: the weights stay as written, nothing promotes."""
+class ServerVariant(ApiModel):
+    """One arm of an experiment across servers: a TritonServer serving this model and its share."""
 
-    variants: list[ExperimentVariant] = Field(
+    name: ObjectName = Field(
+        description="A TritonServer in this namespace; the model is staged and loaded on it too."
+    )
+    weight: int = Field(
+        ge=0,
+        le=100,
+        description="Percent of the model's traffic the Gateway sends to this server, 0..100; the servers' "
+        "weights sum to 100.",
+    )
+
+
+class ExperimentSpec(ApiModel):
+    """A held A/B split: the weights stay as written, nothing promotes.
+
+    Either between versions of this model inside its server (variants, through an in-server router), or
+    between TritonServers serving the same model (servers, through spec.gateway's routes).
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.variants) != has(self.servers)",
+                    "spec.experiment needs exactly one of variants (versions inside one server) or servers "
+                    "(TritonServers, through spec.gateway): set one, remove the other",
+                    reason="FieldValueInvalid",
+                ),
+            ]
+        }
+    )
+
+    variants: list[ExperimentVariant] | None = Field(
+        default=None,
         min_length=MIN_VARIANTS,
         max_length=MAX_VARIANTS,
         description="2 to 4 variants with distinct versions and weights summing to 100; spec.version "
@@ -590,12 +624,45 @@ class ExperimentSpec(ApiModel):
             ]
         },
     )
+    servers: list[ServerVariant] | None = Field(
+        default=None,
+        min_length=MIN_VARIANTS,
+        max_length=MAX_VARIANTS,
+        description="2 to 4 TritonServers of this namespace with distinct names and weights summing to 100; "
+        "spec.serverRef must be one of them, and spec.gateway is required (the Gateway splits the traffic).",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.map(v, v.weight).sum() == 100",
+                    "spec.experiment.servers weights must sum to 100: adjust the weights",
+                    reason="FieldValueInvalid",
+                ),
+                cel(
+                    "self.all(v, self.exists_one(w, w.name == v.name))",
+                    "spec.experiment.servers must name distinct TritonServers: remove the repeated one",
+                    reason="FieldValueInvalid",
+                ),
+            ]
+        },
+    )
     sticky_key: StickyKey | None = Field(default=None, description=_STICKY_DESCRIPTION)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ExperimentSpec:
+        """Mirror the CEL rule: versions or servers, not both."""
+        if (self.variants is None) == (self.servers is None):
+            raise ValueError(
+                "spec.experiment needs exactly one of variants (versions inside one server) or servers "
+                "(TritonServers, through spec.gateway): set one, remove the other"
+            )
+        return self
 
     @field_validator("variants")
     @classmethod
-    def _split(cls, variants: list[ExperimentVariant]) -> list[ExperimentVariant]:
+    def _split(cls, variants: list[ExperimentVariant] | None) -> list[ExperimentVariant] | None:
         """Mirror the CEL rules with rollout.traffic.validate_variants' messages."""
+        if variants is None:
+            return None
         path = "spec.experiment.variants"
         seen: dict[int, int] = {}
         for index, variant in enumerate(variants):
@@ -610,6 +677,27 @@ class ExperimentSpec(ApiModel):
         if total != 100:
             raise ValueError(f"{path}: weights sum to {total}, not 100; adjust the weights")
         return variants
+
+    @field_validator("servers")
+    @classmethod
+    def _pools(cls, servers: list[ServerVariant] | None) -> list[ServerVariant] | None:
+        """Mirror the CEL rules on servers."""
+        if servers is None:
+            return None
+        path = "spec.experiment.servers"
+        names = [server.name for server in servers]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise ValueError(f"{path}[{index}].name: {name} is named twice; name each server once")
+        total = sum(server.weight for server in servers)
+        if total != 100:
+            raise ValueError(f"{path}: weights sum to {total}, not 100; adjust the weights")
+        return servers
+
+    @property
+    def version_variants(self) -> list[ExperimentVariant]:
+        """The in-server variants (empty for an experiment across servers)."""
+        return self.variants or []
 
 
 _EXPERIMENT_WITH_CANARY = (
@@ -627,6 +715,23 @@ _VARIANT_NEEDS_SOURCE = (
 _VARIANT_SOURCE_IS_SPEC_SOURCE = (
     "spec.experiment.variants[].source must be left out on the variant with spec.version (its files come "
     "from spec.source): remove it, or change spec.source"
+)
+
+
+_SERVERS_NEED_GATEWAY = (
+    "spec.experiment.servers splits traffic between TritonServers through a Gateway: set spec.gateway "
+    "(parentRefs of the Gateway)"
+)
+_SERVER_REF_NOT_A_VARIANT = (
+    "spec.serverRef.name must be one of spec.experiment.servers[].name: add it, or point serverRef at one"
+)
+_GATEWAY_WITH_VERSION_VARIANTS = (
+    "spec.experiment.variants (versions inside one server) cannot be combined with spec.gateway: split "
+    "across servers with spec.experiment.servers, or remove spec.gateway"
+)
+_GATEWAY_IMMUTABLE = (
+    "spec.gateway cannot be added or removed (a model is served either by its server directly or through "
+    "a Gateway across servers): create a new TritonModel instead"
 )
 
 
@@ -650,24 +755,50 @@ class TritonModelSpec(ApiModel):
                     reason="FieldValueForbidden",
                 ),
                 cel(
-                    "!has(self.experiment) || self.experiment.variants.exists(v, v.version == self.version)",
+                    "!has(self.experiment) || !has(self.experiment.variants) || "
+                    "self.experiment.variants.exists(v, v.version == self.version)",
                     _VERSION_NOT_A_VARIANT,
                     field_path=".version",
                     reason="FieldValueInvalid",
                 ),
                 cel(
-                    "!has(self.experiment) || "
+                    "!has(self.experiment) || !has(self.experiment.variants) || "
                     "self.experiment.variants.all(v, has(v.source) || v.version == self.version)",
                     _VARIANT_NEEDS_SOURCE,
                     field_path=".experiment.variants",
                     reason="FieldValueRequired",
                 ),
                 cel(
-                    "!has(self.experiment) || "
+                    "!has(self.experiment) || !has(self.experiment.variants) || "
                     "self.experiment.variants.all(v, !has(v.source) || v.version != self.version)",
                     _VARIANT_SOURCE_IS_SPEC_SOURCE,
                     field_path=".experiment.variants",
                     reason="FieldValueInvalid",
+                ),
+                cel(
+                    "!has(self.experiment) || !has(self.experiment.servers) || has(self.gateway)",
+                    _SERVERS_NEED_GATEWAY,
+                    field_path=".gateway",
+                    reason="FieldValueRequired",
+                ),
+                cel(
+                    "!has(self.experiment) || !has(self.experiment.servers) || "
+                    "self.experiment.servers.exists(v, v.name == self.serverRef.name)",
+                    _SERVER_REF_NOT_A_VARIANT,
+                    field_path=".serverRef",
+                    reason="FieldValueInvalid",
+                ),
+                cel(
+                    "!has(self.gateway) || !has(self.experiment) || !has(self.experiment.variants)",
+                    _GATEWAY_WITH_VERSION_VARIANTS,
+                    field_path=".experiment.variants",
+                    reason="FieldValueForbidden",
+                ),
+                cel(
+                    "has(self.gateway) == has(oldSelf.gateway)",
+                    _GATEWAY_IMMUTABLE,
+                    field_path=".gateway",
+                    reason="FieldValueForbidden",
                 ),
             ]
         }
@@ -704,7 +835,16 @@ class TritonModelSpec(ApiModel):
     experiment: ExperimentSpec | None = Field(
         default=None,
         description="A held A/B split of the traffic between versions of this model (spec.version and "
-        "others, each with its own source); not with spec.rollout.strategy Canary.",
+        "others, each with its own source), or between TritonServers (with spec.gateway); not with "
+        "spec.rollout.strategy Canary.",
+    )
+    gateway: GatewayExposure | None = Field(
+        default=None,
+        description="Serve the model through a Gateway API Gateway, on one TritonServer or split across "
+        "several (spec.experiment.servers, or a canary when spec.serverRef changes under strategy Canary). "
+        "The operator places a copy on each server as a TritonModel of its own (<name>-on-<server>) and "
+        "owns an HTTPRoute (path /v2/models/<modelName>) and, with hostnames, a GRPCRoute. Cannot be added "
+        "or removed later.",
     )
 
     @model_validator(mode="after")
@@ -715,11 +855,19 @@ class TritonModelSpec(ApiModel):
             return self
         if self.rollout is not None and self.rollout.strategy is RolloutStrategy.CANARY:
             raise ValueError(_EXPERIMENT_WITH_CANARY)
+        if experiment.servers is not None:
+            if self.gateway is None:
+                raise ValueError(_SERVERS_NEED_GATEWAY)
+            if all(server.name != self.server_ref.name for server in experiment.servers):
+                raise ValueError(f"{_SERVER_REF_NOT_A_VARIANT} (serverRef {self.server_ref.name})")
+            return self
+        if self.gateway is not None:
+            raise ValueError(_GATEWAY_WITH_VERSION_VARIANTS)
         path = "spec.experiment.variants"
-        if all(variant.version != self.version for variant in experiment.variants):
-            versions = ", ".join(str(variant.version) for variant in experiment.variants)
+        if all(variant.version != self.version for variant in experiment.version_variants):
+            versions = ", ".join(str(variant.version) for variant in experiment.version_variants)
             raise ValueError(f"{_VERSION_NOT_A_VARIANT} (spec.version {self.version}, variants {versions})")
-        for index, variant in enumerate(experiment.variants):
+        for index, variant in enumerate(experiment.version_variants):
             if variant.source is None and variant.version != self.version:
                 raise ValueError(f"{path}[{index}].source: {_VARIANT_NEEDS_SOURCE}")
             if variant.source is not None and variant.version == self.version:
@@ -734,7 +882,7 @@ class TritonModelSpec(ApiModel):
         """Where the files of one version of this model come from: spec.source or its variant's."""
         if version == self.version:
             return self.source
-        variants = self.experiment.variants if self.experiment is not None else []
+        variants = self.experiment.version_variants if self.experiment is not None else []
         return next((v.source for v in variants if v.version == version), None)
 
     def resolved_model_name(self, resource_name: str) -> str:
@@ -743,8 +891,22 @@ class TritonModelSpec(ApiModel):
 
     @property
     def routed(self) -> bool:
-        """Whether clients reach the versions through the router (a canary rollout or an experiment)."""
+        """Whether clients reach the versions through the in-server router (a canary rollout or an
+        experiment); never for a model served through a Gateway (its copies on each server decide)."""
+        if self.gateway is not None:
+            return False
         return self.experiment is not None or self.effective_rollout().strategy == RolloutStrategy.CANARY
+
+    @property
+    def through_gateway(self) -> bool:
+        """Whether the model is placed on its servers as copies and routed by the Gateway."""
+        return self.gateway is not None
+
+    def pool_weights(self) -> dict[str, int] | None:
+        """An experiment across servers: server -> weight; None otherwise."""
+        if self.experiment is None or self.experiment.servers is None:
+            return None
+        return {server.name: server.weight for server in self.experiment.servers}
 
     def repository_name(self, resource_name: str) -> str:
         """The folder (and Triton name) the versions are staged and loaded under.
@@ -876,6 +1038,14 @@ class RolloutStatus(StatusModel):
         default=None, max_length=64, description="Version that served before the canary (the baseline)."
     )
     canary_version: str | None = Field(default=None, max_length=64, description="Version being rolled out.")
+    stable_server: str | None = Field(
+        default=None,
+        max_length=253,
+        description="A canary across servers: the TritonServer that served before.",
+    )
+    canary_server: str | None = Field(
+        default=None, max_length=253, description="A canary across servers: the TritonServer taking over."
+    )
     step_index: int | None = Field(default=None, ge=0, description="Current step, 0-based.")
     steps: int | None = Field(default=None, ge=0, description="Number of steps of the plan.")
     canary_weight: int | None = Field(
@@ -914,6 +1084,11 @@ class VariantTraffic(StatusModel):
     """One version's share of the model's traffic, desired and observed, in the current window."""
 
     version: str = Field(max_length=64, description="Model version.")
+    server: str | None = Field(
+        default=None,
+        max_length=253,
+        description="The TritonServer (a split across servers through a Gateway).",
+    )
     role: TrafficRole = Field(description="stable or canary (a canary rollout), or variant (an experiment).")
     desired_weight: int = Field(ge=0, le=100, description="Percent of the traffic the version should get.")
     observed_share: float | None = Field(
@@ -939,7 +1114,7 @@ class TritonModelStatus(StatusModel):
     conditions: list[Condition] = Field(
         default=[],
         max_length=16,
-        description="Ready, Staged, Loaded and Degraded.",
+        description="Ready, Staged, Loaded and Degraded; Progressing when routed; Routed with spec.gateway.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     served_version: int | None = Field(default=None, ge=1, description="Version the replicas serve.")

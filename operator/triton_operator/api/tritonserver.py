@@ -23,6 +23,7 @@ from triton_operator.api.common import (
     cel_string_list,
     preserve_unknown,
 )
+from triton_operator.api.gateway import GatewayExposure
 from triton_operator.api.kinds import KindInfo, PrinterColumn, ScaleSubresource, register_kind
 
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
@@ -504,6 +505,12 @@ class TritonServerSpec(ApiModel):
     service: ServiceSettings = Field(
         default_factory=ServiceSettings, description="The Service.", json_schema_extra={"default": {}}
     )
+    gateway: GatewayExposure | None = Field(
+        default=None,
+        description="Expose the pool through a Gateway API Gateway: the operator owns an HTTPRoute (Triton's "
+        "HTTP API) and a GRPCRoute (inference.GRPCInferenceService) named like the server, and reports the "
+        "gateway's verdict in the Routed condition. Unset: no routes (they are removed).",
+    )
     pod_labels: dict[MetadataKey, LabelValue] = Field(
         default={}, max_length=64, description="Extra labels of the pods."
     )
@@ -595,7 +602,7 @@ class TritonServerStatus(StatusModel):
     conditions: list[Condition] = Field(
         default=[],
         max_length=16,
-        description="Ready, Available, Progressing and Degraded.",
+        description="Ready, Available, Progressing, Degraded, and Routed with spec.gateway.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     replicas: int = Field(
@@ -647,6 +654,13 @@ TRITONSERVER = register_kind(
                 "Reason", "string", f"{_READY}.reason", "Reason of the Ready condition.", priority=1
             ),
             PrinterColumn("Image", "string", ".spec.image", "Triton image.", priority=1),
+            PrinterColumn(
+                "Routed",
+                "string",
+                '.status.conditions[?(@.type=="Routed")].status',
+                "Whether the Gateway accepted the routes.",
+                priority=1,
+            ),
         ),
         scale=ScaleSubresource(),
         root_validations=(

@@ -12,6 +12,7 @@ from triton_operator.api.common import GROUP, VERSION
 from triton_operator.handlers.loops import ObjectLoops
 from triton_operator.opmetrics import measured
 from triton_operator.reconcile.model import KIND, MODEL_LABEL, STAGING_LABELS, ModelReconciler
+from triton_operator.reconcile.split import SPLIT_OF_LABEL
 from triton_operator.reconcile.state import OperatorState, object_key
 
 PLURAL = "tritonmodels"
@@ -31,6 +32,9 @@ async def track_model(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: A
         loops.forget(KIND, key)  # the finalizer's handler (delete_model) takes it from here
     else:
         loops.track(KIND, key, dict(body))
+    parent = (body["metadata"].get("labels") or {}).get(SPLIT_OF_LABEL)
+    if parent:  # a copy of a model served through a Gateway: its state decides the parent's weights
+        loops.poke(KIND, (key[0], parent))
 
 
 def model_pass(

@@ -47,6 +47,9 @@ KINDS = {
     "Pod": Kind("v1", "pods"),
     "TritonServer": Kind("tritonoperator.dev/v1alpha1", "tritonservers"),
     "TritonModel": Kind("tritonoperator.dev/v1alpha1", "tritonmodels"),
+    "HTTPRoute": Kind("gateway.networking.k8s.io/v1", "httproutes"),
+    "GRPCRoute": Kind("gateway.networking.k8s.io/v1", "grpcroutes"),
+    "Gateway": Kind("gateway.networking.k8s.io/v1", "gateways"),
 }
 
 

@@ -123,3 +123,37 @@ def traffic_entries(
                 entry["p99Ms"] = round(window.p99_ms, 2)
         entries.append(entry)
     return entries
+
+
+def pool_counters(
+    scrapes_by_pool: Mapping[str, Mapping[str, Scrape]], model: str
+) -> dict[tuple[str, str], VersionSample]:
+    """A model split across servers: its figures on each pod of each pool, keyed (pod, pool).
+
+    Each pool's copy serves `model` through the operator's router, which counts every client request
+    by outcome (an error response is no failure to Triton's own request counters, so only the router
+    sees it); inferences and latency are Triton's own counters of the public name (all versions).
+    Without router counts (a copy not routed yet), Triton's request counters stand in.
+    """
+    samples: dict[tuple[str, str], VersionSample] = {}
+    for pool, scrapes in scrapes_by_pool.items():
+        for pod, scrape in scrapes.items():
+            rows = [c for (name, _), c in scrape.snapshot.models.items() if name == model]
+            if not rows:
+                continue
+            outcomes = [c for (router, _, _), c in scrape.snapshot.routed.items() if router == model]
+            if outcomes:
+                success = float(sum(c.success for c in outcomes))
+                failure = float(sum(c.failure for c in outcomes))
+            else:
+                success = float(sum(c.success_count for c in rows))
+                failure = float(sum(c.failure_count for c in rows))
+            samples[(f"{pool}/{pod}", pool)] = VersionSample(
+                success=success,
+                failure=failure,
+                inferences=sum(c.inference_count for c in rows),
+                queue_us=sum(c.queue_duration_us for c in rows),
+                p50_us=_max([c.request_p50_us for c in rows]),
+                p99_us=_max([c.request_p99_us for c in rows]),
+            )
+    return samples

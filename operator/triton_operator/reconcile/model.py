@@ -54,6 +54,7 @@ from triton_operator.reconcile.routing import (
     with_router_problems,
 )
 from triton_operator.reconcile.server import invalid_spec_message
+from triton_operator.reconcile.split import SplitReconciler
 from triton_operator.reconcile.state import (
     FailedLoad,
     ModelMemory,
@@ -138,6 +139,7 @@ class ModelReconciler:
         self.state = state
         self.operator_image = operator_image
         self.routing = Routing(read_index=self._index_of)
+        self.split = SplitReconciler(kube, state)
 
     # -- one pass -----------------------------------------------------------------------------------
     def reconcile(
@@ -160,6 +162,8 @@ class ModelReconciler:
             message = invalid_spec_message(exc)
             self._write_invalid(body, message)
             raise kopf.PermanentError(f"invalid spec: {message}") from exc
+        if spec.through_gateway:
+            return self.split.reconcile(body, spec, memory)
         server_name = spec.server_ref.name
         memory.server = (namespace, server_name)
         wanted = staging_job_name(name, spec)
@@ -578,6 +582,10 @@ class ModelReconciler:
             spec = TritonModelSpec.model_validate(body.get("spec") or {})
         except ValidationError:
             return []  # nothing was ever staged or loaded from an invalid spec
+        if spec.through_gateway:
+            # Its copies (TritonModels of their own) unload themselves; they go by garbage collection.
+            self.state.forget_model(object_key(body))
+            return []
         memory = self.state.model(object_key(body))
         with memory.lock:
             unloaded = self._unload_everywhere(body, spec.server_ref.name, spec.resolved_model_name(name))

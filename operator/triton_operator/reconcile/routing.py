@@ -332,17 +332,19 @@ def _split(weights: Mapping[str, int]) -> str:
 
 def experiment_weights(spec: TritonModelSpec) -> dict[str, int]:
     assert spec.experiment is not None
-    return {str(v.version): v.weight for v in spec.experiment.variants}
+    return {str(v.version): v.weight for v in spec.experiment.version_variants}
 
 
 def experiment_outcome(spec: TritonModelSpec, windows: Mapping[str, VersionWindow]) -> RoutingOutcome:
     assert spec.experiment is not None
     variants = [
-        ExperimentVariant(f"v{v.version}", str(v.version), v.weight) for v in spec.experiment.variants
+        ExperimentVariant(f"v{v.version}", str(v.version), v.weight) for v in spec.experiment.version_variants
     ]
     held = hold_experiment(variants, {v: w.analysis() for v, w in windows.items()})
     weights = experiment_weights(spec)
-    entries = traffic_entries(windows, {str(v.version): "variant" for v in spec.experiment.variants}, weights)
+    entries = traffic_entries(
+        windows, {str(v.version): "variant" for v in spec.experiment.version_variants}, weights
+    )
     return RoutingOutcome(None, entries, None, (False, held.reason, held.message), None)
 
 
@@ -374,7 +376,7 @@ def variant_specs(spec: TritonModelSpec) -> list[TritonModelSpec]:
         return []
     return [
         spec.model_copy(update={"version": v.version, "source": v.source})
-        for v in spec.experiment.variants
+        for v in spec.experiment.version_variants
         if v.version != spec.version and v.source is not None
     ]
 

@@ -18,9 +18,11 @@ from triton_operator.conditions import DecidedCondition, Reason, server_conditio
 from triton_operator.kube.rest import Kube
 from triton_operator.observe.metrics import Scrape, pod_summary, total_summary
 from triton_operator.observe.server import PodTriton, observe_server, pod_entries
+from triton_operator.reconcile.gateway import OwnedRoutes, route_labels, routed_condition
 from triton_operator.reconcile.state import Key, OperatorState, object_key, pod_index_key
 from triton_operator.reconcile.status import now, stamp_metrics, write_status
 from triton_operator.render.labels import APPLIED_GENERATION_ANNOTATION, label_selector
+from triton_operator.render.routes import server_route_names, server_routes
 from triton_operator.render.server import deployment_name, metrics_enabled, render_all, service_endpoints
 from triton_operator.triton import client as triton
 from triton_operator.triton.metrics import fetch_metrics, parse_metrics
@@ -56,6 +58,7 @@ class ServerReconciler:
     def __init__(self, kube: Kube, state: OperatorState):
         self.kube = kube
         self.state = state
+        self.routes = OwnedRoutes(kube)
 
     # -- apply --------------------------------------------------------------------------------------
     def apply(self, body: Mapping[str, Any]) -> None:
@@ -86,6 +89,11 @@ class ServerReconciler:
             for kind in OPTIONAL_CHILDREN:
                 if kind not in rendered_kinds:
                     self.kube.delete(kind, namespace, name)
+            exposure = spec.gateway
+            wanted = server_routes(name, namespace, name, exposure, route_labels(name)) if exposure else []
+            self.state.route_problems[object_key(body)] = self.routes.apply(
+                body, wanted, server_route_names(name)
+            )
         except ApiException as exc:
             message = f"applying children failed: {exc.status} {_api_message(exc)}"
             self._fail(body, Reason.APPLY_FAILED, message)
@@ -124,9 +132,13 @@ class ServerReconciler:
 
         observed = observe_server(deployment, pods, triton_by_pod)
         old = body.get("status") or {}
-        conditions = set_conditions(
-            old.get("conditions") or [], server_conditions(observed, generation), generation, now()
-        )
+        decided = server_conditions(observed, generation)
+        if spec.gateway is not None:
+            problem = self.state.route_problems.get(key)
+            verdict = self.routes.judge(body, problem, server_route_names(name), exposure=spec.gateway)
+            routed = routed_condition(verdict)
+            decided = with_route_problem(decided, routed)
+        conditions = set_conditions(old.get("conditions") or [], decided, generation, now())
         dep_status = (deployment or {}).get("status") or {}
         entries = pod_entries(pods, triton_by_pod)
         versions = sorted({e["tritonVersion"] for e in entries if "tritonVersion" in e})
@@ -181,6 +193,20 @@ class ServerReconciler:
         self.state.previous_scrapes[key] = {p: previous_scrapes[p] for p in scrapes if p in previous_scrapes}
         self.state.scrapes[key] = scrapes
         return answers, summaries
+
+
+def with_route_problem(decided: list[DecidedCondition], routed: DecidedCondition) -> list[DecidedCondition]:
+    """Add Routed; a route the gateway refused also makes the server Degraded (its pods may still serve
+    in-cluster clients, so Ready stays as the pods say)."""
+    out = list(decided)
+    if routed.status == ConditionStatus.FALSE:
+        out = [
+            DecidedCondition(c.type, ConditionStatus.TRUE, routed.reason, routed.message)
+            if c.type == ConditionType.DEGRADED and c.status != ConditionStatus.TRUE
+            else c
+            for c in out
+        ]
+    return [*out, routed]
 
 
 def _owned(child: Mapping[str, Any], spec: TritonServerSpec) -> bool:

@@ -48,6 +48,14 @@ class FailedLoad:
     at: float  # time.monotonic()
 
 
+@dataclass(frozen=True)
+class RouteProblem:
+    """Applying an object's routes failed: the Routed condition's reason and message."""
+
+    reason: str
+    message: str
+
+
 @dataclass
 class ModelMemory:
     """What one TritonModel's reconciler remembers between passes."""
@@ -68,6 +76,11 @@ class ModelMemory:
     routing: RoutingMemory = field(default_factory=RoutingMemory)
     # The old version whose files a promotion removed (so a restart does not wait for it again).
     retired: int | None = None
+    # A model served through a Gateway: its routes as last applied (JSON), and why applying failed.
+    routes_applied: str | None = None
+    route_problem: RouteProblem | None = None
+    # ... and the servers holding its copies (their pods' events wake it too).
+    pools: frozenset[Key] = frozenset()
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -85,6 +98,8 @@ class OperatorState:
     previous_scrapes: dict[Key, dict[str, Scrape]] = field(default_factory=dict)
     # Which spec of each server was last applied, and when (a new spec or the drift period re-applies).
     applied: dict[Key, AppliedSpec] = field(default_factory=dict)
+    # Why the routes of a server (spec.gateway) could not be applied, from its last apply; None: applied.
+    route_problems: dict[Key, RouteProblem | None] = field(default_factory=dict)
 
     # TritonModels: what each one's passes remember.
     models: dict[Key, ModelMemory] = field(default_factory=dict)
@@ -109,6 +124,7 @@ class OperatorState:
         self.scrapes.pop(key, None)
         self.previous_scrapes.pop(key, None)
         self.applied.pop(key, None)
+        self.route_problems.pop(key, None)
         self.servers.invalidate(key)
         self.server_pods.invalidate(key)
 
@@ -117,7 +133,11 @@ class OperatorState:
 
     def models_on(self, server: Key) -> list[Key]:
         """The models placed on `server` (to wake when its pods or the server itself change)."""
-        return [key for key, memory in list(self.models.items()) if memory.server == server]
+        return [
+            key
+            for key, memory in list(self.models.items())
+            if memory.server == server or server in memory.pools
+        ]
 
     def forget_model(self, key: Key) -> None:
         self.models.pop(key, None)

@@ -12,7 +12,14 @@ from triton_operator.conditions import rfc3339
 from triton_operator.kube.rest import Kube
 
 # Conditions whose "bad" status makes a transition a Warning event.
-_BAD = {"Ready": "False", "Available": "False", "Degraded": "True", "Staged": "False", "Loaded": "False"}
+_BAD = {
+    "Ready": "False",
+    "Available": "False",
+    "Degraded": "True",
+    "Staged": "False",
+    "Loaded": "False",
+    "Routed": "False",
+}
 
 
 def now() -> dt.datetime:
@@ -36,6 +43,22 @@ def stamp_metrics(new: dict[str, Any], old: Mapping[str, Any], when: dt.datetime
     unchanged = {k: v for k, v in old_metrics.items() if k != "refreshedAt"} == metrics
     kept = old_metrics.get("refreshedAt") if unchanged else None
     metrics["refreshedAt"] = kept or rfc3339(when)
+
+
+def is_problem(cond: Mapping[str, Any], conditions: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a condition's new status is a problem (a Warning Event) rather than normal progress.
+
+    Not Ready for the very reason it is Progressing (a rollout's step), and not Degraded, is progress,
+    not a problem: Warning Events are for what someone should look at.
+    """
+    if _BAD.get(str(cond.get("type"))) != cond.get("status"):
+        return False
+    if cond.get("type") != "Ready":
+        return True
+    state = {c.get("type"): c for c in conditions}
+    progressing, degraded = state.get("Progressing") or {}, state.get("Degraded") or {}
+    in_progress = progressing.get("status") == "True" and progressing.get("reason") == cond.get("reason")
+    return not (in_progress and degraded.get("status") != "True")
 
 
 def transitions(
@@ -65,7 +88,7 @@ def write_status(
     meta = body["metadata"]
     written = kube.patch_status(kind, meta["namespace"], meta["name"], patch)
     for cond in transitions(old.get("conditions") or [], new.get("conditions") or []):
-        bad = _BAD.get(str(cond.get("type"))) == cond.get("status")
+        bad = is_problem(cond, new.get("conditions") or [])
         kopf.event(
             cast(kopf.Body, body),
             type="Warning" if bad else "Normal",

@@ -1,0 +1,589 @@
+"""A TritonModel served through a Gateway (spec.gateway), on one TritonServer or split across several.
+
+The model is placed on each server as a TritonModel of its own, `<name>-on-<server>`, owned by it (so
+everything a model does on one server, staging, loading on every replica, unloading on delete, is done
+by the same code as for any model, and `kubectl get tritonmodels` shows each copy's state), and routed
+by an HTTPRoute for its path (and a GRPCRoute for its host names) whose backends are the servers'
+Services, weighted. A held experiment keeps spec.experiment.servers' weights; a changed spec.serverRef
+under strategy Canary moves the traffic step by step, judged on each pool's own Triton counters by the
+same analysis and machine as an in-server canary, with the same status, Events and manual commands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Any, cast
+
+import kopf
+
+from triton_operator.api.common import GROUP, ConditionStatus
+from triton_operator.api.tritonmodel import ModelConditionType, RolloutStrategy, TritonModelSpec
+from triton_operator.conditions import DecidedCondition, Reason, rfc3339, set_conditions
+from triton_operator.kube.rest import Kube
+from triton_operator.observe.rollout import VersionWindow, pool_counters, traffic_entries, version_window
+from triton_operator.observe.server import pod_is_ready
+from triton_operator.reconcile.gateway import OwnedRoutes, route_labels, routed_condition
+from triton_operator.reconcile.routing import SERVING, command_of, plan_of
+from triton_operator.reconcile.state import ModelMemory, OperatorState, RouteProblem
+from triton_operator.reconcile.status import now, write_status
+from triton_operator.render.labels import label_selector
+from triton_operator.render.routes import Backend, model_route_names, model_routes
+from triton_operator.rollout.analysis import assess
+from triton_operator.rollout.machine import Phase, RolloutReason, RolloutState, decide
+from triton_operator.rollout.pools import (
+    canary_weights,
+    placed_pools,
+    rename_versions_to_servers,
+    serving_weights,
+)
+from triton_operator.rollout.traffic import Variant, hold_experiment
+
+log = logging.getLogger(__name__)
+KIND = "TritonModel"
+SPLIT_OF_LABEL = f"{GROUP}/split-of"
+# After the route sends a retired pool nothing, its copy goes only once requests in flight are done.
+DRAIN_S = 3.0
+STATUS_FIELDS = ("observedGeneration", "conditions", "servedVersion", "endpoints", "rollout", "traffic")
+
+
+def copy_name(parent: str, server: str) -> str:
+    """Name of the model's copy on `server` (hashed when it would exceed a name's 253 characters)."""
+    name = f"{parent}-on-{server}"
+    if len(name) <= 253:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[:242]}-{digest}"
+
+
+def copy_spec(spec: TritonModelSpec, public: str, server: str) -> dict[str, Any]:
+    """The copy's spec: the parent's model, version, source and config, on one server.
+
+    Always under strategy Canary (the parent's steps and analysis when it has them): the copy then
+    serves through the operator's in-server router, which counts each client request by outcome, so
+    the pools are judged on the errors clients saw (Triton's own request counters miss error
+    responses); and a new spec.version is canaried inside each pool. Across pools the parent moves
+    the traffic.
+    """
+    rollout = spec.effective_rollout()
+    canary: dict[str, Any] = {"strategy": "Canary"}
+    if rollout.strategy is RolloutStrategy.CANARY:
+        canary = rollout.model_dump(mode="json", by_alias=True, exclude_none=True)
+    out: dict[str, Any] = {
+        "serverRef": {"name": server},
+        "modelName": public,
+        "version": spec.version,
+        "source": spec.source.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "keepFilesOnDelete": spec.keep_files_on_delete,
+        "rollout": canary,
+    }
+    if spec.config is not None:
+        out["config"] = spec.config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return out
+
+
+@dataclass(frozen=True)
+class Pool:
+    """What one server holding (or about to hold) a copy looks like now."""
+
+    server: str
+    exists: bool
+    ready_pods: int
+    copy_ready: bool
+    copy_message: str
+    # The copy says Degraded (its staging or load failed): a problem, not progress.
+    copy_failed: bool = False
+    # spec.replicas 0 on the server: nothing serves there, on purpose.
+    scaled_to_zero: bool = False
+
+    @property
+    def serving(self) -> bool:
+        return self.exists and self.ready_pods > 0 and self.copy_ready
+
+
+PLACING = "PlacingCopies"
+WAITING_FOR_GATEWAY = "WaitingForGateway"
+Verdict3 = tuple[bool, str, str]
+
+
+def split_conditions(
+    pools: Mapping[str, Pool],
+    desired: Mapping[str, int],
+    weights: Mapping[str, int],
+    outcome: SplitOutcome,
+    routed: DecidedCondition,
+) -> list[DecidedCondition]:
+    """Ready, Progressing, Degraded and Routed of a model served through a Gateway (pure).
+
+    Problems (Degraded) are what someone must fix: a server that does not exist, a route the gateway
+    refused, a copy that failed, a pool whose replicas are down. Progress (Progressing, and not Ready
+    for the same reason, which makes its Events Normal) is what time fixes: copies being placed,
+    staged and loaded, the gateway not having answered yet, a rollout's steps.
+    """
+    wanted = [pools[s] for s, w in desired.items() if w > 0 and s in pools]
+    missing = [p for p in pools.values() if not p.exists]
+    failed = [p for p in wanted if p.exists and p.copy_failed]
+    down = [p for p in wanted if p.exists and p.copy_ready and p.ready_pods == 0 and not p.scaled_to_zero]
+    idle = [p for p in wanted if p.exists and p.scaled_to_zero]
+    placing = [p for p in wanted if p.exists and not p.copy_ready and not p.copy_failed]
+    serving = ", ".join(f"{s} {w}%" for s, w in weights.items())
+    problems: list[tuple[str, str]] = [(str(Reason.SERVER_NOT_FOUND), p.copy_message) for p in missing]
+    if routed.status == ConditionStatus.FALSE:
+        problems.append((routed.reason, routed.message))
+    problems += [(str(Reason.LOAD_FAILED), f"server {p.server}: {p.copy_message}") for p in failed]
+    problems += [
+        (str(Reason.REPLICAS_NOT_READY), f"server {p.server} has no ready replica; its share goes elsewhere")
+        for p in down
+    ]
+    waits: list[tuple[str, str]] = [(PLACING, f"server {p.server}: {p.copy_message}") for p in placing]
+    waits += [
+        (str(Reason.SCALED_TO_ZERO), f"server {p.server} is scaled to 0; its share goes elsewhere")
+        for p in idle
+    ]
+    if routed.status == ConditionStatus.UNKNOWN:
+        waits.append((WAITING_FOR_GATEWAY, routed.message))
+    progressing: Verdict3 = outcome.progressing
+    if problems:
+        reason = problems[0][0]
+        message = "; ".join(m for _, m in [*problems, *waits])
+        ready: Verdict3 = (False, reason, message)
+        degraded: Verdict3 = (True, reason, "; ".join(m for _, m in problems))
+    else:
+        degraded = (False, str(Reason.AS_EXPECTED), f"served through the Gateway: {serving}")
+        if waits:
+            ready = (False, waits[0][0], "; ".join(m for _, m in waits))
+            if not progressing[0] and waits[0][0] != Reason.SCALED_TO_ZERO:
+                progressing = (True, waits[0][0], ready[2])
+        else:
+            ready = outcome.ready or (True, "Serving", f"served through the Gateway: {serving}")
+    if outcome.degraded is not None:
+        degraded = outcome.degraded
+        if ready[0] or not problems:
+            ready = outcome.ready or (False, outcome.degraded[1], outcome.degraded[2])
+    return [
+        _condition(ModelConditionType.READY, *ready),
+        _condition(ModelConditionType.PROGRESSING, *progressing),
+        _condition(ModelConditionType.DEGRADED, *degraded),
+        routed,
+    ]
+
+
+def _condition(ctype: str, ok: bool, reason: str, message: str) -> DecidedCondition:
+    return DecidedCondition(ctype, ConditionStatus.TRUE if ok else ConditionStatus.FALSE, reason, message)
+
+
+def read_split_state(status: Mapping[str, Any]) -> RolloutState | None:
+    """The rollout across servers in status (servers where the machine keeps versions)."""
+    rollout = status.get("rollout")
+    if not rollout or "stableServer" not in rollout or "canaryServer" not in rollout:
+        return None
+    try:
+        keyed = {
+            **rollout,
+            "stableVersion": rollout["stableServer"],
+            "canaryVersion": rollout["canaryServer"],
+        }
+        return RolloutState.from_status(keyed)
+    except ValueError as exc:
+        log.warning("ignoring an unreadable status.rollout: %s", exc)
+        return None
+
+
+def split_status(state: RolloutState, version: int) -> dict[str, Any]:
+    """status.rollout of a rollout across servers: its servers, and the model version both serve."""
+    status = state.to_status()
+    status["stableServer"], status["canaryServer"] = state.stable_version, state.canary_version
+    status["stableVersion"] = status["canaryVersion"] = str(version)
+    return status
+
+
+@dataclass(frozen=True)
+class SplitOutcome:
+    """What status says of the split's traffic, and how its conditions read (None: from the pools)."""
+
+    rollout: dict[str, Any] | None
+    traffic: list[dict[str, Any]]
+    progressing: tuple[bool, str, str]
+    ready: tuple[bool, str, str] | None = None
+    degraded: tuple[bool, str, str] | None = None
+
+
+def settled_on(server: str, when: datetime, token: str | None = None) -> RolloutState:
+    message = f"server {server} serves 100%"
+    return RolloutState(Phase.PROMOTED, server, server, 0, when, None, "", token, SERVING, message)
+
+
+class SplitReconciler:
+    def __init__(self, kube: Kube, state: OperatorState):
+        self.kube = kube
+        self.state = state
+        self.routes = OwnedRoutes(kube)
+
+    def reconcile(
+        self, body: Mapping[str, Any], spec: TritonModelSpec, memory: ModelMemory
+    ) -> dict[str, Any] | None:
+        meta = body["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        public = spec.resolved_model_name(name)
+        status: Mapping[str, Any] = body.get("status") or {}
+        when = now()
+        requested = spec.server_ref.name
+        experiment = spec.pool_weights()
+        state = None if experiment is not None else read_split_state(status)
+        placed = placed_pools(experiment, state, requested)
+        memory.server = (namespace, requested)
+        memory.pools = frozenset((namespace, pool) for pool in placed)
+
+        copies = self._copies(namespace, name, meta["uid"])
+        pools = {s: self._pool(namespace, s, copies.get(copy_name(name, s))) for s in placed}
+        # While a canary across servers runs (or after it rolled back) its stable keeps serving what it did.
+        frozen = state.stable_version if state is not None and state.stable_version != requested else None
+        conflict = self._place(body, spec, public, pools, copies, frozen)
+
+        if experiment is not None:
+            desired = dict(experiment)
+            key = ("experiment", json.dumps(desired, sort_keys=True))
+            windows = self._windows(namespace, list(desired), public, memory, key)
+            outcome = self._experiment(spec, desired, windows)
+        else:
+            state, desired, outcome = self._canary(body, spec, pools, memory, state, requested, when)
+        weights = serving_weights(desired, {s: p.serving for s, p in pools.items()})
+        backends = [Backend(s, weights.get(s, 0)) for s in placed if pools[s].exists]
+        assert spec.gateway is not None
+        routes = model_routes(name, namespace, public, spec.gateway, backends, route_labels(name))
+        problem = conflict or self._apply_routes(body, routes, memory)
+        kinds = [(r["kind"], r["metadata"]["name"]) for r in routes]
+        verdict = self.routes.judge(body, problem, kinds, exposure=spec.gateway)
+        routed = routed_condition(verdict)
+        if verdict.ok and verdict.current:
+            memory.routing.applied_at = memory.routing.applied_at or time.monotonic()
+        else:
+            memory.routing.applied_at = None  # a step's window starts once the gateway has the weights
+        if state is not None and experiment is None:
+            state, outcome = self._retire(spec, state, weights, memory, outcome, when)
+        return self._write(body, spec, public, pools, desired, weights, outcome, routed)
+
+    # -- the copies ---------------------------------------------------------------------------------
+    def _copies(self, namespace: str, parent: str, uid: str) -> dict[str, dict[str, Any]]:
+        """The TritonModels this model placed, by name (one with our label but not our uid is not ours)."""
+        out = {}
+        for copy in self.kube.list("TritonModel", namespace, f"{SPLIT_OF_LABEL}={parent}"):
+            refs = copy["metadata"].get("ownerReferences") or []
+            if any(ref.get("uid") == uid for ref in refs):
+                out[copy["metadata"]["name"]] = copy
+        return out
+
+    def _pool(self, namespace: str, server: str, copy: Mapping[str, Any] | None) -> Pool:
+        found = self.state.servers.get(
+            (namespace, server), partial(self.kube.get, "TritonServer", namespace, server)
+        )
+        if found is None:
+            missing = f"TritonServer {server} does not exist in namespace {namespace}: create it or remove it"
+            return Pool(server, False, 0, False, missing)
+        read = partial(self.kube.list, "Pod", namespace, label_selector(server))
+        pods = self.state.server_pods.get((namespace, server), read)
+        ready = sum(1 for p in pods if pod_is_ready(p) and not p["metadata"].get("deletionTimestamp"))
+        scaled_to_zero = int((found.get("spec") or {}).get("replicas", 1)) == 0
+        if scaled_to_zero:
+            ready = 0  # its pods are about to go: take its share away before they do
+        if copy is None:
+            return Pool(
+                server, True, ready, False, f"its copy on {server} is being created", False, scaled_to_zero
+            )
+        copy_status = copy.get("status") or {}
+        current = copy_status.get("observedGeneration") == copy["metadata"].get("generation")
+        conditions = {c.get("type"): c for c in copy_status.get("conditions") or []}
+        cond = conditions.get(ModelConditionType.READY) or {}
+        copy_ready = current and cond.get("status") == "True"
+        failed = current and (conditions.get(ModelConditionType.DEGRADED) or {}).get("status") == "True"
+        said = cond.get("message") or "not reported yet"
+        message = f"its copy {copy['metadata']['name']} is not Ready: {said}"
+        return Pool(server, True, ready, copy_ready, "" if copy_ready else message, failed, scaled_to_zero)
+
+    def _place(
+        self,
+        body: Mapping[str, Any],
+        spec: TritonModelSpec,
+        public: str,
+        pools: Mapping[str, Pool],
+        copies: Mapping[str, Mapping[str, Any]],
+        frozen: str | None,
+    ) -> RouteProblem | None:
+        """Apply a copy on every placed server that exists (but leave the `frozen` pool's copy as it is);
+        delete copies on servers no longer placed."""
+        meta = body["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        wanted = {copy_name(name, server): server for server, pool in pools.items() if pool.exists}
+        for copy, server in wanted.items():
+            manifest: dict[str, Any] = {
+                "apiVersion": f"{GROUP}/v1alpha1",
+                "kind": "TritonModel",
+                "metadata": {"name": copy, "namespace": namespace, "labels": {SPLIT_OF_LABEL: name}},
+                "spec": copy_spec(spec, public, server),
+            }
+            existing = copies.get(copy)
+            if existing is not None and _same_spec(existing.get("spec") or {}, manifest["spec"]):
+                continue
+            if existing is not None and frozen == server:
+                continue  # the stable of a canary across servers keeps what it serves until it is retired
+            if existing is None and self.kube.get("TritonModel", namespace, copy) is not None:
+                return RouteProblem(
+                    "CopyConflict",
+                    f"a TritonModel named {copy} already exists and is not this model's copy: delete or "
+                    "rename it (the operator never changes objects it does not own)",
+                )
+            kopf.adopt(manifest, owner=cast(kopf.Body, body))
+            log.info("placing %s/%s on TritonServer %s as %s", namespace, name, server, copy)
+            self.kube.apply(manifest)
+        for copy in set(copies) - set(wanted):
+            if not copies[copy]["metadata"].get("deletionTimestamp"):
+                log.info("removing %s/%s (its server no longer holds %s)", namespace, copy, name)
+                self.kube.delete("TritonModel", namespace, copy)
+        return None
+
+    def _apply_routes(
+        self, body: Mapping[str, Any], routes: Sequence[Mapping[str, Any]], memory: ModelMemory
+    ) -> RouteProblem | None:
+        """Apply the routes when they change (a weight change is one apply); remember what is there."""
+        rendered = json.dumps(routes, sort_keys=True)
+        if memory.routes_applied == rendered and memory.route_problem is None:
+            return None
+        problem = self.routes.apply(body, routes, model_route_names(body["metadata"]["name"]))
+        memory.route_problem = problem
+        if problem is None:
+            if memory.routes_applied != rendered:
+                memory.routing.applied_at = None
+                log.info("routes of %s: %s", body["metadata"]["name"], _weights_text(routes))
+            memory.routes_applied = rendered
+        return problem
+
+    # -- decisions ----------------------------------------------------------------------------------
+    def _windows(
+        self, namespace: str, pools: Sequence[str], public: str, memory: ModelMemory, key: Any
+    ) -> dict[str, VersionWindow]:
+        """Each pool's traffic since the current weights were in the gateway (empty until then)."""
+        scrapes = {pool: dict(self.state.scrapes.get((namespace, pool)) or {}) for pool in pools}
+        current = pool_counters(scrapes, public)
+        routing = memory.routing
+        if routing.baseline_for != key:
+            if routing.applied_at is None:
+                return {}
+            routing.baseline, routing.baseline_at, routing.baseline_for = dict(current), time.monotonic(), key
+            return {}
+        seconds = time.monotonic() - routing.baseline_at
+        return {pool: version_window(routing.baseline, current, pool, seconds) for pool in pools}
+
+    @staticmethod
+    def _experiment(
+        spec: TritonModelSpec, weights: dict[str, int], windows: Mapping[str, VersionWindow]
+    ) -> SplitOutcome:
+        variants = [Variant(server, server, weight) for server, weight in weights.items()]
+        held = hold_experiment(variants, {p: w.analysis() for p, w in windows.items()})
+        message = rename_versions_to_servers(held.message, tuple(weights))
+        entries = traffic_entries(windows, dict.fromkeys(weights, "variant"), weights)
+        return SplitOutcome(None, _by_server(entries, spec.version), (False, held.reason, message))
+
+    def _canary(
+        self,
+        body: Mapping[str, Any],
+        spec: TritonModelSpec,
+        pools: Mapping[str, Pool],
+        memory: ModelMemory,
+        state: RolloutState | None,
+        requested: str,
+        when: datetime,
+    ) -> tuple[RolloutState, dict[str, int], SplitOutcome]:
+        """The rollout's next state across servers, its weights, and what status says."""
+        meta = body["metadata"]
+        plan, limits = plan_of(spec)
+        state = state or settled_on(requested, when)
+        base = state.canary_version if state.phase is Phase.PROMOTED else state.stable_version
+        servers = tuple(pools)
+        if requested not in (state.canary_version, base) and not pools[requested].serving:
+            # A new pool gets no traffic until its copy is Ready on every replica.
+            weights = canary_weights(plan, state)
+            message = (
+                f"server {requested} gets traffic once its copy is Ready on every replica "
+                f"({pools[requested].copy_message or 'no ready replica'}); until then: {_split(weights)}"
+            )
+            roles = {s: "stable" if s == base else "canary" for s in [*weights, requested]}
+            entries = _by_server(traffic_entries({}, roles, weights), spec.version)
+            waiting = (False, "CanaryLoading", message)
+            progressing = (True, "CanaryLoading", message)
+            return (
+                state,
+                weights,
+                SplitOutcome(split_status(state, spec.version), entries, progressing, waiting),
+            )
+        if (
+            spec.effective_rollout().strategy is RolloutStrategy.IMMEDIATE
+            and requested != state.canary_version
+        ):
+            message = f"server {requested} serves 100% (strategy Immediate); server {base}'s copy goes next"
+            new = RolloutState(
+                Phase.PROMOTED,
+                base,
+                requested,
+                0,
+                when,
+                None,
+                "",
+                state.last_command_token,
+                RolloutReason.ROLLED_OUT_IMMEDIATELY,
+                message,
+            )
+            weights = canary_weights(plan, new)
+            outcome = self._canary_outcome(spec, plan, new, message, None, {}, servers)
+            return new, weights, outcome
+        windows: dict[str, VersionWindow] = {}
+        assessment = None
+        stable, canary = state.stable_version, state.canary_version
+        if state.phase is Phase.PROGRESSING and canary == requested:
+            key = (canary, state.step_index, state.step_started_at.isoformat())
+            windows = self._windows(meta["namespace"], [stable, canary], public_of(spec, meta), memory, key)
+            if windows:
+                alone = canary_weights(plan, state).get(canary, 0) >= 100
+                baseline = None if alone else windows[stable].analysis()
+                assessment = assess(baseline, windows[canary].analysis(), limits)
+        else:
+            memory.routing.baseline_for = None
+        command = command_of(meta.get("annotations"))
+        decision = decide(plan, state, assessment, when, command, canary_version=requested)
+        new = decision.state
+        message = rename_versions_to_servers(
+            decision.message, (*servers, new.stable_version, new.canary_version)
+        )
+        outcome = self._canary_outcome(spec, plan, new, message, decision.next_decision_at, windows, servers)
+        return new, canary_weights(plan, new), outcome
+
+    @staticmethod
+    def _canary_outcome(
+        spec: TritonModelSpec,
+        plan: Any,
+        state: RolloutState,
+        message: str,
+        next_at: datetime | None,
+        windows: Mapping[str, VersionWindow],
+        servers: tuple[str, ...],
+    ) -> SplitOutcome:
+        weights = canary_weights(plan, state)
+        same = state.stable_version == state.canary_version
+        roles = (
+            {state.canary_version: "stable"}
+            if same
+            else {state.stable_version: "stable", state.canary_version: "canary"}
+        )
+        entries = _by_server(traffic_entries(windows, roles, weights), spec.version)
+        rollout = split_status(state, spec.version) | {
+            "steps": len(plan.steps),
+            "canaryWeight": 100 if same else weights.get(state.canary_version, 0),
+            "message": message,
+        }
+        if state.last_verdict_message:
+            rollout["lastVerdictMessage"] = rename_versions_to_servers(state.last_verdict_message, servers)
+        if next_at is not None:
+            rollout["nextDecisionAt"] = rfc3339(next_at)
+        reason = str(state.reason)
+        if state.phase is Phase.PROGRESSING:
+            return SplitOutcome(rollout, entries, (True, reason, message), (False, reason, message))
+        if (
+            state.phase in (Phase.ROLLED_BACK, Phase.ABORTED)
+            and state.reason != RolloutReason.CANARY_WITHDRAWN
+        ):
+            ended = (False, reason, message)
+            return SplitOutcome(rollout, entries, ended, ended, (True, reason, message))
+        return SplitOutcome(rollout, entries, (False, str(Reason.ROLLOUT_COMPLETE), message))
+
+    def _retire(
+        self,
+        spec: TritonModelSpec,
+        state: RolloutState,
+        weights: Mapping[str, int],
+        memory: ModelMemory,
+        outcome: SplitOutcome,
+        when: datetime,
+    ) -> tuple[RolloutState, SplitOutcome]:
+        """After a promotion, once the gateway sends the old pool nothing (and in-flight requests had
+        time to finish), the old pool's copy goes: the next pass no longer places it."""
+        old, new = state.stable_version, state.canary_version
+        applied = memory.routing.applied_at
+        if state.phase is not Phase.PROMOTED or old == new or weights.get(old, 0) != 0 or applied is None:
+            return state, outcome
+        if time.monotonic() - applied < DRAIN_S:
+            return state, outcome
+        done = settled_on(new, when, state.last_command_token)
+        message = f"server {new} promoted and serves 100%; the copy on server {old} is removed"
+        rollout = (outcome.rollout or {}) | split_status(done, spec.version) | {"canaryWeight": 100}
+        rollout["message"] = message
+        entries = [e for e in outcome.traffic if e.get("server") != old]
+        return done, SplitOutcome(rollout, entries, (False, str(Reason.ROLLOUT_COMPLETE), message))
+
+    # -- status ---------------------------------------------------------------------------------------
+    def _write(
+        self,
+        body: Mapping[str, Any],
+        spec: TritonModelSpec,
+        public: str,
+        pools: Mapping[str, Pool],
+        desired: Mapping[str, int],
+        weights: Mapping[str, int],
+        outcome: SplitOutcome,
+        routed: DecidedCondition,
+    ) -> dict[str, Any] | None:
+        meta = body["metadata"]
+        generation = int(meta.get("generation", 1))
+        old = body.get("status") or {}
+        decided = split_conditions(pools, desired, weights, outcome, routed)
+        conditions = set_conditions(old.get("conditions") or [], decided, generation, now())
+        traffic = []
+        for entry in outcome.traffic:
+            server = entry.get("server")
+            traffic.append({**entry, "desiredWeight": weights.get(str(server), 0)})
+        new: dict[str, Any] = {
+            "observedGeneration": generation,
+            "conditions": conditions,
+            "endpoints": {"model": f"/v2/models/{public}/infer"},
+            "traffic": traffic,
+        }
+        if outcome.rollout is not None:
+            new["rollout"] = outcome.rollout
+        if any(p.serving for p in pools.values()):
+            new["servedVersion"] = spec.version
+        return write_status(self.kube, KIND, body, new, STATUS_FIELDS)
+
+
+def public_of(spec: TritonModelSpec, meta: Mapping[str, Any]) -> str:
+    return spec.resolved_model_name(str(meta["name"]))
+
+
+def _same_spec(existing: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    """Whether the copy already has the spec (the apiserver adds defaults: compare what we set)."""
+    return _subset(wanted, existing)
+
+
+def _subset(small: Any, big: Any) -> bool:
+    if isinstance(small, Mapping) and isinstance(big, Mapping):
+        return all(k in big and _subset(v, big[k]) for k, v in small.items())
+    if isinstance(small, list) and isinstance(big, list):
+        return len(small) == len(big) and all(_subset(a, b) for a, b in zip(small, big, strict=True))
+    return bool(small == big)
+
+
+def _by_server(entries: Sequence[Mapping[str, Any]], version: int) -> list[dict[str, Any]]:
+    """traffic_entries keyed by pool: the pool goes to `server`, the model's version to `version`."""
+    return [{**e, "server": e["version"], "version": str(version)} for e in entries]
+
+
+def _split(weights: Mapping[str, int]) -> str:
+    return ", ".join(f"server {s} {w}%" for s, w in weights.items())
+
+
+def _weights_text(routes: Sequence[Mapping[str, Any]]) -> str:
+    rule = (routes[0].get("spec") or {}).get("rules", [{}])[0] if routes else {}
+    return ", ".join(f"{b['name']} {b.get('weight', 1)}" for b in rule.get("backendRefs", []))
