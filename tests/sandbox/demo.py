@@ -4,8 +4,10 @@
 2. the CRDs, and the operator running against it (stopped by `make sandbox-down`);
 3. the MNIST MLP built with model_builders and published to the sandbox's S3;
 4. examples/quickstart/ applied (TritonServer + TritonModel), waited on until Ready;
-5. real inference requests to the TritonServer's Service (its ClusterIP), checked against onnxruntime;
-6. `kubectl get tritonservers,tritonmodels` with the live numbers.
+5. real inference requests to the TritonServer's Service (its ClusterIP), checked against onnxruntime,
+   and `curl` through the sandbox's Gateway (Contour + Envoy) to the routes the operator owns;
+6. `kubectl get tritonservers,tritonmodels` with the live numbers, and the cluster's Warning events
+   (none expected: no endpoint warnings, nothing else).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.sandbox import cluster, procs
+from tests.sandbox import gateway as gw
 from tests.sandbox.config import REPO_ROOT, SandboxConfig
 from tests.support.mnist import BUCKET, PREFIX, publish_mnist
 
@@ -113,6 +116,54 @@ def infer_through_the_service(env: dict[str, str], onnx_path: Path) -> None:
     )
 
 
+def curl_through_the_gateway(cfg: SandboxConfig, env: dict[str, str], onnx_path: Path) -> None:
+    """`curl` as a client outside the pool would: Triton's HTTP API through the Gateway."""
+    import onnxruntime as ort
+
+    url = gw.gateway_url(cfg)
+    print(f"  $ curl {url}/v2/models/mnist/ready -w '%{{http_code}}'")
+    ready = run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"{url}/v2/models/mnist/ready"],
+        env,
+        capture=True,
+    )
+    print(f"  {ready}")
+    if ready != "200":
+        raise SystemExit(f"demo: the Gateway answered {ready} for the model's readiness")
+    batch = np.random.default_rng(11).random((1, 1, 28, 28), dtype=np.float32)
+    body = {
+        "inputs": [
+            {"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": batch.ravel().tolist()}
+        ]
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(body, f)
+    print(f"  $ curl {url}/v2/models/mnist/infer -d @image.json   # one 28x28 image")
+    answer = json.loads(
+        run(["curl", "-s", "-d", f"@{f.name}", f"{url}/v2/models/mnist/infer"], env, capture=True)
+    )
+    os.unlink(f.name)
+    scores = np.array(answer["outputs"][0]["data"], dtype=np.float32)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"input": batch})[0][0]
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+    print(f"  class {int(scores.argmax())} (onnxruntime agrees), served by version {answer['model_version']}")
+
+
+def warning_events(env: dict[str, str]) -> list[str]:
+    events = json.loads(
+        run(
+            ["kubectl", "get", "events", "-A", "--field-selector=type=Warning", "-o", "json"],
+            env,
+            capture=True,
+        )
+    )["items"]
+    return [
+        f"{e['involvedObject']['kind']}/{e['involvedObject']['name']}: {e['reason']}: {e['message']}"
+        for e in events
+    ]
+
+
 def main() -> int:
     cfg = SandboxConfig.from_env(os.environ.get("SANDBOX_NAME", "default"))
     say(f"starting the sandbox '{cfg.name}' (first run builds Kubernetes from Go modules: 10-20 min)")
@@ -146,10 +197,23 @@ def main() -> int:
         run(["kubectl", "wait", "--for=condition=Ready", "tritonmodel/mnist", "--timeout=300s"], env)
         say("real inference requests to the TritonServer's Service (ClusterIP, through kube-proxy)")
         infer_through_the_service(env, onnx_path)
+        run(
+            ["kubectl", "wait", "--for=condition=Routed", "tritonserver/triton", "--timeout=60s"],
+            env,
+            quiet=True,
+        )
+        say(f"curl through the Gateway {gw.GATEWAY_NAMESPACE}/{gw.GATEWAY_NAME} ({gw.gateway_address(cfg)})")
+        curl_through_the_gateway(cfg, env, onnx_path)
     period = float(os.environ.get("TRITON_OPERATOR_STATUS_PERIOD", "10"))
     time.sleep(period + 2)
     say("kubectl get tritonservers,tritonmodels")
     run(["kubectl", "get", "tritonservers,tritonmodels"], env)
+    say("kubectl get events -A --field-selector=type=Warning")
+    warnings = warning_events(env)
+    print(
+        "\n".join(f"  {w}" for w in warnings)
+        or "  No resources found (no warnings: no endpoint warnings, nothing else)"
+    )
     health = f"http://127.0.0.1:{cfg.base_port + 11}/metrics"
     with urllib.request.urlopen(health, timeout=3) as resp:
         reconciles = [

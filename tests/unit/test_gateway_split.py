@@ -57,9 +57,16 @@ def test_a_server_gets_an_httproute_and_a_grpcroute_to_its_service() -> None:
         }
     ]
     assert http["spec"]["hostnames"] == ["a.example"]
-    assert http["spec"]["rules"] == [{"backendRefs": [{"name": "pool-a", "port": 8000, "weight": 1}]}]
-    # No matches: every method of every gRPC service (Triton's and health) goes to the pool.
-    assert grpc["spec"]["rules"] == [{"backendRefs": [{"name": "pool-a", "port": 8001, "weight": 1}]}]
+    (rule,) = http["spec"]["rules"]
+    assert rule["backendRefs"] == [{"name": "pool-a", "port": 8000, "weight": 1}]
+    # Health, metadata and models; never the repository API (loads belong to the operator).
+    assert [m["path"]["value"] for m in rule["matches"]] == ["/v2", "/v2/health", "/v2/models"]
+    (grpc_rule,) = grpc["spec"]["rules"]
+    assert grpc_rule["backendRefs"] == [{"name": "pool-a", "port": 8001, "weight": 1}]
+    methods = {m["method"]["method"] for m in grpc_rule["matches"]}
+    assert {"ModelInfer", "ModelStreamInfer", "ServerReady"} <= methods
+    assert not {"RepositoryModelLoad", "RepositoryModelUnload", "RepositoryIndex"} & methods
+    assert {m["method"]["service"] for m in grpc_rule["matches"]} == {"inference.GRPCInferenceService"}
     assert http["metadata"] == {"name": "pool-a", "namespace": "ml", "labels": {"x": "y"}}
     # Never the HTTPRoute's name: Contour keeps route status by namespace/name.
     assert grpc["metadata"]["name"] == "pool-a-grpc"
@@ -82,6 +89,7 @@ def test_a_split_model_routes_its_own_path_by_weight_and_grpc_only_with_hostname
     assert grpc["kind"] == "GRPCRoute" and grpc["spec"]["hostnames"] == ["mnist.example"]
     assert grpc["metadata"]["name"] == "model-mnist-grpc"
     assert [b["weight"] for b in grpc["spec"]["rules"][0]["backendRefs"]] == [90, 10]
+    assert len(grpc["spec"]["rules"][0]["matches"]) == 9
     assert [b["port"] for b in grpc["spec"]["rules"][0]["backendRefs"]] == [8001, 8001]
 
 

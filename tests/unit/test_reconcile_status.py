@@ -63,6 +63,10 @@ def test_transitions_are_status_or_reason_changes_and_new_conditions() -> None:
         ),
         ({"type": "Degraded", "status": "True"}, [{"type": "Progressing", "status": "True"}], True),
         ({"type": "Routed", "status": "False"}, [], True),
+        # Files being staged or a model loading: time fixes it.
+        ({"type": "Ready", "status": "False", "reason": "Staging"}, [], False),
+        ({"type": "Loaded", "status": "False", "reason": "Loading"}, [], False),
+        ({"type": "Staged", "status": "False", "reason": "StagingFailed"}, [], True),
         ({"type": "Ready", "status": "True"}, [], False),
         ({"type": "Progressing", "status": "True"}, [], False),
     ],

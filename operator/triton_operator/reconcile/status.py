@@ -45,6 +45,21 @@ def stamp_metrics(new: dict[str, Any], old: Mapping[str, Any], when: dt.datetime
     metrics["refreshedAt"] = kept or rfc3339(when)
 
 
+# Reasons of a not-yet state that time fixes (files being staged, a model loading, a router being put
+# in place, copies being placed): progress, so Normal Events, whatever the condition.
+PROGRESS_REASONS = frozenset(
+    {
+        "Staging",
+        "Loading",
+        "Reconciling",
+        "CanaryLoading",
+        "RouterLoading",
+        "PlacingCopies",
+        "WaitingForGateway",
+    }
+)
+
+
 def is_problem(cond: Mapping[str, Any], conditions: Sequence[Mapping[str, Any]]) -> bool:
     """Whether a condition's new status is a problem (a Warning Event) rather than normal progress.
 
@@ -52,6 +67,8 @@ def is_problem(cond: Mapping[str, Any], conditions: Sequence[Mapping[str, Any]])
     not a problem: Warning Events are for what someone should look at.
     """
     if _BAD.get(str(cond.get("type"))) != cond.get("status"):
+        return False
+    if cond.get("reason") in PROGRESS_REASONS:
         return False
     if cond.get("type") != "Ready":
         return True

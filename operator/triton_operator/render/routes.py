@@ -1,13 +1,14 @@
 """Gateway API routes the operator owns, and what a gateway said of them (pure).
 
-A TritonServer with spec.gateway gets an HTTPRoute (Triton's HTTP API, every path) and a GRPCRoute
-(every method of inference.GRPCInferenceService) to its Service. A TritonModel served through a Gateway
-gets an HTTPRoute for its own path prefix, `/v2/models/<modelName>`, whose backends are the Services of
-the servers holding a copy, weighted; the longest path wins in Gateway API, so it takes the model's
-requests from under the servers' own routes. gRPC carries the model name inside the protobuf body,
-where no gateway looks (and gateways ignore per-backend rewrites), so a gRPC split is per host name:
-with spec.gateway.hostnames the model gets a GRPCRoute for those names, and a gRPC client that sets
-:authority to one of them is split like HTTP; without host names gRPC reaches each server's own route.
+A TritonServer with spec.gateway gets an HTTPRoute (Triton's HTTP API: health, metadata, models) and
+a GRPCRoute (the same methods of inference.GRPCInferenceService) to its Service. A TritonModel served
+through a Gateway gets an HTTPRoute for its own path prefix, `/v2/models/<modelName>`, whose backends
+are the Services of the servers holding a copy, weighted; the longest path wins in Gateway API, so it
+takes the model's requests from under the servers' own routes. gRPC carries the model name inside the
+protobuf body, where no gateway looks (and gateways ignore per-backend rewrites), so a gRPC split is
+per host name: with spec.gateway.hostnames the model gets a GRPCRoute for those names, and a gRPC
+client that sets :authority to one of them is split like HTTP; without host names gRPC reaches each
+server's own route.
 """
 
 from __future__ import annotations
@@ -23,6 +24,26 @@ GATEWAY_GROUP = "gateway.networking.k8s.io"
 ROUTE_API_VERSION = f"{GATEWAY_GROUP}/v1"
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
 GRPC_SERVICE = "inference.GRPCInferenceService"
+# What a gateway exposes of Triton: health, metadata and inference. Not the repository API (loading
+# and unloading belong to the operator), shared memory (meaningless off the pod's host), trace or log
+# settings. Contour matches gRPC methods by exact name only (and a GRPCRoute rule without matches
+# would also take plain HTTP POSTs meant for the HTTPRoute), so the methods are listed.
+GRPC_METHODS = (
+    "ServerLive",
+    "ServerReady",
+    "ModelReady",
+    "ServerMetadata",
+    "ModelMetadata",
+    "ModelInfer",
+    "ModelStreamInfer",
+    "ModelConfig",
+    "ModelStatistics",
+)
+HTTP_MATCHES = (
+    {"path": {"type": "Exact", "value": "/v2"}},
+    {"path": {"type": "PathPrefix", "value": "/v2/health"}},
+    {"path": {"type": "PathPrefix", "value": "/v2/models"}},
+)
 MODEL_ROUTE_PREFIX = "model-"
 # A GRPCRoute never shares its HTTPRoute's name: Contour keeps route status by namespace/name, and of
 # two same-named routes of both kinds only one ever gets a status (seen with v1.33.8).
@@ -71,6 +92,10 @@ def _backend_refs(backends: Sequence[Backend], port: int) -> list[Manifest]:
     return [{"name": b.service, "port": port, "weight": b.weight} for b in backends]
 
 
+def _grpc_matches() -> list[Manifest]:
+    return [{"method": {"type": "Exact", "service": GRPC_SERVICE, "method": m}} for m in GRPC_METHODS]
+
+
 def server_route_names(name: str) -> list[tuple[str, str]]:
     """(kind, name) of every route a TritonServer may own."""
     return [("HTTPRoute", name), ("GRPCRoute", name + GRPC_ROUTE_SUFFIX)]
@@ -88,8 +113,8 @@ def server_routes(
     """The HTTPRoute and GRPCRoute of a TritonServer: everything to its Service."""
     (_, http_name), (_, grpc_name) = server_route_names(name)
     backend = [Backend(service, 1)]
-    http_rule = {"backendRefs": _backend_refs(backend, HTTP_PORT)}
-    grpc_rule = {"backendRefs": _backend_refs(backend, GRPC_PORT)}
+    http_rule = {"matches": [dict(m) for m in HTTP_MATCHES], "backendRefs": _backend_refs(backend, HTTP_PORT)}
+    grpc_rule = {"matches": _grpc_matches(), "backendRefs": _backend_refs(backend, GRPC_PORT)}
     return [
         _route("HTTPRoute", http_name, namespace, exposure, labels, http_rule),
         _route("GRPCRoute", grpc_name, namespace, exposure, labels, grpc_rule),
@@ -110,7 +135,7 @@ def model_routes(
     http_rule = {"matches": [path], "backendRefs": _backend_refs(backends, HTTP_PORT)}
     routes = [_route("HTTPRoute", http_name, namespace, exposure, labels, http_rule)]
     if exposure.hostnames:
-        grpc_rule = {"backendRefs": _backend_refs(backends, GRPC_PORT)}
+        grpc_rule = {"matches": _grpc_matches(), "backendRefs": _backend_refs(backends, GRPC_PORT)}
         routes.append(_route("GRPCRoute", grpc_name, namespace, exposure, labels, grpc_rule))
     return routes
 
