@@ -197,12 +197,13 @@ def main() -> int:
         run(["kubectl", "wait", "--for=condition=Ready", "tritonmodel/mnist", "--timeout=300s"], env)
         say("real inference requests to the TritonServer's Service (ClusterIP, through kube-proxy)")
         infer_through_the_service(env, onnx_path)
-        run(
-            ["kubectl", "wait", "--for=condition=Routed", "tritonserver/triton", "--timeout=60s"],
-            env,
-            quiet=True,
-        )
-        say(f"curl through the Gateway {gw.GATEWAY_NAMESPACE}/{gw.GATEWAY_NAME} ({gw.gateway_address(cfg)})")
+        say(f"exposing it through the sandbox's Gateway {gw.GATEWAY_NAMESPACE}/{gw.GATEWAY_NAME}")
+        parent = {"name": gw.GATEWAY_NAME, "namespace": gw.GATEWAY_NAMESPACE, "sectionName": gw.LISTENER_NAME}
+        patch = json.dumps({"spec": {"gateway": {"parentRefs": [parent]}}})
+        print(f"  $ kubectl patch tritonserver triton --type=merge -p '{patch}'")
+        run(["kubectl", "patch", "tritonserver", "triton", "--type=merge", "-p", patch], env)
+        run(["kubectl", "wait", "--for=condition=Routed", "tritonserver/triton", "--timeout=60s"], env)
+        say(f"curl through the Gateway ({gw.gateway_address(cfg)})")
         curl_through_the_gateway(cfg, env, onnx_path)
     period = float(os.environ.get("TRITON_OPERATOR_STATUS_PERIOD", "10"))
     time.sleep(period + 2)
@@ -210,10 +211,11 @@ def main() -> int:
     run(["kubectl", "get", "tritonservers,tritonmodels"], env)
     say("kubectl get events -A --field-selector=type=Warning")
     warnings = warning_events(env)
-    print(
-        "\n".join(f"  {w}" for w in warnings)
-        or "  No resources found (no warnings: no endpoint warnings, nothing else)"
-    )
+    endpoint = [w for w in warnings if "FailedToUpdateEndpointSlices" in w or "loopback" in w]
+    print("\n".join(f"  {w}" for w in warnings) or "  No resources found")
+    print(f"  endpoint warnings: {len(endpoint)} (Services have real EndpointSlices here)")
+    if endpoint:
+        raise SystemExit("demo: the endpoint controllers warned; see above")
     health = f"http://127.0.0.1:{cfg.base_port + 11}/metrics"
     with urllib.request.urlopen(health, timeout=3) as resp:
         reconciles = [

@@ -369,12 +369,12 @@ def test_the_gateway_examples_are_valid_specs() -> None:
     root = Path(__file__).resolve().parents[2] / "examples"
     docs = [
         doc
-        for path in (*sorted((root / "gateway").glob("*.yaml")), root / "quickstart" / "tritonserver.yaml")
+        for path in sorted((root / "gateway").glob("*.yaml"))
         for doc in yaml.safe_load_all(path.read_text())
     ]
     servers = [TritonServerSpec.model_validate(d["spec"]) for d in docs if d["kind"] == "TritonServer"]
     models = [TritonModelSpec.model_validate(d["spec"]) for d in docs if d["kind"] == "TritonModel"]
-    assert len(servers) == 3 and all(server.gateway is not None for server in servers)
+    assert len(servers) == 2 and all(server.gateway is not None for server in servers)
     assert [model.pool_weights() for model in models] == [{"triton-a": 90, "triton-b": 10}]
 
 
@@ -469,3 +469,17 @@ def test_a_rolled_back_split_is_degraded_and_not_ready() -> None:
         ("Progressing", "False", "RolledBack"),
         ("Degraded", "True", "RolledBack"),
     ]
+
+
+def test_weight_to_sums_a_services_share_over_rules() -> None:
+    from triton_operator.reconcile.gateway import weight_to
+
+    route = {
+        "spec": {
+            "rules": [
+                {"backendRefs": [{"name": "pool-a", "weight": 90}, {"name": "pool-b", "weight": 10}]},
+                {"backendRefs": [{"name": "pool-b"}]},
+            ]
+        }
+    }
+    assert (weight_to(route, "pool-a"), weight_to(route, "pool-b"), weight_to(route, "pool-c")) == (90, 11, 0)

@@ -72,8 +72,9 @@ def server_pass(
         step = apply_due(last, uid, generation, now)
         if step:
             with measured(KIND, step):
-                servers.apply(body)
-            servers.state.applied[key] = AppliedSpec(uid, generation, now)
+                complete = servers.apply(body)
+            if complete:  # else part of it waits (a scale to zero): the next pass applies again
+                servers.state.applied[key] = AppliedSpec(uid, generation, now)
         if should_stop():
             return None
         with measured(KIND, "observe"):

@@ -74,6 +74,33 @@ def problem_of(exc: ApiException, kind: str) -> RouteProblem:
     return RouteProblem("RouteApplyFailed", f"applying the {kind} failed: {exc.status} {_api_message(exc)}")
 
 
+def weight_to(route: Mapping[str, Any], service: str) -> int:
+    """The weight a route gives a Service, summed over its rules (0 when it names it nowhere)."""
+    rules = (route.get("spec") or {}).get("rules") or []
+    return sum(
+        int(ref.get("weight", 1))
+        for rule in rules
+        for ref in rule.get("backendRefs") or []
+        if ref.get("name") == service and ref.get("kind", "Service") == "Service"
+    )
+
+
+def routes_sending_to(kube: Kube, namespace: str, service: str) -> list[str]:
+    """The operator's model routes (a model split across servers) that still give `service` a share."""
+    selector = f"{LABEL_COMPONENT}={ROUTE_COMPONENT},{LABEL_MANAGED_BY}={MANAGED_BY}"
+    found = []
+    for kind in ("HTTPRoute", "GRPCRoute"):
+        try:
+            routes = kube.list(kind, namespace, selector)
+        except ApiException:
+            return []  # no Gateway API here: no route sends anything
+        for route in routes:
+            owners = (route["metadata"].get("ownerReferences") or [{}])[0].get("kind")
+            if owners == "TritonModel" and weight_to(route, service) > 0:
+                found.append(f"{kind} {route['metadata']['name']}")
+    return found
+
+
 class OwnedRoutes:
     def __init__(self, kube: Kube):
         self.kube = kube

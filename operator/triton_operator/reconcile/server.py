@@ -18,7 +18,7 @@ from triton_operator.conditions import DecidedCondition, Reason, server_conditio
 from triton_operator.kube.rest import Kube
 from triton_operator.observe.metrics import Scrape, pod_summary, total_summary
 from triton_operator.observe.server import PodTriton, observe_server, pod_entries
-from triton_operator.reconcile.gateway import OwnedRoutes, route_labels, routed_condition
+from triton_operator.reconcile.gateway import OwnedRoutes, route_labels, routed_condition, routes_sending_to
 from triton_operator.reconcile.state import Key, OperatorState, object_key, pod_index_key
 from triton_operator.reconcile.status import now, stamp_metrics, write_status
 from triton_operator.render.labels import APPLIED_GENERATION_ANNOTATION, label_selector
@@ -61,8 +61,12 @@ class ServerReconciler:
         self.routes = OwnedRoutes(kube)
 
     # -- apply --------------------------------------------------------------------------------------
-    def apply(self, body: Mapping[str, Any]) -> None:
-        """Render and server-side-apply every child; remove children the spec no longer wants."""
+    def apply(self, body: Mapping[str, Any]) -> bool:
+        """Render and server-side-apply every child; remove children the spec no longer wants.
+
+        False when part of the spec waits (a scale to zero while a model's route still sends the pool
+        traffic): the next pass applies again.
+        """
         meta = body["metadata"]
         name, namespace, uid, generation = (
             meta["name"],
@@ -77,6 +81,7 @@ class ServerReconciler:
             raise kopf.PermanentError(f"invalid spec: {invalid_spec_message(exc)}") from exc
         children = render_all(name, namespace, uid, spec)
         rendered_kinds = {c["kind"] for c in children}
+        held = self._hold_scale_to_zero(namespace, name, spec, children)
         for child in children:
             if child["kind"] == "Deployment":
                 annotations = child["metadata"].setdefault("annotations", {})
@@ -100,6 +105,27 @@ class ServerReconciler:
             if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (409, 429):
                 raise kopf.PermanentError(message) from exc  # the spec must change; retrying cannot help
             raise kopf.TemporaryError(message, delay=15) from exc
+        return held is None
+
+    def _hold_scale_to_zero(
+        self, namespace: str, name: str, spec: TritonServerSpec, children: list[dict[str, Any]]
+    ) -> str | None:
+        """Scaling to zero a pool a model's route still sends traffic to: keep its pods until the route
+        says 0 (the model zeroes it at once on seeing spec.replicas 0), else its share would fail."""
+        if spec.replicas != 0:
+            return None
+        routes = routes_sending_to(self.kube, namespace, name)
+        if not routes:
+            return None
+        deployment = self.kube.get("Deployment", namespace, deployment_name(name))
+        current = int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
+        if current == 0:
+            return None
+        for child in children:
+            if child["kind"] == "Deployment":
+                child["spec"]["replicas"] = current
+        log.info("holding %s/%s at %d replicas until %s send it nothing", namespace, name, current, routes)
+        return f"scaling to 0 waits for {', '.join(routes)} to send {name} nothing"
 
     def _fail(self, body: Mapping[str, Any], reason: Reason, message: str) -> None:
         """Ready/Degraded say why the spec could not be applied; the rest of the status stays."""
