@@ -37,6 +37,7 @@ from triton_operator.render.labels import label_selector
 from triton_operator.render.routes import Backend, model_route_names, model_routes
 from triton_operator.rollout.analysis import assess
 from triton_operator.rollout.machine import Phase, RolloutReason, RolloutState, decide
+from triton_operator.rollout.plan import RolloutPlan
 from triton_operator.rollout.pools import (
     canary_weights,
     placed_pools,
@@ -109,7 +110,8 @@ class Pool:
 
 PLACING = "PlacingCopies"
 WAITING_FOR_GATEWAY = "WaitingForGateway"
-Verdict3 = tuple[bool, str, str]
+# (status, reason, message) of a condition, before it is one.
+Said = tuple[bool, str, str]
 
 
 def split_conditions(
@@ -148,12 +150,12 @@ def split_conditions(
     ]
     if routed.status == ConditionStatus.UNKNOWN:
         waits.append((WAITING_FOR_GATEWAY, routed.message))
-    progressing: Verdict3 = outcome.progressing
+    progressing: Said = outcome.progressing
     if problems:
         reason = problems[0][0]
         message = "; ".join(m for _, m in [*problems, *waits])
-        ready: Verdict3 = (False, reason, message)
-        degraded: Verdict3 = (True, reason, "; ".join(m for _, m in problems))
+        ready: Said = (False, reason, message)
+        degraded: Said = (True, reason, "; ".join(m for _, m in problems))
     else:
         degraded = (False, str(Reason.AS_EXPECTED), f"served through the Gateway: {serving}")
         if waits:
@@ -446,7 +448,9 @@ class SplitReconciler:
         stable, canary = state.stable_version, state.canary_version
         if state.phase is Phase.PROGRESSING and canary == requested:
             key = (canary, state.step_index, state.step_started_at.isoformat())
-            windows = self._windows(meta["namespace"], [stable, canary], public_of(spec, meta), memory, key)
+            windows = self._windows(
+                meta["namespace"], [stable, canary], spec.resolved_model_name(meta["name"]), memory, key
+            )
             if windows:
                 alone = canary_weights(plan, state).get(canary, 0) >= 100
                 baseline = None if alone else windows[stable].analysis()
@@ -465,7 +469,7 @@ class SplitReconciler:
     @staticmethod
     def _canary_outcome(
         spec: TritonModelSpec,
-        plan: Any,
+        plan: RolloutPlan,
         state: RolloutState,
         message: str,
         next_at: datetime | None,
@@ -556,10 +560,6 @@ class SplitReconciler:
         if any(p.serving for p in pools.values()):
             new["servedVersion"] = spec.version
         return write_status(self.kube, KIND, body, new, STATUS_FIELDS)
-
-
-def public_of(spec: TritonModelSpec, meta: Mapping[str, Any]) -> str:
-    return spec.resolved_model_name(str(meta["name"]))
 
 
 def _same_spec(existing: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
