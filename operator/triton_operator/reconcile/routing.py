@@ -43,6 +43,7 @@ from triton_operator.rollout.machine import (
     decide,
 )
 from triton_operator.rollout.plan import RolloutPlan, Step
+from triton_operator.rollout.pools import canary_weights
 from triton_operator.rollout.traffic import Variant as ExperimentVariant
 from triton_operator.rollout.traffic import hold_experiment
 from triton_operator.triton import client as triton
@@ -178,14 +179,7 @@ class Routing:
 
     @staticmethod
     def _weights_of(plan: RolloutPlan, state: RolloutState) -> dict[str, int]:
-        if state.stable_version == state.canary_version:
-            return {state.canary_version: 100}
-        if state.phase is Phase.PROMOTED:
-            return {state.canary_version: 100, state.stable_version: 0}
-        if state.phase is Phase.PROGRESSING:
-            canary = plan.steps[min(state.step_index, len(plan.steps) - 1)].weight
-            return {state.stable_version: 100 - canary, state.canary_version: canary}
-        return {state.stable_version: 100, state.canary_version: 0}
+        return canary_weights(plan, state)
 
     def _assess(
         self,
