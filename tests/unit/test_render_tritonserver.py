@@ -12,7 +12,7 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 from triton_operator.api.tritonserver import TritonServerSpec
-from triton_operator.render.labels import label_selector, owner_labels, selector_labels
+from triton_operator.render.labels import label_selector, owner_labels, selector_labels, volume_labels
 from triton_operator.render.server import (
     render_all,
     render_deployment,
@@ -230,8 +230,9 @@ def test_labels_and_selector() -> None:
         "app.kubernetes.io/instance": "llm",
         "app.kubernetes.io/component": "server",
     }
-    for obj in objects.values():
-        assert obj["metadata"]["labels"] == owner_labels("llm", UID)
+    for kind, obj in objects.items():
+        expected = volume_labels("llm", UID) if kind == "PersistentVolumeClaim" else owner_labels("llm", UID)
+        assert obj["metadata"]["labels"] == expected
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "triton-operator"
         assert "ownerReferences" not in obj["metadata"]
     deployment = objects["Deployment"]
@@ -242,6 +243,17 @@ def test_labels_and_selector() -> None:
     assert objects["PodDisruptionBudget"]["spec"]["selector"] == {"matchLabels": selector}
     parsed = dict(pair.split("=") for pair in label_selector("llm").split(","))
     assert parsed == selector
+
+
+@pytest.mark.parametrize("retain", [True, False])
+def test_argo_cd_label_tracking_never_claims_the_model_pvc(retain: bool) -> None:
+    """Regression (Argo CD `resourceTrackingMethod: label` pruned the models): Argo CD takes an object
+    labelled app.kubernetes.io/instance=<app> for the Application's own and prunes it when git lacks it,
+    unless it has an owner reference. The PVC may have none (retainOnDelete), so it must not carry it."""
+    raw = {**MAXIMAL, "modelRepository": {**MAXIMAL["modelRepository"], "retainOnDelete": retain}}
+    pvc = _by_kind(_render(raw))["PersistentVolumeClaim"]
+    assert "app.kubernetes.io/instance" not in pvc["metadata"]["labels"]
+    assert pvc["metadata"]["labels"]["tritonoperator.dev/server"] == "llm"
 
 
 def test_triton_args() -> None:

@@ -21,7 +21,6 @@ from pydantic import ValidationError
 from triton_operator.api.common import (
     GROUP,
     LABEL_COMPONENT,
-    LABEL_INSTANCE,
     LABEL_MANAGED_BY,
     LABEL_NAME,
     ConditionStatus,
@@ -110,8 +109,12 @@ REMOVAL_RETRY_S = 30.0
 
 
 def staging_labels(model: str, server: str) -> dict[str, str]:
-    """Labels of a model's staging Job: which model and server it stages for."""
-    return {**STAGING_LABELS, LABEL_INSTANCE: model, MODEL_LABEL: model, SERVER_LABEL: server}
+    """Labels of a model's staging Job: which model and server it stages for.
+
+    Not app.kubernetes.io/instance: Argo CD's label tracking would count the Job as part of an
+    Application named like the model (see render.labels.volume_labels).
+    """
+    return {**STAGING_LABELS, MODEL_LABEL: model, SERVER_LABEL: server}
 
 
 def recorded_staging(status: Mapping[str, Any], wanted_job: str, version: int) -> StagedRecord | None:

@@ -8,6 +8,8 @@ APP_NAME = "triton"
 COMPONENT = "server"
 MANAGED_BY = "triton-operator"
 OWNER_UID_LABEL = f"{GROUP}/server-uid"
+# Names the server on children that must not carry app.kubernetes.io/instance (see volume_labels).
+SERVER_NAME_LABEL = f"{GROUP}/server"
 SPEC_HASH_ANNOTATION = f"{GROUP}/spec-hash"
 # On the Deployment: the TritonServer generation its children were applied from. Kept in the cluster
 # (not in the operator's memory) so a restarted operator knows what is already applied.
@@ -27,6 +29,20 @@ def standard_labels(name: str) -> dict[str, str]:
 def owner_labels(name: str, uid: str) -> dict[str, str]:
     """Labels of each child: the standard ones plus the owner's uid (tells re-created owners apart)."""
     return {**standard_labels(name), OWNER_UID_LABEL: uid}
+
+
+def volume_labels(name: str, uid: str) -> dict[str, str]:
+    """Labels of the model-repository PVC: the owner's labels without app.kubernetes.io/instance.
+
+    Argo CD's label tracking (`application.resourceTrackingMethod: label`) takes every object labelled
+    `app.kubernetes.io/instance=<app>` for part of that Application; one without an owner reference
+    that is not in git is then extraneous and pruned. A retained PVC has no owner reference (it must
+    outlive the server), so with that label an Application named like the server would delete the
+    models. Owned children (Deployment, pods, Service, PDB) keep the label: Argo CD never prunes an
+    object that has an owner, and a Deployment's selector cannot change without recreating it.
+    """
+    labels = {key: value for key, value in owner_labels(name, uid).items() if key != LABEL_INSTANCE}
+    return {**labels, SERVER_NAME_LABEL: name}
 
 
 def label_selector(name: str) -> str:

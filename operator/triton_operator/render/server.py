@@ -13,6 +13,7 @@ from triton_operator.render.labels import (
     SPEC_HASH_ANNOTATION,
     selector_labels,
     standard_labels,
+    volume_labels,
 )
 from triton_operator.render.labels import owner_labels as labels_for_owner
 
@@ -345,7 +346,7 @@ def render_all(name: str, namespace: str, uid: str, spec: TritonServerSpec) -> l
     """Every child of a TritonServer in apply order: PVC, Deployment, Service, PDB (absent ones skipped)."""
     labels = labels_for_owner(name, uid)
     children = [
-        render_pvc(name, namespace, spec, owner_labels=labels),
+        render_pvc(name, namespace, spec, owner_labels=volume_labels(name, uid)),
         render_deployment(name, namespace, spec, owner_labels=labels),
         render_service(name, namespace, spec, owner_labels=labels),
         render_pdb(name, namespace, spec, owner_labels=labels),
