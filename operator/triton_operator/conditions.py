@@ -20,6 +20,7 @@ class Reason(enum.StrEnum):
     # Ready / Available
     ALL_REPLICAS_READY = "AllReplicasReady"
     REPLICAS_NOT_READY = "ReplicasNotReady"
+    WAITING_FOR_REPLICAS = "WaitingForReplicas"
     SCALED_TO_ZERO = "ScaledToZero"
     MINIMUM_REPLICAS_AVAILABLE = "MinimumReplicasAvailable"
     NO_REPLICAS_AVAILABLE = "NoReplicasAvailable"
@@ -137,6 +138,9 @@ class ObservedPod:
     ready: bool
     # The scheduler's message when PodScheduled is False with reason Unschedulable.
     unschedulable_message: str | None = None
+    # The scheduler only waits for the pod's PersistentVolumeClaims to be bound (its "unbound immediate
+    # PersistentVolumeClaims"): a fresh server's normal first second, while its model PVC is provisioned.
+    waits_for_claim: bool = False
     # The tritonserver container's waiting state (ErrImagePull, CrashLoopBackOff, CreateContainerConfigError).
     waiting_reason: str | None = None
     waiting_message: str | None = None
@@ -160,20 +164,31 @@ class ObservedServerState:
     available_replicas: int = 0
     # The Deployment's Progressing condition has reason ProgressDeadlineExceeded.
     progress_deadline_exceeded: bool = False
+    # The Deployment controller has said its current template rolled out (Progressing reason
+    # NewReplicaSetAvailable). Until then a fresh server's starting pods are progress, not a problem.
+    deployment_complete: bool = True
     pods: tuple[ObservedPod, ...] = ()
     # Referenced objects that do not exist, as "Kind/name" (Secret/ngc, PersistentVolumeClaim/models).
     missing_references: tuple[str, ...] = ()
+    # The model-repository claim is Pending and was created less than CLAIM_BIND_GRACE_S ago: pods the
+    # scheduler holds for it are starting, not stuck.
+    claim_binding: bool = False
 
 
 _IMAGE_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 
 
-def _pod_problem(pod: ObservedPod) -> tuple[Reason, str] | None:
+# How long a Pending model claim is normal provisioning. Past it, pods held for the claim are a problem
+# (a provisioner that never binds, a class nothing serves): Degraded, with the scheduler's words.
+CLAIM_BIND_GRACE_S = 120.0
+
+
+def _pod_problem(pod: ObservedPod, claim_binding: bool = False) -> tuple[Reason, str] | None:
     """Why a not-ready pod is stuck, as (reason, message), or None when it is merely starting."""
     if pod.ready:
         return None
     detail = pod.waiting_message or pod.waiting_reason or ""
-    if pod.unschedulable_message:
+    if pod.unschedulable_message and not (pod.waits_for_claim and claim_binding):
         return Reason.UNSCHEDULABLE, f"cannot be scheduled: {pod.unschedulable_message}"
     if pod.waiting_reason == "CreateContainerConfigError":
         return Reason.MISSING_REFERENCE, f"cannot start: {detail}"
@@ -208,7 +223,7 @@ def _problems(observed: ObservedServerState) -> list[tuple[Reason, str]]:
         ]
     by_reason: dict[Reason, list[tuple[str, str]]] = {}
     for pod in observed.pods:
-        problem = _pod_problem(pod)
+        problem = _pod_problem(pod, observed.claim_binding)
         if problem is not None:
             by_reason.setdefault(problem[0], []).append((pod.name, problem[1]))
     for reason, pods in by_reason.items():
@@ -234,10 +249,12 @@ def _rollout_done(observed: ObservedServerState, generation: int) -> bool:
 
 
 def _updated(observed: ObservedServerState) -> bool:
-    """Whether the Deployment has seen its spec and every desired replica runs the current template."""
+    """Whether the current template has rolled out: the Deployment has seen its spec, every desired
+    replica runs that template, and the Deployment controller once saw them all available."""
     return (
         observed.deployment_observed_generation >= observed.deployment_generation
         and observed.updated_replicas >= observed.desired_replicas
+        and observed.deployment_complete
     )
 
 

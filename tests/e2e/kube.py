@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from kubernetes import client
+from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 T = TypeVar("T")
@@ -78,3 +79,45 @@ def endpoint_slice_ips(api: client.ApiClient, ns: str, service: str) -> set[str]
         if (e.conditions is None or e.conditions.ready is not False)
         for address in e.addresses
     }
+
+
+class ConditionHistory:
+    """Every (type, status, reason) an object's status.conditions showed, from a watch of its kind in one
+    namespace, so a test can say "never Degraded on the way" (a poll would miss a one-second blip)."""
+
+    def __init__(self, api: client.ApiClient, group: str, version: str, plural: str, ns: str, name: str):
+        self.seen: list[tuple[str, str, str]] = []
+        self._stop = threading.Event()
+        self._args = (group, version, ns, plural)
+        self._name = name
+        self._custom = client.CustomObjectsApi(api)
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"conditions-{name}")
+        self._thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 600  # bounded: no test watches longer
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            w = watch.Watch()
+            try:
+                for event in w.stream(
+                    self._custom.list_namespaced_custom_object,
+                    *self._args,
+                    field_selector=f"metadata.name={self._name}",
+                    timeout_seconds=5,
+                ):
+                    for c in (event["object"].get("status") or {}).get("conditions") or []:
+                        entry = (str(c.get("type")), str(c.get("status")), str(c.get("reason")))
+                        if entry not in self.seen:
+                            self.seen.append(entry)
+                    if self._stop.is_set():
+                        w.stop()
+            except ApiException:
+                time.sleep(0.2)
+
+    def stop(self) -> list[tuple[str, str, str]]:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        return self.seen
+
+    def statuses(self, ctype: str) -> set[str]:
+        return {status for t, status, _ in self.seen if t == ctype}

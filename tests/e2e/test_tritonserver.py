@@ -52,8 +52,16 @@ def events(sb: Sandbox, ns: str, name: str = "triton") -> list[Any]:
 def test_example_becomes_ready_and_reports_its_pods(
     sandbox: Sandbox, operator: OperatorProcess, namespace: str
 ) -> None:
+    history = kube.ConditionHistory(sandbox.api, GROUP, VERSION, PLURAL, namespace, "triton")
     sandbox.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE))
     wait_ready(sandbox, namespace)
+    seen = history.stop()
+    # Regression: a fresh deploy said Degraded=True "unbound immediate PersistentVolumeClaims" for about a
+    # second while its new PVC was provisioned, and Warning-ed ReplicasNotReady while its pods started
+    # (Argo CD's health reads Degraded first: notifications fired, sync waves failed).
+    assert "True" not in history.statuses("Degraded"), seen
+    warnings = [f"{e.reason}: {e.message}" for e in events(sandbox, namespace) if e.type == "Warning"]
+    assert not warnings, warnings
 
     obj = server(sandbox, namespace)
     status = obj["status"]

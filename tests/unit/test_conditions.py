@@ -116,6 +116,20 @@ ROLLING = replace(
     pods=(ObservedPod("llm-a", ready=True), ObservedPod("llm-c", ready=False)),
 )
 UNSCHEDULABLE_MSG = "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."
+UNBOUND_CLAIM_MSG = (
+    "0/3 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/3 nodes are "
+    "available: 3 Preemption is not helpful for scheduling."
+)
+FRESH_WAITING_FOR_CLAIM = ObservedServerState(
+    deployment_complete=False,
+    applied_generation=GEN,
+    deployment_found=True,
+    deployment_generation=9,
+    deployment_observed_generation=9,
+    desired_replicas=1,
+    updated_replicas=1,
+    pods=(ObservedPod("llm-a", False, UNBOUND_CLAIM_MSG, waits_for_claim=True),),
+)
 
 # (observed, expected {type: (status, reason)}, fragments expected in Ready's message)
 CASES = {
@@ -187,6 +201,49 @@ CASES = {
             "Degraded": (TRUE, "Unschedulable"),
         },
         ["pod llm-c cannot be scheduled", UNSCHEDULABLE_MSG],
+    ),
+    # Regression: every fresh deploy said Degraded=True for ~1 s while its new PVC was provisioned (Argo
+    # CD reads Degraded first: notifications fired, sync waves failed).
+    "fresh-server-while-its-claim-binds": (
+        replace(FRESH_WAITING_FOR_CLAIM, claim_binding=True),
+        {
+            "Ready": (FALSE, "RollingOut"),
+            "Available": (FALSE, "NoReplicasAvailable"),
+            "Progressing": (TRUE, "RollingOut"),
+            "Degraded": (FALSE, "AsExpected"),
+        },
+        ["0 of 1 replicas ready"],
+    ),
+    # A fresh server's pods starting: progress (Ready False for the reason it is Progressing, a Normal
+    # Event), not "RolloutComplete" with replicas not ready (a Warning on every deploy).
+    "fresh-server-pods-starting": (
+        replace(
+            HEALTHY,
+            ready_replicas=0,
+            available_replicas=0,
+            deployment_complete=False,
+            pods=(ObservedPod("llm-a", ready=False), ObservedPod("llm-b", ready=False)),
+        ),
+        {
+            "Ready": (FALSE, "RollingOut"),
+            "Progressing": (TRUE, "RollingOut"),
+            "Degraded": (FALSE, "AsExpected"),
+        },
+        ["0 of 2 replicas ready, 2 updated"],
+    ),
+    "claim-unbound-past-the-grace": (
+        FRESH_WAITING_FOR_CLAIM,
+        {"Ready": (FALSE, "Unschedulable"), "Degraded": (TRUE, "Unschedulable")},
+        ["pod llm-a cannot be scheduled", "unbound immediate PersistentVolumeClaims"],
+    ),
+    "binding-claim-does-not-excuse-other-scheduling-failures": (
+        replace(
+            FRESH_WAITING_FOR_CLAIM,
+            claim_binding=True,
+            pods=(ObservedPod("llm-a", False, UNSCHEDULABLE_MSG),),
+        ),
+        {"Ready": (FALSE, "Unschedulable"), "Degraded": (TRUE, "Unschedulable")},
+        [UNSCHEDULABLE_MSG],
     ),
     "image-pull": (
         replace(

@@ -226,14 +226,14 @@ CASES = [
     ),
     pytest.param(
         observed(replicas=(replica("a", ReplicaState.PENDING, pod_ready=False),)),
-        {"Ready": ("False", "ServerNotReady"), "Staged": ("True", "Staged"),
-         "Loaded": ("False", "ServerNotReady"), "Degraded": ("False", "AsExpected")},
+        {"Ready": ("False", "WaitingForReplicas"), "Staged": ("True", "Staged"),
+         "Loaded": ("False", "WaitingForReplicas"), "Degraded": ("False", "AsExpected")},
         id="no-ready-replica",
     ),
     pytest.param(
         observed(replicas=(replica("a", current=True),), wanted_replicas=3),
-        {"Ready": ("False", "ReplicasNotReady"), "Staged": ("True", "Staged"),
-         "Loaded": ("False", "ReplicasNotReady"), "Degraded": ("False", "AsExpected")},
+        {"Ready": ("False", "WaitingForReplicas"), "Staged": ("True", "Staged"),
+         "Loaded": ("False", "WaitingForReplicas"), "Degraded": ("False", "AsExpected")},
         id="loaded-on-every-ready-pod-but-the-server-wants-more",
     ),
     pytest.param(

@@ -1,9 +1,19 @@
-"""Reading Triton's own words out of a crashed container's last log lines."""
+"""Reading Triton's own words out of a crashed container's last log lines; pods held for their claims."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 import pytest
-from triton_operator.observe.server import MAX_ERROR_CHARS, triton_errors
+from triton_operator.conditions import CLAIM_BIND_GRACE_S
+from triton_operator.observe.server import (
+    MAX_ERROR_CHARS,
+    claim_binding,
+    observe_pod,
+    triton_errors,
+    waits_for_claim,
+)
 
 TAIL = """| exit_timeout                     | 30 |
 +----------------------------------+----+
@@ -28,3 +38,53 @@ def test_nothing_to_say_without_errors(tail: str) -> None:
 def test_repeats_collapse_and_long_text_is_cut() -> None:
     line = "error: " + "x" * 1000
     assert triton_errors(f"{line}\n{line}\n") == "x" * (MAX_ERROR_CHARS - 1) + "…"
+
+
+UNBOUND = "0/3 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: no."
+NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def _unschedulable_pod(message: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "llm-a"},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+            ],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("message", "waits"),
+    [(UNBOUND, True), ("0/4 nodes are available: 4 Insufficient nvidia.com/gpu.", False)],
+)
+def test_a_pod_held_only_for_its_claims_is_told_apart(message: str, waits: bool) -> None:
+    pod = observe_pod(_unschedulable_pod(message), None)
+    assert pod.unschedulable_message == message
+    assert pod.waits_for_claim is waits
+    assert waits_for_claim([_unschedulable_pod(message)]) is waits
+
+
+def _claim(phase: str | None, age_s: float | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "llm-models"}
+    if age_s is not None:
+        meta["creationTimestamp"] = (NOW - timedelta(seconds=age_s)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"metadata": meta, "status": {"phase": phase} if phase else {}}
+
+
+@pytest.mark.parametrize(
+    ("claim", "binding"),
+    [
+        (None, False),  # no claim: not binding (a missing existingClaim is its own problem)
+        (_claim("Pending", 1), True),
+        (_claim(None, 1), True),  # no status yet: just created
+        (_claim("Pending", CLAIM_BIND_GRACE_S + 1), False),  # past the grace: a problem, not start-up
+        (_claim("Bound", 1), False),
+        (_claim("Lost", 1), False),
+        (_claim("Pending", None), True),
+    ],
+)
+def test_claim_binding_is_only_a_young_pending_claim(claim: dict[str, Any] | None, binding: bool) -> None:
+    assert claim_binding(claim, NOW) is binding

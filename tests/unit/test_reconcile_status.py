@@ -62,6 +62,20 @@ def test_transitions_are_status_or_reason_changes_and_new_conditions() -> None:
             True,
         ),
         ({"type": "Degraded", "status": "True"}, [{"type": "Progressing", "status": "True"}], True),
+        # A fresh server rolling out serves nothing yet: progress (it warned on every deploy) ...
+        (
+            {"type": "Available", "status": "False", "reason": "NoReplicasAvailable"},
+            [{"type": "Progressing", "status": "True", "reason": "RollingOut"}],
+            False,
+        ),
+        # ... but every replica lost once rolled out is an outage.
+        (
+            {"type": "Available", "status": "False", "reason": "NoReplicasAvailable"},
+            [{"type": "Progressing", "status": "False", "reason": "RolloutComplete"}],
+            True,
+        ),
+        # A model waiting for its server's replicas: time fixes it (the server warns if it is stuck).
+        ({"type": "Ready", "status": "False", "reason": "WaitingForReplicas"}, [], False),
         ({"type": "Routed", "status": "False"}, [], True),
         # Files being staged or a model loading: time fixes it.
         ({"type": "Ready", "status": "False", "reason": "Staging"}, [], False),

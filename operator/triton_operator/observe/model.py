@@ -216,10 +216,13 @@ def _loaded(observed: ObservedModel) -> tuple[bool, str, str]:
     if observed.server_problem is not None:
         return False, Reason.SERVER_NOT_READY, observed.server_problem
     if not ready:
+        # Waiting, not a problem of the model's own: when the server is stuck, its Ready and Degraded say
+        # why (and warn); a starting server is the normal first seconds of every fresh deploy.
         return (
             False,
-            Reason.SERVER_NOT_READY,
-            f"TritonServer {observed.server} has no ready replicas to load the model on.",
+            Reason.WAITING_FOR_REPLICAS,
+            f"TritonServer {observed.server} has no ready replicas to load the model on yet "
+            "(its Ready condition says why).",
         )
     failed = [r for r in ready if r.load_error]
     if failed:
@@ -229,7 +232,7 @@ def _loaded(observed: ObservedModel) -> tuple[bool, str, str]:
     if len(loaded) == len(ready) and len(loaded) < observed.wanted_replicas:
         return (
             False,
-            Reason.REPLICAS_NOT_READY,
+            Reason.WAITING_FOR_REPLICAS,
             f"Version {version} is ready on {len(loaded)} of the {observed.wanted_replicas} replicas "
             f"TritonServer {observed.server} wants; waiting for its other replicas to be ready.",
         )

@@ -9,12 +9,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from triton_operator.conditions import ObservedPod, ObservedServerState
+from triton_operator.conditions import CLAIM_BIND_GRACE_S, ObservedPod, ObservedServerState
 from triton_operator.render.labels import APPLIED_GENERATION_ANNOTATION
 from triton_operator.render.server import CONTAINER_NAME
 from triton_operator.triton.client import Health, ModelState
+
+UNBOUND_CLAIMS_MESSAGE = "unbound immediate PersistentVolumeClaims"
 
 Obj = Mapping[str, Any]
 
@@ -81,6 +84,9 @@ def observe_pod(pod: Obj, triton: PodTriton | None) -> ObservedPod:
         if scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
         else None
     )
+    # The scheduler's VolumeBinding pre-filter fails before any node is looked at: then the claims are
+    # all it waits for, and its message says only that.
+    waits_for_claim = UNBOUND_CLAIMS_MESSAGE in (unschedulable or "")
     last_term = (container.get("lastState") or {}).get("terminated") or {}
     triton_message = _triton_message(triton)
     if triton_message is None and waiting.get("reason") == "CrashLoopBackOff" and last_term:
@@ -90,6 +96,7 @@ def observe_pod(pod: Obj, triton: PodTriton | None) -> ObservedPod:
         name=pod["metadata"]["name"],
         ready=pod_is_ready(pod),
         unschedulable_message=unschedulable,
+        waits_for_claim=waits_for_claim,
         waiting_reason=waiting.get("reason"),
         waiting_message=waiting.get("message"),
         restart_count=int(container.get("restartCount") or 0),
@@ -104,17 +111,41 @@ def applied_generation(deployment: Obj | None) -> int:
     return int(value) if str(value).isdigit() else 0
 
 
+def claim_binding(claim: Obj | None, now: datetime) -> bool:
+    """Whether a Pending claim is still within normal provisioning time (see CLAIM_BIND_GRACE_S)."""
+    if claim is None or (claim.get("status") or {}).get("phase", "Pending") != "Pending":
+        return False
+    created = claim["metadata"].get("creationTimestamp")
+    if not created:
+        return True
+    age = (now - datetime.fromisoformat(str(created).replace("Z", "+00:00"))).total_seconds()
+    return age < CLAIM_BIND_GRACE_S
+
+
+def waits_for_claim(pods: Sequence[Obj]) -> bool:
+    """Whether some live pod is held by the scheduler for its claims only (then the claim is worth a GET)."""
+    return any(
+        observe_pod(p, None).waits_for_claim for p in pods if not p["metadata"].get("deletionTimestamp")
+    )
+
+
 def observe_server(
     deployment: Obj | None,
     pods: Sequence[Obj],
     triton_by_pod: Mapping[str, PodTriton],
+    claim_is_binding: bool = False,
 ) -> ObservedServerState:
     """The facts `server_conditions` decides from."""
     applied = applied_generation(deployment)
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
     observed_pods = tuple(observe_pod(p, triton_by_pod.get(p["metadata"]["name"])) for p in live)
     if deployment is None:
-        return ObservedServerState(applied_generation=applied, deployment_found=False, pods=observed_pods)
+        return ObservedServerState(
+            applied_generation=applied,
+            deployment_found=False,
+            pods=observed_pods,
+            claim_binding=claim_is_binding,
+        )
     status = deployment.get("status") or {}
     progressing = _condition(deployment, "Progressing")
     return ObservedServerState(
@@ -129,7 +160,9 @@ def observe_server(
         progress_deadline_exceeded=bool(
             progressing and progressing.get("reason") == "ProgressDeadlineExceeded"
         ),
+        deployment_complete=bool(progressing and progressing.get("reason") == "NewReplicaSetAvailable"),
         pods=observed_pods,
+        claim_binding=claim_is_binding,
     )
 
 
@@ -159,6 +192,8 @@ def pod_entries(pods: Sequence[Obj], triton_by_pod: Mapping[str, PodTriton]) -> 
 def _pod_message(observed: ObservedPod, triton: PodTriton | None) -> str | None:
     if observed.ready:
         return None
+    if observed.waits_for_claim:
+        return f"waiting for its PersistentVolumeClaim to be bound ({observed.unschedulable_message})"
     if observed.unschedulable_message:
         return f"Unschedulable: {observed.unschedulable_message}"
     if observed.triton_message:

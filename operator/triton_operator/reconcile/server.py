@@ -17,13 +17,25 @@ from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.conditions import DecidedCondition, Reason, server_conditions, set_conditions
 from triton_operator.kube.rest import Kube
 from triton_operator.observe.metrics import Scrape, pod_summary, total_summary
-from triton_operator.observe.server import PodTriton, observe_server, pod_entries
+from triton_operator.observe.server import (
+    PodTriton,
+    claim_binding,
+    observe_server,
+    pod_entries,
+    waits_for_claim,
+)
 from triton_operator.reconcile.gateway import OwnedRoutes, route_labels, routed_condition, routes_sending_to
 from triton_operator.reconcile.state import Key, OperatorState, object_key, pod_index_key
 from triton_operator.reconcile.status import now, stamp_metrics, write_status
 from triton_operator.render.labels import APPLIED_GENERATION_ANNOTATION, label_selector
 from triton_operator.render.routes import server_route_names, server_routes
-from triton_operator.render.server import deployment_name, metrics_enabled, render_all, service_endpoints
+from triton_operator.render.server import (
+    deployment_name,
+    metrics_enabled,
+    pvc_name,
+    render_all,
+    service_endpoints,
+)
 from triton_operator.triton import client as triton
 from triton_operator.triton.metrics import fetch_metrics, parse_metrics
 
@@ -156,7 +168,11 @@ class ServerReconciler:
         pods = self.state.server_pods.get(key, lambda: self.kube.list("Pod", namespace, label_selector(name)))
         triton_by_pod, summaries = self._ask_triton(key, pods, metrics_enabled(spec))
 
-        observed = observe_server(deployment, pods, triton_by_pod)
+        # Only while the scheduler holds pods for their claims is the claim read (one GET, at start-up).
+        binding = waits_for_claim(pods) and claim_binding(
+            self.kube.get("PersistentVolumeClaim", namespace, pvc_name(name, spec)), now()
+        )
+        observed = observe_server(deployment, pods, triton_by_pod, claim_is_binding=binding)
         old = body.get("status") or {}
         decided = server_conditions(observed, generation)
         if spec.gateway is not None:

@@ -56,6 +56,7 @@ PROGRESS_REASONS = frozenset(
         "RouterLoading",
         "PlacingCopies",
         "WaitingForGateway",
+        "WaitingForReplicas",
     }
 )
 
@@ -63,18 +64,24 @@ PROGRESS_REASONS = frozenset(
 def is_problem(cond: Mapping[str, Any], conditions: Sequence[Mapping[str, Any]]) -> bool:
     """Whether a condition's new status is a problem (a Warning Event) rather than normal progress.
 
-    Not Ready for the very reason it is Progressing (a rollout's step), and not Degraded, is progress,
-    not a problem: Warning Events are for what someone should look at.
+    Not Ready for the very reason it is Progressing (a rollout's step), or not Available while
+    Progressing, and not Degraded, is progress, not a problem: Warning Events are for what someone
+    should look at.
     """
     if _BAD.get(str(cond.get("type"))) != cond.get("status"):
         return False
     if cond.get("reason") in PROGRESS_REASONS:
         return False
-    if cond.get("type") != "Ready":
+    if cond.get("type") not in ("Ready", "Available"):
         return True
     state = {c.get("type"): c for c in conditions}
     progressing, degraded = state.get("Progressing") or {}, state.get("Degraded") or {}
-    in_progress = progressing.get("status") == "True" and progressing.get("reason") == cond.get("reason")
+    rolling = progressing.get("status") == "True"
+    # Not Available while rolling out (a fresh server's first seconds) is progress too; once rolled out,
+    # losing every replica is an outage and warns.
+    in_progress = rolling and (
+        cond.get("type") == "Available" or progressing.get("reason") == cond.get("reason")
+    )
     return not (in_progress and degraded.get("status") != "True")
 
 
