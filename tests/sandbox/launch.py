@@ -5,13 +5,17 @@ An image stands for a program we have here:
 - an image whose name contains `triton-operator` -> this repository's Python entry points;
 - a `pause` image (the placeholder container of real clusters) -> a process that sleeps until stopped.
 Paths under a container's volumeMounts are rewritten to the local folders that back them, because
-processes share this machine's file system (no mount namespaces, no privileges needed).
+processes share this machine's file system. The one exception is a mount under /var/run/secrets (the
+ServiceAccount token, CA and namespace a kubelet gives every pod): client libraries read it at that fixed
+path, so the process gets a private mount namespace with that folder bound there (`unshare --mount`;
+root, no new network).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +26,8 @@ OPERATOR_IMAGE_MARK = "triton-operator"
 OPERATOR_ENTRYPOINT = "triton-operator"
 # Programs the operator image provides (its console scripts and interpreter).
 OPERATOR_PROGRAMS = {"triton-operator", "model-builders", "python", "python3"}
+# Mounts programs find by a fixed path, not by an argument: bound there in a private mount namespace.
+FIXED_PATH_MOUNTS = ("/var/run/secrets/", "/run/secrets/")
 # Flags whose paths refer to the image's own layout, which does not exist here.
 TRITON_IMAGE_LAYOUT_FLAGS = ("--backend-directory", "--repoagent-directory", "--cache-directory")
 
@@ -107,8 +113,24 @@ def plan_container(
     elif kind == "pause":
         argv = ["sleep", "infinity"]
     else:
-        argv = _operator_argv(command, args, operator_bin_dir, mounts)
-    return Launch(argv=argv, env=full_env)
+        argv = _operator_argv(command, args, operator_bin_dir, mounts, pod_ip)
+    return Launch(argv=with_fixed_path_mounts(argv, mounts), env=full_env)
+
+
+def with_fixed_path_mounts(argv: list[str], mounts: Sequence[Mount]) -> list[str]:
+    """Wrap argv so that mounts under FIXED_PATH_MOUNTS appear at their container paths (see the module
+    doc). The mount points are made on this machine if missing (empty folders; the bind is private)."""
+    binds = [m for m in mounts if m.container_path.startswith(FIXED_PATH_MOUNTS)]
+    if not binds:
+        return argv
+    steps = [
+        f"mkdir -p {shlex.quote(m.container_path)} && mount --bind {shlex.quote(m.local_path)} "
+        f"{shlex.quote(m.container_path)}"
+        for m in binds
+    ]
+    # unshare execs in place (no --fork): the container's PID stays the one its runner watches and signals.
+    script = " && ".join([*steps, 'exec "$@"'])
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", *argv]
 
 
 def _triton_argv(
@@ -128,11 +150,22 @@ def _triton_argv(
     return [binary, *words, f"--backend-directory={backend_dir}"]
 
 
-def _operator_argv(command: list[str], args: list[str], bin_dir: str, mounts: Sequence[Mount]) -> list[str]:
+def _operator_argv(
+    command: list[str], args: list[str], bin_dir: str, mounts: Sequence[Mount], pod_ip: str
+) -> list[str]:
     program, rest = (command[0], command[1:]) if command else (OPERATOR_ENTRYPOINT, [])
     name = os.path.basename(program)
     if name not in OPERATOR_PROGRAMS:
         raise UnsupportedContainer(
             f"command {program!r} is not in the operator image; it provides {sorted(OPERATOR_PROGRAMS)}"
         )
-    return [str(Path(bin_dir) / name), *[rewrite_paths(w, mounts) for w in rest + args]]
+    words = [rewrite_paths(w, mounts) for w in rest + args]
+    # `triton-operator run` listens on all addresses by default; here all pods share one network
+    # namespace, so it binds its pod's IP, as its own network namespace would make it.
+    if (
+        name == OPERATOR_ENTRYPOINT
+        and words[:1] == ["run"]
+        and not any(w.startswith("--health-address") for w in words)
+    ):
+        words.append(f"--health-address={pod_ip}")
+    return [str(Path(bin_dir) / name), *words]

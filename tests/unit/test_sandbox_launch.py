@@ -95,3 +95,42 @@ def test_operator_image_runs_console_scripts_with_rewritten_args() -> None:
 def test_unsupported_containers_say_why(container: dict[str, object], needle: str) -> None:
     with pytest.raises(UnsupportedContainer, match=needle):
         plan_container(container, **COMMON)
+
+
+def test_the_operator_runs_in_its_pod_with_the_service_account_at_its_fixed_path() -> None:
+    """A kubelet mounts the ServiceAccount token at /var/run/secrets/...; client libraries read it there,
+    so the process gets that folder bound in a private mount namespace (not a rewritten argument)."""
+    sa = Mount("/var/run/secrets/kubernetes.io/serviceaccount", "/var/sb/pod-1/kube-api-access")
+    container = {
+        "image": "ghcr.io/tritonoperator/triton-operator:0.2.0",
+        "args": ["run", "--health-port=8080"],
+    }
+    plan = plan_container(container, **{**COMMON, "mounts": [*MOUNTS, sa]})
+    assert plan.argv[:5] == ["unshare", "--mount", "--propagation", "private", "--"]
+    script = plan.argv[7]
+    assert (
+        "mount --bind /var/sb/pod-1/kube-api-access /var/run/secrets/kubernetes.io/serviceaccount" in script
+    )
+    assert script.endswith('exec "$@"')
+    # What runs: the image's entry point, bound to the pod's IP like a pod's own network namespace.
+    assert plan.argv[9:] == [
+        "/venv/bin/triton-operator",
+        "run",
+        "--health-port=8080",
+        "--health-address=10.244.1.4",
+    ]
+
+
+def test_an_explicit_health_address_and_other_programs_are_left_alone() -> None:
+    run = {"image": "x/triton-operator:1", "args": ["run", "--health-address=127.0.0.1"]}
+    assert plan_container(run, **COMMON).argv == [
+        "/venv/bin/triton-operator",
+        "run",
+        "--health-address=127.0.0.1",
+    ]
+    stage = {"image": "x/triton-operator:1", "command": ["triton-operator", "stage", "--to=/models/m"]}
+    assert plan_container(stage, **COMMON).argv == [
+        "/venv/bin/triton-operator",
+        "stage",
+        "--to=/var/sb/pvc-1/m",
+    ]
