@@ -1,6 +1,7 @@
 """`triton-operator`: the operator image's entry point.
 
 triton-operator run       run the operator against the cluster of $KUBECONFIG / in-cluster config
+                          (--leader-election: only the holder of a Lease acts, see election.py)
 triton-operator version   print the version
 triton-operator stage     stage one TritonModel version into the model repository (inside its Job)
 """
@@ -8,10 +9,84 @@ triton-operator stage     stage one TritonModel version into the model repositor
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from triton_operator import __version__
+
+if TYPE_CHECKING:
+    from triton_operator.main import LeaderElection
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"TRITON_OPERATOR_LEADER_ELECTION_{name}", default)
+
+
+def add_leader_election_arguments(run: argparse.ArgumentParser) -> None:
+    """Flags of `run --leader-election`; the timings default to client-go's, or to
+    TRITON_OPERATOR_LEADER_ELECTION_{LEASE_DURATION,RENEW_DEADLINE,RETRY_PERIOD}."""
+    run.add_argument(
+        "--leader-election",
+        action="store_true",
+        help="act only while holding a coordination.k8s.io Lease (several replicas: one acts, the others "
+        "wait as standbys)",
+    )
+    run.add_argument(
+        "--leader-election-namespace",
+        default=None,
+        help="namespace of the Lease; default: the pod's own (env POD_NAMESPACE, else its service account's)",
+    )
+    run.add_argument(
+        "--leader-election-lease-name",
+        default="triton-operator",
+        help="name of the Lease (default: %(default)s)",
+    )
+    run.add_argument(
+        "--leader-election-lease-duration",
+        type=int,
+        default=_env("LEASE_DURATION", "15"),
+        help="seconds a standby waits, after it last saw the leader renew, before it takes over "
+        "(default: %(default)s)",
+    )
+    run.add_argument(
+        "--leader-election-renew-deadline",
+        type=float,
+        default=_env("RENEW_DEADLINE", "10"),
+        help="seconds the leader keeps acting without a successful renewal; then it exits "
+        "(default: %(default)s; shorter than the lease duration)",
+    )
+    run.add_argument(
+        "--leader-election-retry-period",
+        type=float,
+        default=_env("RETRY_PERIOD", "2"),
+        help="seconds between renewals, and between a standby's reads (default: %(default)s)",
+    )
+
+
+def leader_election_of(args: argparse.Namespace) -> tuple[LeaderElection | None, str | None]:
+    """The election settings of `run`'s flags, or why there are none (one line)."""
+    from triton_operator import election
+    from triton_operator.main import LeaderElection
+
+    timings = election.Timings(
+        lease_duration_s=args.leader_election_lease_duration,
+        renew_deadline_s=args.leader_election_renew_deadline,
+        retry_period_s=args.leader_election_retry_period,
+    )
+    problem = timings.problem()
+    if problem:
+        return None, f"--leader-election: {problem}"
+    namespace = election.lease_namespace(
+        args.leader_election_namespace, os.environ, election.read_mounted_namespace
+    )
+    if namespace is None:
+        return None, (
+            "--leader-election needs the Lease's namespace: pass --leader-election-namespace, or set "
+            f"POD_NAMESPACE ({election.SERVICE_ACCOUNT_NAMESPACE} is not there either)"
+        )
+    return LeaderElection(namespace, args.leader_election_lease_name, timings), None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run.add_argument("--health-port", type=int, default=8080, help="port of /healthz and /metrics")
     run.add_argument("--health-address", default="0.0.0.0", help="address of /healthz and /metrics")
+    add_leader_election_arguments(run)
     from triton_operator.staging.main import add_arguments as add_stage_arguments
 
     add_stage_arguments(sub.add_parser("stage", help="stage a model into the repository (run by the Job)"))
@@ -37,8 +113,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         from triton_operator.main import run_operator
 
+        leader_election = None
+        if args.leader_election:
+            leader_election, problem = leader_election_of(args)
+            if problem:
+                print(f"triton-operator: error: {problem}", file=sys.stderr)
+                return 2
         return run_operator(
-            namespaces=args.namespace, health_address=args.health_address, health_port=args.health_port
+            namespaces=args.namespace,
+            health_address=args.health_address,
+            health_port=args.health_port,
+            leader_election=leader_election,
         )
     if args.command == "stage":
         from triton_operator.staging.main import run as run_stage

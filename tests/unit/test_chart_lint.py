@@ -68,13 +68,22 @@ def test_lint_passes_with_defaults() -> None:
     "values",
     [
         {"watchNamespaces": "{serving,staging}"},
-        {"peering.enabled": "true", "replicaCount": "2"},
+        {"replicaCount": "2"},
+        {"leaderElection.enabled": "false", "leaderElection.leaseName": "ops-leader"},
         {"metrics.serviceMonitor.enabled": "true", "metrics.serviceMonitor.labels.release": "prom"},
         {"serviceAccount.create": "false", "serviceAccount.name": "ops", "rbac.create": "false"},
         {"image.tag": "0.2.0-rc.1", "image.pullPolicy": "Always", "resources.limits.cpu": "1"},
         {"replicaCount": "0"},
     ],
-    ids=["namespaced", "peering", "servicemonitor", "bring-your-own-rbac", "image-and-limits", "paused"],
+    ids=[
+        "namespaced",
+        "standbys",
+        "no-election",
+        "servicemonitor",
+        "bring-your-own-rbac",
+        "image-and-limits",
+        "paused",
+    ],
 )
 def test_lint_passes_with_documented_options(values: dict[str, str]) -> None:
     done = lint(*set_args(values))
@@ -86,7 +95,10 @@ def test_lint_passes_with_documented_options(values: dict[str, str]) -> None:
     [
         ({"replicaCount": "two"}, "/replicaCount': got string, want integer"),
         ({"replicaCount": "-1"}, "/replicaCount': minimum"),
-        ({"replicaCount": "2"}, "/replicaCount': maximum: got 2, want 1"),
+        (
+            {"replicaCount": "2", "leaderElection.enabled": "false"},
+            "/replicaCount': maximum: got 2, want 1",
+        ),
         ({"replicaCount": "1", "replicas": "1"}, "additional properties 'replicas' not allowed"),
         ({"image.pullPolicy": "Sometimes"}, "/image/pullPolicy': value must be one of"),
         ({"image.registry": "quay.io"}, "additional properties 'registry' not allowed"),
@@ -99,7 +111,9 @@ def test_lint_passes_with_documented_options(values: dict[str, str]) -> None:
             {"metrics.serviceMonitor.enabled": "true", "metrics.service.enabled": "false"},
             "/metrics/service/enabled'",
         ),
-        ({"peering.enabled": "yes please"}, "/peering/enabled': got string, want boolean"),
+        ({"leaderElection.enabled": "yes please"}, "/leaderElection/enabled': got string, want boolean"),
+        ({"leaderElection.leaseName": "Bad_Name"}, "/leaderElection/leaseName'"),
+        ({"peering.enabled": "true"}, "additional properties 'peering' not allowed"),
         ({"rbac.create": "true", "rbac.secrets": "true"}, "additional properties 'secrets' not allowed"),
     ],
     ids=lambda v: ",".join(v) if isinstance(v, dict) else "",

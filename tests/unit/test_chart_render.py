@@ -49,11 +49,22 @@ DISCOVERY_RULES = [
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": READ},
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": READ},
 ]
-PEERING_RULE = {
-    "apiGroups": ["kopf.dev"],
-    "resources": ["clusterkopfpeerings"],
-    "verbs": ["get", "list", "watch", "patch"],
-}
+# Leader election: create any Lease (create cannot be limited by name), get and update only its own.
+LEASE_RULES = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": ["triton-operator"],
+        "verbs": ["get", "update"],
+    },
+]
+LEASE_ROLE = "triton-operator-leader-election"
+ELECTION_ARGS = ["--leader-election", "--leader-election-lease-name=triton-operator"]
+DOWNWARD_ENV = [
+    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+]
 MODEL_OF_KIND = {
     "Namespace": "V1Namespace",
     "ServiceAccount": "V1ServiceAccount",
@@ -65,21 +76,14 @@ MODEL_OF_KIND = {
     "Deployment": "V1Deployment",
     "CustomResourceDefinition": "V1CustomResourceDefinition",
 }
-CLUSTER_SCOPED = {
-    "Namespace",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "CustomResourceDefinition",
-    "ClusterKopfPeering",
-}
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 # Kinds outside Kubernetes' own API; their tests check them field by field.
-FOREIGN_KINDS = {"ServiceMonitor", "ClusterKopfPeering"}
-# kopf's peering CRD ships beside the generated ones (Helm never installs crds/ conditionally).
-KOPF_PEERING_CRD = "clusterkopfpeerings.kopf.dev"
+FOREIGN_KINDS = {"ServiceMonitor"}
 VARIANTS = {
     "defaults": {},
     "namespaced": {"watchNamespaces": "{serving,staging}"},
-    "peering": {"peering.enabled": "true", "replicaCount": "2"},
+    "standbys": {"replicaCount": "3"},
+    "no-election": {"leaderElection.enabled": "false"},
     "servicemonitor": {"metrics.serviceMonitor.enabled": "true"},
     "scheduling": {
         "nodeSelector.kubernetes\\.io/os": "linux",
@@ -140,7 +144,7 @@ def test_crds_ship_with_the_chart() -> None:
         if obj["kind"] == "CustomResourceDefinition"
     }
     generated = {path.name.removesuffix(".yaml") for path in (ROOT / "crds").glob("*.yaml")}
-    assert names == generated | {KOPF_PEERING_CRD}
+    assert names == generated  # nothing else: the chart needs no CRD of kopf's (no peering)
     assert "tritonservers.tritonoperator.dev" in names
 
 
@@ -179,15 +183,22 @@ def test_deployment_meets_pod_security_restricted() -> None:
     assert pod["automountServiceAccountToken"] is True
 
 
-def test_one_operator_with_recreate_strategy() -> None:
+def test_upgrades_roll_with_election_and_recreate_without() -> None:
     spec = _one(_render(), "Deployment")["spec"]
     assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # The new pod waits as a standby until the old one released the Lease: never two acting.
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    alone = _one(_render(VARIANTS["no-election"]), "Deployment")["spec"]
+    assert alone["strategy"] == {"type": "Recreate"}
+    assert _one(_render(VARIANTS["standbys"]), "Deployment")["spec"]["replicas"] == 3
 
 
 def test_liveness_and_readiness_are_wired_to_the_health_port() -> None:
     container = _container(_render())
-    assert container["args"] == ["run", "--health-port=8080"]
+    assert container["args"] == ["run", "--health-port=8080", *ELECTION_ARGS]
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     # main.run_operator serves /metrics on the health port + 1.
     assert ports == {"health": 8080, "metrics": 8081}
@@ -253,7 +264,10 @@ def test_cluster_role_is_exactly_what_the_operator_uses() -> None:
     ]
     deployment = _one(objects, "Deployment")
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
-    assert not any(obj["kind"] in {"Role", "RoleBinding"} for obj in objects)
+    # Cluster-wide, the only namespaced RBAC is the election's.
+    assert {obj["metadata"]["name"] for obj in objects if obj["kind"] in {"Role", "RoleBinding"}} == {
+        LEASE_ROLE
+    }
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -276,20 +290,63 @@ def test_rbac_covers_every_shipped_crd_and_its_status() -> None:
         assert {plural, f"{plural}/status"} <= resources, f"{path.name} is not covered by the ClusterRole"
 
 
-def test_peering_rules_and_object_only_when_enabled() -> None:
-    defaults = _render()
-    assert not any("kopf.dev" in rule["apiGroups"] for rule in _rules(_one(defaults, "ClusterRole")))
-    assert not any(obj["kind"] == "ClusterKopfPeering" for obj in defaults)
-    for variant in ({}, VARIANTS["namespaced"]):
-        objects = _render({**variant, **VARIANTS["peering"]})
-        # handlers/settings.py peers cluster-wide in both modes, so the rule sits in the ClusterRole.
-        assert _rules(_one(objects, "ClusterRole"))[-1] == PEERING_RULE
-        assert all(PEERING_RULE not in _rules(obj) for obj in objects if obj["kind"] == "Role")
-        peering = _one(objects, "ClusterKopfPeering")
-        assert (peering["apiVersion"], peering["metadata"]["name"]) == ("kopf.dev/v1", "triton-operator")
-        assert set(peering) == {"apiVersion", "kind", "metadata"}
-        assert _one(objects, "Deployment")["spec"]["replicas"] == 2
-        assert {"name": "TRITON_OPERATOR_PEERING", "value": "triton-operator"} in _container(objects)["env"]
+def test_leader_election_role_allows_only_its_lease() -> None:
+    objects = _render()
+    role = _one([obj for obj in objects if obj["metadata"]["name"] == LEASE_ROLE], "Role")
+    assert role["metadata"]["namespace"] == NAMESPACE  # where the pod runs, so where POD_NAMESPACE points
+    assert _rules(role) == LEASE_RULES
+    binding = _one([obj for obj in objects if obj["metadata"]["name"] == LEASE_ROLE], "RoleBinding")
+    assert binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": LEASE_ROLE}
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "triton-operator", "namespace": NAMESPACE}
+    ]
+    # No other role touches Leases.
+    for other in (obj for obj in objects if obj["kind"] in {"Role", "ClusterRole"} and obj is not role):
+        assert all("coordination.k8s.io" not in rule["apiGroups"] for rule in _rules(other))
+
+
+def test_leader_election_args_and_downward_env() -> None:
+    container = _container(_render())
+    assert container["args"][-2:] == ELECTION_ARGS
+    env = container["env"]
+    assert all(var in env for var in DOWNWARD_ENV)
+    # A lease name of one's own reaches the flag and the Role's resourceNames alike.
+    objects = _render({"leaderElection.leaseName": "ops-leader"})
+    assert _container(objects)["args"][-1] == "--leader-election-lease-name=ops-leader"
+    role = _one([obj for obj in objects if obj["metadata"]["name"] == LEASE_ROLE], "Role")
+    assert _rules(role)[1]["resourceNames"] == ["ops-leader"]
+    # The default is the release's full name.
+    renamed = render_chart("--set", "fullnameOverride=triton")
+    assert _container(renamed)["args"][-1] == "--leader-election-lease-name=triton"
+
+
+def test_without_leader_election_no_lease_rbac_flags_or_env() -> None:
+    objects = _render(VARIANTS["no-election"])
+    container = _container(objects)
+    assert container["args"] == ["run", "--health-port=8080"]
+    assert [var["name"] for var in container["env"]] == ["TRITON_OPERATOR_IMAGE"]
+    assert not any(obj["kind"] in {"Role", "RoleBinding"} for obj in objects)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_no_kopf_peering_anywhere(variant: str) -> None:
+    objects = _render(VARIANTS[variant], include_crds=True)
+    assert not any(obj["apiVersion"].startswith("kopf.dev/") for obj in objects)
+    assert not any("kopf.dev" in obj["metadata"]["name"] for obj in objects)
+    for role in (obj for obj in objects if obj["kind"] in {"Role", "ClusterRole"}):
+        assert all("kopf.dev" not in rule["apiGroups"] for rule in _rules(role))
+    assert all(not var["name"].endswith("PEERING") for var in _container(objects)["env"])
+
+
+def test_election_role_does_not_clash_with_a_watched_release_namespace() -> None:
+    objects = _render({"watchNamespaces": f"{{{NAMESPACE},serving}}"})
+    names = [
+        (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
+        for obj in objects
+        if obj["kind"] in {"Role", "RoleBinding"}
+    ]
+    assert len(names) == len(set(names)) == 6  # workload Role+Binding in both, the election's in one
 
 
 def test_namespaced_mode_uses_a_role_per_namespace() -> None:
@@ -299,11 +356,13 @@ def test_namespaced_mode_uses_a_role_per_namespace() -> None:
         "--health-port=8080",
         "--namespace=serving",
         "--namespace=staging",
+        *ELECTION_ARGS,
     ]
     # Only kopf's cluster-scoped discovery stays cluster-wide.
     assert _rules(_one(objects, "ClusterRole")) == DISCOVERY_RULES
-    roles = {obj["metadata"]["namespace"]: obj for obj in objects if obj["kind"] == "Role"}
-    bindings = {obj["metadata"]["namespace"]: obj for obj in objects if obj["kind"] == "RoleBinding"}
+    workload = [obj for obj in objects if obj["metadata"]["name"] != LEASE_ROLE]
+    roles = {obj["metadata"]["namespace"]: obj for obj in workload if obj["kind"] == "Role"}
+    bindings = {obj["metadata"]["namespace"]: obj for obj in workload if obj["kind"] == "RoleBinding"}
     assert set(roles) == set(bindings) == {"serving", "staging"}
     for namespace, role in roles.items():
         assert _rules(role) == WORKLOAD_RULES

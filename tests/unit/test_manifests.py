@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.unit.test_chart_lint import CHART, NAMESPACE, RELEASE, ROOT, helm
-from tests.unit.test_chart_render import KOPF_PEERING_CRD, MODEL_OF_KIND
+from tests.unit.test_chart_render import MODEL_OF_KIND
 from tests.unit.test_render_tritonserver import _check_against_model as check_against_model
 
 pytestmark = pytest.mark.unit
@@ -23,7 +23,6 @@ pytestmark = pytest.mark.unit
 UPDATE = os.environ.get("UPDATE_MANIFESTS") == "1"
 CRDS = ROOT / "crds"
 CHART_CRDS = CHART / "crds"
-KOPF_PEERING_FILE = f"{KOPF_PEERING_CRD}.yaml"  # hand-written, not generated
 MANIFESTS = ROOT / "manifests"
 INSTALL = MANIFESTS / "install.yaml"
 ARGOCD = MANIFESTS / "argocd"
@@ -101,15 +100,10 @@ def test_chart_crds_are_copies_of_the_generated_crds() -> None:
     assert generated, "crds/ is empty; run `python -m triton_operator.api.crdgen --out crds/`"
     if UPDATE:
         for path in CHART_CRDS.glob("*.yaml"):
-            if path.name != KOPF_PEERING_FILE:
-                path.unlink()
+            path.unlink()
         for name, text in generated.items():
             (CHART_CRDS / name).write_text(text)
-    shipped = {
-        path.name: path.read_text()
-        for path in sorted(CHART_CRDS.glob("*.yaml"))
-        if path.name != KOPF_PEERING_FILE
-    }
+    shipped = {path.name: path.read_text() for path in sorted(CHART_CRDS.glob("*.yaml"))}
     assert sorted(shipped) == sorted(generated), (
         f"charts/triton-operator/crds differs from crds/; {REGENERATE}"
     )

@@ -38,6 +38,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
+{{/* The Lease the replicas elect the acting one with (leaderElection). */}}
+{{- define "triton-operator.leaseName" -}}
+{{- default (include "triton-operator.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
 {{- define "triton-operator.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "triton-operator.fullname" .) .Values.serviceAccount.name }}

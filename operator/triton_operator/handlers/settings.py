@@ -50,11 +50,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.posting.level = 20  # INFO and above become Events only through kopf.event (ours)
     settings.watching.server_timeout = 300
     settings.execution.max_workers = KOPF_WORKERS
-    # Several operator replicas: only one acts (needs the kopf peering CRD, installed by the chart).
-    if os.environ.get("TRITON_OPERATOR_PEERING"):
-        settings.peering.name = os.environ["TRITON_OPERATOR_PEERING"]
-        settings.peering.standalone = False
-        settings.peering.clusterwide = True
     kube = Kube(new_api_client())
     state = OperatorState(read_ttl_s=min(tritonserver.STATUS_PERIOD_S, tritonmodel.STATUS_PERIOD_S))
     memo.kube = kube
