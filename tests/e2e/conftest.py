@@ -15,14 +15,17 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from kubernetes import client, config
 
 from tests.e2e import kube
+from tests.e2e.incluster import ChartOperator
 from tests.sandbox import cluster
 from tests.sandbox.config import REPO_ROOT, SandboxConfig
 from tests.support.s3server import free_port_pair
+from tests.unit.test_chart_lint import helm_binary
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Sandbox:
 def sandbox() -> Iterator[Sandbox]:
     # E2E_SANDBOX lets two sessions (say, two developers' runs) use separate clusters side by side.
     cfg = SandboxConfig.from_env(os.environ.get("E2E_SANDBOX", "test"))
+    helm_binary()  # built (or found cached) before entering the namespace: no registry in there
     bins = cluster.up(cfg)
     # From here on this process (its main thread, which runs the tests) and everything it starts (the
     # operator, kubectl, client threads) is inside the sandbox's network namespace: pod IPs and
@@ -70,6 +74,25 @@ def sandbox() -> Iterator[Sandbox]:
     if os.environ.get("SANDBOX_KEEP") != "1":
         leftovers = cluster.down(cfg)
         assert not leftovers, f"sandbox teardown left {leftovers}"
+
+
+class Operator(Protocol):
+    """What tests do with the operator, wherever it runs (a pod from the chart, or a local process)."""
+
+    @property
+    def metrics_url(self) -> str: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def restart(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+    def log(self) -> str: ...
+
+    def running(self) -> bool: ...
 
 
 class OperatorProcess:
@@ -93,6 +116,9 @@ class OperatorProcess:
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.health_port + 1}/metrics"
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> None:
         env = {
@@ -153,14 +179,13 @@ def crds(sandbox: Sandbox) -> None:
 
 
 @pytest.fixture(scope="session")
-def operator(
-    sandbox: Sandbox, crds: None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    """One operator for the session; a test that restarts it gets it back running."""
-    proc = OperatorProcess(sandbox, tmp_path_factory.mktemp("operator") / "operator.log")
-    proc.start()
-    yield proc
-    proc.stop()
+def operator(sandbox: Sandbox, crds: None) -> Iterator[ChartOperator]:
+    """One operator for the session, installed by `helm install` from charts/ into its own namespace and
+    running under the chart's ServiceAccount (see incluster.py); a test that restarts it gets it back."""
+    installed = ChartOperator(sandbox, helm_binary())
+    installed.start()
+    yield installed
+    installed.uninstall()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import tritonclient.grpc as triton_grpc
 from kubernetes import client
 
 from tests.e2e import kube
-from tests.e2e.conftest import OperatorProcess, Sandbox
+from tests.e2e.conftest import Operator, Sandbox
 from tests.e2e.test_rollout import FAILING_PY, MODEL, publish
 from tests.e2e.test_tritonmodel import apply, condition, credentials_secret, events, get_cr, tritonmodel
 from tests.golden.triton.triton_models import ADDER_PY
@@ -219,7 +219,7 @@ def published(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Non
 
 @pytest.fixture
 def pools(
-    sandbox: Sandbox, operator: OperatorProcess, gateway: str, published: None, namespace: str
+    sandbox: Sandbox, operator: Operator, gateway: str, published: None, namespace: str
 ) -> Iterator[str]:
     """Two 1-replica TritonServers with different Triton image tags, each exposed through the Gateway."""
     apply(sandbox, namespace, credentials_secret(), *(pool_server(p) for p in POOLS))
@@ -376,7 +376,7 @@ def test_a_canary_across_servers_promotes_and_a_failing_one_rolls_back(
 
 
 def test_a_route_the_gateway_cannot_take_is_a_false_condition_and_an_event(
-    sandbox: Sandbox, operator: OperatorProcess, gateway: str, namespace: str
+    sandbox: Sandbox, operator: Operator, gateway: str, namespace: str
 ) -> None:
     ns = namespace
     apply(sandbox, ns, pool_server("pool-x", replicas=0, parent={"name": "no-such-gateway"}))
@@ -417,7 +417,7 @@ def test_a_route_the_gateway_cannot_take_is_a_false_condition_and_an_event(
 
 
 def test_bad_splits_are_refused_at_admission_or_named_in_a_condition(
-    sandbox: Sandbox, operator: OperatorProcess, gateway: str, namespace: str
+    sandbox: Sandbox, operator: Operator, gateway: str, namespace: str
 ) -> None:
     ns = namespace
     apply(sandbox, ns, credentials_secret(), pool_server("pool-a", replicas=0))

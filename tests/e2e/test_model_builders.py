@@ -12,7 +12,7 @@ import tritonclient.http as http
 import yaml
 from kubernetes import client
 
-from tests.e2e.conftest import OperatorProcess, Sandbox
+from tests.e2e.conftest import Operator, Sandbox
 from tests.support.mnist import MODEL, publish_mnist
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "builder", "AWS_SECRET_ACCESS_KEY": "builder-secret"}
@@ -33,7 +33,7 @@ def infer(ip: str, batch: np.ndarray) -> np.ndarray:  # type: ignore[type-arg]
 
 
 def test_printed_triton_model_applies_as_is_and_matches_onnxruntime(
-    sandbox: Sandbox, operator: OperatorProcess, namespace: str, tmp_path: Path
+    sandbox: Sandbox, operator: Operator, namespace: str, tmp_path: Path
 ) -> None:
     onnx_file = publish_mnist(sandbox.cfg.s3_endpoint, tmp_path, CREDENTIALS, credentials_secret="s3-creds")
     printed = (tmp_path / "tritonmodel.yaml").read_text()

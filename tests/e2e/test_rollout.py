@@ -27,7 +27,7 @@ import tritonclient.http as triton_http
 from kubernetes import client
 
 from tests.e2e import kube
-from tests.e2e.conftest import OperatorProcess, Sandbox
+from tests.e2e.conftest import Operator, Sandbox
 from tests.e2e.test_tritonmodel import (
     CREDENTIALS,
     apply,
@@ -180,7 +180,7 @@ def published(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Non
 
 
 @pytest.fixture
-def pool(sandbox: Sandbox, operator: OperatorProcess, published: None) -> Iterator[str]:
+def pool(sandbox: Sandbox, operator: Operator, published: None) -> Iterator[str]:
     core = client.CoreV1Api(sandbox.api)
     ns = f"ro-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": ns, "labels": {"e2e": "true"}}})
@@ -393,7 +393,7 @@ def test_a_step_without_traffic_waits_and_says_so_then_goes_on(sandbox: Sandbox,
 
 
 def test_an_operator_killed_mid_step_resumes_at_the_same_step(
-    sandbox: Sandbox, pool: str, operator: OperatorProcess
+    sandbox: Sandbox, pool: str, operator: Operator
 ) -> None:
     ns = pool
     rollout = {

@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client
 
 from tests.e2e import kube
-from tests.e2e.conftest import OperatorProcess, Sandbox
+from tests.e2e.conftest import Operator, Sandbox
 from tests.e2e.test_tritonmodel import (
     CREDENTIALS,
     apply,
@@ -68,7 +68,7 @@ def adder_in_s3(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> N
 
 
 @pytest.fixture
-def scale_ns(sandbox: Sandbox, operator: OperatorProcess) -> Iterator[str]:
+def scale_ns(sandbox: Sandbox, operator: Operator) -> Iterator[str]:
     core = client.CoreV1Api(sandbox.api)
     ns = f"scale-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": ns, "labels": {"e2e": "true"}}})

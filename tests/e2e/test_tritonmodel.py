@@ -24,7 +24,7 @@ import yaml
 from kubernetes import client
 
 from tests.e2e import kube
-from tests.e2e.conftest import OperatorProcess, Sandbox
+from tests.e2e.conftest import Operator, Sandbox
 from tests.support.mnist import publish_mnist
 
 pytestmark = pytest.mark.e2e
@@ -181,7 +181,7 @@ def published(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 
 @pytest.fixture(scope="module")
-def pool(sandbox: Sandbox, operator: OperatorProcess, published: Path) -> Iterator[str]:
+def pool(sandbox: Sandbox, operator: Operator, published: Path) -> Iterator[str]:
     """A namespace with a 2-replica TritonServer (Ready) and the S3 credentials Secret."""
     core = client.CoreV1Api(sandbox.api)
     ns = f"tm-{uuid.uuid4().hex[:6]}"
@@ -493,7 +493,7 @@ def test_failed_removal_keeps_the_finalizer_and_warns_until_the_files_are_kept(
 
 
 def test_model_waits_for_its_server_then_loads(
-    sandbox: Sandbox, operator: OperatorProcess, published: Path, namespace: str
+    sandbox: Sandbox, operator: Operator, published: Path, namespace: str
 ) -> None:
     apply(
         sandbox,
@@ -524,7 +524,7 @@ def test_model_waits_for_its_server_then_loads(
 
 
 def test_model_larger_than_the_repository_is_refused_and_writes_nothing(
-    sandbox: Sandbox, operator: OperatorProcess, published: Path, namespace: str
+    sandbox: Sandbox, operator: Operator, published: Path, namespace: str
 ) -> None:
     tiny = tritonserver(1)
     tiny["metadata"]["name"] = "tiny"

@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 
 from tests.e2e import kube
-from tests.e2e.conftest import OperatorProcess, Sandbox
+from tests.e2e.conftest import Operator, Sandbox
 from tests.sandbox.config import REPO_ROOT
 
 EXAMPLE = REPO_ROOT / "examples" / "quickstart" / "tritonserver.yaml"
@@ -50,7 +50,7 @@ def events(sb: Sandbox, ns: str, name: str = "triton") -> list[Any]:
 
 
 def test_example_becomes_ready_and_reports_its_pods(
-    sandbox: Sandbox, operator: OperatorProcess, namespace: str
+    sandbox: Sandbox, operator: Operator, namespace: str
 ) -> None:
     history = kube.ConditionHistory(sandbox.api, GROUP, VERSION, PLURAL, namespace, "triton")
     sandbox.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE))
@@ -125,7 +125,7 @@ def test_example_becomes_ready_and_reports_its_pods(
 
 
 def test_wait_follows_the_new_generation_and_kubectl_scale_works(
-    sandbox: Sandbox, operator: OperatorProcess, namespace: str
+    sandbox: Sandbox, operator: Operator, namespace: str
 ) -> None:
     sandbox.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE))
     wait_ready(sandbox, namespace)
@@ -171,7 +171,7 @@ def test_wait_follows_the_new_generation_and_kubectl_scale_works(
 
 
 def test_a_killed_triton_turns_ready_false_and_back(
-    sandbox: Sandbox, operator: OperatorProcess, namespace: str
+    sandbox: Sandbox, operator: Operator, namespace: str
 ) -> None:
     sandbox.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE))
     wait_ready(sandbox, namespace)
@@ -209,7 +209,7 @@ def test_a_killed_triton_turns_ready_false_and_back(
 
 
 def test_broken_triton_startup_surfaces_tritons_own_error_and_recovers(
-    sandbox: Sandbox, operator: OperatorProcess, namespace: str
+    sandbox: Sandbox, operator: Operator, namespace: str
 ) -> None:
     sandbox.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE))
     wait_ready(sandbox, namespace)
@@ -261,7 +261,7 @@ def resource_versions(sb: Sandbox, ns: str) -> dict[str, Any]:
     }
 
 
-def test_no_writes_at_steady_state(sandbox: Sandbox, operator: OperatorProcess, namespace: str) -> None:
+def test_no_writes_at_steady_state(sandbox: Sandbox, operator: Operator, namespace: str) -> None:
     sandbox.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE))
     wait_ready(sandbox, namespace)
     kube.wait_for(
@@ -276,7 +276,7 @@ def test_no_writes_at_steady_state(sandbox: Sandbox, operator: OperatorProcess, 
 
 
 def test_delete_removes_children_and_keeps_the_model_volume(
-    sandbox: Sandbox, operator: OperatorProcess, namespace: str
+    sandbox: Sandbox, operator: Operator, namespace: str
 ) -> None:
     sandbox.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE))
     apply_yaml(
@@ -321,7 +321,7 @@ spec: {replicas: 1, modelRepository: {size: 1Gi, retainOnDelete: false}}
 
 
 def test_deleting_a_server_never_waits_for_the_operator(
-    sandbox: Sandbox, operator: OperatorProcess, namespace: str
+    sandbox: Sandbox, operator: Operator, namespace: str
 ) -> None:
     """No finalizer on a TritonServer: uninstalling the operator first (an Argo CD app deleted whole)
     must not leave servers stuck; their children go by garbage collection."""
@@ -367,7 +367,7 @@ def test_bad_specs_are_rejected_at_admission_with_the_field(
 
 
 def test_missing_secret_and_unschedulable_gpus_are_conditions_not_crashes(
-    sandbox: Sandbox, operator: OperatorProcess, namespace: str
+    sandbox: Sandbox, operator: Operator, namespace: str
 ) -> None:
     apply_yaml(
         sandbox,
@@ -416,10 +416,10 @@ spec: {replicas: 1, resources: {gpus: 16}}
     time.sleep(6)
     assert len(events(sandbox, namespace, "too-big")) == events_while_stuck
     assert condition(server(sandbox, namespace, "too-big"), "Ready")["reason"] == "Unschedulable"
-    assert operator.proc is not None and operator.proc.poll() is None
+    assert operator.running()
 
 
-def test_operator_exposes_liveness_and_its_own_metrics(sandbox: Sandbox, operator: OperatorProcess) -> None:
+def test_operator_exposes_liveness_and_its_own_metrics(sandbox: Sandbox, operator: Operator) -> None:
     with urllib.request.urlopen(operator.metrics_url, timeout=3) as resp:
         text = resp.read().decode()
     assert "triton_operator_reconcile_total" in text
