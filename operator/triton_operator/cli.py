@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -89,6 +90,25 @@ def leader_election_of(args: argparse.Namespace) -> tuple[LeaderElection | None,
     return LeaderElection(namespace, args.leader_election_lease_name, timings), None
 
 
+def listen_problem(address: str, ports: Sequence[int]) -> str | None:
+    """Why the operator could not listen on address:port for each port (one line), or None.
+
+    Checked before anything starts: a busy port would otherwise end `run` with a traceback from deep
+    inside the metrics server or kopf's liveness endpoint (seen when a second operator ran beside one).
+    """
+    for port in ports:
+        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((address, port))
+            except OSError as exc:
+                return (
+                    f"cannot listen on {address}:{port} (the health port and the metrics port after it): "
+                    f"{exc.strerror or exc}; stop what uses it or pass another --health-port"
+                )
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="triton-operator", description="Kubernetes operator for Triton")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         from triton_operator.main import run_operator
 
+        busy = listen_problem(args.health_address, (args.health_port, args.health_port + 1))
+        if busy:
+            print(f"triton-operator: error: {busy}", file=sys.stderr)
+            return 2
         leader_election = None
         if args.leader_election:
             leader_election, problem = leader_election_of(args)

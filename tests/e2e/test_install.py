@@ -13,7 +13,7 @@ from tests.sandbox.config import REPO_ROOT
 
 INSTALL = REPO_ROOT / "manifests" / "install.yaml"
 OPERATOR_SA = "system:serviceaccount:triton-operator:triton-operator"
-RBAC_KINDS = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+RBAC_KINDS = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,27 @@ def test_the_operator_may_do_nothing_more(
     sandbox: Sandbox, rbac_installed: None, verb: str, resource: str
 ) -> None:
     assert not can_i(sandbox, verb, resource)
+
+
+@pytest.mark.parametrize(
+    ("verb", "lease", "allowed"),
+    [
+        ("get", "triton-operator", True),
+        ("update", "triton-operator", True),
+        ("create", "", True),  # create cannot be limited to a name
+        ("update", "someone-elses", False),
+        ("delete", "triton-operator", False),
+        ("list", "", False),
+    ],
+)
+def test_the_operator_may_hold_its_own_lease_and_no_other(
+    sandbox: Sandbox, rbac_installed: None, verb: str, lease: str, allowed: bool
+) -> None:
+    target = f"leases.coordination.k8s.io/{lease}" if lease else "leases.coordination.k8s.io"
+    result = sandbox.kubectl(
+        "auth", "can-i", verb, target, "-n", "triton-operator", f"--as={OPERATOR_SA}", check=False
+    )
+    assert (result.stdout.strip() == "yes") is allowed, result.stdout
 
 
 def test_every_installed_object_passes_a_server_side_dry_run(sandbox: Sandbox, rbac_installed: None) -> None:
