@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import time
@@ -23,12 +22,12 @@ from kubernetes import client
 
 from tests.e2e import kube
 from tests.sandbox.config import REPO_ROOT
+from tests.sandbox.readme import readme_commands
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Sandbox
 
 CHART = REPO_ROOT / "charts" / "triton-operator"
-README = REPO_ROOT / "README.md"
 NAMESPACE = "triton-operator"
 RELEASE = "triton-operator"
 # The Pod Security Standard README tells platform teams to enforce on the operator's namespace.
@@ -36,14 +35,6 @@ PSS_LABELS = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/enforce-version": "latest",
 }
-
-
-def readme_commands(section: str) -> list[str]:
-    """The command lines of README's sh block marked `<!-- readme-commands: SECTION -->`."""
-    text = README.read_text()
-    match = re.search(rf"<!-- readme-commands: {re.escape(section)} -->\n```sh\n(.*?)```", text, re.S)
-    assert match, f"README.md has no sh block marked readme-commands: {section}"
-    return [line for line in match.group(1).splitlines() if line.strip() and not line.startswith("#")]
 
 
 class ChartOperator:

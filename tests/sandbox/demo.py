@@ -1,7 +1,8 @@
 """`make demo`: a local cluster with the operator and an example model serving real requests.
 
 1. the sandbox (real control plane, kwok GPU nodes, real Triton per pod, S3 on loopback);
-2. the CRDs, and the operator running against it (stopped by `make sandbox-down`);
+2. the operator installed by README's own commands (`helm install` of charts/, into a namespace that
+   enforces Pod Security "restricted"), running as a pod under the chart's ServiceAccount;
 3. the MNIST MLP built with model_builders and published to the sandbox's S3;
 4. examples/quickstart/ applied (TritonServer + TritonModel), waited on until Ready;
 5. real inference requests to the TritonServer's Service (its ClusterIP), checked against onnxruntime,
@@ -23,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.sandbox import cluster, procs
+from tests.sandbox import cluster
 from tests.sandbox import gateway as gw
 from tests.sandbox.config import REPO_ROOT, SandboxConfig
+from tests.sandbox.readme import readme_commands
 from tests.support.mnist import BUCKET, PREFIX, publish_mnist
 
 QUICKSTART = REPO_ROOT / "examples" / "quickstart"
@@ -47,22 +49,50 @@ def run(cmd: list[str], env: dict[str, str], capture: bool = False, quiet: bool 
     return subprocess.run(cmd, env=env, check=True, text=True, stdout=stdout).stdout or ""
 
 
-def start_operator(cfg: SandboxConfig, env: dict[str, str]) -> None:
-    if procs.pid_of(cfg, "operator"):
-        return
-    procs.spawn(
-        cfg,
-        "operator",
-        [
-            sys.executable,
-            "-m",
-            "triton_operator",
-            "run",
-            "--health-address=127.0.0.1",
-            f"--health-port={cfg.base_port + 10}",
-        ],
-        env=env,
+def helm_binary() -> str:
+    """helm, built once from Go modules (cached); before entering the namespace: no registry in there."""
+    done = subprocess.run(
+        ["bash", str(REPO_ROOT / ".ci" / "build-helm.sh")], check=True, text=True, stdout=subprocess.PIPE
     )
+    return done.stdout.strip().splitlines()[-1]
+
+
+def install_operator(env: dict[str, str]) -> None:
+    """README's install commands, as written (skipped when a demo before already installed it)."""
+    installed = subprocess.run(
+        ["helm", "status", "triton-operator", "--namespace", "triton-operator"],
+        env=env,
+        capture_output=True,
+        check=False,
+    )
+    if installed.returncode == 0:
+        print("  already installed (helm status triton-operator -n triton-operator)")
+        return
+    for line in readme_commands("install"):
+        print(f"  $ {line}")
+        subprocess.run(["bash", "-c", line], env=env, cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
+
+
+def operator_metrics_url(env: dict[str, str]) -> str:
+    pods = json.loads(
+        run(
+            [
+                "kubectl",
+                "get",
+                "pods",
+                "-n",
+                "triton-operator",
+                "-o",
+                "json",
+                "-l",
+                "app.kubernetes.io/name=triton-operator",
+            ],
+            env,
+            capture=True,
+        )
+    )["items"]
+    ip = next(p["status"]["podIP"] for p in pods if p["status"].get("podIP"))
+    return f"http://{ip}:8081/metrics"
 
 
 def served_requests(ip: str) -> int:
@@ -167,6 +197,7 @@ def warning_events(env: dict[str, str]) -> list[str]:
 def main() -> int:
     cfg = SandboxConfig.from_env(os.environ.get("SANDBOX_NAME", "default"))
     say(f"starting the sandbox '{cfg.name}' (first run builds Kubernetes from Go modules: 10-20 min)")
+    helm = helm_binary()
     bins = cluster.up(cfg)
     # Inside the sandbox's network namespace from here on (and so is every command we run): the
     # Service's ClusterIP and the pods answer there, as in a cluster.
@@ -175,18 +206,12 @@ def main() -> int:
         **os.environ,
         **S3_ENV,
         "KUBECONFIG": str(cfg.kubeconfig),
-        "PATH": f"{bins.dir}:{os.environ['PATH']}",
+        "PATH": f"{bins.dir}:{Path(helm).parent}:{os.environ['PATH']}",
         "S3_ENDPOINT": cfg.s3_endpoint,
         "PYTHONPATH": f"{REPO_ROOT / 'operator'}:{REPO_ROOT}",
     }
-    say("installing the CRDs and starting the operator")
-    run(["kubectl", "apply", "-f", str(REPO_ROOT / "crds")], env, quiet=True)
-    run(
-        ["kubectl", "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"],
-        env,
-        quiet=True,
-    )
-    start_operator(cfg, env)
+    say("installing the operator as README says (helm install of charts/triton-operator)")
+    install_operator(env)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         say(f"building the MNIST MLP and publishing it to s3://{BUCKET}/{PREFIX} ({cfg.s3_endpoint})")
@@ -213,11 +238,14 @@ def main() -> int:
     warnings = warning_events(env)
     endpoint = [w for w in warnings if "FailedToUpdateEndpointSlices" in w or "loopback" in w]
     print("\n".join(f"  {w}" for w in warnings) or "  No resources found")
-    print(f"  endpoint warnings: {len(endpoint)} (Services have real EndpointSlices here)")
+    own = [w for w in warnings if w.startswith(("TritonServer/", "TritonModel/"))]
+    print(
+        f"  Warning events: {len(warnings)}, of them the operator's: {len(own)} (a fresh deploy warns nothing); "
+        f"endpoint warnings: {len(endpoint)} (real EndpointSlices here)"
+    )
     if endpoint:
         raise SystemExit("demo: the endpoint controllers warned; see above")
-    health = f"http://127.0.0.1:{cfg.base_port + 11}/metrics"
-    with urllib.request.urlopen(health, timeout=3) as resp:
+    with urllib.request.urlopen(operator_metrics_url(env), timeout=3) as resp:
         reconciles = [
             line
             for line in resp.read().decode().splitlines()
