@@ -240,7 +240,7 @@ def main() -> int:
     print("\n".join(f"  {w}" for w in warnings) or "  No resources found")
     own = [w for w in warnings if w.startswith(("TritonServer/", "TritonModel/"))]
     print(
-        f"  Warning events: {len(warnings)}, of them the operator's: {len(own)} (a fresh deploy warns nothing); "
+        f"  Warning events: {len(warnings)}, the operator's: {len(own)} (a fresh deploy warns nothing); "
         f"endpoint warnings: {len(endpoint)} (real EndpointSlices here)"
     )
     if endpoint:
