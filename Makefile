@@ -15,7 +15,7 @@ help: ## list targets
 venv: ## create the virtualenv (cached) and print its path
 	@.ci/ensure-venv.sh
 
-binaries: ## build etcd, kube-* (kube-proxy too), kubectl, kwok and the Gateway (Contour, Envoy) (cached)
+binaries: argocd-binaries ## build etcd, kube-* (kube-proxy too), kubectl, kwok, the Gateway (Contour, Envoy) and Argo CD (cached)
 	@bash tests/sandbox/build-binaries.sh >/dev/null
 	@bash tests/sandbox/build-gateway.sh >/dev/null
 
@@ -68,3 +68,7 @@ crds: ## regenerate crds/ and the chart's copies from the API models
 .PHONY: gateway-binaries
 gateway-binaries: ## build Contour and fetch Envoy and the Gateway API CRDs for the sandbox's Gateway (cached)
 	@bash tests/sandbox/build-gateway.sh >/dev/null
+
+.PHONY: argocd-binaries
+argocd-binaries: ## build Argo CD (one binary: repo-server, application-controller) and fetch its CRDs for the Argo CD tests (cached)
+	@bash tests/sandbox/build-argocd.sh >/dev/null

@@ -108,8 +108,15 @@ class SandboxConfig:
             "podrunner": b + 7,
             "kube-proxy-healthz": b + 8,
             "kube-proxy-metrics": b + 9,
-            # b + 10 and b + 11: the demo's operator (health, metrics)
+            # b + 10 and b + 11: the demo's operator (health, metrics); b + 12 to b + 17: the Gateway
+            # (gateway.PORT_OFFSETS)
         }
+
+    @property
+    def extra_base_port(self) -> int:
+        """A second block of 10 ports per slot, clear of every slot's first block (17000-17839 for slots
+        0-41), for components that start on demand: Argo CD (argocd.PORT_OFFSETS) uses 0-3."""
+        return 18000 + 10 * self.slot
 
     @property
     def relayed_ports(self) -> list[int]:
