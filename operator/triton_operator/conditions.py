@@ -21,6 +21,7 @@ class Reason(enum.StrEnum):
     ALL_REPLICAS_READY = "AllReplicasReady"
     REPLICAS_NOT_READY = "ReplicasNotReady"
     WAITING_FOR_REPLICAS = "WaitingForReplicas"
+    WAITING_FOR_SERVER = "WaitingForServer"
     SCALED_TO_ZERO = "ScaledToZero"
     MINIMUM_REPLICAS_AVAILABLE = "MinimumReplicasAvailable"
     NO_REPLICAS_AVAILABLE = "NoReplicasAvailable"

@@ -501,7 +501,12 @@ def test_model_waits_for_its_server_then_loads(
         credentials_secret(),
         tritonmodel(MODEL, sandbox.cfg.s3_endpoint, config=mnist_config(4, 100)),
     )
-    ready = wait_condition(sandbox, namespace, MODEL, "Ready", "False", "ServerNotFound", 30)
+    # A new model first waits SERVER_GRACE_S (15 s) for its server (a GitOps sync may apply the model
+    # first; that is no problem yet), then says it is missing.
+    waiting = wait_condition(sandbox, namespace, MODEL, "Ready", "False", "WaitingForServer", 15)
+    assert f"Waiting for TritonServer '{SERVER}'" in waiting["message"]
+    assert condition(model_status(sandbox, namespace, MODEL), "Degraded")["status"] == "False"
+    ready = wait_condition(sandbox, namespace, MODEL, "Ready", "False", "ServerNotFound", 60)
     assert f"TritonServer '{SERVER}' not found" in ready["message"]
     kube.wait_for(
         lambda: any(

@@ -175,6 +175,14 @@ CASES = [
          "Loaded": ("False", "ServerNotFound"), "Degraded": ("True", "ServerNotFound")},
         id="server-missing",
     ),
+    # Regression: one GitOps sync applies the model before its server (Argo CD did, so every fresh
+    # quickstart showed Degraded for a moment): a new model waits for its server before it is a problem.
+    pytest.param(
+        observed(server_found=False, young=True),
+        {"Ready": ("False", "WaitingForServer"), "Staged": ("False", "WaitingForServer"),
+         "Loaded": ("False", "WaitingForServer"), "Degraded": ("False", "AsExpected")},
+        id="server-missing-for-a-new-model",
+    ),
     pytest.param(
         observed(staged_job=None, staged_version=None, staging=StagingOutcome("running"), replicas=()),
         {"Ready": ("False", "Staging"), "Staged": ("False", "Staging"), "Loaded": ("False", "Staging"),

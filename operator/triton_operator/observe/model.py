@@ -153,6 +153,11 @@ def replica_state(rows: Sequence[ModelState], model: str, version: int) -> tuple
     return state, row.reason
 
 
+# How long a new model waits for a missing server before that is Degraded (a GitOps sync applies both,
+# often the model first: Argo CD showed every fresh quickstart Degraded for a moment otherwise).
+SERVER_GRACE_S = 15.0
+
+
 @dataclass(frozen=True)
 class ObservedModel:
     """The facts `model_conditions` decides from."""
@@ -161,6 +166,9 @@ class ObservedModel:
     namespace: str
     version: int
     server_found: bool = True
+    # The model was created less than SERVER_GRACE_S ago: a missing server may still be on its way (one
+    # GitOps sync applies the model and its server in some order).
+    young: bool = False
     # Why the server cannot take the model (its spec is invalid), None when it can.
     server_problem: str | None = None
     # The staging Job the spec asks for, and the last one that completed (None: never staged).
@@ -256,6 +264,17 @@ def model_conditions(observed: ObservedModel) -> list[DecidedCondition]:
         ModelConditionType.LOADED,
         ModelConditionType.DEGRADED,
     )
+    if not observed.server_found and observed.young:
+        message = (
+            f"Waiting for TritonServer {observed.server!r} in namespace {observed.namespace!r} "
+            f"(not found yet; after {SERVER_GRACE_S:.0f} s that is a problem)."
+        )
+        return [
+            _cond(ready_t, False, Reason.WAITING_FOR_SERVER, message),
+            _cond(staged_t, False, Reason.WAITING_FOR_SERVER, message),
+            _cond(loaded_t, False, Reason.WAITING_FOR_SERVER, message),
+            _cond(degraded_t, False, Reason.AS_EXPECTED, "No problems observed."),
+        ]
     if not observed.server_found:
         message = (
             f"TritonServer {observed.server!r} not found in namespace {observed.namespace!r}: "

@@ -112,14 +112,21 @@ def applied_generation(deployment: Obj | None) -> int:
 
 
 def claim_binding(claim: Obj | None, now: datetime) -> bool:
-    """Whether a Pending claim is still within normal provisioning time (see CLAIM_BIND_GRACE_S)."""
-    if claim is None or (claim.get("status") or {}).get("phase", "Pending") != "Pending":
+    """Whether pods held for this claim are starting, not stuck: it is Pending within normal
+    provisioning time (CLAIM_BIND_GRACE_S), or already Bound (the scheduler's verdict on the pod is
+    older than the binding; it retries at once)."""
+    phase = ((claim or {}).get("status") or {}).get("phase", "Pending")
+    if claim is None or phase not in ("Pending", "Bound"):
         return False
-    created = claim["metadata"].get("creationTimestamp")
+    return phase == "Bound" or created_within(claim, CLAIM_BIND_GRACE_S, now)
+
+
+def created_within(obj: Obj, seconds: float, now: datetime) -> bool:
+    """Whether the object was created less than `seconds` before `now` (no timestamp yet: just now)."""
+    created = obj["metadata"].get("creationTimestamp")
     if not created:
         return True
-    age = (now - datetime.fromisoformat(str(created).replace("Z", "+00:00"))).total_seconds()
-    return age < CLAIM_BIND_GRACE_S
+    return (now - datetime.fromisoformat(str(created).replace("Z", "+00:00"))).total_seconds() < seconds
 
 
 def waits_for_claim(pods: Sequence[Obj]) -> bool:

@@ -30,6 +30,7 @@ from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.conditions import DecidedCondition, Reason, set_conditions
 from triton_operator.kube.rest import Kube
 from triton_operator.observe.model import (
+    SERVER_GRACE_S,
     ObservedModel,
     ReplicaFacts,
     ScrapePair,
@@ -40,7 +41,7 @@ from triton_operator.observe.model import (
     replica_state,
     staging_outcome,
 )
-from triton_operator.observe.server import pod_is_ready
+from triton_operator.observe.server import created_within, pod_is_ready
 from triton_operator.reconcile.routing import (
     Routing,
     RoutingOutcome,
@@ -178,7 +179,11 @@ class ModelReconciler:
         server = self._server(namespace, server_name)
         if server is None:
             observed = ObservedModel(
-                server=server_name, namespace=namespace, version=spec.version, server_found=False
+                server=server_name,
+                namespace=namespace,
+                version=spec.version,
+                server_found=False,
+                young=created_within(body, SERVER_GRACE_S, now()),
             )
             return self._write(body, spec, observed, None, memory)
         try:

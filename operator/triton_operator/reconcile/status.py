@@ -57,6 +57,7 @@ PROGRESS_REASONS = frozenset(
         "PlacingCopies",
         "WaitingForGateway",
         "WaitingForReplicas",
+        "WaitingForServer",
     }
 )
 
