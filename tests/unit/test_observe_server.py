@@ -88,5 +88,7 @@ def _claim(phase: str | None, age_s: float | None) -> dict[str, Any]:
         (_claim("Pending", None), True),
     ],
 )
-def test_claim_binding_is_a_young_pending_or_a_bound_claim(claim: dict[str, Any] | None, binding: bool) -> None:
+def test_claim_binding_is_a_young_pending_or_a_bound_claim(
+    claim: dict[str, Any] | None, binding: bool
+) -> None:
     assert claim_binding(claim, NOW) is binding
