@@ -131,17 +131,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"triton-operator {__version__}")
         return 0
     if args.command == "run":
+        from triton_operator import preflight
         from triton_operator.main import run_operator
 
-        busy = listen_problem(args.health_address, (args.health_port, args.health_port + 1))
-        if busy:
-            print(f"triton-operator: error: {busy}", file=sys.stderr)
+        problem = listen_problem(args.health_address, (args.health_port, args.health_port + 1))
+        problem = problem or preflight.check(args.namespace)
+        if problem:
+            print(f"triton-operator: error: {problem}", file=sys.stderr)
             return 2
         leader_election = None
         if args.leader_election:
-            leader_election, problem = leader_election_of(args)
-            if problem:
-                print(f"triton-operator: error: {problem}", file=sys.stderr)
+            leader_election, election_problem = leader_election_of(args)
+            if election_problem:
+                print(f"triton-operator: error: {election_problem}", file=sys.stderr)
                 return 2
         return run_operator(
             namespaces=args.namespace,

@@ -4,12 +4,16 @@ least-privilege RBAC as `kubectl auth can-i` sees it, and every object accepted 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.e2e.conftest import Sandbox
 from tests.sandbox.config import REPO_ROOT
+from tests.support.s3server import free_port_pair
 
 INSTALL = REPO_ROOT / "manifests" / "install.yaml"
 OPERATOR_SA = "system:serviceaccount:triton-operator:triton-operator"
@@ -96,3 +100,46 @@ def test_every_installed_object_passes_a_server_side_dry_run(sandbox: Sandbox, r
     # rbac_installed made the namespace: a dry run does not create it for the objects that live in it.
     result = sandbox.kubectl("apply", "--dry-run=server", "-f", str(INSTALL), check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_an_operator_without_its_rbac_stops_with_one_line(
+    sandbox: Sandbox, crds: None, namespace: str
+) -> None:
+    """Started under an identity with no RBAC (a ServiceAccount nobody bound), `triton-operator run`
+    says which permission it lacks and exits 2: not a pod that looks alive and logs 403s forever."""
+    sandbox.kubectl("create", "serviceaccount", "nobody", "-n", namespace)
+    token = sandbox.kubectl("create", "token", "nobody", "-n", namespace).stdout.strip()
+    admin = yaml.safe_load(Path(sandbox.kubeconfig).read_text())
+    kubeconfig = sandbox.cfg.root / f"nobody-{namespace}.kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": admin["clusters"],
+                "users": [{"name": "nobody", "user": {"token": token}}],
+                "contexts": [
+                    {"name": "nobody", "context": {"cluster": admin["clusters"][0]["name"], "user": "nobody"}}
+                ],
+                "current-context": "nobody",
+            }
+        )
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "triton_operator",
+            "run",
+            "--health-address=127.0.0.1",
+            f"--health-port={free_port_pair('127.0.0.1')}",
+        ],
+        env={**sandbox.env(), "KUBECONFIG": str(kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "may not list tritonservers.tritonoperator.dev in all namespaces" in done.stderr

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
+from kubernetes.config import kube_config
+from triton_operator import preflight
 from triton_operator.cli import listen_problem, main
 
 
@@ -26,3 +29,70 @@ def test_free_ports_are_no_problem() -> None:
         finder.bind(("127.0.0.1", 0))
         port = finder.getsockname()[1]
     assert listen_problem("127.0.0.1", (port,)) is None
+
+
+def test_no_credentials_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "missing"))
+    code = main(["run", "--health-address=127.0.0.1", f"--health-port={_free_port()}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "no cluster credentials" in err and "kubeconfig" in err
+
+
+def test_an_unreachable_api_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    code = main(["run", "--health-address=127.0.0.1", f"--health-port={_free_port()}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "cannot reach the Kubernetes API at https://127.0.0.1:9" in err
+
+
+@pytest.mark.parametrize(
+    ("served", "missing"),
+    [
+        (None, "tritonservers, tritonmodels"),  # the group is not served at all
+        (["tritonservers", "tritonservers/status"], "tritonmodels"),
+        (["tritonservers", "tritonmodels", "tritonmodels/status"], None),
+    ],
+)
+def test_missing_crds_name_the_kinds_and_the_fix(served: list[str] | None, missing: str | None) -> None:
+    problem = preflight.missing_crds(served)
+    if missing is None:
+        assert problem is None
+    else:
+        assert problem is not None and f"does not serve {missing}" in problem and "crds/" in problem
+
+
+def test_the_first_missing_permission_is_named_with_its_scope() -> None:
+    def allowed(permission: preflight.Permission, namespace: str | None) -> bool:
+        return not (namespace == "team-b" and permission.resource == "jobs")
+
+    assert preflight.denied(allowed, None) is None
+    assert preflight.denied(allowed, ["team-a"]) is None
+    problem = preflight.denied(allowed, ["team-a", "team-b"])
+    assert problem is not None
+    assert "may not create jobs.batch in namespace team-b" in problem and "ClusterRole" in problem
+    everything = preflight.denied(lambda p, ns: p.subresource != "status", None)
+    assert (
+        everything is not None
+        and "patch tritonservers/status.tritonoperator.dev in all namespaces" in everything
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as finder:
+        finder.bind(("127.0.0.1", 0))
+        return int(finder.getsockname()[1])

@@ -94,6 +94,26 @@ class Kube:
             raise exc
         return json.loads(data) if data else None
 
+    def served_resources(self, group_version: str) -> list[str] | None:
+        """The resources an API group version serves (discovery), None when it is not served."""
+        try:
+            listing = self._call("GET", f"/apis/{group_version}")
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return [str(r.get("name", "")) for r in listing.get("resources") or []]
+
+    def may(self, attributes: Mapping[str, str]) -> bool:
+        """Whether this identity may do what `attributes` say (a SelfSubjectAccessReview)."""
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": dict(attributes)},
+        }
+        result = self._call("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", body=review)
+        return bool((result.get("status") or {}).get("allowed"))
+
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
             obj: dict[str, Any] = self._call("GET", KINDS[kind].path(namespace, name))

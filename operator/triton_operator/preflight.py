@@ -1,0 +1,119 @@
+"""What `triton-operator run` checks before it starts: credentials, the API, the CRDs, its permissions.
+
+Each problem is one line naming the fix (the CLI prints it and exits 2). Without these checks each
+ends deep inside kopf or the client: a traceback for a missing kubeconfig, endless retries and 403 or
+404 log lines for missing CRDs or RBAC, while the pod looks alive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from triton_operator.kube.rest import Kube, new_api_client
+
+GROUP, VERSION = "tritonoperator.dev", "v1alpha1"
+KINDS_SERVED = ("tritonservers", "tritonmodels")
+
+
+@dataclass(frozen=True)
+class Permission:
+    verb: str
+    group: str
+    resource: str
+    subresource: str = ""
+
+    def __str__(self) -> str:
+        name = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
+        return f"{self.verb} {name}.{self.group}" if self.group else f"{self.verb} {name}"
+
+
+# What the operator cannot work without, in each watched scope (the chart's workload rules grant more;
+# these are the ones whose absence would leave it running but doing nothing).
+REQUIRED = (
+    Permission("list", GROUP, "tritonservers"),
+    Permission("watch", GROUP, "tritonservers"),
+    Permission("patch", GROUP, "tritonservers", "status"),
+    Permission("list", GROUP, "tritonmodels"),
+    Permission("watch", GROUP, "tritonmodels"),
+    Permission("patch", GROUP, "tritonmodels", "status"),
+    Permission("patch", GROUP, "tritonmodels"),  # its finalizer
+    Permission("patch", "apps", "deployments"),
+    Permission("list", "", "pods"),
+    Permission("create", "batch", "jobs"),
+    Permission("create", "", "events"),
+)
+
+
+def credentials() -> tuple[client.ApiClient | None, str | None]:
+    """The API client (in-cluster credentials, else the kubeconfig), or why there is none."""
+    try:
+        return new_api_client(), None
+    except (config.ConfigException, OSError) as exc:
+        return None, (
+            "no cluster credentials: not in a pod with a service account token, and no usable kubeconfig "
+            f"($KUBECONFIG or ~/.kube/config): {exc}"
+        )
+
+
+def missing_crds(served: Sequence[str] | None) -> str | None:
+    """Why the operator's kinds are not served, given the resources the API group lists (None: absent)."""
+    missing = [k for k in KINDS_SERVED if served is None or k not in served]
+    if not missing:
+        return None
+    return (
+        f"the API server does not serve {', '.join(missing)} ({GROUP}/{VERSION}): install the CRDs "
+        "(kubectl apply --server-side -f crds/, or the Helm chart)"
+    )
+
+
+def denied(allowed: Callable[[Permission, str | None], bool], namespaces: Sequence[str] | None) -> str | None:
+    """The first permission this identity lacks in a watched scope (all namespaces, or each listed)."""
+    scopes: Sequence[str | None] = list(namespaces) if namespaces else [None]
+    for namespace in scopes:
+        for permission in REQUIRED:
+            if not allowed(permission, namespace):
+                where = f" in namespace {namespace}" if namespace else " in all namespaces"
+                return (
+                    f"this identity may not {permission}{where}: bind it the operator's ClusterRole "
+                    "(the Helm chart's RBAC; `kubectl auth can-i --list` shows what it may do)"
+                )
+    return None
+
+
+def _allowed(kube: Kube) -> Callable[[Permission, str | None], bool]:
+    def allowed(permission: Permission, namespace: str | None) -> bool:
+        return kube.may(
+            {
+                "verb": permission.verb,
+                "group": permission.group,
+                "resource": permission.resource,
+                "subresource": permission.subresource,
+                "namespace": namespace or "",
+            }
+        )
+
+    return allowed
+
+
+def check(namespaces: Sequence[str] | None) -> str | None:
+    """Every start-up problem the operator can see before it starts, as one line; None when it may run."""
+    api, problem = credentials()
+    if api is None:
+        return problem
+    host = api.configuration.host
+    kube = Kube(api)
+    try:
+        crds = missing_crds(kube.served_resources(f"{GROUP}/{VERSION}"))
+        if crds:
+            return crds
+        return denied(_allowed(kube), namespaces)
+    except ApiException as exc:
+        return f"the Kubernetes API at {host} answered {exc.status} {exc.reason}"
+    except Exception as exc:  # urllib3's connection errors carry long nested reprs: keep the type and host
+        return f"cannot reach the Kubernetes API at {host}: {type(exc).__name__}"
+    finally:
+        api.close()  # type: ignore[no-untyped-call]  # untyped in the client
