@@ -26,8 +26,15 @@ if [ ! -f "$VENV/.complete" ]; then
   touch "$VENV/.complete"
 fi
 # The venv is shared by checkouts with the same pyproject.toml: re-point the editable install here.
+# Offline (inside a sandbox's network namespace, where `make` targets also run) the editable build
+# cannot fetch its build backend; that is no failure: make exports PYTHONPATH=this checkout, which
+# Python searches before the editable finder, and pods get the same PYTHONPATH.
 if [ "$(cat "$VENV/.checkout" 2>/dev/null)" != "$PWD" ]; then
-  VIRTUAL_ENV="$VENV" "$UV" pip install -q --no-deps -e . >&2
-  echo "$PWD" > "$VENV/.checkout"
+  if VIRTUAL_ENV="$VENV" "$UV" pip install -q --offline --no-deps -e . >/dev/null 2>&1 \
+    || VIRTUAL_ENV="$VENV" "$UV" pip install -q --no-deps -e . >&2; then
+    echo "$PWD" > "$VENV/.checkout"
+  else
+    echo "ensure-venv: could not point the editable install at $PWD (offline?); PYTHONPATH covers make's targets" >&2
+  fi
 fi
 echo "$VENV"

@@ -80,6 +80,7 @@ class Relay:
         self.ports = list(ports)
         self.target_host = target_host
         self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self.handlers: set[asyncio.Task[None]] = set()
 
     async def handle(self, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async with self.slots:
@@ -112,7 +113,18 @@ class Relay:
         for port, sock in zip(self.ports, sockets, strict=True):
 
             async def on_conn(r: asyncio.StreamReader, w: asyncio.StreamWriter, port: int = port) -> None:
-                await self.handle(port, r, w)
+                # Python 3.11's start_server keeps no reference to the task it runs this in, and the
+                # loop keeps only weak ones: under many connections at once a pending handler was
+                # garbage-collected ("Task was destroyed but it is pending!") and its client got a
+                # bare close. Hold each handler's task until it ends.
+                task = asyncio.current_task()
+                if task is not None:
+                    self.handlers.add(task)
+                try:
+                    await self.handle(port, r, w)
+                finally:
+                    if task is not None:
+                        self.handlers.discard(task)
 
             servers.append(await asyncio.start_server(on_conn, sock=sock))
         log.info("relaying host 127.0.0.1:%s into the sandbox", ",".join(map(str, self.ports)))
