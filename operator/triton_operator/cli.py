@@ -134,17 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from triton_operator import preflight
         from triton_operator.main import run_operator
 
-        problem = listen_problem(args.health_address, (args.health_port, args.health_port + 1))
+        # The arguments first (no I/O), then the ports, then the cluster.
+        leader_election, problem = leader_election_of(args) if args.leader_election else (None, None)
+        problem = problem or listen_problem(args.health_address, (args.health_port, args.health_port + 1))
         problem = problem or preflight.check(args.namespace)
         if problem:
             print(f"triton-operator: error: {problem}", file=sys.stderr)
             return 2
-        leader_election = None
-        if args.leader_election:
-            leader_election, election_problem = leader_election_of(args)
-            if election_problem:
-                print(f"triton-operator: error: {election_problem}", file=sys.stderr)
-                return 2
         return run_operator(
             namespaces=args.namespace,
             health_address=args.health_address,

@@ -10,6 +10,8 @@ from kubernetes.config import kube_config
 from triton_operator import preflight
 from triton_operator.cli import listen_problem, main
 
+from tests.support.s3server import free_port_pair
+
 
 @pytest.mark.parametrize("busy_offset", [0, 1])  # the health port, or the metrics port after it
 def test_a_busy_port_is_one_line_and_exit_2(busy_offset: int, capsys: pytest.CaptureFixture[str]) -> None:
@@ -93,6 +95,5 @@ def test_the_first_missing_permission_is_named_with_its_scope() -> None:
 
 
 def _free_port() -> int:
-    with socket.socket() as finder:
-        finder.bind(("127.0.0.1", 0))
-        return int(finder.getsockname()[1])
+    """A free health port whose metrics port (the next one) is free too."""
+    return free_port_pair("127.0.0.1")
