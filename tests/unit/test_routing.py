@@ -142,3 +142,19 @@ def test_routed_conditions_hold_ready_during_a_rollout_and_add_progressing() -> 
     out = {c.type: (str(c.status), c.reason) for c in routed_conditions(own, outcome)}
     assert out == {"Ready": ("False", "StepAdvanced"), "Degraded": ("False", "AsExpected"),
                    "Progressing": ("True", "StepAdvanced")}  # fmt: skip
+
+
+def test_a_gateway_model_with_the_default_strategy_has_a_plan() -> None:
+    """Regression (hostile-input run): a TritonModel with spec.gateway and no rollout (Immediate, no
+    steps) made every pass fail on `plan.steps: at least one step is required` and never got a status.
+    Immediate is one step, straight to 100%."""
+    spec = TritonModelSpec.model_validate(
+        {
+            "serverRef": {"name": "pool-a"},
+            "version": 1,
+            "source": {"s3": {"bucket": "models", "prefix": "m/1"}},
+            "gateway": {"parentRefs": [{"name": "sandbox"}]},
+        }
+    )
+    plan, _ = plan_of(spec)
+    assert [(s.weight, s.pause_s) for s in plan.steps] == [(100, 0.0)]

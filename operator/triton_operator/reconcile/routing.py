@@ -90,9 +90,12 @@ class RoutingOutcome:
 def plan_of(spec: TritonModelSpec) -> tuple[RolloutPlan, AnalysisLimits]:
     rollout = spec.effective_rollout()
     analysis = rollout.effective_analysis()
+    # Immediate has no steps of its own: as a plan it is one step, straight to 100% (a TritonModel
+    # behind a Gateway with the default strategy moves across servers this way; the empty plan made
+    # every pass of such a model fail and it never got a status).
+    steps = rollout.effective_steps() or [(100, 0.0)]
     plan = RolloutPlan(
-        tuple(Step(weight, pause) for weight, pause in rollout.effective_steps()),
-        float(analysis.interval_seconds),
+        tuple(Step(weight, pause) for weight, pause in steps), float(analysis.interval_seconds)
     )
     limits = AnalysisLimits(
         min_requests=analysis.min_requests,
