@@ -32,13 +32,17 @@ sandbox-shell: ## a shell inside the sandbox's network namespace (pod IPs, Clust
 	@$(PY) -m tests.sandbox shell --name $(SANDBOX_NAME)
 
 test: binaries ## run every test: unit, integration (real Triton, S3) and end to end (sandbox)
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests --ignore=tests/chaos $(PYTEST_ARGS)
 
 test-unit: ## only the fast unit tests (no processes, no cluster)
 	$(PY) -m pytest tests -m unit $(PYTEST_ARGS)
 
 test-e2e: binaries ## only the end-to-end tests on the sandbox
-	$(PY) -m pytest tests -m e2e $(PYTEST_ARGS)
+	$(PY) -m pytest tests -m e2e --ignore=tests/chaos $(PYTEST_ARGS)
+
+.PHONY: chaos
+chaos: binaries ## seeded faults on the sandbox: make chaos SEED=<n> KILLS=<k> (SEED unset: drawn and printed; KILLS 20)
+	CHAOS_SEED=$(SEED) CHAOS_KILLS=$(or $(KILLS),20) $(PY) -m pytest tests/chaos -m chaos -s $(PYTEST_ARGS)
 
 lint: ## ruff, mypy --strict, import layering
 	$(VENV)/bin/ruff check operator model_builders tests bench

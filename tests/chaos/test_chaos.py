@@ -1,0 +1,377 @@
+"""Chaos, seeded and repeatable (issue 12, part 1).
+
+    make chaos SEED=<n> KILLS=<k>       # CHAOS_SEED / CHAOS_KILLS
+
+Not yet part of `make test`: the runs found defects that are open (see KNOWN_DEFECTS, and a kill right
+after a promotion that leaves the old version loaded: seed 12345, kill 11); it joins `make test` with a
+small count once any seed passes.
+
+The seed (printed; drawn at random when unset) gives the plan (tests/chaos/plan.py): an ordered list of
+(scenario, kill point, fault). For each kill, the scenario is brought to its starting state without
+faults, its action is applied (a new model, a canary, a server spec change, a deletion), the kill point
+is awaited (a predicate on the observed state, tests/chaos/points.py; a point that passed too fast to
+see is reported, and the fault strikes anyway), the fault strikes (tests/chaos/faults.py), and then:
+
+Convergence bound: CONVERGE_BOUND_S = 180 s after the fault ended, every invariant of
+tests/chaos/converge.py must hold (twice, 1 s apart): the model and server in the condition a fault-free
+run ends in, observedGeneration current, no incomplete or orphaned Job or pod (API and pod runner), no
+temp folder or half-written version in the PVC, no deleted object kept by a finalizer, the versions
+loaded on every replica the ones the spec wants, no rollout step skipped or repeated (from a 0.2 s poll
+of status.rollout: the operator emits no Event per step, so Events cannot tell).
+
+Under a client's load (the rollout, rollback and server-spec scenarios, where the model serves
+throughout), every failed request must be attributed: a killed Triton's in-flight requests and those
+the Service still sent it until its endpoint was dropped (+2 s) are counted and printed; a broken
+canary's own "version 2 is broken" answers are the rollback scenario's input. Anything else fails.
+
+The run stops at the first kill that does not converge (the state is then unknown); rerun with the
+printed seed to replay the same plan.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.chaos import faults, plan
+from tests.chaos.converge import Expect, StepHistory, wait_converged
+from tests.chaos.points import observe, wait_point
+from tests.e2e import kube
+from tests.e2e.conftest import Operator, Sandbox
+from tests.e2e.test_rollout import FAILING_PY, MODEL, Load, canary_model, publish, service_clients
+from tests.e2e.test_tritonmodel import apply, credentials_secret, get_cr, server_pods, tritonserver
+from tests.golden.triton.triton_models import ADDER_PY
+
+pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
+
+CONVERGE_BOUND_S = 180.0
+DEFAULT_KILLS = 3
+STEPS = [{"weight": 50, "pauseSeconds": 6}, {"weight": 100, "pauseSeconds": 4}]
+ROLLOUT = {
+    "strategy": "Canary",
+    "steps": STEPS,
+    "analysis": {"intervalSeconds": 5, "minRequests": 20, "maxFailureRatio": 0.05, "maxLatencyRatio": 50},
+}
+LOADED = {"rollout", "rollback", "server-spec"}
+
+
+def kills_from_env() -> int:
+    return int(os.environ.get("CHAOS_KILLS", "").strip() or DEFAULT_KILLS)
+
+
+def seed_and_kills() -> tuple[int, int]:
+    """CHAOS_SEED (drawn at random when unset or empty) and CHAOS_KILLS (DEFAULT_KILLS)."""
+    raw = os.environ.get("CHAOS_SEED", "").strip()
+    seed = int(raw) if raw else random.SystemRandom().randrange(2**31)
+    return seed, kills_from_env()
+
+
+@dataclass
+class Ctx:
+    sb: Sandbox
+    ns: str
+    operator: Operator
+    generation: int = 0
+
+
+@dataclass
+class Outcome:
+    kill: plan.Kill
+    point_hit: bool = False
+    fault: faults.FaultRecord | None = None
+    converged_s: float = 0.0
+    problems: list[str] = field(default_factory=list)
+    blamed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        f = self.fault
+        what = f"{f.target} for {f.ended - f.started:.1f}s" if f else "not applied"
+        point = "hit" if self.point_hit else "MISSED (passed too fast or never reached; fault struck after)"
+        verdict = f"converged in {self.converged_s:.0f}s" if not self.problems else "NOT CONVERGED"
+        extra = f"; {len(self.blamed)} failed request(s) caused by the fault" if self.blamed else ""
+        return f"{self.kill}: point {point}; fault {what}; {verdict}{extra}"
+
+
+def model_manifest(sb: Sandbox, version: int, prefix: str) -> dict[str, Any]:
+    m = canary_model(sb, version, prefix, ROLLOUT)
+    m["spec"]["keepFilesOnDelete"] = False
+    return m
+
+
+def ensure_server(ctx: Ctx) -> None:
+    sb, ns = ctx.sb, ctx.ns
+    obj = get_cr(sb, ns, "tritonservers", "triton")
+    if obj is not None and obj["metadata"].get("deletionTimestamp"):
+        kube.wait_for(lambda: get_cr(sb, ns, "tritonservers", "triton") is None, 120, "the old server gone")
+        obj = None
+    if obj is None:
+        apply(sb, ns, tritonserver(2))
+    sb.kubectl("wait", "-n", ns, "--for=condition=Ready", "tritonserver/triton", "--timeout=240s")
+    kube.wait_for(lambda: len(server_pods(sb, ns)) == 2, 120, "2 ready server pods")
+
+
+def remove_model(ctx: Ctx) -> None:
+    ctx.sb.kubectl("delete", "-n", ctx.ns, f"tritonmodel/{MODEL}", "--ignore-not-found", "--timeout=180s")
+
+
+def model_ready(ctx: Ctx) -> dict[str, Any] | None:
+    obj = get_cr(ctx.sb, ctx.ns, "tritonmodels", MODEL)
+    st = (obj or {}).get("status") or {}
+    ready: dict[str, Any] = next((c for c in st.get("conditions") or [] if c["type"] == "Ready"), {})
+    gen_ok = obj is not None and st.get("observedGeneration") == obj["metadata"].get("generation")
+    return obj if gen_ok and ready.get("status") == "True" and st.get("loaded") == "2/2" else None
+
+
+def fresh_v1(ctx: Ctx) -> None:
+    remove_model(ctx)
+    apply(ctx.sb, ctx.ns, model_manifest(ctx.sb, 1, f"{MODEL}/1"))
+    kube.wait_for(lambda: model_ready(ctx), 240, "model v1 Ready on 2/2")
+
+
+def prepare(ctx: Ctx, scenario: str) -> Expect:
+    """The scenario's starting state, fault-free; returns the end state a fault-free run reaches."""
+    ensure_server(ctx)
+    if scenario in ("staging", "loading"):
+        remove_model(ctx)
+        return Expect(MODEL, versions=frozenset({"1"}))
+    if scenario == "rollout":
+        fresh_v1(ctx)
+        return Expect(MODEL, versions=frozenset({"2"}), phase="Promoted")
+    if scenario == "rollback":
+        fresh_v1(ctx)
+        return Expect(
+            MODEL,
+            ready="False",
+            ready_reason="RolledBack",
+            versions=frozenset({"1"}),
+            may_stay=frozenset({"2"}),
+            phase="RolledBack",
+        )
+    obj = model_ready(ctx)
+    if obj is None:
+        fresh_v1(ctx)
+        obj = model_ready(ctx)
+    version = str((obj or {})["spec"]["version"])
+    if scenario == "server-spec":
+        return Expect(MODEL, versions=frozenset({version}))
+    if scenario == "delete-model":
+        return Expect(MODEL, model_present=False)
+    if scenario == "delete-server":
+        return Expect(MODEL, ready="False", server_present=False)
+    raise AssertionError(f"unknown scenario {scenario}")
+
+
+def trigger(ctx: Ctx, scenario: str) -> None:
+    sb, ns = ctx.sb, ctx.ns
+    if scenario in ("staging", "loading"):
+        apply(sb, ns, model_manifest(sb, 1, f"{MODEL}/1"))
+    elif scenario == "rollout":
+        apply(sb, ns, model_manifest(sb, 2, f"{MODEL}/2"))
+    elif scenario == "rollback":
+        apply(sb, ns, model_manifest(sb, 2, f"{MODEL}-broken/2"))
+    elif scenario == "server-spec":
+        ctx.generation += 1
+        patch = json.dumps({"spec": {"env": [{"name": "CHAOS_ROLL", "value": str(ctx.generation)}]}})
+        sb.kubectl("patch", "-n", ns, "tritonserver/triton", "--type=merge", "-p", patch)
+    elif scenario == "delete-model":
+        sb.kubectl("delete", "-n", ns, f"tritonmodel/{MODEL}", "--wait=false")
+    elif scenario == "delete-server":
+        sb.kubectl("delete", "-n", ns, "tritonserver/triton", "--wait=false")
+
+
+def strike(ctx: Ctx, fault: str) -> tuple[faults.FaultRecord | None, str]:
+    sb, ns = ctx.sb, ctx.ns
+    if fault == "operator-kill":
+        return faults.operator_kill(ctx.operator), ""
+    if fault == "apiserver-restart":
+        return faults.apiserver_restart(sb), ""
+    if fault == "etcd-pause":
+        return faults.etcd_pause(sb), ""
+    if fault == "s3-outage":
+        return faults.s3_outage(sb), ""
+    if fault == "triton-kill":
+        names = {p.metadata.name for p in server_pods(sb, ns)}
+        if not names:
+            return None, "no ready server pod to kill"
+        return faults.triton_kill(sb, ns, names, MODEL), ""
+    if fault == "staging-pod-kill":
+        active = [j for j in observe(sb, ns, MODEL).jobs if not (j.status.succeeded or j.status.failed)]
+        if not active:
+            return None, "no staging Job running any more: nothing to kill"
+        try:
+            return faults.staging_pod_kill(sb, ns, active[0].metadata.name), ""
+        except AssertionError as exc:
+            return None, str(exc)
+    raise AssertionError(f"unknown fault {fault}")
+
+
+# Failures a mechanism of the system causes after a fault (or without one), found by these runs and reported
+# (counted, printed as KNOWN DEFECT and failing the run; CHAOS_KNOWN_DEFECTS=tolerate lets a run go on
+# past them to find others): a tritonserver
+# restarted in its pod is Ready (--strict-readiness=false) before the operator loaded its models again,
+# so the Service sends it requests it answers 404.
+# And a server spec change rolls pods under load with failures of its own, with or without a fault:
+# the new pods are Ready before their models are loaded (the same 404s), and the old pods' Triton
+# closes its clients' connections when it stops.
+KNOWN_DEFECTS = {"a (re)started Triton Ready without its models": ("unknown model",)}
+ROLL_DEFECT = "a rolled-away pod's Triton closes its clients' connections"
+ROLL_NEEDLES = ("connection closed", "Socket closed", "reset by peer", "Connection refused")
+
+
+def attribute(
+    load: Load, scenario: str, rec: faults.FaultRecord | None
+) -> tuple[list[str], dict[str, list[str]], list[str]]:
+    """(failures the fault itself caused, failures of a known defect by name, failures nothing explains).
+    A broken canary's own answers are the rollback scenario's input and are left out."""
+    blamed: list[str] = []
+    known: dict[str, list[str]] = {}
+    unexplained: list[str] = []
+    for at, message in load.failed:
+        if scenario == "rollback" and "version 2 is broken" in message:
+            continue
+        defect = next((n for n, needles in KNOWN_DEFECTS.items() if any(x in message for x in needles)), None)
+        in_window = rec is not None and rec.blame_until and rec.started - 0.5 <= at <= rec.blame_until
+        if (
+            defect is None
+            and scenario == "server-spec"
+            and not in_window
+            and any(x in message for x in ROLL_NEEDLES)
+        ):
+            defect = ROLL_DEFECT
+        if defect is not None:
+            known.setdefault(defect, []).append(message)
+        elif in_window:
+            blamed.append(message)
+        else:
+            unexplained.append(f"t+{at - (rec.started if rec else at):.1f}s {message}")
+    return blamed, known, unexplained
+
+
+def summary(messages: list[str], limit: int = 3) -> str:
+    """`n` messages as counts of their distinct texts (the first `limit`)."""
+    counts = Counter(messages)
+    shown = "; ".join(f"{n} x {m[:160]}" for m, n in counts.most_common(limit))
+    more = f"; {len(counts) - limit} more kinds" if len(counts) > limit else ""
+    return f"{len(messages)}: {shown}{more}"
+
+
+def run_kill(ctx: Ctx, kill: plan.Kill) -> Outcome:
+    out = Outcome(kill)
+    expect = prepare(ctx, kill.scenario)
+    load = Load(service_clients(ctx.sb, ctx.ns), max_s=600).start() if kill.scenario in LOADED else None
+    steps = StepHistory(ctx.sb, ctx.ns, MODEL).start() if kill.scenario in ("rollout", "rollback") else None
+    try:
+        trigger(ctx, kill.scenario)
+        out.point_hit, _ = wait_point(ctx.sb, ctx.ns, MODEL, kill.scenario, kill.point, timeout_s=120)
+        out.fault, why = strike(ctx, kill.fault)
+        if why:
+            out.notes.append(why)
+        out.converged_s, out.problems = wait_converged(ctx.sb, ctx.ns, expect, CONVERGE_BOUND_S)
+        if kill.scenario == "delete-server" and not out.problems:
+            # The models left on it are deleted too: their finalizer must let go without a server.
+            ctx.sb.kubectl("delete", "-n", ctx.ns, f"tritonmodel/{MODEL}", "--wait=false")
+            gone = Expect(MODEL, model_present=False, server_present=False)
+            extra_s, out.problems = wait_converged(ctx.sb, ctx.ns, gone, CONVERGE_BOUND_S)
+            out.converged_s += extra_s
+    finally:
+        if load is not None:
+            load.finish()
+        seen = steps.stop() if steps is not None else []
+    if steps is not None:
+        out.problems += steps.problems("2", len(STEPS), promoted=kill.scenario == "rollout")
+        out.notes.append(f"rollout states seen: {seen}")
+    if load is not None:
+        out.blamed, known, unexplained = attribute(load, kill.scenario, out.fault)
+        out.notes.append(f"load: {dict(load.ok)} ok, {len(load.failed)} failed")
+        for name, messages in known.items():
+            out.notes.append(f"KNOWN DEFECT ({name}): {summary(messages)}")
+            if os.environ.get("CHAOS_KNOWN_DEFECTS") != "tolerate":
+                out.problems.append(f"load: known defect {name}: {summary(messages)}")
+        if unexplained:
+            out.problems.append(f"load: failed requests the fault did not cause: {summary(unexplained, 5)}")
+        if not sum(load.ok.values()):
+            out.problems.append("load: no request succeeded at all")
+    return out
+
+
+def operator_errors(operator: Operator, lines: int = 40) -> str:
+    text = operator.log().splitlines()
+    bad = [line for line in text if "ERROR" in line or "Traceback" in line or "Error" in line]
+    return "\n".join(bad[-lines:])
+
+
+@pytest.fixture
+def chaos_ns(sandbox: Sandbox, operator: Operator, tmp_path: Path) -> Iterator[str]:
+    publish(sandbox, tmp_path, f"{MODEL}/1", ADDER_PY, 1)
+    publish(sandbox, tmp_path, f"{MODEL}/2", ADDER_PY, 2)
+    publish(sandbox, tmp_path, f"{MODEL}-broken/2", FAILING_PY, 2)
+    core = client.CoreV1Api(sandbox.api)
+    ns = f"chaos-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": ns, "labels": {"e2e": "true"}}})
+    kube.wait_for(lambda: kube.service_account_exists(core, ns, "default"), 30, "default service account")
+    apply(sandbox, ns, credentials_secret())
+    yield ns
+    if os.environ.get("CHAOS_KEEP") != "1":
+        core.delete_namespace(ns)
+
+
+@pytest.mark.timeout(600 + 400 * kills_from_env())
+def chosen_kills(seed: int, count: int) -> list[plan.Kill]:
+    """The seed's plan, or CHAOS_ONLY's kills ("scenario/point/fault,..."; to replay one of a plan)."""
+    only = os.environ.get("CHAOS_ONLY", "").strip()
+    if not only:
+        return plan.plan(seed, count)
+    possible = set(plan.combos())
+    kills = []
+    for i, item in enumerate(only.split(","), start=1):
+        scenario, point, fault = item.strip().split("/")
+        assert (scenario, point, fault) in possible, f"CHAOS_ONLY: {item} is not a possible kill"
+        kills.append(plan.Kill(i, scenario, point, fault))
+    return kills
+
+
+def test_chaos_converges_after_every_seeded_kill(sandbox: Sandbox, operator: Operator, chaos_ns: str) -> None:
+    seed, count = seed_and_kills()
+    kills = chosen_kills(seed, count)
+    print(f"\nchaos: SEED={seed} KILLS={count} (replay: make chaos SEED={seed} KILLS={count})", flush=True)
+    for k in kills:
+        print(f"chaos: plan {k}", flush=True)
+    ctx = Ctx(sandbox, chaos_ns, operator)
+    done: list[Outcome] = []
+    started = time.monotonic()
+    for k in kills:
+        print(f"chaos: {k} ...", flush=True)
+        outcome = run_kill(ctx, k)
+        done.append(outcome)
+        print(f"chaos: {outcome.line()}", flush=True)
+        for note in outcome.notes:
+            print(f"chaos:     {note}", flush=True)
+        if outcome.blamed:
+            print(f"chaos:     caused by the fault: {summary(outcome.blamed)}", flush=True)
+        if outcome.problems:
+            report = "\n".join(f"  - {p}" for p in outcome.problems)
+            pytest.fail(
+                f"SEED={seed} {k}: not converged within {CONVERGE_BOUND_S:.0f}s:\n{report}\n"
+                f"operator errors:\n{operator_errors(operator)}",
+                pytrace=False,
+            )
+    missed = [o.kill for o in done if not o.point_hit]
+    blamed = sum(len(o.blamed) for o in done)
+    print(
+        f"chaos: SEED={seed}: {len(done)} kills converged in {time.monotonic() - started:.0f}s; "
+        f"{len(missed)} point(s) missed {[str(m) for m in missed]}; "
+        f"{blamed} request(s) failed by a killed Triton",
+        flush=True,
+    )
