@@ -7,13 +7,20 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from triton_operator.api.common import GROUP, VERSION
 from triton_operator.handlers.loops import ObjectLoops
 from triton_operator.opmetrics import measured
-from triton_operator.reconcile.model import KIND, MODEL_LABEL, STAGING_LABELS, ModelReconciler
+from triton_operator.reconcile.model import (
+    KIND,
+    MODEL_LABEL,
+    STAGING_LABELS,
+    ModelReconciler,
+    namespace_terminating,
+)
 from triton_operator.reconcile.split import SPLIT_OF_LABEL
-from triton_operator.reconcile.state import OperatorState, object_key
+from triton_operator.reconcile.state import OperatorState, object_key, owner_name
 
 PLURAL = "tritonmodels"
 # How often each model's status (staging, loads, metrics) is refreshed without any event.
@@ -32,7 +39,9 @@ async def track_model(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: A
         loops.forget(KIND, key)  # the finalizer's handler (delete_model) takes it from here
     else:
         loops.track(KIND, key, dict(body))
-    parent = (body["metadata"].get("labels") or {}).get(SPLIT_OF_LABEL)
+    # The owner reference names the parent in full; the label holds a hash of a long name.
+    labels = body["metadata"].get("labels") or {}
+    parent = (owner_name(body, KIND) or labels[SPLIT_OF_LABEL]) if SPLIT_OF_LABEL in labels else None
     if parent:  # a copy of a model served through a Gateway: its state decides the parent's weights
         loops.poke(KIND, (key[0], parent))
 
@@ -46,6 +55,12 @@ def model_pass(
             return models.reconcile(body, stopped=should_stop)
     except kopf.PermanentError:
         return None  # reported in status; passes go on (a fixed server or spec is noticed)
+    except ApiException as exc:
+        # Its namespace is being deleted (the model with it) and its staging Job went first: creating it
+        # again is refused every pass until the model's turn comes. Nothing to do, nothing to log.
+        if namespace_terminating(exc):
+            return None
+        raise
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
@@ -75,6 +90,8 @@ async def staging_changed(
         state.staging.saw_job(type, body)
     else:
         state.staging.saw_pod(type, body)
-    model = labels.get(MODEL_LABEL)
+    # A Job's owner reference names its model in full (the label holds a hash of a long name); a pod's
+    # label is all it has: a long-named model then sees its pod's news on its next period.
+    model = owner_name(body, KIND) or labels.get(MODEL_LABEL)
     if model and namespace:
         loops.poke(KIND, (namespace, model))

@@ -26,7 +26,7 @@ from triton_operator.api.common import (
 from triton_operator.api.gateway import GatewayExposure
 from triton_operator.conditions import DecidedCondition
 from triton_operator.kube.rest import Kube
-from triton_operator.reconcile.state import RouteProblem
+from triton_operator.reconcile.state import RouteProblem, name_label
 from triton_operator.render.labels import APP_NAME, MANAGED_BY
 from triton_operator.render.routes import RouteVerdict, route_verdict, routes_verdict
 
@@ -41,7 +41,7 @@ def route_labels(owner: str) -> dict[str, str]:
         LABEL_NAME: APP_NAME,
         LABEL_COMPONENT: ROUTE_COMPONENT,
         LABEL_MANAGED_BY: MANAGED_BY,
-        ROUTE_OWNER_LABEL: owner,
+        ROUTE_OWNER_LABEL: name_label(owner),
     }
 
 

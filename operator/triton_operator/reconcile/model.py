@@ -60,6 +60,7 @@ from triton_operator.reconcile.state import (
     ModelMemory,
     OperatorState,
     StagedRecord,
+    name_label,
     object_key,
     pod_index_key,
 )
@@ -109,13 +110,18 @@ REMOVAL_POLL_S = 2.0
 REMOVAL_RETRY_S = 30.0
 
 
+def namespace_terminating(exc: ApiException) -> bool:
+    """Whether the apiserver refused to create something because its namespace is being deleted."""
+    return exc.status == 403 and "being terminated" in str(exc.body)
+
+
 def staging_labels(model: str, server: str) -> dict[str, str]:
     """Labels of a model's staging Job: which model and server it stages for.
 
     Not app.kubernetes.io/instance: Argo CD's label tracking would count the Job as part of an
     Application named like the model (see render.labels.volume_labels).
     """
-    return {**STAGING_LABELS, MODEL_LABEL: model, SERVER_LABEL: server}
+    return {**STAGING_LABELS, MODEL_LABEL: name_label(model), SERVER_LABEL: name_label(server)}
 
 
 def recorded_staging(status: Mapping[str, Any], wanted_job: str, version: int) -> StagedRecord | None:
@@ -296,7 +302,7 @@ class ModelReconciler:
 
     def _remove_other_jobs(self, namespace: str, name: str, keep: frozenset[str]) -> None:
         """Delete this model's staging Jobs for earlier specs (a failed one stays until the spec changes)."""
-        for job in self.kube.list("Job", namespace, f"{MODEL_LABEL}={name}"):
+        for job in self.kube.list("Job", namespace, f"{MODEL_LABEL}={name_label(name)}"):
             job_name = job["metadata"]["name"]
             if job_name not in keep and not job["metadata"].get("deletionTimestamp"):
                 self.kube.delete("Job", namespace, job_name)
@@ -711,7 +717,7 @@ class ModelReconciler:
         try:
             self.kube.apply(manifest)
         except ApiException as exc:
-            if exc.status == 403 and "being terminated" in str(exc.body):
+            if namespace_terminating(exc):
                 log.info("not removing the files of %s/%s: its namespace is being deleted", namespace, name)
                 return False
             raise

@@ -25,7 +25,7 @@ from triton_operator.observe.server import (
     waits_for_claim,
 )
 from triton_operator.reconcile.gateway import OwnedRoutes, route_labels, routed_condition, routes_sending_to
-from triton_operator.reconcile.state import Key, OperatorState, object_key, pod_index_key
+from triton_operator.reconcile.state import ApplyFailure, Key, OperatorState, object_key, pod_index_key
 from triton_operator.reconcile.status import now, stamp_metrics, write_status
 from triton_operator.render.labels import APPLIED_GENERATION_ANNOTATION, label_selector
 from triton_operator.render.routes import server_route_names, server_routes
@@ -114,9 +114,10 @@ class ServerReconciler:
         except ApiException as exc:
             message = f"applying children failed: {exc.status} {_api_message(exc)}"
             self._fail(body, Reason.APPLY_FAILED, message)
-            if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (409, 429):
+            if _permanent(exc):
                 raise kopf.PermanentError(message) from exc  # the spec must change; retrying cannot help
             raise kopf.TemporaryError(message, delay=15) from exc
+        self.state.apply_failures.pop(object_key(body), None)
         return held is None
 
     def _hold_scale_to_zero(
@@ -143,11 +144,12 @@ class ServerReconciler:
         """Ready/Degraded say why the spec could not be applied; the rest of the status stays."""
         generation = int(body["metadata"].get("generation", 1))
         old = body.get("status") or {}
-        decided = [
-            DecidedCondition(ConditionType.READY, ConditionStatus.FALSE, reason, message),
-            DecidedCondition(ConditionType.PROGRESSING, ConditionStatus.FALSE, reason, message),
-            DecidedCondition(ConditionType.DEGRADED, ConditionStatus.TRUE, reason, message),
-        ]
+        failure = ApplyFailure(generation, str(reason), message)
+        # Remembered: the observing passes that follow keep saying it (they would otherwise see no
+        # Deployment and report Reconciling with Degraded=False, hiding the apiserver's refusal until
+        # the drift period applies again).
+        self.state.apply_failures[object_key(body)] = failure
+        decided = failed_conditions(failure)
         conditions = set_conditions(old.get("conditions") or [], decided, generation, now())
         new = {k: v for k, v in old.items() if k in STATUS_FIELDS}
         new |= {"observedGeneration": generation, "conditions": conditions}
@@ -175,6 +177,9 @@ class ServerReconciler:
         observed = observe_server(deployment, pods, triton_by_pod, claim_is_binding=binding)
         old = body.get("status") or {}
         decided = server_conditions(observed, generation)
+        failure = self.state.apply_failures.get(key)
+        if failure is not None and failure.generation == generation:
+            decided = with_apply_failure(decided, failure)
         if spec.gateway is not None:
             problem = self.state.route_problems.get(key)
             verdict = self.routes.judge(body, problem, server_route_names(name), exposure=spec.gateway)
@@ -237,6 +242,22 @@ class ServerReconciler:
         return answers, summaries
 
 
+def failed_conditions(failure: ApplyFailure) -> list[DecidedCondition]:
+    """Ready, Progressing and Degraded of a server whose spec could not be applied."""
+    reason, message = failure.reason, failure.message
+    return [
+        DecidedCondition(ConditionType.READY, ConditionStatus.FALSE, reason, message),
+        DecidedCondition(ConditionType.PROGRESSING, ConditionStatus.FALSE, reason, message),
+        DecidedCondition(ConditionType.DEGRADED, ConditionStatus.TRUE, reason, message),
+    ]
+
+
+def with_apply_failure(decided: list[DecidedCondition], failure: ApplyFailure) -> list[DecidedCondition]:
+    """The observed conditions, but Ready, Progressing and Degraded say why the apply failed."""
+    failed = {c.type: c for c in failed_conditions(failure)}
+    return [failed.get(c.type, c) for c in decided]
+
+
 def with_route_problem(decided: list[DecidedCondition], routed: DecidedCondition) -> list[DecidedCondition]:
     """Add Routed; a route the gateway refused also makes the server Degraded (its pods may still serve
     in-cluster clients, so Ready stays as the pods say)."""
@@ -258,10 +279,28 @@ def _owned(child: Mapping[str, Any], spec: TritonServerSpec) -> bool:
     return not spec.model_repository.retain_on_delete
 
 
+# What the operator quotes of an apiserver error: enough to name the field; the apiserver may echo a
+# whole value (a deeply nested affinity printed in full made a message over the condition's limit).
+API_MESSAGE_MAX = 2048
+# Server-side apply answers a value of the wrong type inside a free-form field (spec.affinity,
+# env valueFrom) with 500 "failed to create typed patch object": no retry can make that apply.
+_TYPED_PATCH_FAILED = "failed to create typed patch object"
+
+
+def _permanent(exc: ApiException) -> bool:
+    """Whether applying again cannot help until the spec changes (a 4xx but conflicts and throttling, or
+    a server-side apply type error)."""
+    status = exc.status or 0
+    if 400 <= status < 500:
+        return status not in (409, 429)
+    return status == 500 and _TYPED_PATCH_FAILED in _api_message(exc)
+
+
 def _api_message(exc: ApiException) -> str:
     import json
 
     try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+        text = str(json.loads(exc.body or "{}").get("message") or exc.reason)
     except ValueError:
-        return str(exc.reason)
+        text = str(exc.reason)
+    return text if len(text) <= API_MESSAGE_MAX else text[:API_MESSAGE_MAX] + " ... (truncated)"

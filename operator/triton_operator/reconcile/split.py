@@ -31,7 +31,7 @@ from triton_operator.observe.rollout import VersionWindow, pool_counters, traffi
 from triton_operator.observe.server import pod_is_ready
 from triton_operator.reconcile.gateway import OwnedRoutes, route_labels, routed_condition
 from triton_operator.reconcile.routing import SERVING, command_of, plan_of
-from triton_operator.reconcile.state import ModelMemory, OperatorState, RouteProblem
+from triton_operator.reconcile.state import ModelMemory, OperatorState, RouteProblem, name_label
 from triton_operator.reconcile.status import now, write_status
 from triton_operator.render.labels import label_selector
 from triton_operator.render.routes import Backend, model_route_names, model_routes
@@ -275,7 +275,7 @@ class SplitReconciler:
     def _copies(self, namespace: str, parent: str, uid: str) -> dict[str, dict[str, Any]]:
         """The TritonModels this model placed, by name (one with our label but not our uid is not ours)."""
         out = {}
-        for copy in self.kube.list("TritonModel", namespace, f"{SPLIT_OF_LABEL}={parent}"):
+        for copy in self.kube.list("TritonModel", namespace, f"{SPLIT_OF_LABEL}={name_label(parent)}"):
             refs = copy["metadata"].get("ownerReferences") or []
             if any(ref.get("uid") == uid for ref in refs):
                 out[copy["metadata"]["name"]] = copy
@@ -326,7 +326,11 @@ class SplitReconciler:
             manifest: dict[str, Any] = {
                 "apiVersion": f"{GROUP}/v1alpha1",
                 "kind": "TritonModel",
-                "metadata": {"name": copy, "namespace": namespace, "labels": {SPLIT_OF_LABEL: name}},
+                "metadata": {
+                    "name": copy,
+                    "namespace": namespace,
+                    "labels": {SPLIT_OF_LABEL: name_label(name)},
+                },
                 "spec": copy_spec(spec, public, server),
             }
             existing = copies.get(copy)

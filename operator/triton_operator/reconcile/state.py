@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import defaultdict
 from collections.abc import Mapping
@@ -25,6 +26,28 @@ def pod_index_key(pod: Mapping[str, Any]) -> tuple[str, str, str | None]:
     return meta["namespace"], meta["name"], meta.get("uid")
 
 
+LABEL_VALUE_MAX = 63
+
+
+def name_label(name: str) -> str:
+    """An object's name as a label value: the name when it fits in 63 characters, else its start and a
+    hash of it. A TritonModel may be named up to 253 characters (its copies on servers longer still), a
+    label value may not: a longer one made the apiserver refuse every staging Job, copy and route of the
+    model (and every label selector for them), so each pass failed and the model never got a status."""
+    if len(name) <= LABEL_VALUE_MAX:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[: LABEL_VALUE_MAX - len(digest) - 1].rstrip('-.')}-{digest}"
+
+
+def owner_name(body: Mapping[str, Any], kind: str) -> str | None:
+    """The name of the object's owner of `kind` (its owner reference says it in full, a label may not)."""
+    for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("kind") == kind and ref.get("name"):
+            return str(ref["name"])
+    return None
+
+
 def object_key(body: Mapping[str, Any]) -> Key:
     """The (namespace, name) an object is known by in the operator's memory."""
     return body["metadata"]["namespace"], body["metadata"]["name"]
@@ -46,6 +69,15 @@ class FailedLoad:
     job: str
     message: str
     at: float  # time.monotonic()
+
+
+@dataclass(frozen=True)
+class ApplyFailure:
+    """Applying a TritonServer's children failed for this generation: why, as its conditions say."""
+
+    generation: int
+    reason: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -100,6 +132,8 @@ class OperatorState:
     applied: dict[Key, AppliedSpec] = field(default_factory=dict)
     # Why the routes of a server (spec.gateway) could not be applied, from its last apply; None: applied.
     route_problems: dict[Key, RouteProblem | None] = field(default_factory=dict)
+    # Why applying a server's spec failed, until an apply succeeds (its status keeps saying so).
+    apply_failures: dict[Key, ApplyFailure] = field(default_factory=dict)
 
     # TritonModels: what each one's passes remember.
     models: dict[Key, ModelMemory] = field(default_factory=dict)
@@ -125,6 +159,7 @@ class OperatorState:
         self.previous_scrapes.pop(key, None)
         self.applied.pop(key, None)
         self.route_problems.pop(key, None)
+        self.apply_failures.pop(key, None)
         self.servers.invalidate(key)
         self.server_pods.invalidate(key)
 

@@ -22,6 +22,33 @@ _BAD = {
 }
 
 
+# The CRDs' limit on a condition's message (Condition.message, in bytes as the apiserver counts them).
+CONDITION_MESSAGE_MAX_BYTES = 32768
+TRUNCATED = " ... (truncated)"
+
+
+def fit_message(message: str, limit: int = CONDITION_MESSAGE_MAX_BYTES) -> str:
+    """A message cut to `limit` UTF-8 bytes. The apiserver refuses a whole status patch with one message
+    too long, and messages quote others' text (an apiserver error can echo a whole object): without
+    this the status was never written and every pass failed again."""
+    raw = message.encode()
+    if len(raw) <= limit:
+        return message
+    keep = limit - len(TRUNCATED.encode())
+    return raw[:keep].decode(errors="ignore") + TRUNCATED
+
+
+def _fit_conditions(status: dict[str, Any]) -> dict[str, Any]:
+    conditions = status.get("conditions")
+    if not isinstance(conditions, list):
+        return status
+    fitted = [
+        {**c, "message": fit_message(c["message"])} if isinstance(c.get("message"), str) else c
+        for c in conditions
+    ]
+    return {**status, "conditions": fitted}
+
+
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -103,6 +130,7 @@ def write_status(
     lists). Fields it no longer reports are removed by sending null. Returns the object as written,
     or None when there was nothing new to write.
     """
+    new = _fit_conditions(new)
     old: Mapping[str, Any] = body.get("status") or {}
     dropped = [k for k in owned_fields if k in old and k not in new and old.get(k) is not None]
     if not dropped and _comparable(new) == _comparable({k: v for k, v in old.items() if k in new}):
