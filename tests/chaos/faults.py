@@ -43,22 +43,11 @@ def runner_pods(sb: Sandbox, ns: str) -> list[dict[str, Any]]:
         return [p for p in json.load(resp) if p["namespace"] == ns]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
-            return False
-    return True
-
-
 def _wait_dead(pid: int, timeout_s: float = 15) -> None:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and procs.pid_alive(pid):
         time.sleep(0.05)
-    assert not _alive(pid), f"pid {pid} still alive {timeout_s:.0f}s after SIGKILL"
+    assert not procs.pid_alive(pid), f"pid {pid} still alive {timeout_s:.0f}s after SIGKILL"
 
 
 def operator_kill(operator: Operator) -> FaultRecord:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from kubernetes import client
 
 from tests.e2e import kube
+from tests.sandbox import procs
 from tests.sandbox.config import REPO_ROOT
 from tests.sandbox.readme import readme_commands
 
@@ -193,7 +194,7 @@ class ChartOperator:
         for pid in self.pids().values():
             os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(pid) for pid in self.pids().values()):
+        while time.monotonic() < deadline and any(procs.pid_alive(pid) for pid in self.pids().values()):
             time.sleep(0.1)
 
     def log_paths(self) -> list[Path]:
@@ -203,11 +204,3 @@ class ChartOperator:
     def log(self) -> str:
         """The running operator pods' container logs (what `kubectl logs` would show)."""
         return "".join(p.read_text(errors="replace") for p in self.log_paths() if p.exists())
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

@@ -48,10 +48,11 @@ def pid_of(cfg: SandboxConfig, name: str) -> int | None:
         pid = int((cfg.run_dir / f"{name}.pid").read_text())
     except (FileNotFoundError, ValueError):
         return None
-    return pid if _alive(pid) else None
+    return pid if pid_alive(pid) else None
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, exited but not reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -67,14 +68,14 @@ def _alive(pid: int) -> bool:
 
 def stop(pids: Iterable[int], grace_s: float = 10.0) -> None:
     """SIGTERM each process group, then SIGKILL whatever is left after `grace_s`."""
-    pids = [p for p in pids if _alive(p)]
+    pids = [p for p in pids if pid_alive(p)]
     for pid in pids:
         _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
         time.sleep(0.1)
     for pid in pids:
-        if _alive(pid):
+        if pid_alive(pid):
             _signal_group(pid, signal.SIGKILL)
 
 
