@@ -262,3 +262,39 @@ def test_a_connection_attempt_that_ran_out_its_time_is_a_timeout(
     )
     with pytest.raises(TritonTimeout, match="did not complete a connection within 2 s"):
         client.repository_index(EP)
+
+
+# --- regressions found by tests/unit/test_fuzz_parsers.py (issue 12: hostile input) --------------
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        None,
+        [],
+        {"models": {"name": "a"}},
+        {"models": [{"version": "1"}]},
+        {"models": ["a"]},
+        {"models": [{"name": "a", "state": ["READY"]}]},
+    ],
+    ids=["none", "list", "models-not-a-list", "row-without-name", "row-not-a-mapping", "state-not-a-string"],
+)
+def test_a_repository_index_of_another_shape_is_a_triton_error(
+    fake_grpc: type[FakeGrpcClient], answer: object
+) -> None:
+    # KeyError, TypeError and AttributeError escaped the reconcile, which handles TritonError.
+    fake_grpc.answers["get_model_repository_index"] = answer
+    with pytest.raises(TritonError, match="unexpected repository index") as caught:
+        client.repository_index(EP)
+    assert caught.value.endpoint == "10.1.2.3:8001" and len(caught.value.message) < 300
+
+
+def test_server_metadata_that_is_not_a_mapping_has_no_version(fake_grpc: type[FakeGrpcClient]) -> None:
+    fake_grpc.answers["get_server_metadata"] = ["2.51.0"]  # metadata["version"] raised TypeError
+    assert client.server_health(EP).version is None
+
+
+def test_a_model_config_answer_without_a_config_is_a_triton_error(fake_grpc: type[FakeGrpcClient]) -> None:
+    fake_grpc.answers["get_model_config"] = {"name": "a"}  # answer["config"] raised KeyError
+    with pytest.raises(TritonError, match="unexpected model config"):
+        client.model_config(EP, "a")

@@ -7,11 +7,15 @@ import math
 from pathlib import Path
 
 import pytest
+from triton_operator.triton.client import TritonEndpoint, TritonError
 from triton_operator.triton.metrics import (
+    METRICS_LIMIT,
     MetricsSnapshot,
     ModelCounters,
     ModelRates,
+    RoutedCounts,
     aggregate,
+    fetch_metrics,
     model_rates,
     parse_metrics,
     rates,
@@ -262,3 +266,70 @@ def test_aggregate_refuses_mixed_models_and_empty_input() -> None:
         aggregate([pod(1.0, 10, 100, None), other])
     with pytest.raises(ValueError, match="at least one pod"):
         aggregate([])
+
+
+# --- regressions found by tests/unit/test_fuzz_parsers.py (issue 12: hostile input) --------------
+
+SERIES = 'nv_inference_request_success{model="m",version="1"}'
+
+
+@pytest.mark.parametrize("value", ["NaN", "+Inf", "-Inf", "1e400", "-5", "1.8446744073709552e19"])
+def test_a_counter_that_is_not_a_count_is_ignored_not_a_crash(value: str) -> None:
+    # int(NaN) raised ValueError, int(Inf) OverflowError; -5 made rates negative.
+    counters = parse_metrics(f"{SERIES} {value}\n{SERIES.replace('success', 'failure')} 3\n").models[
+        ("m", "1")
+    ]
+    assert (counters.success_count, counters.failure_count) == (0, 3)
+
+
+def test_counters_at_the_float_limit_do_not_overflow_the_rates() -> None:
+    # Two counters of 1e308 each made an int of 2e308 that float division refused (OverflowError).
+    text = f"{SERIES} 1e308\n{SERIES.replace('success', 'failure')} 1e308\n"
+    window = rates(MetricsSnapshot(), parse_metrics(text), 1.0)[("m", "1")]
+    assert window.request_rate == 0.0
+
+
+def test_an_infinite_or_negative_quantile_is_dropped() -> None:
+    # status.metrics is JSON: Infinity there is refused by the API server.
+    text = (
+        'nv_inference_request_summary_us{model="m",version="1",quantile="0.99"} +Inf\n'
+        'nv_inference_request_summary_us{model="m",version="1",quantile="0.5"} -3\n'
+        'nv_gpu_utilization{gpu_uuid="GPU-a"} 1e400\n'
+    )
+    snapshot = parse_metrics(text)
+    assert snapshot.models[("m", "1")].request_p99_us is None
+    assert snapshot.models[("m", "1")].request_p50_us is None
+    assert snapshot.gpus["GPU-a"].utilization is None
+
+
+def test_router_counts_that_are_not_counts_are_ignored() -> None:
+    text = (
+        'tritonoperator_router_requests_total{router="r",model="m",version="1",outcome="success"} NaN\n'
+        'tritonoperator_router_requests_total{router="r",model="m",version="1",outcome="failure"} 2\n'
+    )
+    assert parse_metrics(text).routed[("r", "m", "1")] == RoutedCounts(success=0, failure=2)
+
+
+@pytest.mark.parametrize("text", ["<html><body>502 Bad Gateway</body></html>\n", 'a{b="c"\n', "x" * 100_000])
+def test_metrics_text_that_is_not_prometheus_text_is_a_short_triton_error(text: str) -> None:
+    # The parser's ValueError escaped the reconcile, which handles TritonError (a pod it cannot read).
+    with pytest.raises(TritonError, match="not Prometheus text") as caught:
+        parse_metrics(text)
+    assert len(caught.value.message) < 300
+
+
+def test_a_metrics_answer_larger_than_the_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Huge:
+        def __enter__(self) -> Huge:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            pass
+
+        def read(self, size: int = -1) -> bytes:
+            assert size == METRICS_LIMIT + 1, "read the whole body into memory"
+            return b"#" * size
+
+    monkeypatch.setattr("urllib.request.urlopen", lambda *_, **__: Huge())
+    with pytest.raises(TritonError, match="larger than"):
+        fetch_metrics(TritonEndpoint("10.0.0.1"))

@@ -70,7 +70,7 @@ def base_config_text(model_name: str, declared: DeclaredConfig | None, artifact_
         except ConfigError as exc:
             raise StagingError(
                 ExitCode.CONFIG_REJECTED,
-                f"the artifact's config.pbtxt is invalid ({exc}); fix it and publish again, "
+                f"the artifact's config.pbtxt is invalid ({_quoted(exc)}); fix it and publish again, "
                 "or declare spec.config",
             ) from None
         where = "the artifact's config.pbtxt"
@@ -85,8 +85,15 @@ def base_config_text(model_name: str, declared: DeclaredConfig | None, artifact_
     try:
         validate_config(cfg)
     except ConfigError as exc:
-        raise StagingError(ExitCode.CONFIG_REJECTED, f"{where} is rejected: {exc}") from None
+        raise StagingError(ExitCode.CONFIG_REJECTED, f"{where} is rejected: {_quoted(exc)}") from None
     return emit_config(cfg)
+
+
+def _quoted(error: ConfigError, limit: int = 500) -> str:
+    """The error's text, cut: protobuf quotes the offending line, which may be megabytes long (the
+    message ends up in a condition and a 4 KiB termination log)."""
+    text = str(error)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def final_config_text(base_text: str, versions: Iterable[int]) -> str:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import ParseResult, unquote, urlparse
 
 from triton_operator.api.tritonmodel import HttpSource
 from triton_operator.staging.errors import ExitCode, StagingError
@@ -16,12 +17,34 @@ from triton_operator.staging.errors import ExitCode, StagingError
 ATTEMPTS = 4
 TIMEOUT_S = 30.0
 _CHUNK = 1 << 20
+_NAME_MAX = 255  # bytes in one file name on Linux filesystems
+
+
+def _checked_url(url: str) -> ParseResult:
+    """The parsed URL; StagingError for one urllib cannot request (it would raise ValueError there)."""
+    try:
+        parsed = urlparse(url)
+        _ = parsed.port  # raises ValueError for a port that is not a number in 0..65535
+    except ValueError as exc:
+        raise StagingError(
+            ExitCode.SOURCE_NOT_FOUND, f"{redact(url)} is not a valid URL ({exc}): fix spec.source.http.url"
+        ) from None
+    if not url.isascii() or not parsed.hostname:
+        # urllib sends the URL as it is: anything but ASCII must be percent-encoded first.
+        raise StagingError(
+            ExitCode.SOURCE_NOT_FOUND,
+            f"{redact(url)} is not a valid URL (no host, or characters that are not percent-encoded): "
+            "fix spec.source.http.url",
+        )
+    return parsed
 
 
 def file_name(url: str) -> str:
     """The file name a URL's path ends with (`model.onnx` for https://host/a/model.onnx?x=1)."""
-    name = unquote(urlparse(url).path.rsplit("/", 1)[-1])
-    if not name or name in (".", "..") or "/" in name or "\\" in name:
+    name = unquote(_checked_url(url).path.rsplit("/", 1)[-1])
+    # A NUL (%00) cannot be in a file name, and a name over 255 bytes cannot be created.
+    unusable = "\0" in name or len(name.encode()) > _NAME_MAX
+    if not name or name in (".", "..") or "/" in name or "\\" in name or unusable:
         raise StagingError(
             ExitCode.INVALID_ARTIFACT,
             f"cannot name the file of {redact(url)}: "
@@ -32,23 +55,40 @@ def file_name(url: str) -> str:
 
 def redact(url: str) -> str:
     """The URL without user info or query (presigned URLs carry signatures there)."""
-    parsed = urlparse(url)
-    host = parsed.hostname or ""
-    port = f":{parsed.port}" if parsed.port else ""
+    try:
+        parsed = urlparse(url)
+        host = parsed.hostname or ""
+        port = f":{parsed.port}" if parsed.port else ""
+    except ValueError:
+        # A port that is not a number, an unclosed bracket: the host as written, less user info and query.
+        scheme, _, rest = url.partition("://")
+        netloc, slash, path = rest.partition("/")
+        path = (slash + path).split("?", 1)[0].split("#", 1)[0]
+        return f"{scheme}://{netloc.rpartition('@')[2]}{path}"
     return f"{parsed.scheme}://{host}{port}{parsed.path}"
+
+
+def declared_length(value: str | None) -> int | None:
+    """A Content-Length header's byte count, or None when it is absent or not a plain number.
+
+    str.isdigit() alone accepts digits such as '²' (the header is decoded as latin-1), which int() refuses.
+    """
+    value = value.strip() if value is not None else None
+    return int(value) if value and value.isascii() and value.isdigit() else None
 
 
 def _attempt(source: HttpSource, dest: Path, space_left: int, timeout_s: float) -> int:
     """One download; returns the byte count. Raises StagingError (transient or permanent)."""
     where = redact(source.url)
+    _checked_url(source.url)
     request = urllib.request.Request(source.url, headers={"User-Agent": "triton-operator-stage"})
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            length = response.headers.get("Content-Length")
-            if length is not None and length.isdigit() and int(length) > space_left:
+            length = declared_length(response.headers.get("Content-Length"))
+            if length is not None and length > space_left:
                 raise StagingError(
                     ExitCode.TOO_LARGE,
-                    f"{where} is {int(length)} bytes but only {space_left} bytes are free in the model "
+                    f"{where} is {length} bytes but only {space_left} bytes are free in the model "
                     "repository: grow spec.modelRepository.size of the TritonServer",
                 )
             digest = hashlib.sha256()
@@ -86,7 +126,14 @@ def _attempt(source: HttpSource, dest: Path, space_left: int, timeout_s: float) 
         raise StagingError(
             ExitCode.SOURCE_UNAVAILABLE, f"cannot download {where} ({detail}): check the URL and the network"
         ) from None
-    if length is not None and length.isdigit() and total != int(length):
+    except (http.client.HTTPException, ValueError) as exc:
+        # A malformed answer: a chunked body cut short (IncompleteRead) or a chunk size that is not hex
+        # (ValueError), a status line that is not HTTP (BadStatusLine).
+        raise StagingError(
+            ExitCode.SOURCE_UNAVAILABLE,
+            f"{where} answered malformed HTTP ({type(exc).__name__}: {str(exc)[:200]}); retrying may help",
+        ) from None
+    if length is not None and total != length:
         raise StagingError(
             ExitCode.SOURCE_UNAVAILABLE, f"{where} ended after {total} of {length} bytes; retrying may help"
         )

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from model_builders.errors import BuildError, PublishError
-from model_builders.manifest import MANIFEST_FILE, Manifest, file_sha256, manifest_from_json
+from model_builders.manifest import MANIFEST_FILE, FileEntry, Manifest, file_sha256, manifest_from_json
 from model_builders.publish import fetch, s3_client
 from model_builders.targets import S3Target
 from triton_operator.api.tritonmodel import S3Source
 from triton_operator.staging.errors import ExitCode, StagingError
+from triton_operator.staging.layout import MAX_DEPTH, MAX_ENTRIES
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -31,6 +32,8 @@ _DENIED = {
     "ExpiredToken",
     "InvalidToken",
 }
+# Bytes of manifest.json read at most: 100,000 files take about 15 MiB.
+MANIFEST_LIMIT = 64 << 20
 
 
 def target_of(source: S3Source) -> S3Target:
@@ -119,16 +122,76 @@ def read_manifest(source: S3Source) -> Manifest:
     """`<prefix>/manifest.json`: one small GET, for the digest and the total size before downloading."""
     try:
         client = _client(source)
-        body = client.get_object(Bucket=source.bucket, Key=target_of(source).key(MANIFEST_FILE))[
-            "Body"
-        ].read()
-        return manifest_from_json(
-            body.decode(), where=f"s3://{source.bucket}/{source.prefix}/{MANIFEST_FILE}"
+        body = client.get_object(Bucket=source.bucket, Key=target_of(source).key(MANIFEST_FILE))["Body"].read(
+            MANIFEST_LIMIT + 1
         )
-    except BuildError as exc:
-        raise StagingError(ExitCode.INVALID_ARTIFACT, str(exc)) from None
     except Exception as exc:
         raise classify(exc, source) from None
+    return parse_manifest(body, where=f"s3://{source.bucket}/{source.prefix}/{MANIFEST_FILE}")
+
+
+def parse_manifest(body: bytes, *, where: str) -> Manifest:
+    """manifest.json's bytes as a Manifest whose files all land inside the model folder.
+
+    StagingError (InvalidArtifact) for anything else, before a byte of the model is downloaded.
+    """
+
+    def invalid(why: str) -> StagingError:
+        return StagingError(ExitCode.INVALID_ARTIFACT, f"{where} {why}: publish the model again")
+
+    if len(body) > MANIFEST_LIMIT:
+        raise invalid(f"is larger than {MANIFEST_LIMIT} bytes")
+    try:
+        manifest = manifest_from_json(body.decode("utf-8"), where=where)
+    except BuildError as exc:
+        raise StagingError(ExitCode.INVALID_ARTIFACT, str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise invalid(f"is not UTF-8 text (byte {exc.start})") from None
+    except (RecursionError, OverflowError) as exc:
+        # JSON nested deeper than Python's stack; Infinity (or 1e400) where a size or version goes.
+        raise invalid(f"is not a valid manifest ({type(exc).__name__}: {str(exc)[:100]})") from None
+    check_manifest(manifest, where=where)
+    return manifest
+
+
+def check_manifest(manifest: Manifest, *, where: str) -> None:
+    """Refuse a manifest whose files would be written outside the model folder, or do not add up.
+
+    Each path is joined to the download folder: `..`, an absolute path or a NUL would write elsewhere
+    (or fail with ValueError); a negative size would hide other files' bytes from the space check.
+    """
+    if len(manifest.files) > MAX_ENTRIES:
+        raise StagingError(
+            ExitCode.INVALID_ARTIFACT,
+            f"{where} lists more than {MAX_ENTRIES} files: pack the model in fewer files",
+        )
+    paths: set[str] = set()
+    folders: set[str] = set()
+    for entry in manifest.files:
+        problem = _entry_problem(entry, paths)
+        if problem is not None:
+            raise StagingError(ExitCode.INVALID_ARTIFACT, f"{where} {problem}: publish the model again")
+        paths.add(entry.path)
+        parts = entry.path.split("/")
+        folders.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    clash = sorted(paths & folders)
+    if clash:
+        raise StagingError(
+            ExitCode.INVALID_ARTIFACT,
+            f"{where} lists {clash[0][:200]!r} both as a file and as a folder: publish the model again",
+        )
+
+
+def _entry_problem(entry: FileEntry, seen: set[str]) -> str | None:
+    """What is wrong with one file of a manifest, given the paths listed before it; None if nothing."""
+    parts = entry.path.split("/")
+    if any(p in ("", ".", "..") for p in parts) or "\0" in entry.path or len(parts) > MAX_DEPTH:
+        return f"lists the unsafe path {entry.path[:200]!r}"
+    if entry.path in seen:
+        return f"lists {entry.path[:200]!r} twice"
+    if entry.size < 0:
+        return f"lists {entry.path[:200]!r} with the negative size {entry.size}"
+    return None
 
 
 def _publish_error(exc: PublishError) -> StagingError:
@@ -145,6 +208,7 @@ def _publish_error(exc: PublishError) -> StagingError:
 
 def download(source: S3Source, manifest: Manifest, dest: Path) -> None:
     """Download every file of `manifest` into the new folder `dest`, verified against it."""
+    check_manifest(manifest, where=f"s3://{source.bucket}/{source.prefix}/{MANIFEST_FILE}")
     try:
         if _signed(source):
             _client(source)  # checks the credentials are there before model_builders tries

@@ -26,6 +26,7 @@ Timeouts:
 from __future__ import annotations
 
 import contextlib
+import reprlib
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -196,15 +197,48 @@ def repository_index(ep: TritonEndpoint, *, timeout_s: float = PROBE_TIMEOUT_S) 
     """
     with _client(ep, timeout_s) as client:
         answer = client.get_model_repository_index(as_json=True, client_timeout=timeout_s)
-    return [
-        ModelState(
-            name=str(row["name"]),
-            version=str(row["version"]) if row.get("version") else None,
-            state=str(row["state"]) if row.get("state") else None,
-            reason=str(row["reason"]) if row.get("reason") else None,
-        )
-        for row in answer.get("models", [])
-    ]
+    return parse_repository_index(answer, endpoint=ep.grpc_url)
+
+
+def parse_repository_index(answer: Any, *, endpoint: str = "") -> list[ModelState]:
+    """Triton's repository index (protobuf JSON: `{"models": [{"name", "version", "state", "reason"}]}`).
+
+    Raises TritonError for an answer of another shape (the fields of a row are strings, a row needs
+    a name), so that a stranger on the port reads as a failure to ask Triton, never as a crash.
+    """
+    rows = answer.get("models", []) if isinstance(answer, dict) else None
+    if not isinstance(rows, list):
+        raise _bad_answer("repository index", answer, endpoint)
+    states: list[ModelState] = []
+    for row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("name"), str) or not row["name"]:
+            raise _bad_answer("repository index row", row, endpoint)
+        fields = [row.get(key) for key in ("version", "state", "reason")]
+        if any(value is not None and not isinstance(value, str) for value in fields):
+            raise _bad_answer("repository index row", row, endpoint)
+        version, state, reason = (value or None for value in fields)
+        states.append(ModelState(name=row["name"], version=version, state=state, reason=reason))
+    return states
+
+
+# Quotes a few levels and items of a bad answer: repr() of a deeply nested one exceeds the stack.
+_QUOTE = reprlib.Repr()
+_QUOTE.maxlevel, _QUOTE.maxstring, _QUOTE.maxother = 3, 60, 60
+
+
+def _bad_answer(what: str, answer: Any, endpoint: str) -> TritonError:
+    """The TritonError for an answer that is not what Triton sends; quotes its start only."""
+    where = f" from {endpoint}" if endpoint else ""
+    return TritonError(
+        f"unexpected {what}{where} (not Triton's protobuf JSON): {_QUOTE.repr(answer)[:200]}",
+        endpoint=endpoint,
+    )
+
+
+def _server_version(metadata: Any) -> str | None:
+    """The `version` of Triton's server metadata; None when it does not say."""
+    version = metadata.get("version") if isinstance(metadata, dict) else None
+    return version if isinstance(version, str) and version else None
 
 
 def failed_models(index: list[ModelState]) -> list[ModelState]:
@@ -222,9 +256,8 @@ def server_health(ep: TritonEndpoint, *, timeout_s: float = PROBE_TIMEOUT_S) -> 
         live = bool(client.is_server_live(client_timeout=timeout_s))
         ready = bool(client.is_server_ready(client_timeout=timeout_s))
         try:
-            metadata = client.get_server_metadata(as_json=True, client_timeout=timeout_s)
-            version: str | None = str(metadata["version"])
-        except (InferenceServerException, KeyError):
+            version = _server_version(client.get_server_metadata(as_json=True, client_timeout=timeout_s))
+        except InferenceServerException:
             version = None
     if ready:
         return Health(live=live, ready=True, version=version, error=None)
@@ -305,5 +338,7 @@ def model_config(
     """
     with _client(ep, timeout_s) as client:
         answer = client.get_model_config(name, str(version), as_json=True, client_timeout=timeout_s)
-    config: dict[str, Any] = answer["config"]
+    config = answer.get("config") if isinstance(answer, dict) else None
+    if not isinstance(config, dict):
+        raise _bad_answer("model config", answer, ep.grpc_url)
     return config

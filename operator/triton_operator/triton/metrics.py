@@ -40,6 +40,11 @@ _SUMMARIES = {
     "nv_inference_queue_summary_us": ("queue_p50_us", "queue_p99_us"),
 }
 _QUANTILES = {0.5: 0, 0.99: 1}
+# Triton's counters are uint64: a sample outside [0, 2**64) (negative, NaN, Inf, 1e400) is not a count,
+# and kept it would make rates negative or infinite (status is JSON: no NaN, no Infinity).
+_COUNT_LIMIT = 2.0**64
+# Bytes of /metrics read at most: Triton writes about 3 KB per loaded model.
+METRICS_LIMIT = 16 << 20
 _GPU_SERIES = {
     "nv_gpu_utilization": "utilization",
     "nv_gpu_memory_used_bytes": "memory_used_bytes",
@@ -166,34 +171,44 @@ class ModelRates:
 
 
 def parse_metrics(text: str) -> MetricsSnapshot:
-    """Parse Triton's `/metrics` text; series we do not use are ignored."""
+    """Parse Triton's `/metrics` text; series we do not use are ignored, and so are values that cannot
+    be counts, durations or sizes (negative, NaN, infinite). TritonError when it is not Prometheus text."""
     models: dict[ModelKey, dict[str, float]] = {}
     gpus: dict[str, dict[str, float]] = {}
     cpu: dict[str, float] = {}
     routed: dict[tuple[str, str, str], dict[str, float]] = {}
-    for family in text_string_to_metric_families(text):
+    try:
+        families = list(text_string_to_metric_families(text))
+    except ValueError as exc:
+        # The parser quotes the offending line, which may be megabytes long.
+        raise TritonError(f"Triton's /metrics answer is not Prometheus text: {str(exc)[:200]}") from None
+    for family in families:
         name = family.name
         for sample in family.samples:
             labels, value = sample.labels, sample.value
+            plausible = _plausible(value)
             if name in (ROUTER_FAMILY, ROUTER_FAMILY.removesuffix("_total")) and "router" in labels:
                 key = (labels["router"], labels.get("model", ""), labels.get("version", ""))
                 outcome = labels.get("outcome", "")
-                routed.setdefault(key, {})[outcome] = routed.get(key, {}).get(outcome, 0.0) + value
+                counts = routed.setdefault(key, {})
+                if plausible:
+                    counts[outcome] = counts.get(outcome, 0.0) + value
             elif name in _COUNTERS and sample.name in (name, f"{name}_total") and "model" in labels:
                 # The parser names counter samples `<family>_total`; Triton's text has no suffix.
                 fields = models.setdefault(_model_key(labels), {})
                 # Summing also folds in series split by extra labels (failure `reason`).
-                fields[_COUNTERS[name]] = fields.get(_COUNTERS[name], 0.0) + value
+                if plausible:
+                    fields[_COUNTERS[name]] = fields.get(_COUNTERS[name], 0.0) + value
             elif name in _SUMMARIES and sample.name == name and "model" in labels:
                 fields = models.setdefault(_model_key(labels), {})
                 index = _QUANTILES.get(_quantile(labels.get("quantile")))
                 # Triton writes `Nan` for a quantile until the model has seen traffic.
-                if index is not None and not math.isnan(value):
+                if index is not None and plausible:
                     fields[_SUMMARIES[name][index]] = value
             elif name in _GPU_SERIES and "gpu_uuid" in labels:
-                gpus.setdefault(labels["gpu_uuid"], {})[_GPU_SERIES[name]] = value
+                gpus.setdefault(labels["gpu_uuid"], {})[_GPU_SERIES[name]] = value if plausible else math.nan
             elif name in _CPU_SERIES:
-                cpu[_CPU_SERIES[name]] = value
+                cpu[_CPU_SERIES[name]] = value if plausible else math.nan
     return MetricsSnapshot(
         models={key: _model_counters(key, fields) for key, fields in models.items()},
         gpus={uuid: _gpu_stats(uuid, fields) for uuid, fields in gpus.items()},
@@ -251,6 +266,11 @@ def _cpu_stats(fields: Mapping[str, float]) -> CpuStats:
         memory_used_bytes=_as_int(fields.get("memory_used_bytes")),
         memory_total_bytes=_as_int(fields.get("memory_total_bytes")),
     )
+
+
+def _plausible(value: float) -> bool:
+    """Whether a sample can be a count, a duration, a size or a utilization (False for NaN)."""
+    return 0.0 <= value < _COUNT_LIMIT
 
 
 def _finite(value: float | None) -> float | None:
@@ -346,7 +366,7 @@ def fetch_metrics(ep: TritonEndpoint, *, timeout_s: float = PROBE_TIMEOUT_S) -> 
     """GET the pod's `/metrics` text; TritonUnreachable when it does not answer within `timeout_s`."""
     try:
         with urllib.request.urlopen(ep.metrics_url, timeout=timeout_s) as response:
-            body: bytes = response.read()
+            body: bytes = response.read(METRICS_LIMIT + 1)
     except urllib.error.HTTPError as exc:
         raise TritonError(
             f"Triton metrics at {ep.metrics_url} answered HTTP {exc.code}",
@@ -364,4 +384,10 @@ def fetch_metrics(ep: TritonEndpoint, *, timeout_s: float = PROBE_TIMEOUT_S) -> 
         raise TritonUnreachable(
             f"cannot read Triton metrics at {ep.metrics_url}: {reason}", endpoint=ep.metrics_url
         ) from None
+    if len(body) > METRICS_LIMIT:
+        # A pod is no place to exhaust the operator's memory: Triton's own text is far smaller.
+        raise TritonError(
+            f"Triton metrics at {ep.metrics_url} are larger than {METRICS_LIMIT} bytes",
+            endpoint=ep.metrics_url,
+        )
     return body.decode("utf-8", errors="replace")
