@@ -31,14 +31,14 @@ sandbox-status: ## show the sandbox's processes
 sandbox-shell: ## a shell inside the sandbox's network namespace (pod IPs, ClusterIPs), KUBECONFIG and PATH set
 	@$(PY) -m tests.sandbox shell --name $(SANDBOX_NAME)
 
-test: binaries ## run every test: unit, integration (real Triton, S3) and end to end (sandbox)
-	$(PY) -m pytest tests --ignore=tests/chaos $(PYTEST_ARGS)
+test: binaries ## run every test: unit, integration (real Triton, S3), end to end (sandbox), 3 seeded chaos kills
+	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 test-unit: ## only the fast unit tests (no processes, no cluster)
 	$(PY) -m pytest tests -m unit $(PYTEST_ARGS)
 
 test-e2e: binaries ## only the end-to-end tests on the sandbox
-	$(PY) -m pytest tests -m e2e --ignore=tests/chaos $(PYTEST_ARGS)
+	$(PY) -m pytest tests -m e2e $(PYTEST_ARGS)
 
 .PHONY: chaos
 chaos: binaries ## seeded faults on the sandbox: make chaos SEED=<n> KILLS=<k> (SEED unset: drawn and printed; KILLS 20)

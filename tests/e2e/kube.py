@@ -121,3 +121,51 @@ class ConditionHistory:
 
     def statuses(self, ctype: str) -> set[str]:
         return {status for t, status, _ in self.seen if t == ctype}
+
+
+class ReadyTransitions:
+    """Every moment a pod matching `selector` turned Ready, from a watch, with what `check(pod IP)` said
+    right then (e.g. whether its Triton has the model loaded): a poll could miss a pod that turned
+    Ready too early and was fixed a second later."""
+
+    def __init__(self, api: client.ApiClient, ns: str, selector: str, check: Callable[[str], bool]):
+        self.seen: list[tuple[str, int, bool]] = []  # (pod, Triton restart count, check's answer)
+        self._ready: dict[str, bool] = {}
+        self._stop = threading.Event()
+        self._core = client.CoreV1Api(api)
+        self._ns, self._selector, self._check = ns, selector, check
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"ready-{ns}")
+        self._thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 600  # bounded: no test watches longer
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            w = watch.Watch()
+            try:
+                for event in w.stream(
+                    self._core.list_namespaced_pod, self._ns, label_selector=self._selector, timeout_seconds=5
+                ):
+                    pod = event["object"]
+                    cond = pod_condition(pod, "Ready")
+                    ready = cond is not None and cond.status == "True" and event["type"] != "DELETED"
+                    uid = pod.metadata.uid
+                    # A pod first seen Ready was so before the watch began (a new pod starts unready).
+                    if ready and uid in self._ready and not self._ready[uid]:
+                        restarts = sum(c.restart_count for c in pod.status.container_statuses or [])
+                        self.seen.append((pod.metadata.name, restarts, self._answer(pod.status.pod_ip)))
+                    self._ready[uid] = ready
+                    if self._stop.is_set():
+                        w.stop()
+            except ApiException:
+                time.sleep(0.2)
+
+    def _answer(self, ip: str) -> bool:
+        try:
+            return self._check(ip)
+        except Exception:  # unreachable right when it turned Ready: as wrong as a missing model
+            return False
+
+    def stop(self) -> list[tuple[str, int, bool]]:
+        self._stop.set()
+        self._thread.join(timeout=15)
+        return self.seen

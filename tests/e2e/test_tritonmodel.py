@@ -7,7 +7,9 @@ from where the previous one left it (as a user working through the quickstart wo
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import threading
 import time
 import urllib.request
@@ -22,9 +24,11 @@ import pytest
 import tritonclient.http as triton_http
 import yaml
 from kubernetes import client
+from triton_operator.render.labels import MODELS_LOADED_GATE
 
 from tests.e2e import kube
 from tests.e2e.conftest import Operator, Sandbox
+from tests.e2e.test_tritonserver import runner_pids
 from tests.support.mnist import publish_mnist
 
 pytestmark = pytest.mark.e2e
@@ -65,9 +69,16 @@ def apply(sb: Sandbox, ns: str, *objs: dict[str, Any]) -> None:
     sb.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump_all(objs))
 
 
+POD_SELECTOR = f"app.kubernetes.io/instance={SERVER},app.kubernetes.io/component=server"
+
+
 def server_pods(sb: Sandbox, ns: str) -> list[Any]:
-    selector = f"app.kubernetes.io/instance={SERVER},app.kubernetes.io/component=server"
-    return kube.ready_pods(client.CoreV1Api(sb.api), ns, selector)
+    return kube.ready_pods(client.CoreV1Api(sb.api), ns, POD_SELECTOR)
+
+
+def triton_pid(sb: Sandbox, ns: str, pod: str) -> int:
+    """The tritonserver process of one pod (the sandbox's pod runner lists them)."""
+    return runner_pids(sb, ns)[pod]
 
 
 def repository_index(ip: str) -> list[dict[str, Any]]:
@@ -233,13 +244,18 @@ def test_model_from_s3_is_ready_and_serves_on_every_replica(
 
 
 def test_new_and_replaced_replicas_load_the_model_by_themselves(sandbox: Sandbox, pool: str) -> None:
+    # Each new pod turns Ready (joins the Service) only with the model loaded: not with Triton up alone.
+    transitions = kube.ReadyTransitions(sandbox.api, pool, POD_SELECTOR, ready_in_index)
     sandbox.kubectl("scale", "-n", pool, f"tritonserver/{SERVER}", "--replicas=3")
     kube.wait_for(lambda: model_status(sandbox, pool).get("loaded") == "3/3", 90, "loaded 3/3 after scaling")
+    # Loaded first, then the gate opens: the pod is Ready a moment after the model says 3/3.
+    kube.wait_for(lambda: len(server_pods(sandbox, pool)) == 3, 30, "3 Ready pods after scaling")
     pods = server_pods(sandbox, pool)
-    assert len(pods) == 3 and all(ready_in_index(p.status.pod_ip) for p in pods)
+    assert all(ready_in_index(p.status.pod_ip) for p in pods)
 
     victim = pods[0].metadata.name
-    client.CoreV1Api(sandbox.api).delete_namespaced_pod(victim, pool)
+    core = client.CoreV1Api(sandbox.api)
+    core.delete_namespaced_pod(victim, pool)
 
     def replaced() -> bool:
         status = model_status(sandbox, pool)
@@ -247,7 +263,37 @@ def test_new_and_replaced_replicas_load_the_model_by_themselves(sandbox: Sandbox
         return status.get("loaded") == "3/3" and victim not in names and len(names) == 3
 
     kube.wait_for(replaced, 90, "the replacement pod to load the model (3/3)")
-    assert all(ready_in_index(p.status.pod_ip) for p in server_pods(sandbox, pool))
+    kube.wait_for(lambda: len(kube.ready_pods(core, pool, POD_SELECTOR)) == 3, 30, "3 Ready pods")
+    pods = server_pods(sandbox, pool)
+    assert all(ready_in_index(p.status.pod_ip) for p in pods)
+    seen = transitions.stop()
+    joined = {name for name, _, _ in seen} - {victim}
+    assert len(joined) >= 2, seen  # the added pod and the replacement at least
+    assert all(loaded for _, _, loaded in seen), f"a pod turned Ready without the model: {seen}"
+    for pod in (p for p in pods if p.metadata.name in joined):
+        gate = kube.pod_condition(pod, MODELS_LOADED_GATE)
+        assert gate is not None and gate.status == "True" and gate.message == "1 model loaded.", gate
+
+
+def test_a_restarted_triton_rejoins_its_service_only_with_its_model_loaded(
+    sandbox: Sandbox, pool: str
+) -> None:
+    core = client.CoreV1Api(sandbox.api)
+    victim = server_pods(sandbox, pool)[0]
+    transitions = kube.ReadyTransitions(sandbox.api, pool, POD_SELECTOR, ready_in_index)
+    os.kill(triton_pid(sandbox, pool, victim.metadata.name), signal.SIGKILL)
+
+    def rejoined() -> bool:
+        pod = core.read_namespaced_pod(victim.metadata.name, pool)
+        restarts = pod.status.container_statuses[0].restart_count
+        ready = kube.pod_condition(pod, "Ready")
+        return bool(restarts >= 1 and ready is not None and ready.status == "True")
+
+    kube.wait_for(rejoined, 120, "the restarted pod to be Ready again")
+    seen = transitions.stop()
+    assert [(n, loaded) for n, r, loaded in seen if r >= 1] == [(victim.metadata.name, True)], seen
+    assert victim.status.pod_ip in kube.endpoint_slice_ips(sandbox.api, pool, SERVER)
+    kube.wait_for(lambda: model_status(sandbox, pool).get("loaded") == "3/3", 60, "loaded 3/3 again")
 
 
 def test_config_change_reloads_in_place_on_every_replica(sandbox: Sandbox, pool: str) -> None:

@@ -153,6 +153,10 @@ class PodLife:
         self.mounts_by_volume: dict[str, Path] = {}
         self._last_status: dict[str, Any] | None = None
         self._transition: dict[str, tuple[str, str]] = {}
+        # The readiness gates' conditions as others (an operator) last set them in the pod's status.
+        self._gates = [g["conditionType"] for g in pod["spec"].get("readinessGates") or []]
+        self._gate_status: dict[str, str] = {}
+        self.saw(pod)
 
     # -- public ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -160,6 +164,13 @@ class PodLife:
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def saw(self, pod: dict[str, Any]) -> None:
+        """The pod as the API has it now: a kubelet reads its readiness gates' conditions from there."""
+        conditions = (pod.get("status") or {}).get("conditions") or []
+        self._gate_status = {
+            c["type"]: c.get("status", "") for c in conditions if c.get("type") in self._gates
+        }
 
     def join(self, timeout: float) -> None:
         self.thread.join(timeout)
@@ -561,6 +572,11 @@ class PodLife:
         unready = [r.name for r in self.runs if not r.ready]
         all_ready = not unready and self.phase == "Running"
         not_ready_msg = f"containers with unready status: [{' '.join(unready)}]"
+        # As a kubelet: Ready needs every readiness gate's condition True as well.
+        gate_msg = self._gate_problem()
+        pod_ready = all_ready and gate_msg is None
+        ready_reason = "ContainersNotReady" if not all_ready else "ReadinessGatesNotReady"
+        ready_msg = not_ready_msg if not all_ready else gate_msg or ""
         status: dict[str, Any] = {
             "phase": self.phase,
             "startTime": self.start_time,
@@ -574,7 +590,7 @@ class PodLife:
                     f"[{' '.join(r.name for r in self.init_runs if 'terminated' not in r.state)}]",
                 ),
                 self._condition("ContainersReady", all_ready, "ContainersNotReady", not_ready_msg),
-                self._condition("Ready", all_ready, "ContainersNotReady", not_ready_msg),
+                self._condition("Ready", pod_ready, ready_reason, ready_msg),
             ],
             "containerStatuses": [r.status() for r in self.runs],
         }
@@ -588,6 +604,16 @@ class PodLife:
         except ApiException as exc:
             if exc.status == 404:
                 self.stop_event.set()
+
+    def _gate_problem(self) -> str | None:
+        """Why the readiness gates hold the pod back (a kubelet's wording), None when they do not."""
+        for gate in self._gates:
+            status = self._gate_status.get(gate)
+            if status is None:
+                return f'corresponding condition of pod readiness gate "{gate}" does not exist.'
+            if status != "True":
+                return f'the status of pod readiness gate "{gate}" is not "True", but {status}'
+        return None
 
     def _event(self, etype: str, reason: str, message: str) -> None:
         ts = dt.datetime.now(dt.UTC)

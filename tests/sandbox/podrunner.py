@@ -28,6 +28,10 @@ from tests.support.tritonserver import triton_dist
 log = logging.getLogger("podrunner")
 WATCH_TIMEOUT_S = 60
 PROVISION_PERIOD_S = 1.0
+# A pod annotated so is handed over to a test (tests/e2e/test_hostile_triton.py): the runner stops its
+# processes, freeing its IP's ports for the test's own process, and never runs it again. Its status stays
+# as last published (Running, Ready): to the cluster it is a pod whose kubelet lost track of it.
+HAND_OVER_ANNOTATION = "sandbox.tritonoperator.dev/hand-over"
 
 
 class PodRunner:
@@ -57,9 +61,10 @@ class PodRunner:
         uid = pod["metadata"]["uid"]
         status = pod.get("status") or {}
         gone = event_type == "DELETED" or pod["metadata"].get("deletionTimestamp")
+        handed_over = (pod["metadata"].get("annotations") or {}).get(HAND_OVER_ANNOTATION) == "true"
         with self.lock:
             life = self.pods.get(uid)
-            if gone:
+            if gone or handed_over:
                 if life:
                     life.stop()
                     del self.pods[uid]
@@ -78,6 +83,8 @@ class PodRunner:
                 life = PodLife(self.core, pod, self.settings, self.cfg.pods_dir)
                 self.pods[uid] = life
                 life.start()
+            elif life is not None:
+                life.saw(pod)
 
     def watch_pods(self) -> None:
         """List, then watch from that version; relist after errors or expiry (bounded back-off)."""

@@ -32,6 +32,7 @@ import kopf
 import pytest
 from kubernetes.client.exceptions import ApiException
 from triton_operator.api.common import LABEL_VALUE_PATTERN
+from triton_operator.handlers.loops import ObjectLoops
 from triton_operator.handlers.tritonmodel import model_pass, staging_changed, track_model
 from triton_operator.handlers.tritonserver import server_pass
 from triton_operator.kube.rest import Kube
@@ -287,6 +288,7 @@ class TerminatingModels:
 
     def __init__(self, message: str) -> None:
         self.message = message
+        self.state = OperatorState()
 
     def reconcile(self, body: Any, stopped: Any = None) -> None:
         exc = ApiException(status=403, reason="Forbidden")
@@ -300,6 +302,9 @@ def test_a_model_pass_in_a_namespace_being_deleted_is_not_a_failure() -> None:
         "because it is being terminated"
     )
     body = {"metadata": {"name": "m", "namespace": "ns"}}
-    assert model_pass(cast(ModelReconciler, TerminatingModels(terminating)), body, lambda: False) is None
+    loops = ObjectLoops(workers=1)
+    assert (
+        model_pass(cast(ModelReconciler, TerminatingModels(terminating)), loops, body, lambda: False) is None
+    )
     with pytest.raises(ApiException):  # any other refusal is still a failed pass (logged by the loop)
-        model_pass(cast(ModelReconciler, TerminatingModels("RBAC: forbidden")), body, lambda: False)
+        model_pass(cast(ModelReconciler, TerminatingModels("RBAC: forbidden")), loops, body, lambda: False)

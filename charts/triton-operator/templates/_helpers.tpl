@@ -89,6 +89,10 @@ Rules for the namespaced kinds the operator reconciles and the children it owns;
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# The Triton pods' readiness gate (tritonoperator.dev/models-loaded): set once their models are loaded.
+- apiGroups: [""]
+  resources: ["pods/status"]
+  verbs: ["patch"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -61,7 +61,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.loops = loops = ObjectLoops(workers=LOOP_WORKERS, name="reconcile")
     server_pass = partial(tritonserver.server_pass, servers)
     loops.register(SERVER_KIND, server_pass, tritonserver.STATUS_PERIOD_S)
-    loops.register(MODEL_KIND, partial(tritonmodel.model_pass, models), tritonmodel.STATUS_PERIOD_S)
+    loops.register(MODEL_KIND, partial(tritonmodel.model_pass, models, loops), tritonmodel.STATUS_PERIOD_S)
 
 
 @kopf.on.cleanup()

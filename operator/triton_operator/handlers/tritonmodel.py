@@ -19,6 +19,7 @@ from triton_operator.reconcile.model import (
     ModelReconciler,
     namespace_terminating,
 )
+from triton_operator.reconcile.server import KIND as SERVER_KIND
 from triton_operator.reconcile.split import SPLIT_OF_LABEL
 from triton_operator.reconcile.state import OperatorState, object_key, owner_name
 
@@ -47,7 +48,7 @@ async def track_model(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: A
 
 
 def model_pass(
-    models: ModelReconciler, body: Mapping[str, Any], should_stop: Callable[[], bool]
+    models: ModelReconciler, loops: ObjectLoops, body: Mapping[str, Any], should_stop: Callable[[], bool]
 ) -> Mapping[str, Any] | None:
     """One pass of a model's loop: stage, load on every ready replica, observe into status."""
     try:
@@ -61,6 +62,12 @@ def model_pass(
         if namespace_terminating(exc):
             return None
         raise
+    finally:
+        memory = models.state.models.get(object_key(body))
+        if memory is not None and memory.settled_news and memory.server is not None:
+            # This model is now loaded into a pod that may wait for it: its server opens the gate.
+            memory.settled_news = False
+            loops.poke(SERVER_KIND, memory.server)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

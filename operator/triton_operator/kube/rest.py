@@ -153,6 +153,15 @@ class Kube:
         )
         return result
 
+    def patch_pod_condition(self, namespace: str, name: str, condition: Mapping[str, Any]) -> None:
+        """Set one condition of a pod's status (a strategic merge by type: the kubelet's stay)."""
+        self._call(
+            "PATCH",
+            KINDS["Pod"].path(namespace, name, "status"),
+            body={"status": {"conditions": [dict(condition)]}},
+            content_type="application/strategic-merge-patch+json",
+        )
+
     def delete(self, kind: str, namespace: str | None, name: str) -> None:
         try:
             self._call(

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from triton_operator.conditions import CLAIM_BIND_GRACE_S, ObservedPod, ObservedServerState
-from triton_operator.render.labels import APPLIED_GENERATION_ANNOTATION
+from triton_operator.render.labels import APPLIED_GENERATION_ANNOTATION, MODELS_LOADED_GATE
 from triton_operator.render.server import CONTAINER_NAME
 from triton_operator.triton.client import Health, ModelState
 
@@ -36,8 +36,33 @@ def _condition(obj: Obj, ctype: str) -> Obj | None:
 
 
 def pod_is_ready(pod: Obj) -> bool:
+    """The pod takes traffic: Triton answers and (readiness gate) its models are loaded."""
     cond = _condition(pod, "Ready")
     return bool(cond and cond.get("status") == "True") and not pod["metadata"].get("deletionTimestamp")
+
+
+def triton_is_up(pod: Obj) -> bool:
+    """Triton answers in the pod (its containers pass their readiness probes): models can be loaded
+    into it. The pod is Ready (takes traffic) only once its models-loaded gate is True as well."""
+    cond = _condition(pod, "ContainersReady")
+    return bool(cond and cond.get("status") == "True") and not pod["metadata"].get("deletionTimestamp")
+
+
+def triton_restarts(pod: Obj) -> int:
+    """How often the pod's Triton container restarted (a restarted Triton has no models loaded)."""
+    return int(_triton_container(pod).get("restartCount") or 0)
+
+
+def gate_status(pod: Obj) -> str | None:
+    """The models-loaded readiness gate's condition status ("True"/"False"), None when not set."""
+    cond = _condition(pod, MODELS_LOADED_GATE)
+    return str(cond.get("status")) if cond else None
+
+
+def has_models_gate(pod: Obj) -> bool:
+    """The pod's spec has the models-loaded readiness gate (pods of older templates do not)."""
+    gates = (pod.get("spec") or {}).get("readinessGates") or []
+    return any(g.get("conditionType") == MODELS_LOADED_GATE for g in gates)
 
 
 def _triton_container(pod: Obj) -> Obj:
@@ -95,6 +120,7 @@ def observe_pod(pod: Obj, triton: PodTriton | None) -> ObservedPod:
     return ObservedPod(
         name=pod["metadata"]["name"],
         ready=pod_is_ready(pod),
+        loading_models=triton_is_up(pod) and has_models_gate(pod) and gate_status(pod) != "True",
         unschedulable_message=unschedulable,
         waits_for_claim=waits_for_claim,
         waiting_reason=waiting.get("reason"),
@@ -198,7 +224,9 @@ def pod_entries(pods: Sequence[Obj], triton_by_pod: Mapping[str, PodTriton]) -> 
 
 def _pod_message(observed: ObservedPod, triton: PodTriton | None) -> str | None:
     if observed.ready:
-        return None
+        # The kubelet's probes pass (HTTP), yet the operator cannot ask Triton (gRPC, /metrics): say so,
+        # or the pod's entry would look healthy while its models report it unreachable.
+        return f"Triton not reachable: {triton.unreachable}" if triton and triton.unreachable else None
     if observed.waits_for_claim:
         return f"waiting for its PersistentVolumeClaim to be bound ({observed.unschedulable_message})"
     if observed.unschedulable_message:

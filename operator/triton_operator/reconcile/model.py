@@ -41,12 +41,13 @@ from triton_operator.observe.model import (
     replica_state,
     staging_outcome,
 )
-from triton_operator.observe.server import created_within, pod_is_ready
+from triton_operator.observe.server import created_within, triton_is_up, triton_restarts
 from triton_operator.reconcile.routing import (
     Routing,
     RoutingOutcome,
     experiment_outcome,
     experiment_weights,
+    ready_versions,
     routed_conditions,
     router_everywhere,
     settled,
@@ -133,6 +134,24 @@ def recorded_staging(status: Mapping[str, Any], wanted_job: str, version: int) -
     if served is None and job != wanted_job:
         return None  # staged for an older spec whose version is not known: stage again
     return StagedRecord(str(job), int(served) if served is not None else version, str(digest))
+
+
+def settle(
+    memory: ModelMemory, pods: list[dict[str, Any]], replicas: list[ReplicaFacts], *, needs_router: bool
+) -> None:
+    """Note the pods whose Triton has this model's latest files loaded (or refused them), and, for a
+    routed model, its router: their models-loaded gate need not wait for this model (gates.py)."""
+    for pod, fact in zip(pods, replicas, strict=True):
+        uid = pod["metadata"]["uid"]
+        done = fact.pod_ready and (memory.staged is None or fact.current or fact.load_error is not None)
+        if done and needs_router and uid not in memory.routing.routers:
+            done = False
+        if not done:
+            continue
+        restarts = triton_restarts(pod)
+        if memory.settled.get(uid) != restarts:
+            memory.settled[uid] = restarts
+            memory.settled_news = True
 
 
 def capacity_bytes(spec: TritonServerSpec) -> int | None:
@@ -229,7 +248,7 @@ class ModelReconciler:
             # The versions reload once every variant's files are there (the token names all their Jobs).
             jobs = sorted([staged.job, *(r.job for r in memory.variants_staged.values())])
             load = StagedRecord("+".join(jobs), staged.version, staged.digest)
-        replicas = self._load_everywhere(namespace, server_name, spec, name, load, memory, stopped)
+        pods, replicas = self._load_everywhere(namespace, server_name, spec, name, load, memory, stopped)
         routed = None
         if spec.routed and staged is not None:
             routed = self._route(body, spec, server_spec, memory, replicas, stopped)
@@ -237,6 +256,7 @@ class ModelReconciler:
                 message = "Staging an experiment variant failed: " + "; ".join(problems)
                 failed = (False, str(Reason.STAGING_FAILED), message)
                 routed = replace(routed, ready=failed, degraded=(True, str(Reason.STAGING_FAILED), message))
+        settle(memory, pods, replicas, needs_router=spec.routed and staged is not None)
         observed = ObservedModel(
             server=server_name,
             namespace=namespace,
@@ -317,8 +337,9 @@ class ModelReconciler:
         staged: StagedRecord | None,
         memory: ModelMemory,
         stopped: Callable[[], bool],
-    ) -> list[ReplicaFacts]:
-        """Make the latest staged files READY on every ready pod of the server; facts per pod."""
+    ) -> tuple[list[dict[str, Any]], list[ReplicaFacts]]:
+        """Make the latest staged files READY on every pod whose Triton answers; the live pods and
+        the facts on each (in the same order)."""
         model = spec.repository_name(name)
         facts = []
         pods = sorted(
@@ -327,17 +348,17 @@ class ModelReconciler:
             ),
             key=lambda p: p["metadata"]["name"],
         )
-        live_uids = set()
-        for pod in pods:
-            if pod["metadata"].get("deletionTimestamp"):
-                continue
-            live_uids.add(pod["metadata"]["uid"])
+        live = [pod for pod in pods if not pod["metadata"].get("deletionTimestamp")]
+        for pod in live:
             facts.append(self._load_on(pod, model, staged, memory, stopped))
+        live_uids = {pod["metadata"]["uid"] for pod in live}
         for uid in set(memory.loads) - live_uids:
             memory.loads.pop(uid, None)
         for uid in set(memory.failures) - live_uids:
             memory.failures.pop(uid, None)
-        return facts
+        for uid in set(memory.settled) - live_uids:
+            memory.settled.pop(uid, None)
+        return live, facts
 
     def _load_on(
         self,
@@ -349,7 +370,7 @@ class ModelReconciler:
     ) -> ReplicaFacts:
         pod_name, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
         ip = (pod.get("status") or {}).get("podIP")
-        if not ip or not pod_is_ready(pod):
+        if not ip or not triton_is_up(pod):
             return ReplicaFacts(pod_name, ip, False, ReplicaState.PENDING, "the pod is not ready")
         endpoint = triton.TritonEndpoint(ip)
         version = staged.version if staged else 0
@@ -461,7 +482,37 @@ class ModelReconciler:
                 f"version {state.canary_version} promoted and serves 100%; version {outcome.retire} unloaded"
             )
             outcome = replace(outcome, rollout=rollout, retire=None)
+        elif outcome.retire is None and state.stable_version == state.canary_version:
+            self._reload_stale_versions(pods, target, state.canary_version, memory)
         return router_everywhere(outcome, memory.routing, public)
+
+    def _reload_stale_versions(
+        self, pods: list[dict[str, Any]], target: str, served: str, memory: ModelMemory
+    ) -> None:
+        """Reload the model (next pass) on each pod that still has a version loaded that nothing serves.
+
+        A promotion removes the old version's files, writes status (one version serves everything),
+        and the next pass reloads it from disk; an operator stopped between the two leaves the old
+        version loaded, and status no longer names it. Triton keeps only what is on disk after a load.
+        """
+        job = memory.staged.job if memory.staged else ""
+        for pod in pods:
+            uid = pod["metadata"]["uid"]
+            if not triton_is_up(pod) or (uid, job) in memory.routing.stale_reloads:
+                continue
+            try:
+                stale = ready_versions(self._index_of(pod), target) - {served}
+            except triton.TritonError:
+                continue
+            if stale:
+                log.info(
+                    "version %s of %s is still loaded on pod %s; reloading it from the repository",
+                    ", ".join(sorted(stale)),
+                    target,
+                    pod["metadata"]["name"],
+                )
+                memory.loads[uid] = ""
+                memory.routing.stale_reloads.add((uid, job))
 
     def _pods(self, namespace: str, server: str) -> list[dict[str, Any]]:
         read = partial(self.kube.list, "Pod", namespace, label_selector(server))

@@ -29,7 +29,7 @@ from triton_operator.observe.rollout import (
     traffic_entries,
     version_window,
 )
-from triton_operator.observe.server import pod_is_ready
+from triton_operator.observe.server import triton_is_up
 from triton_operator.render.router import Variant as RouterVariant
 from triton_operator.render.router import router_config, router_files
 from triton_operator.rollout.analysis import AnalysisLimits, Assessment, assess
@@ -69,6 +69,9 @@ class RoutingMemory:
     baseline_for: tuple[str, int, str] | None = None
     # When the current weights were in place on every replica (time.monotonic()); None while applying.
     applied_at: float | None = None
+    # (pod uid, staging Job) where a version no longer served was found loaded and a reload was asked
+    # (once: a reload that keeps it means its files are still there, and the next retire removes them).
+    stale_reloads: set[tuple[str, str]] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -290,7 +293,7 @@ class Routing:
         for pod in pods:
             uid = pod["metadata"]["uid"]
             ip = (pod.get("status") or {}).get("podIP")
-            if not ip or not pod_is_ready(pod) or pod["metadata"].get("deletionTimestamp"):
+            if not ip or not triton_is_up(pod):
                 continue
             if memory.routers.get(uid) == wanted:
                 continue

@@ -24,6 +24,7 @@ from triton_operator.observe.server import (
     pod_entries,
     waits_for_claim,
 )
+from triton_operator.reconcile.gates import sync_gates
 from triton_operator.reconcile.gateway import OwnedRoutes, route_labels, routed_condition, routes_sending_to
 from triton_operator.reconcile.state import ApplyFailure, Key, OperatorState, object_key, pod_index_key
 from triton_operator.reconcile.status import now, stamp_metrics, write_status
@@ -168,6 +169,10 @@ class ServerReconciler:
         deployment = self.kube.get("Deployment", namespace, deployment_name(name))
         # Shared with the server's models (one list per period for all of them; pod events invalidate it).
         pods = self.state.server_pods.get(key, lambda: self.kube.list("Pod", namespace, label_selector(name)))
+        try:
+            sync_gates(self.kube, self.state, key, pods)
+        except ApiException as exc:  # status is still worth writing; the next pass tries again
+            log.warning("the models-loaded gates of %s/%s: %s %s", namespace, name, exc.status, exc.reason)
         triton_by_pod, summaries = self._ask_triton(key, pods, metrics_enabled(spec))
 
         # Only while the scheduler holds pods for their claims is the claim read (one GET, at start-up).

@@ -103,6 +103,11 @@ class ModelMemory:
     variants_staged: dict[int, StagedRecord] = field(default_factory=dict)
     # Pod uid -> staging Job whose files the operator loaded there; a new Job means reload.
     loads: dict[str, str] = field(default_factory=dict)
+    # Pod uid -> its Triton's restart count when this model was last loaded (or refused) there: the
+    # pod's models-loaded gate waits for every model of the server (see gates.py).
+    settled: dict[str, int] = field(default_factory=dict)
+    # A pass settled a pod it had not settled before (the server's pass may open that pod's gate).
+    settled_news: bool = False
     failures: dict[str, FailedLoad] = field(default_factory=dict)
     # Routed models (canary rollouts): the router on each pod, the step's window.
     routing: RoutingMemory = field(default_factory=RoutingMemory)
@@ -134,6 +139,8 @@ class OperatorState:
     route_problems: dict[Key, RouteProblem | None] = field(default_factory=dict)
     # Why applying a server's spec failed, until an apply succeeds (its status keeps saying so).
     apply_failures: dict[Key, ApplyFailure] = field(default_factory=dict)
+    # (server, pod uid) -> the Triton restart count when this process opened the pod's gate.
+    gates_opened: dict[tuple[Key, str], int] = field(default_factory=dict)
 
     # TritonModels: what each one's passes remember.
     models: dict[Key, ModelMemory] = field(default_factory=dict)
@@ -160,6 +167,8 @@ class OperatorState:
         self.applied.pop(key, None)
         self.route_problems.pop(key, None)
         self.apply_failures.pop(key, None)
+        for opened in [k for k in self.gates_opened if k[0] == key]:
+            del self.gates_opened[opened]
         self.servers.invalidate(key)
         self.server_pods.invalidate(key)
 

@@ -14,6 +14,9 @@ SPEC_HASH_ANNOTATION = f"{GROUP}/spec-hash"
 # On the Deployment: the TritonServer generation its children were applied from. Kept in the cluster
 # (not in the operator's memory) so a restarted operator knows what is already applied.
 APPLIED_GENERATION_ANNOTATION = f"{GROUP}/applied-generation"
+# The Triton pods' readiness gate: a pod takes traffic once its server's models are loaded into it
+# (the operator sets this pod condition; see reconcile/gates.py).
+MODELS_LOADED_GATE = f"{GROUP}/models-loaded"
 
 
 def selector_labels(name: str) -> dict[str, str]:

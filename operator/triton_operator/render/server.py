@@ -10,6 +10,7 @@ from typing import Any
 
 from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.render.labels import (
+    MODELS_LOADED_GATE,
     SPEC_HASH_ANNOTATION,
     selector_labels,
     standard_labels,
@@ -210,6 +211,9 @@ def _pod_spec(name: str, spec: TritonServerSpec) -> Manifest:
     if spec.affinity:
         pod["affinity"] = spec.affinity
     pod["terminationGracePeriodSeconds"] = spec.triton.exit_timeout_seconds + GRACE_MARGIN_SECONDS
+    # Ready (behind the Service) only once the operator loaded the server's models into this Triton:
+    # Triton's own readiness comes before any model is there (see reconcile/gates.py).
+    pod["readinessGates"] = [{"conditionType": MODELS_LOADED_GATE}]
     # Triton needs no Service env vars; thousands of them in a busy namespace only slow pod start.
     pod["enableServiceLinks"] = False
     pod["securityContext"] = {

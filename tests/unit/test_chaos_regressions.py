@@ -1,0 +1,54 @@
+"""Regressions found by `make chaos` (tests/chaos), each named after the fault that found it."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+from triton_operator.kube.rest import Kube
+from triton_operator.reconcile.model import ModelReconciler
+from triton_operator.reconcile.state import ModelMemory, OperatorState, StagedRecord
+from triton_operator.triton.client import ModelState
+
+pytestmark = pytest.mark.unit
+
+TARGET = "adder-versions"
+STAGED = StagedRecord("adder-stage-2", 2, "sha256:x")
+
+
+def _pod(uid: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"triton-{uid}", "uid": uid, "namespace": "ns"},
+        "status": {"podIP": "10.244.1.9", "conditions": [{"type": "ContainersReady", "status": "True"}]},
+    }
+
+
+class Indexes(ModelReconciler):
+    """The reconciler with each pod's repository index given (no Triton, no cluster)."""
+
+    def __init__(self, index: dict[str, list[ModelState]]):
+        super().__init__(kube=cast(Kube, None), state=OperatorState())
+        self.index = index
+
+    def _index_of(self, pod: Any) -> list[ModelState]:
+        return self.index[pod["metadata"]["uid"]]
+
+
+def _row(version: str) -> ModelState:
+    return ModelState(TARGET, version, "READY", None)
+
+
+def test_operator_sigkill_right_after_a_promotion_does_not_leave_the_old_version_loaded() -> None:
+    """Chaos seed 12345, kill 11: the promotion's pass removed version 1's files and wrote status (version
+    2 serves everything); the operator was killed before the next pass reloaded the model, and its
+    successor saw nothing to retire in status, so version 1 stayed loaded on every pod for good."""
+    reconciler = Indexes({"a": [_row("1"), _row("2")], "b": [_row("2")]})
+    memory = ModelMemory(staged=STAGED, loads={"a": STAGED.job, "b": STAGED.job})
+    reconciler._reload_stale_versions([_pod("a"), _pod("b")], TARGET, "2", memory)
+    assert memory.loads == {"a": "", "b": STAGED.job}  # pod a reloads from disk on the next pass
+
+    # Asked once per pod and staging: files still on disk would keep it, and reloading every pass
+    # would not remove them.
+    memory.loads["a"] = STAGED.job
+    reconciler._reload_stale_versions([_pod("a"), _pod("b")], TARGET, "2", memory)
+    assert memory.loads == {"a": STAGED.job, "b": STAGED.job}

@@ -1,0 +1,130 @@
+"""The models-loaded readiness gate: when a Triton pod may take traffic (reconcile/gates.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from triton_operator.api.tritonmodel import ReplicaState
+from triton_operator.observe.model import ReplicaFacts
+from triton_operator.reconcile.gates import GateChange, gate_change, model_settled_on
+from triton_operator.reconcile.model import settle
+from triton_operator.reconcile.state import ModelMemory, StagedRecord
+
+pytestmark = pytest.mark.unit
+
+UP = {"has_gate": True, "triton_up": True, "restarts": 0, "granted_at_restarts": None, "loaded": 2}
+
+
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        # A pod of an older template has no gate: Kubernetes does not wait for it.
+        ({**UP, "has_gate": False, "gate": None, "waiting_for": []}, None),
+        # A new pod whose Triton does not answer yet: its containers hold it back, nothing to write.
+        ({**UP, "triton_up": False, "gate": None, "waiting_for": ["a"]}, None),
+        # Triton answers, two models still to load: said once ...
+        (
+            {**UP, "gate": None, "waiting_for": ["a", "b"]},
+            GateChange("False", "LoadingModels", "Loading 2 models: a, b."),
+        ),
+        # ... and not rewritten while they load one by one.
+        ({**UP, "gate": "False", "waiting_for": ["b"]}, None),
+        # Every model loaded (or refused by Triton): the pod takes traffic.
+        ({**UP, "gate": "False", "waiting_for": []}, GateChange("True", "ModelsLoaded", "2 models loaded.")),
+        (
+            {**UP, "gate": None, "waiting_for": [], "loaded": 0},
+            GateChange("True", "ModelsLoaded", "No model to load."),
+        ),
+        # Open and Triton still the same process: left alone (models added later are hot-loaded).
+        ({**UP, "gate": "True", "waiting_for": [], "granted_at_restarts": 0}, None),
+        # Triton stopped answering (crashed, restarting): closed before it answers again without models.
+        (
+            {**UP, "triton_up": False, "gate": "True", "waiting_for": []},
+            GateChange("False", "TritonNotReady", "Triton stopped answering; its models load again."),
+        ),
+        # Restarted between two looks (the not-ready moment missed): closed all the same.
+        (
+            {**UP, "gate": "True", "waiting_for": [], "restarts": 1, "granted_at_restarts": 0},
+            GateChange("False", "TritonRestarted", "Triton restarted (1 restarts); loading."),
+        ),
+        # Opened by an earlier operator process: its restart count is not known, trust the gate.
+        ({**UP, "gate": "True", "waiting_for": [], "restarts": 3}, None),
+    ],
+)
+def test_gate_change(facts: dict[str, Any], expected: GateChange | None) -> None:
+    assert gate_change(**facts) == expected
+
+
+def test_a_long_wait_names_the_first_models_and_counts_the_rest() -> None:
+    change = gate_change(**{**UP, "gate": None, "waiting_for": [f"m{i}" for i in range(8)]})
+    assert change is not None
+    assert change.message == "Loading 8 models: m0, m1, m2, m3, m4 and 3 more."
+
+
+STAGED = StagedRecord("m-stage-1", 1, "sha256:x")
+
+
+@pytest.mark.parametrize(
+    ("memory", "status", "settled"),
+    [
+        # Not passed by this process yet: holds back only if its status says files were staged.
+        (None, {}, True),
+        (None, {"stagedDigest": "sha256:x"}, False),
+        # Nothing staged yet (its first staging runs): nothing to load, nothing to wait for.
+        (ModelMemory(), {}, True),
+        # Staged, loaded into this Triton (restart count 0): settled; into an earlier process: not.
+        (ModelMemory(staged=STAGED, settled={"uid-1": 0}), {}, True),
+        (ModelMemory(staged=STAGED, settled={"uid-2": 0}), {}, False),
+    ],
+)
+def test_model_settled_on(memory: ModelMemory | None, status: dict[str, Any], settled: bool) -> None:
+    assert model_settled_on(memory, status, "uid-1", 0) is settled
+
+
+def test_a_restarted_triton_waits_for_models_loaded_before_its_restart() -> None:
+    memory = ModelMemory(staged=STAGED, settled={"uid-1": 0})
+    assert not model_settled_on(memory, {}, "uid-1", 1)
+
+
+def _pod(uid: str, restarts: int = 0) -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"p-{uid}", "uid": uid},
+        "status": {"containerStatuses": [{"name": "tritonserver", "restartCount": restarts}]},
+    }
+
+
+def _fact(pod: str, **kw: Any) -> ReplicaFacts:
+    return ReplicaFacts(pod, "10.244.1.2", kw.pop("up", True), kw.pop("state", ReplicaState.READY), **kw)
+
+
+def test_settle_notes_loaded_and_refused_pods_not_loading_ones() -> None:
+    memory = ModelMemory(staged=STAGED)
+    pods = [_pod("a"), _pod("b", restarts=2), _pod("c"), _pod("d")]
+    facts = [
+        _fact("p-a", current=True),
+        _fact("p-b", state=ReplicaState.UNAVAILABLE, load_error="bad config"),
+        _fact("p-c", state=ReplicaState.LOADING),
+        _fact("p-d", up=False, state=ReplicaState.PENDING),
+    ]
+    settle(memory, pods, facts, needs_router=False)
+    assert memory.settled == {"a": 0, "b": 2}
+    assert memory.settled_news
+
+
+def test_a_routed_model_is_settled_only_with_its_router_on_the_pod() -> None:
+    memory = ModelMemory(staged=STAGED)
+    memory.routing.routers["b"] = ((), "")
+    settle(
+        memory,
+        [_pod("a"), _pod("b")],
+        [_fact("p-a", current=True), _fact("p-b", current=True)],
+        needs_router=True,
+    )
+    assert memory.settled == {"b": 0}
+
+
+def test_settling_again_is_no_news() -> None:
+    memory = ModelMemory(staged=STAGED, settled={"a": 0})
+    settle(memory, [_pod("a")], [_fact("p-a", current=True)], needs_router=False)
+    assert not memory.settled_news
