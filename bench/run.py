@@ -1,8 +1,10 @@
 """`make bench`: the operator's overhead, measured side by side in one run on the sandbox.
 
 Its parts: TritonServer (below), TritonModel (bench/models.py), scale (bench/scale.py: 1,000 models),
-the canary/A-B router against direct calls (bench/router.py), rollouts (bench/rollout.py), through the
-Gateway against direct calls and a weight change across servers (bench/gateway.py).
+real models (bench/real_models.py: N real python-backend models on one real server, a load storm and
+a scale from 2 to 4 replicas; `--only real-models` runs just that part), the canary/A-B router against
+direct calls (bench/router.py), rollouts (bench/rollout.py), through the Gateway against direct calls
+and a weight change across servers (bench/gateway.py).
 
 TritonServer:
 - apply -> Deployment created, and apply -> Ready, through the operator, against applying the very
@@ -147,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench.gateway import run as run_gateway_bench
     from bench.models import report as report_models
     from bench.models import run_model_bench
+    from bench.real_models import DEFAULT_MODELS, run_real_models_bench
+    from bench.real_models import report as report_real_models
     from bench.rollout import report as report_rollout
     from bench.rollout import run_cluster as run_rollout_cluster
     from bench.rollout import run_local as run_rollout_local
@@ -160,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-servers", type=int, default=2)
     parser.add_argument("--scale-models", type=int, default=int(os.environ.get("BENCH_SCALE_MODELS", "1000")))
     parser.add_argument("--scale-servers", type=int, default=10)
+    real_models = int(os.environ.get("BENCH_REAL_MODELS", str(DEFAULT_MODELS)))
+    parser.add_argument("--real-models", type=int, default=real_models)
+    parser.add_argument("--only", choices=["real-models"], default=os.environ.get("BENCH_ONLY") or None)
     args = parser.parse_args(argv)
 
     cfg = SandboxConfig.from_env(os.environ.get("BENCH_SANDBOX", "bench"))
@@ -172,6 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     sb.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     log_dir = cfg.root / "bench"
     log_dir.mkdir(parents=True, exist_ok=True)
+    if args.only == "real-models":
+        try:
+            report_real_models(run_real_models_bench(sb, log_dir, models=args.real_models))
+        finally:
+            if os.environ.get("BENCH_KEEP") != "1":
+                cluster.down(cfg)
+        return 0
     operator = OperatorProcess(sb, log_dir / "operator.log", status_period_s=10)  # the operator's default
     operator.start()
     core = client.CoreV1Api(sb.api)
@@ -191,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         report_scale(
             scale, args.scale_models, args.scale_servers
         )  # now: the longest part, kept if later ones fail
+        report_real_models(run_real_models_bench(sb, log_dir, models=args.real_models))
         router = run_router_bench(seconds=3.0, rounds=args.rounds, concurrencies=(1, 8, 32))
         rollout_local, rollout_cluster = run_rollout_local(), run_rollout_cluster(sb, log_dir)
         through_gateway = run_gateway_bench(sb, log_dir, rounds=args.rounds)

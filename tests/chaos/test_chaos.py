@@ -207,7 +207,7 @@ def strike(ctx: Ctx, fault: str) -> tuple[faults.FaultRecord | None, str]:
         names = {p.metadata.name for p in server_pods(sb, ns)}
         if not names:
             return None, "no ready server pod to kill"
-        return faults.triton_kill(sb, ns, names, MODEL), ""
+        return faults.triton_kill(sb, ns, names, MODEL, "triton"), ""
     if fault == "staging-pod-kill":
         active = [j for j in observe(sb, ns, MODEL).jobs if not (j.status.succeeded or j.status.failed)]
         if not active:
@@ -326,7 +326,6 @@ def chaos_ns(sandbox: Sandbox, operator: Operator, tmp_path: Path) -> Iterator[s
         core.delete_namespace(ns)
 
 
-@pytest.mark.timeout(600 + 400 * kills_from_env())
 def chosen_kills(seed: int, count: int) -> list[plan.Kill]:
     """The seed's plan, or CHAOS_ONLY's kills ("scenario/point/fault,..."; to replay one of a plan)."""
     only = os.environ.get("CHAOS_ONLY", "").strip()
@@ -341,6 +340,7 @@ def chosen_kills(seed: int, count: int) -> list[plan.Kill]:
     return kills
 
 
+@pytest.mark.timeout(600 + 400 * kills_from_env())
 def test_chaos_converges_after_every_seeded_kill(sandbox: Sandbox, operator: Operator, chaos_ns: str) -> None:
     seed, count = seed_and_kills()
     kills = chosen_kills(seed, count)

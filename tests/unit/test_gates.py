@@ -6,10 +6,12 @@ from typing import Any
 
 import pytest
 from triton_operator.api.tritonmodel import ReplicaState
+from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.observe.model import ReplicaFacts
 from triton_operator.reconcile.gates import GateChange, gate_change, model_settled_on
 from triton_operator.reconcile.model import settle
 from triton_operator.reconcile.state import ModelMemory, StagedRecord
+from triton_operator.render.server import render_deployment, wants_models_gate
 
 pytestmark = pytest.mark.unit
 
@@ -128,3 +130,36 @@ def test_settling_again_is_no_news() -> None:
     memory = ModelMemory(staged=STAGED, settled={"a": 0})
     settle(memory, [_pod("a")], [_fact("p-a", current=True)], needs_router=False)
     assert not memory.settled_news
+
+
+def _server_spec(**extra: Any) -> TritonServerSpec:
+    return TritonServerSpec.model_validate(
+        {"replicas": 2, "resources": {"gpus": 1}, "modelRepository": {"size": "1Gi"}, **extra}
+    )
+
+
+@pytest.mark.parametrize(
+    ("running", "spec", "gate"),
+    [
+        # A new server: its pods have the gate from the start.
+        (None, _server_spec(), True),
+        # Pods that have it keep it.
+        (render_deployment("t", "ns", _server_spec(), owner_labels={}), _server_spec(), True),
+        # Pods an older operator started without it, running this very spec: not rolled for it ...
+        (
+            render_deployment("t", "ns", _server_spec(), owner_labels={}, models_gate=False),
+            _server_spec(),
+            False,
+        ),
+        # ... until the server changes anyway: the same roll adds it.
+        (
+            render_deployment("t", "ns", _server_spec(), owner_labels={}, models_gate=False),
+            _server_spec(env=[{"name": "X", "value": "1"}]),
+            True,
+        ),
+    ],
+)
+def test_an_operator_upgrade_does_not_roll_pods_for_the_gate(
+    running: dict[str, Any] | None, spec: TritonServerSpec, gate: bool
+) -> None:
+    assert wants_models_gate("t", spec, running) is gate

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from triton_operator.reconcile.status import is_problem, stamp_metrics, transitions
+from triton_operator.kube.rest import Kube
+from triton_operator.reconcile.status import (
+    is_problem,
+    stamp_metrics,
+    transitions,
+    with_removals,
+    write_status,
+)
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(seconds=10)
@@ -89,3 +96,51 @@ def test_warning_events_are_for_problems_not_progress(
     cond: dict[str, str], others: list[dict[str, str]], problem: bool
 ) -> None:
     assert is_problem(cond, [cond, *others]) is problem
+
+
+class RecordingKube:
+    """Kube.patch_status applying a JSON merge patch to the object, as the apiserver does."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+        self.patches: list[dict[str, Any]] = []
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        self.patches.append(status)
+        self.body = {**self.body, "status": _merge(self.body.get("status") or {}, status)}
+        return self.body
+
+
+def _merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def test_a_model_gone_idle_after_traffic_is_written_once_not_every_period() -> None:
+    """bench/real_models.py: once a model had served a request and went idle, its status was patched
+    every period forever (298-309 writes a minute for 51 idle objects), still showing the busy window's
+    p50: the idle figures leave the latencies out, and a merge patch keeps a nested key it is not told
+    to remove, so each pass saw a difference again."""
+    busy = {"successCount": 1, "p50LatencyMs": 30.2, "refreshedAt": "2026-01-01T12:00:00Z"}
+    body = {"metadata": {"namespace": "ns", "name": "m"}, "status": {"loaded": "2/2", "metrics": busy}}
+    kube = RecordingKube(body)
+    for when in (T0, T1, T1 + dt.timedelta(seconds=10)):
+        idle: dict[str, Any] = {"loaded": "2/2", "metrics": {"successCount": 1}}
+        stamp_metrics(idle, kube.body["status"], when)
+        write_status(cast(Kube, kube), "TritonModel", kube.body, idle, ["loaded", "metrics"])
+    assert len(kube.patches) == 1
+    assert kube.patches[0]["metrics"]["p50LatencyMs"] is None
+    assert kube.body["status"]["metrics"] == {"successCount": 1, "refreshedAt": "2026-01-01T12:00:00Z"}
+
+
+def test_with_removals_nulls_only_nested_keys_that_went_away() -> None:
+    old = {"metrics": {"a": 1, "b": {"c": 2, "d": 3}}, "pods": [1, 2]}
+    new = {"metrics": {"a": 1, "b": {"c": 2}}, "pods": [1]}
+    assert with_removals(old, new) == {"metrics": {"a": 1, "b": {"c": 2, "d": None}}, "pods": [1]}

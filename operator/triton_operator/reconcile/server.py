@@ -36,6 +36,7 @@ from triton_operator.render.server import (
     pvc_name,
     render_all,
     service_endpoints,
+    wants_models_gate,
 )
 from triton_operator.triton import client as triton
 from triton_operator.triton.metrics import fetch_metrics, parse_metrics
@@ -92,7 +93,8 @@ class ServerReconciler:
         except ValidationError as exc:
             self._fail(body, Reason.INVALID_SPEC, invalid_spec_message(exc))
             raise kopf.PermanentError(f"invalid spec: {invalid_spec_message(exc)}") from exc
-        children = render_all(name, namespace, uid, spec)
+        running = self.kube.get("Deployment", namespace, deployment_name(name))
+        children = render_all(name, namespace, uid, spec, models_gate=wants_models_gate(name, spec, running))
         rendered_kinds = {c["kind"] for c in children}
         held = self._hold_scale_to_zero(namespace, name, spec, children)
         for child in children:

@@ -121,6 +121,20 @@ def transitions(
     return [c for c in new if before.get(c.get("type")) != (c.get("status"), c.get("reason"))]
 
 
+def with_removals(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """`new` as a JSON merge patch over `old`: a key of a nested object that `new` no longer has is sent
+    as null, or the merge would keep it. An idle model's metrics leave out their latencies: without the
+    nulls the old latencies stayed in status, so every pass saw a difference and wrote again, forever."""
+    patch = dict(new)
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            patch[key] = with_removals(before, value)
+            for gone in before.keys() - value.keys():
+                patch[key][gone] = None
+    return patch
+
+
 def write_status(
     kube: Kube, kind: str, body: Mapping[str, Any], new: dict[str, Any], owned_fields: Sequence[str]
 ) -> dict[str, Any] | None:
@@ -135,7 +149,7 @@ def write_status(
     dropped = [k for k in owned_fields if k in old and k not in new and old.get(k) is not None]
     if not dropped and _comparable(new) == _comparable({k: v for k, v in old.items() if k in new}):
         return None
-    patch: dict[str, Any] = dict(new)
+    patch = with_removals({k: v for k, v in old.items() if k in new}, new)
     for key in dropped:
         patch[key] = None
     meta = body["metadata"]

@@ -196,7 +196,7 @@ def _node_selector(spec: TritonServerSpec) -> dict[str, str]:
     return selector
 
 
-def _pod_spec(name: str, spec: TritonServerSpec) -> Manifest:
+def _pod_spec(name: str, spec: TritonServerSpec, models_gate: bool = True) -> Manifest:
     """Pod spec of the Triton pods."""
     pod: Manifest = {}
     if spec.service_account_name:
@@ -213,7 +213,8 @@ def _pod_spec(name: str, spec: TritonServerSpec) -> Manifest:
     pod["terminationGracePeriodSeconds"] = spec.triton.exit_timeout_seconds + GRACE_MARGIN_SECONDS
     # Ready (behind the Service) only once the operator loaded the server's models into this Triton:
     # Triton's own readiness comes before any model is there (see reconcile/gates.py).
-    pod["readinessGates"] = [{"conditionType": MODELS_LOADED_GATE}]
+    if models_gate:
+        pod["readinessGates"] = [{"conditionType": MODELS_LOADED_GATE}]
     # Triton needs no Service env vars; thousands of them in a busy namespace only slow pod start.
     pod["enableServiceLinks"] = False
     pod["securityContext"] = {
@@ -245,13 +246,18 @@ def _strategy(spec: TritonServerSpec) -> Manifest:
 
 
 def render_deployment(
-    name: str, namespace: str, spec: TritonServerSpec, *, owner_labels: Mapping[str, str]
+    name: str,
+    namespace: str,
+    spec: TritonServerSpec,
+    *,
+    owner_labels: Mapping[str, str],
+    models_gate: bool = True,
 ) -> Manifest:
-    """The Deployment of Triton pods."""
+    """The Deployment of Triton pods (`models_gate`: with the models-loaded readiness gate)."""
     template_metadata: Manifest = {"labels": {**spec.pod_labels, **standard_labels(name)}}
     if spec.pod_annotations:
         template_metadata["annotations"] = dict(spec.pod_annotations)
-    template: Manifest = {"metadata": template_metadata, "spec": _pod_spec(name, spec)}
+    template: Manifest = {"metadata": template_metadata, "spec": _pod_spec(name, spec, models_gate)}
     # The hash covers exactly the pod template, so it changes iff applying the Deployment would roll the pods.
     template_metadata.setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = spec_hash(template)
     return {
@@ -346,12 +352,37 @@ def render_pdb(
     }
 
 
-def render_all(name: str, namespace: str, uid: str, spec: TritonServerSpec) -> list[Manifest]:
+def template_hash(deployment: Mapping[str, Any] | None) -> str | None:
+    """The spec hash a Deployment's pod template carries (None: no Deployment or no hash)."""
+    template = ((deployment or {}).get("spec") or {}).get("template") or {}
+    value = ((template.get("metadata") or {}).get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
+    return str(value) if value else None
+
+
+def template_has_models_gate(deployment: Mapping[str, Any]) -> bool:
+    """Whether a Deployment's pod template has the models-loaded readiness gate."""
+    pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return any(g.get("conditionType") == MODELS_LOADED_GATE for g in pod.get("readinessGates") or [])
+
+
+def wants_models_gate(name: str, spec: TritonServerSpec, running: Mapping[str, Any] | None) -> bool:
+    """Whether to render the readiness gate: always, except for pods an older operator started without
+    it that run this very spec. Adding it changes the pod template and so rolls every Triton pod; an
+    operator upgrade must not restart them, so they get it with their server's next real change."""
+    if running is None or template_has_models_gate(running):
+        return True
+    gateless = render_deployment(name, "", spec, owner_labels={}, models_gate=False)
+    return template_hash(running) != template_hash(gateless)
+
+
+def render_all(
+    name: str, namespace: str, uid: str, spec: TritonServerSpec, *, models_gate: bool = True
+) -> list[Manifest]:
     """Every child of a TritonServer in apply order: PVC, Deployment, Service, PDB (absent ones skipped)."""
     labels = labels_for_owner(name, uid)
     children = [
         render_pvc(name, namespace, spec, owner_labels=volume_labels(name, uid)),
-        render_deployment(name, namespace, spec, owner_labels=labels),
+        render_deployment(name, namespace, spec, owner_labels=labels, models_gate=models_gate),
         render_service(name, namespace, spec, owner_labels=labels),
         render_pdb(name, namespace, spec, owner_labels=labels),
     ]
