@@ -330,6 +330,6 @@ def test_a_metrics_answer_larger_than_the_limit_is_refused(monkeypatch: pytest.M
             assert size == METRICS_LIMIT + 1, "read the whole body into memory"
             return b"#" * size
 
-    monkeypatch.setattr("urllib.request.urlopen", lambda *_, **__: Huge())
+    monkeypatch.setattr("triton_operator.triton.metrics._open", lambda *_, **__: Huge())
     with pytest.raises(TritonError, match="larger than"):
         fetch_metrics(TritonEndpoint("10.0.0.1"))

@@ -21,12 +21,20 @@ Timeouts:
 - `LOAD_TIMEOUT_S` (60 s): Triton answers a load only once the model is loaded, which can legitimately
   take a while; callers with big models pass `timeout_s`. A load that times out raises `TritonTimeout`
   and may still complete on the server: read `repository_index` on the next reconcile.
+
+A pod that ran out a call's time (a connection attempt, or a call bounded by `PROBE_TIMEOUT_S`) is hung:
+for `HUNG_HOLD_S` after that, every call to it that would not wait longer raises the same `TritonTimeout`
+at once, without asking (a caller with a longer timeout asks again).
+Each of a server's models reads each pod's index every period, one after another for the same pod
+(the reads are shared, single-flight): without the hold, 100 models of a hung pod would wait out
+100 timeouts in turn, holding the operator's workers from every other object meanwhile.
 """
 
 from __future__ import annotations
 
 import contextlib
 import reprlib
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -39,6 +47,10 @@ from tritonclient.utils import InferenceServerException
 CONNECT_TIMEOUT_S = 2.0
 PROBE_TIMEOUT_S = 5.0
 LOAD_TIMEOUT_S = 60.0
+HUNG_HOLD_S = PROBE_TIMEOUT_S
+# The largest answer read from a pod. Triton's are kilobytes (an index of 10,000 models is about 1 MiB);
+# tritonclient's default, 2 GiB, would let any pod make the operator parse 2 GiB into memory.
+ANSWER_LIMIT = 64 << 20
 
 # "StatusCode.UNAVAILABLE" (what InferenceServerException.status() gives) -> grpc.StatusCode.
 _GRPC_CODES: dict[str, Any] = {str(code): code for code in grpc.StatusCode}
@@ -63,7 +75,58 @@ class TritonUnreachable(TritonError):
 
 
 class TritonTimeout(TritonUnreachable):
-    """Triton accepted the connection but did not answer in time (a load may still be in progress)."""
+    """Triton accepted the connection but did not answer in time (a load may still be in progress);
+    `connecting`: it did not even complete the connection."""
+
+    def __init__(
+        self, message: str, *, endpoint: str = "", status: int | None = None, connecting: bool = False
+    ) -> None:
+        super().__init__(message, endpoint=endpoint, status=status)
+        self.connecting = connecting
+
+
+class _HungPods:
+    """Pods whose last call ran out its time, each with that timeout, for `HUNG_HOLD_S` (module doc)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # url -> (when, the call's timeout_s, the TritonTimeout it raised)
+        self._since: dict[str, tuple[float, float, TritonTimeout]] = {}
+
+    def check(self, url: str, timeout_s: float) -> None:
+        """Raise the timeout `url` ran out lately, if it is held still and this call is no more patient."""
+        with self._lock:
+            held = self._since.get(url)
+            if held is None:
+                return
+            at, held_timeout_s, error = held
+            if _clock() - at >= HUNG_HOLD_S:
+                del self._since[url]
+                return
+            if timeout_s > held_timeout_s:
+                return
+        # The same message as the call that timed out: a status quoting it does not change each pass.
+        raise TritonTimeout(error.message, endpoint=url, connecting=error.connecting)
+
+    def remember(
+        self, url: str, timeout_s: float, error: TritonTimeout, *, waited_s: float, bound_s: float
+    ) -> None:
+        """Hold `url` when the call really waited out its bound (an instant error costs nothing again)."""
+        if waited_s < 0.9 * bound_s:
+            return
+        now = _clock()
+        with self._lock:
+            for stale in [u for u, (at, _, _) in self._since.items() if now - at >= HUNG_HOLD_S]:
+                del self._since[stale]  # pods that went away are not asked again
+            self._since[url] = (now, timeout_s, error)
+
+    def forget(self, url: str) -> None:
+        with self._lock:
+            self._since.pop(url, None)
+
+
+_hung = _HungPods()
+_clock = time.monotonic  # the hold's own clock: how long a call really waited
 
 
 @dataclass(frozen=True)
@@ -127,11 +190,11 @@ class ModelState:
 
 
 def _channel_args(connect_timeout_s: float) -> list[tuple[str, int]]:
-    """gRPC channel options: tritonclient's message limits, and a connection attempt bounded in time."""
+    """gRPC channel options: message limits, and a connection attempt bounded in time."""
     connect_ms = max(1, int(connect_timeout_s * 1000))
     return [
         ("grpc.max_send_message_length", triton_grpc.MAX_GRPC_MESSAGE_SIZE),
-        ("grpc.max_receive_message_length", triton_grpc.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", ANSWER_LIMIT),
         # gRPC gives up a connection attempt (TCP + HTTP/2 settings) after
         # max(initial backoff, min backoff); then a pending call fails with UNAVAILABLE.
         ("grpc.initial_reconnect_backoff_ms", connect_ms),
@@ -151,14 +214,23 @@ def _client(ep: TritonEndpoint, timeout_s: float) -> Iterator[Any]:
     """
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be positive seconds, got {timeout_s!r}")
+    _hung.check(ep.grpc_url, timeout_s)
     connect_s = min(CONNECT_TIMEOUT_S, timeout_s)
     client: Any = None
-    started = time.monotonic()
+    started, waiting_since = time.monotonic(), _clock()
     try:
         client = triton_grpc.InferenceServerClient(ep.grpc_url, channel_args=_channel_args(connect_s))
         yield client
     except InferenceServerException as exc:
-        raise _translate(exc, ep, timeout_s, connect_s, time.monotonic() - started) from None
+        error = _translate(exc, ep, timeout_s, connect_s, time.monotonic() - started)
+        if isinstance(error, TritonTimeout) and (error.connecting or timeout_s <= PROBE_TIMEOUT_S):
+            # A pod that let a probe (or a connection) run out its time is hung; a load that ran long
+            # is not.
+            waited_s, bound_s = _clock() - waiting_since, connect_s if error.connecting else timeout_s
+            _hung.remember(ep.grpc_url, timeout_s, error, waited_s=waited_s, bound_s=bound_s)
+        raise error from None
+    else:
+        _hung.forget(ep.grpc_url)
     finally:
         if client is not None:
             with contextlib.suppress(Exception):
@@ -180,6 +252,7 @@ def _translate(
             return TritonTimeout(
                 f"Triton at {url} did not complete a connection within {connect_s:g} s: {message}",
                 endpoint=url,
+                connecting=True,
             )
         return TritonUnreachable(f"cannot reach Triton at {url}: {message}", endpoint=url)
     return TritonError(message, endpoint=url, status=code.value[0] if code is not None else None)

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import http.client
 import math
+import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -24,6 +27,9 @@ from triton_operator.triton.client import (
     TritonTimeout,
     TritonUnreachable,
 )
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 # Sample name -> ModelCounters field, for the cumulative per-model counters we read.
 _COUNTERS = {
@@ -180,8 +186,8 @@ def parse_metrics(text: str) -> MetricsSnapshot:
     try:
         families = list(text_string_to_metric_families(text))
     except ValueError as exc:
-        # The parser quotes the offending line, which may be megabytes long.
-        raise TritonError(f"Triton's /metrics answer is not Prometheus text: {str(exc)[:200]}") from None
+        # The parser quotes the offending line, which may be megabytes long (of any bytes).
+        raise TritonError(f"Triton's /metrics answer is not Prometheus text: {_quoted(exc)}") from None
     for family in families:
         name = family.name
         for sample in family.samples:
@@ -218,6 +224,11 @@ def parse_metrics(text: str) -> MetricsSnapshot:
             for key, c in routed.items()
         },
     )
+
+
+def _quoted(said: object, limit: int = 200) -> str:
+    """The start of an error that quotes a pod's bytes, fit for a status message (printable only)."""
+    return "".join(c if c.isprintable() else "\ufffd" for c in str(said)[:limit])
 
 
 def _model_key(labels: Mapping[str, str]) -> ModelKey:
@@ -362,10 +373,74 @@ def _max_known(values: Iterable[float | None]) -> float | None:
     return max(known) if known else None
 
 
+class _DeadlineSocket(socket.socket):
+    """A connected socket whose every read and write gets only what is left of one deadline.
+
+    A socket timeout bounds each operation alone: a pod that sends its answer one byte at a time, each
+    within the timeout, would hold the caller for as long as it likes (16 MiB at a byte a second is
+    half a year), headers included.
+    """
+
+    deadline: float
+
+    def _arm(self) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the answer took longer than its deadline")
+        self.settimeout(left)
+
+    def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0) -> int:
+        self._arm()
+        return super().recv_into(buffer, nbytes, flags)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        self._arm()
+        return super().recv(bufsize, flags)
+
+    def sendall(self, data: ReadableBuffer, flags: int = 0) -> None:
+        self._arm()
+        super().sendall(data, flags)
+
+
+class _DeadlineConnection(http.client.HTTPConnection):
+    """An HTTP connection on a `_DeadlineSocket`: connect, request, headers and body share `deadline`."""
+
+    def __init__(self, host: str, *, deadline: float, **kwargs: Any) -> None:
+        super().__init__(host, **kwargs)
+        self.deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()
+        plain = self.sock
+        bounded = _DeadlineSocket(plain.family, plain.type, plain.proto, fileno=plain.detach())
+        bounded.deadline = self.deadline
+        self.sock = bounded
+
+
+class _DeadlineHandler(urllib.request.HTTPHandler):
+    """urllib's HTTP handler with `_DeadlineConnection`s (proxies and redirects work as before)."""
+
+    def __init__(self, deadline: float) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        def connection(host: str, **kwargs: Any) -> http.client.HTTPConnection:
+            return _DeadlineConnection(host, deadline=self.deadline, **kwargs)
+
+        return self.do_open(connection, req)
+
+
+def _open(url: str, timeout_s: float) -> Any:
+    """GET `url`; `timeout_s` bounds the whole exchange (connection, request, headers, body)."""
+    opener = urllib.request.build_opener(_DeadlineHandler(time.monotonic() + timeout_s))
+    return opener.open(url, timeout=timeout_s)
+
+
 def fetch_metrics(ep: TritonEndpoint, *, timeout_s: float = PROBE_TIMEOUT_S) -> str:
-    """GET the pod's `/metrics` text; TritonUnreachable when it does not answer within `timeout_s`."""
+    """GET the pod's `/metrics` text; TritonTimeout when the whole answer has not come within `timeout_s`."""
     try:
-        with urllib.request.urlopen(ep.metrics_url, timeout=timeout_s) as response:
+        with _open(ep.metrics_url, timeout_s) as response:
             body: bytes = response.read(METRICS_LIMIT + 1)
     except urllib.error.HTTPError as exc:
         raise TritonError(
@@ -381,8 +456,10 @@ def fetch_metrics(ep: TritonEndpoint, *, timeout_s: float = PROBE_TIMEOUT_S) -> 
                 f"Triton metrics at {ep.metrics_url} did not answer within {timeout_s:g} s",
                 endpoint=ep.metrics_url,
             ) from None
+        # http.client quotes a bad status line whole: up to 64 KiB of whatever bytes the pod sent.
         raise TritonUnreachable(
-            f"cannot read Triton metrics at {ep.metrics_url}: {reason}", endpoint=ep.metrics_url
+            f"cannot read Triton metrics at {ep.metrics_url}: {_quoted(reason) or type(exc).__name__}",
+            endpoint=ep.metrics_url,
         ) from None
     if len(body) > METRICS_LIMIT:
         # A pod is no place to exhaust the operator's memory: Triton's own text is far smaller.
