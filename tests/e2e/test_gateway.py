@@ -375,6 +375,43 @@ def test_a_canary_across_servers_promotes_and_a_failing_one_rolls_back(
     assert all("500" in f for f in load.failed if f.startswith("http")), load.failed[:3]
 
 
+def test_rolling_a_server_behind_the_gateway_fails_no_request(
+    sandbox: Sandbox, operator: Operator, gateway: str, published: None, namespace: str
+) -> None:
+    """A server spec change rolls its pods one by one. Behind the Service (L4) a request in flight on a
+    connection to a removed pod fails when its Triton closes it (README); the Gateway picks a ready pod
+    per request and stops sending to a terminating one, and a new pod is Ready only with its models."""
+    ns = namespace
+    apply(sandbox, ns, credentials_secret(), pool_server("pool-a", replicas=2))
+    sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", "tritonserver/pool-a", "--timeout=240s")
+    apply(sandbox, ns, split_model(sandbox, ns, "pool-a"))
+    sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=300s")
+    core = client.CoreV1Api(sandbox.api)
+    selector = "app.kubernetes.io/instance=pool-a,app.kubernetes.io/component=server"
+    before = {p.metadata.uid for p in core.list_namespaced_pod(ns, label_selector=selector).items}
+    load = GatewayLoad(gateway, host_of(ns)).start()
+    try:
+        time.sleep(3)
+        patch = json.dumps({"spec": {"env": [{"name": "ROLL", "value": "1"}]}})
+        sandbox.kubectl("patch", "-n", ns, "tritonserver/pool-a", "--type=merge", "-p", patch)
+
+        def rolled() -> bool:
+            pods = kube.ready_pods(core, ns, selector)
+            replaced = len(pods) == 2 and not before & {p.metadata.uid for p in pods}
+            server = get_cr(sandbox, ns, "tritonservers", "pool-a") or {}
+            st = server.get("status") or {}
+            current = st.get("observedGeneration") == server["metadata"]["generation"]
+            return replaced and current and condition(st, "Ready").get("status") == "True"
+
+        wait_for("both pods replaced and the server Ready", rolled, 240)
+        time.sleep(3)
+    finally:
+        load.finish()
+    print(f"roll behind the gateway: {dict(load.ok)} ok, {len(load.failed)} failed {load.failed[:3]}")
+    assert sum(load.ok.values()) > 200
+    assert load.failed == [], f"{len(load.failed)} failed during the roll: {load.failed[:3]}"
+
+
 def test_a_route_the_gateway_cannot_take_is_a_false_condition_and_an_event(
     sandbox: Sandbox, operator: Operator, gateway: str, namespace: str
 ) -> None:
