@@ -137,15 +137,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The arguments first (no I/O), then the ports, then the cluster.
         leader_election, problem = leader_election_of(args) if args.leader_election else (None, None)
         problem = problem or listen_problem(args.health_address, (args.health_port, args.health_port + 1))
-        problem = problem or preflight.check(args.namespace)
-        if problem:
-            print(f"triton-operator: error: {problem}", file=sys.stderr)
+        verdict = preflight.Verdict(problem) if problem else preflight.check(args.namespace)
+        if verdict.problem:
+            print(f"triton-operator: error: {verdict.problem}", file=sys.stderr)
             return 2
+        if not verdict.models_gate:
+            print(f"triton-operator: warning: {preflight.GATE_OFF}", file=sys.stderr)
         return run_operator(
             namespaces=args.namespace,
             health_address=args.health_address,
             health_port=args.health_port,
             leader_election=leader_election,
+            models_gate=verdict.models_gate,
         )
     if args.command == "stage":
         from triton_operator.staging.main import run as run_stage

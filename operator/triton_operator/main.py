@@ -46,8 +46,11 @@ def run_operator(
     health_address: str,
     health_port: int,
     leader_election: LeaderElection | None = None,
+    models_gate: bool = True,
 ) -> int:
-    """Block until the operator is told to stop (SIGTERM/SIGINT); returns the exit status."""
+    """Block until the operator is told to stop (SIGTERM/SIGINT); returns the exit status.
+
+    `models_gate`: render and open the Triton pods' models-loaded readiness gate (its RBAC is granted)."""
     # kopf's CLI sets up logging itself; embedded, it is ours to do (INFO, kopf's format with object refs).
     kopf.configure(verbose=False, log_format=kopf.LogFormat.FULL)
     logging.getLogger("kopf.objects").addFilter(_QuietEventHandlers())
@@ -60,13 +63,16 @@ def run_operator(
         # kopf's own peering stays off: replicas elect the one that acts with a Lease (--leader-election).
         "standalone": True,
     }
+    memo = kopf.Memo(models_gate=models_gate)  # handlers/settings.configure reads it
     if leader_election is None:
-        kopf.run(**run)
+        kopf.run(**run, memo=memo)
         return 0
-    return _run_elected(run, leader_election, health_address, health_port)
+    return _run_elected(run, memo, leader_election, health_address, health_port)
 
 
-def _run_elected(run: dict[str, Any], settings: LeaderElection, health_address: str, health_port: int) -> int:
+def _run_elected(
+    run: dict[str, Any], memo: kopf.Memo, settings: LeaderElection, health_address: str, health_port: int
+) -> int:
     """kopf runs only once this process holds the Lease, and the Lease is handed over once it stopped."""
     elector = election.new_elector(
         new_api_client(), settings.namespace, settings.lease_name, settings.timings
@@ -78,7 +84,6 @@ def _run_elected(run: dict[str, Any], settings: LeaderElection, health_address: 
     # A signal before kopf's own handlers are in place now ends the process: the lease then expires
     # after its duration, as after a crash.
     elector.start_renewing()  # from here on, a renewal overdue by the deadline ends the process
-    memo = kopf.Memo()
     try:
         kopf.run(**run, memo=memo)
     finally:

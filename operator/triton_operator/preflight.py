@@ -43,7 +43,6 @@ REQUIRED = (
     Permission("patch", GROUP, "tritonmodels"),  # its finalizer
     Permission("patch", "apps", "deployments"),
     Permission("list", "", "pods"),
-    Permission("patch", "", "pods", "status"),  # the models-loaded readiness gate
     Permission("create", "batch", "jobs"),
     Permission("create", "", "events"),
 )
@@ -85,6 +84,24 @@ def denied(allowed: Callable[[Permission, str | None], bool], namespaces: Sequen
     return None
 
 
+# Without it the operator works as before the models-loaded readiness gate (reconcile/gates.py): its
+# Triton pods are Ready as soon as Triton answers. A chart older than the gate grants no such rule.
+GATE_PERMISSION = Permission("patch", "", "pods", "status")
+GATE_OFF = (
+    f"this identity may not {GATE_PERMISSION}: the models-loaded readiness gate is off, so new and "
+    "restarted Triton pods take traffic before their models are loaded; grant it (the Helm chart's "
+    "RBAC) and restart the operator"
+)
+
+
+def may_open_gates(
+    allowed: Callable[[Permission, str | None], bool], namespaces: Sequence[str] | None
+) -> bool:
+    """Whether the identity may set the readiness gate's pod condition in every watched scope."""
+    scopes: Sequence[str | None] = list(namespaces) if namespaces else [None]
+    return all(allowed(GATE_PERMISSION, namespace) for namespace in scopes)
+
+
 def _allowed(kube: Kube) -> Callable[[Permission, str | None], bool]:
     def allowed(permission: Permission, namespace: str | None) -> bool:
         return kube.may(
@@ -100,21 +117,31 @@ def _allowed(kube: Kube) -> Callable[[Permission, str | None], bool]:
     return allowed
 
 
-def check(namespaces: Sequence[str] | None) -> str | None:
-    """Every start-up problem the operator can see before it starts, as one line; None when it may run."""
+@dataclass(frozen=True)
+class Verdict:
+    """What the checks found: the problem that stops the operator (None: it may run), and whether it
+    may open the models-loaded readiness gate (else it runs without, and says so)."""
+
+    problem: str | None
+    models_gate: bool = True
+
+
+def check(namespaces: Sequence[str] | None) -> Verdict:
+    """Every start-up problem the operator can see before it starts, as one line."""
     api, problem = credentials()
     if api is None:
-        return problem
+        return Verdict(problem)
     host = api.configuration.host
     kube = Kube(api)
     try:
         crds = missing_crds(kube.served_resources(f"{GROUP}/{VERSION}"))
         if crds:
-            return crds
-        return denied(_allowed(kube), namespaces)
+            return Verdict(crds)
+        allowed = _allowed(kube)
+        return Verdict(denied(allowed, namespaces), may_open_gates(allowed, namespaces))
     except ApiException as exc:
-        return f"the Kubernetes API at {host} answered {exc.status} {exc.reason}"
+        return Verdict(f"the Kubernetes API at {host} answered {exc.status} {exc.reason}")
     except Exception as exc:  # urllib3's connection errors carry long nested reprs: keep the type and host
-        return f"cannot reach the Kubernetes API at {host}: {type(exc).__name__}"
+        return Verdict(f"cannot reach the Kubernetes API at {host}: {type(exc).__name__}")
     finally:
         api.close()  # type: ignore[no-untyped-call]  # untyped in the client

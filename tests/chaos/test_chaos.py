@@ -225,7 +225,13 @@ def strike(ctx: Ctx, fault: str) -> tuple[faults.FaultRecord | None, str]:
 # fails. That is caused by the roll, counted and bounded: at most one per client connection per pod the
 # roll replaced (README, "Rolling a server under load").
 ROLL_CUT = "in flight on a connection to a pod the roll removed"
-ROLL_NEEDLES = ("connection closed", "Socket closed", "reset by peer", "Connection refused")
+ROLL_NEEDLES = (
+    "connection closed",
+    "Socket closed",
+    "reset by peer",
+    "Connection refused",
+    "Broken pipe",  # gRPC "Stream removed (sendmsg: Broken pipe)": the same cut, seen while sending
+)
 ROLLED_PODS = 2  # a server-spec change replaces each of the 2 replicas once
 
 

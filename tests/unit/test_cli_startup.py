@@ -94,6 +94,20 @@ def test_the_first_missing_permission_is_named_with_its_scope() -> None:
     )
 
 
+def test_an_rbac_without_pod_status_leaves_the_readiness_gate_off_not_the_operator() -> None:
+    """The sandbox's lifecycle test runs this code under the previous chart's RBAC (no pods/status):
+    required, the operator would never start there; instead it runs without the gate and says so."""
+
+    def previous_chart(permission: preflight.Permission, namespace: str | None) -> bool:
+        return permission != preflight.GATE_PERMISSION
+
+    assert preflight.denied(previous_chart, None) is None
+    assert not preflight.may_open_gates(previous_chart, None)
+    assert preflight.may_open_gates(lambda p, ns: True, ["team-a", "team-b"])
+    assert not preflight.may_open_gates(lambda p, ns: ns != "team-b", ["team-a", "team-b"])
+    assert "patch pods/status" in preflight.GATE_OFF and "readiness gate is off" in preflight.GATE_OFF
+
+
 def _free_port() -> int:
     """A free health port whose metrics port (the next one) is free too."""
     return free_port_pair("127.0.0.1")

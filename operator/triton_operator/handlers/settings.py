@@ -51,7 +51,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.execution.max_workers = KOPF_WORKERS
     kube = Kube(new_api_client())
-    state = OperatorState(read_ttl_s=min(tritonserver.STATUS_PERIOD_S, tritonmodel.STATUS_PERIOD_S))
+    state = OperatorState(
+        read_ttl_s=min(tritonserver.STATUS_PERIOD_S, tritonmodel.STATUS_PERIOD_S),
+        models_gate=bool(memo.get("models_gate", True)),
+    )
     memo.kube = kube
     memo.state = state
     memo.servers = servers = ServerReconciler(kube, state)

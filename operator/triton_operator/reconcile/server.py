@@ -94,7 +94,8 @@ class ServerReconciler:
             self._fail(body, Reason.INVALID_SPEC, invalid_spec_message(exc))
             raise kopf.PermanentError(f"invalid spec: {invalid_spec_message(exc)}") from exc
         running = self.kube.get("Deployment", namespace, deployment_name(name))
-        children = render_all(name, namespace, uid, spec, models_gate=wants_models_gate(name, spec, running))
+        gate = self.state.models_gate and wants_models_gate(name, spec, running)
+        children = render_all(name, namespace, uid, spec, models_gate=gate)
         rendered_kinds = {c["kind"] for c in children}
         held = self._hold_scale_to_zero(namespace, name, spec, children)
         for child in children:

@@ -139,6 +139,8 @@ class OperatorState:
     route_problems: dict[Key, RouteProblem | None] = field(default_factory=dict)
     # Why applying a server's spec failed, until an apply succeeds (its status keeps saying so).
     apply_failures: dict[Key, ApplyFailure] = field(default_factory=dict)
+    # Whether Triton pods get the models-loaded readiness gate (off: its RBAC is not granted).
+    models_gate: bool = True
     # (server, pod uid) -> the Triton restart count when this process opened the pod's gate.
     gates_opened: dict[tuple[Key, str], int] = field(default_factory=dict)
 
