@@ -267,8 +267,8 @@ def test_new_and_replaced_replicas_load_the_model_by_themselves(sandbox: Sandbox
     pods = server_pods(sandbox, pool)
     assert all(ready_in_index(p.status.pod_ip) for p in pods)
     seen = transitions.stop()
-    joined = {name for name, _, _ in seen} - {victim}
-    assert len(joined) >= 2, seen  # the added pod and the replacement at least
+    joined = {name for name, _, _ in seen}
+    assert len(joined) >= 2, seen  # the added pod and the replacement (the victim may be the added one)
     assert all(loaded for _, _, loaded in seen), f"a pod turned Ready without the model: {seen}"
     for pod in (p for p in pods if p.metadata.name in joined):
         gate = kube.pod_condition(pod, MODELS_LOADED_GATE)

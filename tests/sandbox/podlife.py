@@ -4,7 +4,7 @@ restartPolicy, run its probes against them, and report it all in the pod's statu
 Deliberate differences from a kubelet, for a fast test cluster (documented in README):
 - probe periods are capped at PROBE_PERIOD_CAP_S (probes run more often, never less; thresholds hold);
 - crash-loop back-off starts at 1 s and is capped at 20 s (a kubelet: 10 s, capped at 5 min);
-- termination grace is capped at 10 s.
+- termination grace is capped at 10 s (a preStop sleep at 5 s, within it).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ PROBE_PERIOD_CAP_S = 2.0
 BACKOFF_START_S = 1.0
 BACKOFF_CAP_S = 20.0
 GRACE_CAP_S = 10.0
+PRESTOP_CAP_S = 5.0
 TICK_S = 0.25
 
 
@@ -392,6 +393,12 @@ class PodLife:
         if proc is None or proc.poll() is not None:
             return
         grace = min(float(self.pod["spec"].get("terminationGracePeriodSeconds") or 30), GRACE_CAP_S)
+        # As a kubelet: the preStop hook first (only the sleep action here), within the grace period.
+        pre_stop = ((run.spec.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}
+        slept = min(float(pre_stop.get("seconds") or 0), PRESTOP_CAP_S, grace)
+        if slept > 0:
+            time.sleep(slept)
+            grace = max(grace - slept, 2.0)  # a kubelet gives 2 s more after a hook that used it all
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -123,8 +123,10 @@ def transitions(
 
 def with_removals(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """`new` as a JSON merge patch over `old`: a key of a nested object that `new` no longer has is sent
-    as null, or the merge would keep it. An idle model's metrics leave out their latencies: without the
-    nulls the old latencies stayed in status, so every pass saw a difference and wrote again, forever."""
+    as null, or the merge would keep it. Used for status.metrics: an idle model's figures leave out
+    their latencies, and without the nulls the old ones stayed in status, so every pass saw a
+    difference and wrote again, forever. (Other fields keep merge-patch semantics: the rollout's state
+    is read back from status.)"""
     patch = dict(new)
     for key, value in new.items():
         before = old.get(key)
@@ -149,7 +151,9 @@ def write_status(
     dropped = [k for k in owned_fields if k in old and k not in new and old.get(k) is not None]
     if not dropped and _comparable(new) == _comparable({k: v for k, v in old.items() if k in new}):
         return None
-    patch = with_removals({k: v for k, v in old.items() if k in new}, new)
+    patch = dict(new)
+    if isinstance(new.get("metrics"), Mapping) and isinstance(old.get("metrics"), Mapping):
+        patch["metrics"] = with_removals({"m": old["metrics"]}, {"m": new["metrics"]})["m"]
     for key in dropped:
         patch[key] = None
     meta = body["metadata"]

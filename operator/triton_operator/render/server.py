@@ -31,6 +31,10 @@ TRITON_UID = 1000
 STARTUP_PERIOD_SECONDS = 10
 # Seconds Kubernetes waits past Triton's own exit timeout before SIGKILL.
 GRACE_MARGIN_SECONDS = 15
+# Seconds a deleted pod keeps accepting new connections before Triton gets SIGTERM: on SIGTERM Triton
+# refuses every new connection (it serves only those open), while kube-proxy and a Gateway take a
+# moment to drop the pod's endpoint; requests they still send it would fail (DESIGN.md).
+PRESTOP_SLEEP_SECONDS = 5
 # A rollout counts as stuck only after a full startup budget plus this margin.
 PROGRESS_MARGIN_SECONDS = 300
 
@@ -151,6 +155,7 @@ def _container(spec: TritonServerSpec) -> Manifest:
         # A Triton that exits at startup says why in its last log lines; this puts them in the pod's
         # status (lastState.terminated.message), where the operator reads them for its conditions.
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
     }
     if spec.image_pull_policy is not None:
         container["imagePullPolicy"] = spec.image_pull_policy.value
@@ -210,7 +215,9 @@ def _pod_spec(name: str, spec: TritonServerSpec, models_gate: bool = True) -> Ma
         pod["tolerations"] = [t.model_dump(mode="json", exclude_none=True) for t in spec.tolerations]
     if spec.affinity:
         pod["affinity"] = spec.affinity
-    pod["terminationGracePeriodSeconds"] = spec.triton.exit_timeout_seconds + GRACE_MARGIN_SECONDS
+    pod["terminationGracePeriodSeconds"] = (
+        PRESTOP_SLEEP_SECONDS + spec.triton.exit_timeout_seconds + GRACE_MARGIN_SECONDS
+    )
     # Ready (behind the Service) only once the operator loaded the server's models into this Triton:
     # Triton's own readiness comes before any model is there (see reconcile/gates.py).
     if models_gate:
