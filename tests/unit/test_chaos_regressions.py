@@ -6,7 +6,7 @@ from typing import Any, cast
 
 import pytest
 from triton_operator.kube.rest import Kube
-from triton_operator.reconcile.model import ModelReconciler
+from triton_operator.reconcile.model import ModelReconciler, recorded_staging
 from triton_operator.reconcile.state import ModelMemory, OperatorState, StagedRecord
 from triton_operator.triton.client import ModelState
 
@@ -52,3 +52,16 @@ def test_operator_sigkill_right_after_a_promotion_does_not_leave_the_old_version
     memory.loads["a"] = STAGED.job
     reconciler._reload_stale_versions([_pod("a"), _pod("b")], TARGET, "2", memory)
     assert memory.loads == {"a": STAGED.job, "b": STAGED.job}
+
+
+def test_operator_restarted_mid_canary_remembers_the_staged_version_not_the_served_one() -> None:
+    """Chaos seed 49025936, kill 2: etcd's pause made the operator lose its lease mid-canary and restart;
+    it rebuilt the staged record from status with servedVersion (1, the stable) for version 2's Job, so
+    after the promotion removed version 1 every new pod failed its load check ("loaded, but version 1 is
+    not ready"), opened its gate without the model, and the server's roll never converged."""
+    status = {"stagingJob": "scorer-stage-v2", "stagedDigest": "sha256:x", "servedVersion": 1}
+    staged = recorded_staging(status, "scorer-stage-v2", 2)
+    assert staged == StagedRecord("scorer-stage-v2", 2, "sha256:x")
+    # A Job of an earlier spec: what serves is all status knows of it.
+    assert recorded_staging(status, "scorer-stage-v3", 3) == StagedRecord("scorer-stage-v2", 1, "sha256:x")
+    assert recorded_staging({**status, "servedVersion": None}, "scorer-stage-v3", 3) is None
