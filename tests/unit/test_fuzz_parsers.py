@@ -54,6 +54,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from model_builders.config import parse_config
 from model_builders.manifest import FileEntry, Manifest
+from tests.unit.test_staging_units import _FakeResponse
 
 _COMMON = {
     "database": None,
@@ -627,28 +628,6 @@ def test_a_content_length_header_is_a_byte_count_or_ignored(value: str | None) -
     assert length is None or (isinstance(length, int) and length >= 0)
 
 
-class _Response:
-    """What urlopen returns: headers and a body read in chunks; may fail part way as a server can."""
-
-    def __init__(self, length: str | None, chunks: list[bytes], failure: BaseException | None) -> None:
-        self.headers = {"Content-Length": length} if length is not None else {}
-        self.chunks = list(chunks)
-        self.failure = failure
-
-    def __enter__(self) -> _Response:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        pass
-
-    def read(self, _size: int) -> bytes:
-        if self.chunks:
-            return self.chunks.pop(0)
-        if self.failure is not None:
-            raise self.failure
-        return b""
-
-
 FAILURES = st.sampled_from(
     [
         None,
@@ -677,14 +656,15 @@ def test_an_http_download_is_bounded_and_fails_only_with_a_staging_error(
     source = HttpSource(url="https://h.example/m/model.onnx", sha256=sha)
     with tempfile.TemporaryDirectory() as tmp:
         dest = Path(tmp) / "model.onnx"
+        headers = {"Content-Length": length} if length is not None else {}
 
-        class Bounded(_Response):
+        class Bounded(_FakeResponse):
             def read(self, size: int) -> bytes:
                 # What was written so far never exceeds the space left.
                 assert not dest.exists() or dest.stat().st_size <= space_left
                 return super().read(size)
 
-        with mock.patch("urllib.request.urlopen", lambda *_, **__: Bounded(length, chunks, failure)):
+        with mock.patch("urllib.request.urlopen", lambda *_, **__: Bounded(headers, list(chunks), failure)):
             try:
                 got = staging_http.download(source, dest, space_left=space_left, sleep=lambda _: None)
             except StagingError as exc:

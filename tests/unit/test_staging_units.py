@@ -539,8 +539,10 @@ def test_a_url_file_name_that_cannot_be_a_file_is_refused(url: str) -> None:
 
 
 class _FakeResponse:
+    """What urlopen returns: headers and a body read in chunks; may fail part way as a server can."""
+
     def __init__(
-        self, headers: dict[str, str], chunks: list[bytes], failure: Exception | None = None
+        self, headers: dict[str, str], chunks: list[bytes], failure: BaseException | None = None
     ) -> None:
         self.headers, self.chunks, self.failure = headers, chunks, failure
 
