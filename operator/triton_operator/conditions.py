@@ -146,6 +146,8 @@ class ObservedPod:
     waiting_reason: str | None = None
     waiting_message: str | None = None
     restart_count: int = 0
+    # In CrashLoopBackOff, or started again after a recent failed run and not ready yet.
+    crash_looping: bool = False
     # Triton's own error text for a pod that is not ready (e.g. a failed model load).
     triton_message: str | None = None
     # Triton answers, and the operator is loading the server's models into it (its readiness gate).
@@ -197,7 +199,7 @@ def _pod_problem(pod: ObservedPod, claim_binding: bool = False) -> tuple[Reason,
         return Reason.MISSING_REFERENCE, f"cannot start: {detail}"
     if pod.waiting_reason in _IMAGE_PULL:
         return Reason.IMAGE_PULL_FAILED, f"cannot pull its image: {detail}"
-    if pod.waiting_reason == "CrashLoopBackOff":
+    if pod.crash_looping:
         last = f": {pod.triton_message}" if pod.triton_message else ""
         return Reason.CRASH_LOOPING, f"keeps crashing ({pod.restart_count} restarts){last}"
     if pod.triton_message:

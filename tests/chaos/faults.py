@@ -33,6 +33,8 @@ class FaultRecord:
     # Requests failing in [started, blame_until] are this fault's own (a killed Triton's in-flight and
     # refused requests until the Service dropped its pod); only set by faults that may cause them.
     blame_until: float = 0.0
+    # Which of those failures: the ones whose message has one of these (None: every one).
+    blames: tuple[str, ...] | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -79,6 +81,50 @@ def apiserver_restart(sb: Sandbox) -> FaultRecord:
     rec.ended = time.monotonic()
     rec.notes.append(f"restarted as pid {new} after {rec.ended - rec.started:.1f}s")
     return rec
+
+
+# What a client sees when the Service sends its connection to a pod that is gone or going: refused,
+# reset or closed connections (not an answer of a Triton, such as 404 "unknown model").
+CONNECTION_NEEDLES = (
+    "connection closed",
+    "Socket closed",
+    "reset by peer",
+    "Connection refused",
+    "Broken pipe",  # gRPC "Stream removed (sendmsg: Broken pipe)": the same cut, seen while sending
+)
+SERVER_SELECTOR = "app.kubernetes.io/instance=triton,app.kubernetes.io/component=server"
+
+
+def endpoints_caught_up(sb: Sandbox, ns: str, service: str) -> bool:
+    """Whether the Service's ready endpoints are exactly its Ready pods that are not terminating (the
+    endpoint controller wrote what the pods are now)."""
+    try:
+        pods = client.CoreV1Api(sb.api).list_namespaced_pod(ns, label_selector=SERVER_SELECTOR).items
+        routed = kube.endpoint_slice_ips(sb.api, ns, service)
+    except Exception:
+        return False
+    ready = {
+        p.status.pod_ip
+        for p in pods
+        if not p.metadata.deletion_timestamp
+        and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+    }
+    return routed == ready
+
+
+def blame_stale_endpoints(rec: FaultRecord, sb: Sandbox, ns: str, service: str) -> None:
+    """A control plane down while pods roll: no EndpointSlice changes until the API answers and the
+    endpoint controller caught up, so kube-proxy keeps sending new connections to a pod that is already
+    shutting down (refused), as in any cluster. The fault's own: connection failures until the
+    endpoints are the Ready pods again, plus 2 s for kube-proxy (90 s at most)."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not endpoints_caught_up(sb, ns, service):
+        time.sleep(0.2)
+    rec.notes.append(
+        f"the Service's endpoints caught up {time.monotonic() - rec.started:.1f}s after it struck"
+    )
+    rec.blame_until = time.monotonic() + 2
+    rec.blames = CONNECTION_NEEDLES
 
 
 def _pause(sb: Sandbox, component: str, fault: str, seconds: float) -> FaultRecord:

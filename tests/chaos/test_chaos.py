@@ -49,6 +49,7 @@ from kubernetes import client
 from tests.chaos import faults, plan
 from tests.chaos.converge import Expect, StepHistory, wait_converged
 from tests.chaos.points import observe, wait_point
+from tests.chaos.timeline import Timeline
 from tests.e2e import kube
 from tests.e2e.conftest import Operator, Sandbox
 from tests.e2e.test_rollout import FAILING_PY, MODEL, Load, canary_model, publish, service_clients
@@ -193,14 +194,15 @@ def trigger(ctx: Ctx, scenario: str) -> None:
         sb.kubectl("delete", "-n", ns, "tritonserver/triton", "--wait=false")
 
 
-def strike(ctx: Ctx, fault: str) -> tuple[faults.FaultRecord | None, str]:
+def strike(ctx: Ctx, scenario: str, fault: str) -> tuple[faults.FaultRecord | None, str]:
     sb, ns = ctx.sb, ctx.ns
     if fault == "operator-kill":
         return faults.operator_kill(ctx.operator), ""
-    if fault == "apiserver-restart":
-        return faults.apiserver_restart(sb), ""
-    if fault == "etcd-pause":
-        return faults.etcd_pause(sb), ""
+    if fault in ("apiserver-restart", "etcd-pause"):
+        rec = faults.apiserver_restart(sb) if fault == "apiserver-restart" else faults.etcd_pause(sb)
+        if scenario == "server-spec":
+            faults.blame_stale_endpoints(rec, sb, ns, "triton")
+        return rec, ""
     if fault == "s3-outage":
         return faults.s3_outage(sb), ""
     if fault == "triton-kill":
@@ -225,13 +227,7 @@ def strike(ctx: Ctx, fault: str) -> tuple[faults.FaultRecord | None, str]:
 # fails. That is caused by the roll, counted and bounded: at most one per client connection per pod the
 # roll replaced (README, "Rolling a server under load").
 ROLL_CUT = "in flight on a connection to a pod the roll removed"
-ROLL_NEEDLES = (
-    "connection closed",
-    "Socket closed",
-    "reset by peer",
-    "Connection refused",
-    "Broken pipe",  # gRPC "Stream removed (sendmsg: Broken pipe)": the same cut, seen while sending
-)
+ROLL_NEEDLES = faults.CONNECTION_NEEDLES
 ROLLED_PODS = 2  # a server-spec change replaces each of the 2 replicas once
 
 
@@ -247,7 +243,7 @@ def attribute(
         if scenario == "rollback" and "version 2 is broken" in message:
             continue
         in_window = rec is not None and rec.blame_until and rec.started - 0.5 <= at <= rec.blame_until
-        if in_window:
+        if in_window and (rec.blames is None or any(x in message for x in rec.blames)):
             blamed.append(message)
         elif scenario == "server-spec" and any(x in message for x in ROLL_NEEDLES):
             rolled.append(message)
@@ -274,12 +270,16 @@ def run_kill(ctx: Ctx, kill: plan.Kill) -> Outcome:
     expect = prepare(ctx, kill.scenario)
     load = Load(service_clients(ctx.sb, ctx.ns), max_s=600).start() if kill.scenario in LOADED else None
     steps = StepHistory(ctx.sb, ctx.ns, MODEL).start() if kill.scenario in ("rollout", "rollback") else None
+    pods_seen = Timeline(ctx.sb, ctx.ns).start() if load is not None else None
+    triggered = time.monotonic()
     try:
         trigger(ctx, kill.scenario)
         out.point_hit, _ = wait_point(ctx.sb, ctx.ns, MODEL, kill.scenario, kill.point, timeout_s=120)
-        out.fault, why = strike(ctx, kill.fault)
+        out.fault, why = strike(ctx, kill.scenario, kill.fault)
         if why:
             out.notes.append(why)
+        if out.fault is not None:
+            out.notes.extend(out.fault.notes)
         out.converged_s, out.problems = wait_converged(ctx.sb, ctx.ns, expect, CONVERGE_BOUND_S)
         if kill.scenario == "delete-server" and not out.problems:
             # The models left on it are deleted too: their finalizer must let go without a server.
@@ -290,6 +290,8 @@ def run_kill(ctx: Ctx, kill: plan.Kill) -> Outcome:
     finally:
         if load is not None:
             load.finish()
+        if pods_seen is not None:
+            pods_seen.stop()
         seen = steps.stop() if steps is not None else []
     if steps is not None:
         out.problems += steps.problems("2", len(STEPS), promoted=kill.scenario == "rollout")
@@ -308,6 +310,11 @@ def run_kill(ctx: Ctx, kill: plan.Kill) -> Outcome:
             out.problems.append(f"load: failed requests the fault did not cause: {summary(unexplained, 5)}")
         if not sum(load.ok.values()):
             out.problems.append("load: no request succeeded at all")
+        if pods_seen is not None and any(p.startswith("load:") for p in out.problems):
+            t0 = out.fault.started if out.fault else triggered
+            out.problems.append(
+                f"the server's pods and endpoints meanwhile (t: since the fault):\n{pods_seen.since(t0)}"
+            )
     return out
 
 
@@ -315,6 +322,25 @@ def operator_errors(operator: Operator, lines: int = 40) -> str:
     text = operator.log().splitlines()
     bad = [line for line in text if "ERROR" in line or "Traceback" in line or "Error" in line]
     return "\n".join(bad[-lines:])
+
+
+# What the operator did to Triton pods, in its own log lines (a kill's report shows the last of them).
+ACTION_NEEDLES = (
+    "loaded ",
+    "loading ",
+    "reload",
+    "router",
+    "unload",
+    "takes traffic",
+    "waits:",
+    "leader",
+    "lease",
+)
+
+
+def operator_actions(operator: Operator, lines: int = 40) -> str:
+    text = operator.log().splitlines()
+    return "\n".join([line for line in text if any(n in line for n in ACTION_NEEDLES)][-lines:])
 
 
 @pytest.fixture
@@ -369,7 +395,8 @@ def test_chaos_converges_after_every_seeded_kill(sandbox: Sandbox, operator: Ope
             report = "\n".join(f"  - {p}" for p in outcome.problems)
             pytest.fail(
                 f"SEED={seed} {k}: not converged within {CONVERGE_BOUND_S:.0f}s:\n{report}\n"
-                f"operator errors:\n{operator_errors(operator)}",
+                f"operator errors:\n{operator_errors(operator)}\n"
+                f"what the operator did last:\n{operator_actions(operator)}",
                 pytrace=False,
             )
     missed = [o.kill for o in done if not o.point_hit]
@@ -377,6 +404,6 @@ def test_chaos_converges_after_every_seeded_kill(sandbox: Sandbox, operator: Ope
     print(
         f"chaos: SEED={seed}: {len(done)} kills converged in {time.monotonic() - started:.0f}s; "
         f"{len(missed)} point(s) missed {[str(m) for m in missed]}; "
-        f"{blamed} request(s) failed by a killed Triton",
+        f"{blamed} request(s) failed by the faults themselves",
         flush=True,
     )

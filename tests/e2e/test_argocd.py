@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self, cast
 
@@ -169,14 +170,19 @@ def patch_app(sb: Sandbox, name: str, patch: dict[str, Any]) -> None:
 
 
 def refresh(sb: Sandbox, name: str, kind: str = "normal") -> None:
-    """Ask for a refresh, and wait until the controller has done it (it removes the annotation)."""
-    before = status_of(get_app(sb, name)).get("reconciledAt")
+    """Ask for a refresh, and wait until the controller has done it: it removes the annotation with the
+    status of that reconcile. reconciledAt has whole seconds: a reconcile just before the request can
+    carry the same stamp as the refresh, so the stamp is compared with the request's second, not with
+    the stamp before it (that comparison waited out a refresh done within the same second)."""
+    requested = datetime.now(UTC).replace(microsecond=0)
     patch_app(sb, name, {"metadata": {"annotations": {argocd.REFRESH_ANNOTATION: kind}}})
 
     def refreshed() -> bool:
         app = get_app(sb, name) or {}
         annotations = app.get("metadata", {}).get("annotations") or {}
-        return argocd.REFRESH_ANNOTATION not in annotations and status_of(app).get("reconciledAt") != before
+        stamp = status_of(app).get("reconciledAt")
+        reconciled = datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
+        return argocd.REFRESH_ANNOTATION not in annotations and bool(reconciled and reconciled >= requested)
 
     kube.wait_for(refreshed, 60, f"the {kind} refresh of Application {name}", interval_s=0.2)
 

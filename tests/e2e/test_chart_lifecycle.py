@@ -105,7 +105,29 @@ def test_uninstall_keeps_everything_serving_and_a_reinstall_finishes_pending_del
     )
     for kind in ("tritonserver/triton", f"tritonmodel/{MODEL}"):
         sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", kind, "--timeout=180s")
-    kube.wait_for(lambda: len(triton_pods_ready(sandbox, ns)) == 2, 120, "both Triton pods Ready again")
+    # Both checks above can pass before the roll starts (the gated pods are still Ready) or half-way
+    # through it; a gateless pod is Ready before its models are loaded. The roll is over once both
+    # Ready pods are of the gateless template and serve the model.
+    kube.wait_for(lambda: rolled_to_gateless_and_serving(sandbox, ns), 180, "the downgrade's roll to finish")
+
+
+def rolled_to_gateless_and_serving(sb: Sandbox, ns: str) -> bool:
+    """Whether the server's pods are exactly two Ready pods without the models-loaded readiness gate,
+    each answering that MODEL is ready."""
+    selector = "app.kubernetes.io/instance=triton,app.kubernetes.io/component=server"
+    pods = client.CoreV1Api(sb.api).list_namespaced_pod(ns, label_selector=selector).items
+    ready = triton_pods_ready(sb, ns)
+    if len(pods) != 2 or len(ready) != 2 or any(p.spec.readiness_gates for p in pods):
+        return False
+    return all(model_ready_on(p.status.pod_ip) for p in ready)
+
+
+def model_ready_on(ip: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{ip}:8000/v2/models/{MODEL}/ready", timeout=3) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
 
 
 def test_upgrade_from_the_previous_release_with_changed_crds_serves_throughout(

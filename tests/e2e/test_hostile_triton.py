@@ -635,6 +635,10 @@ def pools(sandbox: Sandbox, operator: ChartOperator, published: Path) -> Iterato
     apply(sandbox, ns, *(crowd_model(f"crowd-{i}") for i in range(CROWD)))
     for model in (MODEL, VICTIM):
         sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{model}", "--timeout=150s")
+    # A model is Ready once loaded on its server's pods; each pod takes traffic (Ready) once the operator
+    # opened its models-loaded gate, a server pass later.
+    for name in (HEALTHY, HOSTILE):
+        sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonserver/{name}", "--timeout=60s")
     yield ns
     core.delete_namespace(ns)
 

@@ -32,6 +32,11 @@ PROVISION_PERIOD_S = 1.0
 # processes, freeing its IP's ports for the test's own process, and never runs it again. Its status stays
 # as last published (Running, Ready): to the cluster it is a pod whose kubelet lost track of it.
 HAND_OVER_ANNOTATION = "sandbox.tritonoperator.dev/hand-over"
+# kwok frees a deleted pod's IP at once, while its processes still run their preStop sleep and grace
+# period: a new pod given that IP waits for them (a kubelet's CNI holds the IP until then), or its
+# Triton could not bind its ports, and its probes would be answered by the old one. Bounded: preStop
+# and grace are capped at 10 s by the pod runner, the kill at 5 s more.
+DRAIN_WAIT_S = 30.0
 
 
 class PodRunner:
@@ -52,6 +57,10 @@ class PodRunner:
             pythonpath=os.pathsep.join([str(REPO_ROOT / "operator"), str(REPO_ROOT)]),
         )
         self.pods: dict[str, PodLife] = {}
+        # Pod IP -> the life of a deleted pod whose processes are still stopping; uid -> a new pod with
+        # that IP, started once they have stopped.
+        self.draining: dict[str, PodLife] = {}
+        self.deferred: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.node_names: set[str] = set()
@@ -66,8 +75,8 @@ class PodRunner:
             life = self.pods.get(uid)
             if gone or handed_over:
                 if life:
-                    life.stop()
-                    del self.pods[uid]
+                    self._stop(uid, drains_ip=bool(gone))
+                self.deferred.pop(uid, None)
                 return
             runnable = (
                 life is None
@@ -79,12 +88,46 @@ class PodRunner:
                     "terminated" in (cs.get("state") or {}) for cs in status.get("containerStatuses") or []
                 )
             )
+            if runnable and self._ip_still_held(uid, pod):
+                return
             if runnable:
                 life = PodLife(self.core, pod, self.settings, self.cfg.pods_dir)
                 self.pods[uid] = life
                 life.start()
             elif life is not None:
                 life.saw(pod)
+
+    def _stop(self, uid: str, drains_ip: bool) -> None:
+        """Stop a pod's processes (in the background); a deleted pod's IP stays held until they end."""
+        life = self.pods.pop(uid)
+        life.stop()
+        if drains_ip:
+            self.draining[life.pod_ip] = life
+
+    def _ip_still_held(self, uid: str, pod: dict[str, Any]) -> bool:
+        """Whether the processes of a deleted pod with this pod's IP still run; if so the pod starts
+        once they stopped (under self.lock)."""
+        ip = pod["status"]["podIP"]
+        holder = self.draining.get(ip)
+        if holder is None or not holder.thread.is_alive():
+            self.draining.pop(ip, None)
+            return False
+        first = uid not in self.deferred
+        self.deferred[uid] = pod
+        if first:
+            threading.Thread(
+                target=self._start_when_free, args=(uid, holder), name=f"defer-{uid[:8]}", daemon=True
+            ).start()
+        return True
+
+    def _start_when_free(self, uid: str, holder: PodLife) -> None:
+        holder.join(timeout=DRAIN_WAIT_S)
+        with self.lock:
+            if self.draining.get(holder.pod_ip) is holder:
+                del self.draining[holder.pod_ip]
+            pod = self.deferred.pop(uid, None)
+        if pod is not None and not self.stopping.is_set():
+            self.handle("MODIFIED", pod)
 
     def watch_pods(self) -> None:
         """List, then watch from that version; relist after errors or expiry (bounded back-off)."""
@@ -104,7 +147,7 @@ class PodRunner:
                     self.handle("ADDED", pod)
                 with self.lock:
                     for uid in [u for u in self.pods if u not in seen]:
-                        self.pods.pop(uid).stop()
+                        self._stop(uid, drains_ip=True)  # deleted while the watch was down
                 rv = listing["metadata"]["resourceVersion"]
                 w = watch.Watch()
                 for ev in w.stream(

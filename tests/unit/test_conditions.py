@@ -271,6 +271,7 @@ CASES = {
                     "llm-b",
                     False,
                     waiting_reason="CrashLoopBackOff",
+                    crash_looping=True,
                     restart_count=4,
                     triton_message="failed to load 'resnet': CUDA out of memory",
                 ),

@@ -9,7 +9,12 @@ from triton_operator.api.tritonmodel import ReplicaState
 from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.observe.model import ReplicaFacts
 from triton_operator.reconcile.gates import GateChange, gate_change, model_settled_on
-from triton_operator.reconcile.model import settle
+from triton_operator.reconcile.model import (
+    RETRY_FAILED_LOAD_S,
+    RETRY_LOCAL_FAILED_LOAD_S,
+    retry_failed_load_after,
+    settle,
+)
 from triton_operator.reconcile.state import ModelMemory, StagedRecord
 from triton_operator.render.server import render_deployment, wants_models_gate
 
@@ -100,18 +105,47 @@ def _fact(pod: str, **kw: Any) -> ReplicaFacts:
     return ReplicaFacts(pod, "10.244.1.2", kw.pop("up", True), kw.pop("state", ReplicaState.READY), **kw)
 
 
-def test_settle_notes_loaded_and_refused_pods_not_loading_ones() -> None:
+def test_settle_notes_refused_pods_not_loading_or_down_ones() -> None:
     memory = ModelMemory(staged=STAGED)
     pods = [_pod("a"), _pod("b", restarts=2), _pod("c"), _pod("d")]
     facts = [
-        _fact("p-a", current=True),
+        _fact("p-a", state=ReplicaState.LOADING),
         _fact("p-b", state=ReplicaState.UNAVAILABLE, load_error="bad config"),
         _fact("p-c", state=ReplicaState.LOADING),
         _fact("p-d", up=False, state=ReplicaState.PENDING),
     ]
     settle(memory, pods, facts, needs_router=False)
-    assert memory.settled == {"a": 0, "b": 2}
+    assert memory.settled == {"b": 2}
     assert memory.settled_news
+
+
+def test_a_pod_that_refused_files_another_pod_serves_is_not_settled() -> None:
+    memory = ModelMemory(staged=STAGED)
+    settle(
+        memory,
+        [_pod("a"), _pod("b")],
+        [
+            _fact("p-a", current=True),
+            _fact("p-b", state=ReplicaState.UNAVAILABLE, load_error="out of memory"),
+        ],
+        needs_router=False,
+    )
+    assert memory.settled == {"a": 0}
+
+
+@pytest.mark.parametrize(
+    ("loads", "after"),
+    [
+        ({}, RETRY_FAILED_LOAD_S),  # refused everywhere so far: the files' fault
+        ({"b": STAGED.job}, RETRY_LOCAL_FAILED_LOAD_S),  # served by pod b: pod a's own problem
+        ({"a": STAGED.job}, RETRY_FAILED_LOAD_S),  # its own earlier load does not count
+        ({"b": "m-stage-0"}, RETRY_FAILED_LOAD_S),  # older files on b say nothing about these
+    ],
+)
+def test_a_failed_load_is_retried_sooner_when_another_pod_serves_the_files(
+    loads: dict[str, str], after: float
+) -> None:
+    assert retry_failed_load_after(ModelMemory(staged=STAGED, loads=loads), "a", STAGED.job) == after
 
 
 def test_a_routed_model_is_settled_only_with_its_router_on_the_pod() -> None:

@@ -92,3 +92,43 @@ def test_claim_binding_is_a_young_pending_or_a_bound_claim(
     claim: dict[str, Any] | None, binding: bool
 ) -> None:
     assert claim_binding(claim, NOW) is binding
+
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def _container(state: str, restarts: int, exit_code: int | None, ended_s_ago: float, ready: bool) -> Any:
+    last = (
+        {"terminated": {"exitCode": exit_code, "finishedAt": _stamp(NOW - timedelta(seconds=ended_s_ago))}}
+        if exit_code is not None
+        else {}
+    )
+    states = {"running": {"running": {}}, "backoff": {"waiting": {"reason": "CrashLoopBackOff"}}}
+    return {
+        "name": "tritonserver",
+        "ready": ready,
+        "restartCount": restarts,
+        "state": states[state],
+        "lastState": last,
+    }
+
+
+def _stamp(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.parametrize(
+    ("container", "looping"),
+    [
+        (_container("backoff", 3, 1, 5, False), True),  # the kubelet says so
+        (_container("running", 3, 1, 5, False), True),  # between back-offs: started again, not ready
+        (_container("running", 3, 1, 5, True), False),  # came up this time
+        (_container("running", 3, 0, 5, False), False),  # its last run ended cleanly
+        (_container("running", 1, 137, 5, False), True),  # killed (OOM), restarted at once, not up yet
+        (_container("running", 0, None, 0, False), False),  # a first start
+        (_container("running", 3, 1, 900, False), False),  # crashed long ago (the kubelet forgot too)
+    ],
+)
+def test_a_crash_loop_stays_one_between_its_back_offs(container: dict[str, Any], looping: bool) -> None:
+    pod = {"metadata": {"name": "p"}, "status": {"containerStatuses": [container]}}
+    assert observe_pod(pod, None, NOW).crash_looping is looping

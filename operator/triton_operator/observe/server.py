@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from triton_operator.conditions import CLAIM_BIND_GRACE_S, ObservedPod, ObservedServerState
@@ -100,9 +100,31 @@ def _triton_message(triton: PodTriton | None) -> str | None:
     return None
 
 
-def observe_pod(pod: Obj, triton: PodTriton | None) -> ObservedPod:
+# A kubelet forgets a container's crash loop (resets its back-off) once it ran this long.
+CRASH_LOOP_RESET_S = 600.0
+
+
+def crashing_again(container: Obj, now: datetime) -> bool:
+    """Whether a container is down because it crashed, between back-offs: started again after a failed
+    run that ended less than CRASH_LOOP_RESET_S ago, not ready yet (a kubelet restarts a container that
+    crashed once at once, and later ones after a back-off). Its state says running then, not
+    CrashLoopBackOff; without this the server's Degraded flipped to False at every such restart."""
+    last = (container.get("lastState") or {}).get("terminated") or {}
+    finished = last.get("finishedAt")
+    if container.get("ready") or "running" not in (container.get("state") or {}) or not finished:
+        return False
+    if int(container.get("restartCount") or 0) < 1 or int(last.get("exitCode") or 0) == 0:
+        return False
+    ended = datetime.fromisoformat(str(finished).replace("Z", "+00:00"))
+    return (now - ended).total_seconds() < CRASH_LOOP_RESET_S
+
+
+def observe_pod(pod: Obj, triton: PodTriton | None, now: datetime | None = None) -> ObservedPod:
     container = _triton_container(pod)
     waiting = (container.get("state") or {}).get("waiting") or {}
+    crash_looping = waiting.get("reason") == "CrashLoopBackOff" or crashing_again(
+        container, now or datetime.now(UTC)
+    )
     scheduled = _condition(pod, "PodScheduled")
     unschedulable = (
         scheduled.get("message") or "Unschedulable"
@@ -114,7 +136,7 @@ def observe_pod(pod: Obj, triton: PodTriton | None) -> ObservedPod:
     waits_for_claim = UNBOUND_CLAIMS_MESSAGE in (unschedulable or "")
     last_term = (container.get("lastState") or {}).get("terminated") or {}
     triton_message = _triton_message(triton)
-    if triton_message is None and waiting.get("reason") == "CrashLoopBackOff" and last_term:
+    if triton_message is None and crash_looping and last_term:
         said = triton_errors(str(last_term.get("message") or ""))
         triton_message = f"exit code {last_term.get('exitCode')}" + (f": {said}" if said else "")
     return ObservedPod(
@@ -126,6 +148,7 @@ def observe_pod(pod: Obj, triton: PodTriton | None) -> ObservedPod:
         waiting_reason=waiting.get("reason"),
         waiting_message=waiting.get("message"),
         restart_count=int(container.get("restartCount") or 0),
+        crash_looping=crash_looping,
         triton_message=triton_message,
     )
 

@@ -105,6 +105,17 @@ STAGING_LABELS = {
 }
 # A load Triton refused is tried again on the same pod only after this long (or with new files).
 RETRY_FAILED_LOAD_S = 300.0
+# ... unless the same files are loaded on another pod: then the failure is this pod's (a Triton still
+# starting up, short of memory), not the files', and the pod's models-loaded gate waits for it.
+RETRY_LOCAL_FAILED_LOAD_S = 20.0
+
+
+def retry_failed_load_after(memory: ModelMemory, uid: str, job: str) -> float:
+    """Seconds until a load of `job`'s files that failed on pod `uid` is tried there again."""
+    loaded_elsewhere = any(loaded == job for other, loaded in memory.loads.items() if other != uid)
+    return RETRY_LOCAL_FAILED_LOAD_S if loaded_elsewhere else RETRY_FAILED_LOAD_S
+
+
 # Deleting with keepFilesOnDelete false: how often kopf calls the delete handler again to look at the
 # removal Job, and how long after a failed removal.
 REMOVAL_POLL_S = 2.0
@@ -145,10 +156,16 @@ def settle(
     memory: ModelMemory, pods: list[dict[str, Any]], replicas: list[ReplicaFacts], *, needs_router: bool
 ) -> None:
     """Note the pods whose Triton has this model's latest files loaded (or refused them), and, for a
-    routed model, its router: their models-loaded gate need not wait for this model (gates.py)."""
+    routed model, its router: their models-loaded gate need not wait for this model (gates.py).
+
+    A refusal settles a pod only while no pod has the files loaded: files Triton refuses everywhere
+    must not hold every pod back, but a pod that refused files another pod serves would answer
+    "unknown model" behind the Service while the others serve it."""
+    loaded_somewhere = any(fact.current for fact in replicas)
     for pod, fact in zip(pods, replicas, strict=True):
         uid = pod["metadata"]["uid"]
-        done = fact.pod_ready and (memory.staged is None or fact.current or fact.load_error is not None)
+        refused = fact.load_error is not None and not loaded_somewhere
+        done = fact.pod_ready and (memory.staged is None or fact.current or refused)
         if done and needs_router and uid not in memory.routing.routers:
             done = False
         if not done:
@@ -396,7 +413,11 @@ class ModelReconciler:
                 memory.loads[uid] = staged.job
             return ReplicaFacts(pod_name, ip, True, state, reason, current=current)
         failure = memory.failures.get(uid)
-        if failure and failure.job == staged.job and time.monotonic() - failure.at < RETRY_FAILED_LOAD_S:
+        if (
+            failure
+            and failure.job == staged.job
+            and time.monotonic() - failure.at < retry_failed_load_after(memory, uid, staged.job)
+        ):
             return ReplicaFacts(pod_name, ip, True, state, reason, load_error=failure.message)
         try:
             # The index changes now: no model may keep a copy read before or during this load.
