@@ -50,8 +50,21 @@ def test_operator_sigkill_right_after_a_promotion_does_not_leave_the_old_version
     # Asked once per pod and staging: files still on disk would keep it, and reloading every pass
     # would not remove them.
     memory.loads["a"] = STAGED.job
-    reconciler._reload_stale_versions([_pod("a"), _pod("b")], TARGET, "2", memory)
+    on_disk = reconciler._reload_stale_versions([_pod("a"), _pod("b")], TARGET, "2", memory)
     assert memory.loads == {"a": STAGED.job, "b": STAGED.job}
+    assert on_disk == {"1"}  # reloaded and still there: its files are on disk
+
+
+def test_versions_left_in_a_retained_repository_are_reported_once_a_reload_kept_them() -> None:
+    """CI rehearsal, chaos seed 1057707514 kill 3: a model deleted with its server gone left versions 1
+    and 2 in the retained repository; a new model staged version 1 into it and both stayed READY on
+    every pod (Triton serves what is on disk). The versions a reload keeps are what `_route` retires."""
+    reconciler = Indexes({"a": [_row("1"), _row("2")]})
+    memory = ModelMemory(staged=STAGED, loads={"a": STAGED.job})
+    assert reconciler._reload_stale_versions([_pod("a")], TARGET, "1", memory) == set()  # reload first
+    assert memory.loads == {"a": ""}
+    memory.loads["a"] = STAGED.job  # the next pass reloaded it
+    assert reconciler._reload_stale_versions([_pod("a")], TARGET, "1", memory) == {"2"}
 
 
 def test_operator_restarted_mid_canary_remembers_the_staged_version_not_the_served_one() -> None:

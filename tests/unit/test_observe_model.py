@@ -170,6 +170,13 @@ CASES = [
         id="all-loaded",
     ),
     pytest.param(
+        # Loaded into a pod whose models-loaded gate is not open yet: not served through the Service.
+        observed(replicas=(replica("a", current=True), replica("b", current=True, in_service=False))),
+        {"Ready": ("False", "Loading"), "Staged": ("True", "Staged"), "Loaded": ("False", "Loading"),
+         "Degraded": ("False", "AsExpected")},
+        id="loaded-into-a-pod-not-taking-traffic-yet",
+    ),
+    pytest.param(
         observed(server_found=False),
         {"Ready": ("False", "ServerNotFound"), "Staged": ("False", "ServerNotFound"),
          "Loaded": ("False", "ServerNotFound"), "Degraded": ("True", "ServerNotFound")},

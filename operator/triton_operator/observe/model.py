@@ -122,6 +122,9 @@ class ReplicaFacts:
     current: bool = False
     # Triton refused to load the latest files here (its words).
     load_error: str | None = None
+    # The pod takes traffic (Ready: its models-loaded gate is open too). Loaded into a pod that does
+    # not yet, the model is not served through the Service: not counted loaded until it does.
+    in_service: bool = True
 
     def entry(self) -> dict[str, Any]:
         """status.replicas[] entry."""
@@ -188,7 +191,9 @@ class ObservedModel:
 
     @property
     def loaded_replicas(self) -> list[ReplicaFacts]:
-        return [r for r in self.ready_replicas if r.state == ReplicaState.READY and r.current]
+        return [
+            r for r in self.ready_replicas if r.state == ReplicaState.READY and r.current and r.in_service
+        ]
 
 
 def loaded_fraction(observed: ObservedModel) -> str:

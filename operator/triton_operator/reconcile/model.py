@@ -41,7 +41,7 @@ from triton_operator.observe.model import (
     replica_state,
     staging_outcome,
 )
-from triton_operator.observe.server import created_within, triton_is_up, triton_restarts
+from triton_operator.observe.server import created_within, pod_is_ready, triton_is_up, triton_restarts
 from triton_operator.reconcile.routing import (
     Routing,
     RoutingOutcome,
@@ -372,7 +372,8 @@ class ModelReconciler:
         )
         live = [pod for pod in pods if not pod["metadata"].get("deletionTimestamp")]
         for pod in live:
-            facts.append(self._load_on(pod, model, staged, memory, stopped))
+            fact = self._load_on(pod, model, staged, memory, stopped)
+            facts.append(replace(fact, in_service=pod_is_ready(pod)))
         live_uids = {pod["metadata"]["uid"] for pod in live}
         for uid in set(memory.loads) - live_uids:
             memory.loads.pop(uid, None)
@@ -509,26 +510,37 @@ class ModelReconciler:
             )
             outcome = replace(outcome, rollout=rollout, retire=None)
         elif outcome.retire is None and state.stable_version == state.canary_version:
-            self._reload_stale_versions(pods, target, state.canary_version, memory)
+            on_disk = self._reload_stale_versions(pods, target, state.canary_version, memory)
+            if staged_now and str(spec.version) == state.canary_version:
+                # Files no spec asks for (left in a retained repository by a model deleted while its
+                # server was gone, say): the one version serving everything is all there should be.
+                for version in sorted(on_disk - {str(spec.version)}):
+                    self._retire(body, spec, server_spec, int(version), memory)
         return router_everywhere(outcome, memory.routing, public)
 
     def _reload_stale_versions(
         self, pods: list[dict[str, Any]], target: str, served: str, memory: ModelMemory
-    ) -> None:
-        """Reload the model (next pass) on each pod that still has a version loaded that nothing serves.
+    ) -> set[str]:
+        """Reload the model (next pass) on each pod that still has a version loaded that nothing serves;
+        the versions still loaded after that reload (their files are on disk).
 
         A promotion removes the old version's files, writes status (one version serves everything),
         and the next pass reloads it from disk; an operator stopped between the two leaves the old
         version loaded, and status no longer names it. Triton keeps only what is on disk after a load.
         """
         job = memory.staged.job if memory.staged else ""
+        on_disk: set[str] = set()
         for pod in pods:
             uid = pod["metadata"]["uid"]
-            if not triton_is_up(pod) or (uid, job) in memory.routing.stale_reloads:
+            if not triton_is_up(pod):
                 continue
             try:
                 stale = ready_versions(self._index_of(pod), target) - {served}
             except triton.TritonError:
+                continue
+            if (uid, job) in memory.routing.stale_reloads:
+                if stale and memory.loads.get(uid) == job:  # reloaded since, and still there
+                    on_disk |= stale
                 continue
             if stale:
                 log.info(
@@ -539,6 +551,7 @@ class ModelReconciler:
                 )
                 memory.loads[uid] = ""
                 memory.routing.stale_reloads.add((uid, job))
+        return on_disk
 
     def _pods(self, namespace: str, server: str) -> list[dict[str, Any]]:
         read = partial(self.kube.list, "Pod", namespace, label_selector(server))
