@@ -9,12 +9,12 @@ import time
 from typing import Any
 
 from kubernetes import client
+from triton_operator.render.labels import MODELS_LOADED_GATE
 
+from tests.chaos.faults import SERVER_SELECTOR
 from tests.e2e import kube
 from tests.e2e.conftest import Sandbox
 
-SERVER_SELECTOR = "app.kubernetes.io/instance=triton,app.kubernetes.io/component=server"
-GATE = "tritonoperator.dev/models-loaded"
 POLL_S = 0.5
 MAX_ENTRIES = 400  # a long kill polls ~400 times; changes are far fewer
 
@@ -26,7 +26,7 @@ def pod_line(pod: Any) -> str:
     gone = " terminating" if pod.metadata.deletion_timestamp else ""
     return (
         f"{pod.metadata.name} {pod.status.pod_ip} Ready={conditions.get('Ready', '-')} "
-        f"gate={conditions.get(GATE, '-')}{gone} restarts={restarts}"
+        f"gate={conditions.get(MODELS_LOADED_GATE, '-')}{gone} restarts={restarts}"
     )
 
 
