@@ -3,6 +3,7 @@ with garbage), each named after the fault; a stand-in pod on loopback, no cluste
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
@@ -14,15 +15,18 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 import pytest
 from triton_operator.reconcile.cache import SharedReads
+from triton_operator.reconcile.state import OperatorState
 from triton_operator.triton import client
 from triton_operator.triton.client import (
     HUNG_HOLD_S,
+    PROBE_TIMEOUT_S,
     ModelState,
     TritonEndpoint,
     TritonError,
     TritonTimeout,
     TritonUnreachable,
     repository_index,
+    server_health,
 )
 from triton_operator.triton.metrics import fetch_metrics, parse_metrics
 from tritonclient.grpc import service_pb2, service_pb2_grpc
@@ -235,3 +239,94 @@ def test_a_more_patient_call_asks_a_held_pod_again(hung_pod: TritonEndpoint) -> 
     with pytest.raises(TritonTimeout):
         repository_index(hung_pod, timeout_s=2 * PROBE_S)  # it might answer in the longer time
     assert time.monotonic() - started >= 0.9 * PROBE_S
+
+
+# --- a pod whose health answers and whose repository index never does (gRPC) ------------------------
+
+
+class IndexHangs(service_pb2_grpc.GRPCInferenceServiceServicer):
+    """A Triton whose health and metadata answer at once and whose index waits for `release` (bounded)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.index_calls = 0
+
+    def ServerLive(self, request: Any, context: Any) -> Any:
+        return service_pb2.ServerLiveResponse(live=True)
+
+    def ServerReady(self, request: Any, context: Any) -> Any:
+        return service_pb2.ServerReadyResponse(ready=True)
+
+    def ServerMetadata(self, request: Any, context: Any) -> Any:
+        return service_pb2.ServerMetadataResponse(name="triton", version="2.51.0")
+
+    def RepositoryIndex(self, request: Any, context: Any) -> Any:
+        self.index_calls += 1
+        self.release.wait(timeout=2 * PROBE_TIMEOUT_S)
+        return service_pb2.RepositoryIndexResponse()
+
+
+@pytest.fixture
+def index_hangs() -> Iterator[tuple[TritonEndpoint, IndexHangs]]:
+    """On a loopback address of its own at Triton's gRPC port, as a pod's IP would be."""
+    servicer = IndexHangs()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2 * MODELS))
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    host = f"127.{random.randint(64, 250)}.{random.randint(1, 250)}.{random.randint(1, 250)}"
+    assert server.add_insecure_port(f"{host}:{TritonEndpoint(host).grpc_port}")
+    server.start()
+    yield TritonEndpoint(host), servicer
+    servicer.release.set()
+    server.stop(grace=None)
+
+
+def test_a_pod_whose_health_answers_stays_held_for_its_index(
+    index_hangs: tuple[TritonEndpoint, IndexHangs],
+) -> None:
+    # The hold was by pod: while the index was held the pod's health was refused too (a pod that
+    # answers its health shown unreachable), and whichever call came first once the hold was over,
+    # often the server's health check, lifted it for the index as well. Every model's next read then
+    # queued behind one more index call that ran out its time: with a crowd of models on that pod, all
+    # the operator's workers waited 5 s every other hold (e2e, the stalling phase: the healthy server's
+    # model went 12.7 s without fresh metrics, bound 11).
+    endpoint, servicer = index_hangs
+    with pytest.raises(TritonTimeout):
+        repository_index(endpoint, timeout_s=PROBE_S)
+    assert server_health(endpoint, timeout_s=PROBE_S).ready
+    started = time.monotonic()
+    with pytest.raises(TritonTimeout):
+        repository_index(endpoint, timeout_s=PROBE_S)
+    assert time.monotonic() - started < PROBE_S / 2, "the index is still held"
+    assert servicer.index_calls == 1
+
+
+def test_while_a_held_pod_is_asked_again_its_other_readers_are_answered_at_once(
+    index_hangs: tuple[TritonEndpoint, IndexHangs], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Once a hold was over, the first reader asked the pod again through the shared single-flight read
+    # and every other model's pass queued behind it, each holding a worker for the whole timeout.
+    endpoint, servicer = index_hangs
+    state = OperatorState()
+    pod = {"metadata": {"namespace": "ns", "name": "hung", "uid": "u1"}, "status": {"podIP": endpoint.host}}
+    with pytest.raises(TritonTimeout):
+        state.pod_index(pod)  # the operator's own timeout: waits it out once, then the pod is held
+    later = time.monotonic() + HUNG_HOLD_S
+    monkeypatch.setattr(client, "_clock", lambda: later)
+    probe = futures.ThreadPoolExecutor(max_workers=1).submit(state.pod_index, pod)
+    deadline = time.monotonic() + PROBE_TIMEOUT_S
+    while servicer.index_calls < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert servicer.index_calls == 2, "the hold is over: one reader asks the pod again"
+
+    def model_pass() -> float:
+        started = time.monotonic()
+        with pytest.raises(TritonTimeout):
+            state.pod_index(pod)
+        return time.monotonic() - started
+
+    with futures.ThreadPoolExecutor(max_workers=MODELS) as passes:
+        took = list(passes.map(lambda _: model_pass(), range(MODELS)))
+    assert max(took) < PROBE_S / 2, f"readers waited for the probe: {took}"
+    servicer.release.set()  # the pod answers the probe: it is not held any more
+    assert probe.result(timeout=PROBE_TIMEOUT_S) == []
+    assert state.pod_index(pod, fresh=True) == [] and servicer.index_calls == 3

@@ -561,8 +561,7 @@ class ModelReconciler:
 
     def _index_of(self, pod: Mapping[str, Any]) -> list[ModelState]:
         """The pod's repository index, read once per period for all its models (the server's pass too)."""
-        endpoint = triton.TritonEndpoint(pod["status"]["podIP"])
-        return self.state.indexes.get(pod_index_key(pod), partial(triton.repository_index, endpoint))
+        return self.state.pod_index(pod)
 
     def _retire(
         self,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from functools import partial
 from typing import Any, cast
 
 import kopf
@@ -26,7 +25,7 @@ from triton_operator.observe.server import (
 )
 from triton_operator.reconcile.gates import sync_gates
 from triton_operator.reconcile.gateway import OwnedRoutes, route_labels, routed_condition, routes_sending_to
-from triton_operator.reconcile.state import ApplyFailure, Key, OperatorState, object_key, pod_index_key
+from triton_operator.reconcile.state import ApplyFailure, Key, OperatorState, object_key
 from triton_operator.reconcile.status import now, stamp_metrics, write_status
 from triton_operator.render.labels import APPLIED_GENERATION_ANNOTATION, label_selector
 from triton_operator.render.routes import server_route_names, server_routes
@@ -230,13 +229,8 @@ class ServerReconciler:
             endpoint = triton.TritonEndpoint(ip)
             try:
                 health = triton.server_health(endpoint)
-                index_key = pod_index_key(pod)
-                models = (
-                    # Fresh each period, and kept for the models of this server (they read it too).
-                    self.state.indexes.get(index_key, partial(triton.repository_index, endpoint), fresh=True)
-                    if health.live
-                    else []
-                )
+                # Fresh each period, and kept for the models of this server (they read it too).
+                models = self.state.pod_index(pod, fresh=True) if health.live else []
                 answers[pod_name] = PodTriton(health=health, models=models)
                 if with_metrics and health.live:
                     scrape = Scrape(parse_metrics(fetch_metrics(endpoint)), time.monotonic())

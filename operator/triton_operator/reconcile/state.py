@@ -7,12 +7,14 @@ import threading
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from triton_operator.observe.metrics import Scrape
 from triton_operator.reconcile.cache import SharedReads
 from triton_operator.reconcile.routing import RoutingMemory
 from triton_operator.reconcile.watched import WatchedStaging
+from triton_operator.triton import client as triton
 from triton_operator.triton.client import ModelState
 
 DEFAULT_READ_TTL_S = 10.0
@@ -176,6 +178,17 @@ class OperatorState:
 
     def model(self, key: Key) -> ModelMemory:
         return self.models.setdefault(key, ModelMemory())
+
+    def pod_index(self, pod: Mapping[str, Any], *, fresh: bool = False) -> list[ModelState]:
+        """The running pod's repository index, read once per period for all its models and its server.
+
+        A pod held as hung raises its timeout at once instead of queueing every reader behind the one
+        call that asks it again (triton/client.py): each would hold a worker for that call's timeout.
+        """
+        endpoint = triton.TritonEndpoint(pod["status"]["podIP"])
+        triton.raise_if_held(endpoint, triton.INDEX)
+        read = partial(triton.repository_index, endpoint)
+        return self.indexes.get(pod_index_key(pod), read, fresh=fresh)
 
     def models_on(self, server: Key) -> list[Key]:
         """The models placed on `server` (to wake when its pods or the server itself change)."""

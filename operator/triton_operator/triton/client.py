@@ -22,12 +22,18 @@ Timeouts:
   take a while; callers with big models pass `timeout_s`. A load that times out raises `TritonTimeout`
   and may still complete on the server: read `repository_index` on the next reconcile.
 
-A pod that ran out a call's time (a connection attempt, or a call bounded by `PROBE_TIMEOUT_S`) is hung:
-for `HUNG_HOLD_S` after that, every call to it that would not wait longer raises the same `TritonTimeout`
-at once, without asking (a caller with a longer timeout asks again).
+A pod that ran out a call's time (a connection attempt, or a call bounded by `PROBE_TIMEOUT_S`) is hung
+for that call: for `HUNG_HOLD_S` after that, every such call to it that would not wait longer raises the
+same `TritonTimeout` at once, without asking (a caller with a longer timeout asks again). A connection
+that could not be completed holds every call; a call that timed out holds only calls of its kind, so a
+pod whose health answers while its index hangs stays held for the index. Once the hold is over, one
+call asks again (the probe) while the others are still answered with the held timeout: a pod that stays
+hung costs one wait per hold, not one per caller.
 Each of a server's models reads each pod's index every period, one after another for the same pod
 (the reads are shared, single-flight): without the hold, 100 models of a hung pod would wait out
-100 timeouts in turn, holding the operator's workers from every other object meanwhile.
+100 timeouts in turn, holding the operator's workers from every other object meanwhile. Callers that
+read through a shared single-flight cache ask `raise_if_held` first, so that they do not queue behind
+a probe.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ CONNECT_TIMEOUT_S = 2.0
 PROBE_TIMEOUT_S = 5.0
 LOAD_TIMEOUT_S = 60.0
 HUNG_HOLD_S = PROBE_TIMEOUT_S
+INDEX = "index"  # the repository index call, for `raise_if_held`
 # The largest answer read from a pod. Triton's are kilobytes (an index of 10,000 models is about 1 MiB);
 # tritonclient's default, 2 GiB, would let any pod make the operator parse 2 GiB into memory.
 ANSWER_LIMIT = 64 << 20
@@ -85,44 +92,73 @@ class TritonTimeout(TritonUnreachable):
         self.connecting = connecting
 
 
+# The kind of call a connection that could not be completed holds: every call of the pod.
+CONNECT = "connect"
+HoldKey = tuple[str, str]  # (the pod's gRPC URL, the call: "index", "health", ... or CONNECT)
+
+
+@dataclass
+class _Hold:
+    at: float  # when the call timed out (on `_clock`)
+    timeout_s: float  # its timeout: a more patient call still asks
+    error: TritonTimeout
+    probing: bool = False  # the hold is over and one call is asking again
+
+
 class _HungPods:
-    """Pods whose last call ran out its time, each with that timeout, for `HUNG_HOLD_S` (module doc)."""
+    """Calls of pods that ran out their time, by (pod, call), for `HUNG_HOLD_S` (module doc)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # url -> (when, the call's timeout_s, the TritonTimeout it raised)
-        self._since: dict[str, tuple[float, float, TritonTimeout]] = {}
+        self._holds: dict[HoldKey, _Hold] = {}
 
-    def check(self, url: str, timeout_s: float) -> None:
-        """Raise the timeout `url` ran out lately, if it is held still and this call is no more patient."""
+    def check(self, url: str, call: str, timeout_s: float, *, probe: bool = True) -> HoldKey | None:
+        """Raise the timeout the call ran out lately while it is held and this call is no more patient.
+
+        When the hold is over, the first call becomes its probe (returned: pass it to `end_probe`);
+        calls meanwhile raise as if still held. `probe=False` only looks (a caller about to queue).
+        """
+        error: TritonTimeout | None = None
         with self._lock:
-            held = self._since.get(url)
-            if held is None:
-                return
-            at, held_timeout_s, error = held
-            if _clock() - at >= HUNG_HOLD_S:
-                del self._since[url]
-                return
-            if timeout_s > held_timeout_s:
-                return
-        # The same message as the call that timed out: a status quoting it does not change each pass.
-        raise TritonTimeout(error.message, endpoint=url, connecting=error.connecting)
+            for key in ((url, CONNECT), (url, call)):
+                hold = self._holds.get(key)
+                if hold is None or timeout_s > hold.timeout_s:
+                    continue
+                if hold.probing or _clock() - hold.at < HUNG_HOLD_S:
+                    error = hold.error
+                    break
+                if probe:
+                    hold.probing = True
+                    return key
+        if error is not None:
+            # The same message as the call that timed out: a status quoting it does not change each pass.
+            raise TritonTimeout(error.message, endpoint=url, connecting=error.connecting)
+        return None
 
     def remember(
-        self, url: str, timeout_s: float, error: TritonTimeout, *, waited_s: float, bound_s: float
+        self, key: HoldKey, timeout_s: float, error: TritonTimeout, *, waited_s: float, bound_s: float
     ) -> None:
-        """Hold `url` when the call really waited out its bound (an instant error costs nothing again)."""
+        """Hold `key` when the call really waited out its bound (an instant error costs nothing again)."""
         if waited_s < 0.9 * bound_s:
             return
         now = _clock()
         with self._lock:
-            for stale in [u for u, (at, _, _) in self._since.items() if now - at >= HUNG_HOLD_S]:
-                del self._since[stale]  # pods that went away are not asked again
-            self._since[url] = (now, timeout_s, error)
+            for old in [k for k, h in self._holds.items() if not h.probing and now - h.at >= HUNG_HOLD_S]:
+                del self._holds[old]  # pods that went away are not asked again
+            self._holds[key] = _Hold(now, timeout_s, error)
 
-    def forget(self, url: str) -> None:
+    def answered(self, url: str, call: str) -> None:
+        """The pod completed a call of this kind: neither it nor the connection is held any more."""
         with self._lock:
-            self._since.pop(url, None)
+            self._holds.pop((url, call), None)
+            self._holds.pop((url, CONNECT), None)
+
+    def end_probe(self, key: HoldKey) -> None:
+        """The probe ended without holding the call again (it answered, or failed without waiting)."""
+        with self._lock:
+            hold = self._holds.get(key)
+            if hold is not None and hold.probing:
+                del self._holds[key]
 
 
 _hung = _HungPods()
@@ -206,15 +242,16 @@ def _channel_args(connect_timeout_s: float) -> list[tuple[str, int]]:
 
 
 @contextlib.contextmanager
-def _client(ep: TritonEndpoint, timeout_s: float) -> Iterator[Any]:
+def _client(ep: TritonEndpoint, timeout_s: float, call: str) -> Iterator[Any]:
     """Open a gRPC tritonclient for one call and translate every failure into this module's exceptions.
 
-    The caller passes `client_timeout=timeout_s` to each request; the client is closed afterwards
-    (closing the channel releases its socket, so short-lived clients leak nothing).
+    `call` names the kind of call for the hung-pod hold (module doc). The caller passes
+    `client_timeout=timeout_s` to each request; the client is closed afterwards (closing the channel
+    releases its socket, so short-lived clients leak nothing).
     """
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be positive seconds, got {timeout_s!r}")
-    _hung.check(ep.grpc_url, timeout_s)
+    probe = _hung.check(ep.grpc_url, call, timeout_s)
     connect_s = min(CONNECT_TIMEOUT_S, timeout_s)
     client: Any = None
     started, waiting_since = time.monotonic(), _clock()
@@ -227,14 +264,26 @@ def _client(ep: TritonEndpoint, timeout_s: float) -> Iterator[Any]:
             # A pod that let a probe (or a connection) run out its time is hung; a load that ran long
             # is not.
             waited_s, bound_s = _clock() - waiting_since, connect_s if error.connecting else timeout_s
-            _hung.remember(ep.grpc_url, timeout_s, error, waited_s=waited_s, bound_s=bound_s)
+            key = (ep.grpc_url, CONNECT if error.connecting else call)
+            _hung.remember(key, timeout_s, error, waited_s=waited_s, bound_s=bound_s)
         raise error from None
     else:
-        _hung.forget(ep.grpc_url)
+        _hung.answered(ep.grpc_url, call)
     finally:
+        if probe is not None:
+            _hung.end_probe(probe)
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
+
+
+def raise_if_held(ep: TritonEndpoint, call: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Raise the held `TritonTimeout` when such a call to the pod would raise it (held, or being probed).
+
+    For callers about to wait in a shared single-flight read: behind a probe of a hung pod they would
+    each hold a worker for the probe's whole timeout.
+    """
+    _hung.check(ep.grpc_url, call, timeout_s, probe=False)
 
 
 def _translate(
@@ -268,7 +317,7 @@ def repository_index(ep: TritonEndpoint, *, timeout_s: float = PROBE_TIMEOUT_S) 
 
     A model loaded with `files=` (no folder in the repository) is not listed: Triton indexes folders.
     """
-    with _client(ep, timeout_s) as client:
+    with _client(ep, timeout_s, INDEX) as client:
         answer = client.get_model_repository_index(as_json=True, client_timeout=timeout_s)
     return parse_repository_index(answer, endpoint=ep.grpc_url)
 
@@ -325,7 +374,7 @@ def server_health(ep: TritonEndpoint, *, timeout_s: float = PROBE_TIMEOUT_S) -> 
     Raises TritonUnreachable when the pod does not answer at all (distinct from a pod that answers
     "not ready"). Makes up to four requests, each bounded by `timeout_s`.
     """
-    with _client(ep, timeout_s) as client:
+    with _client(ep, timeout_s, "health") as client:
         live = bool(client.is_server_live(client_timeout=timeout_s))
         ready = bool(client.is_server_ready(client_timeout=timeout_s))
         try:
@@ -371,7 +420,7 @@ def load_model(
         if bad:
             raise ValueError(f"load_model: files= keys must be 'file:<path in model folder>', got {bad!r}")
     try:
-        with _client(ep, timeout_s) as client:
+        with _client(ep, timeout_s, "load") as client:
             client.load_model(
                 name,
                 config=config_json,
@@ -386,7 +435,7 @@ def load_model(
 
 def unload_model(ep: TritonEndpoint, name: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> None:
     """Ask the pod to unload `name`; unloading a model Triton does not know is not an error."""
-    with _client(ep, timeout_s) as client:
+    with _client(ep, timeout_s, "unload") as client:
         client.unload_model(name, client_timeout=timeout_s)
 
 
@@ -394,7 +443,7 @@ def model_ready(
     ep: TritonEndpoint, name: str, version: str | int | None = None, *, timeout_s: float = PROBE_TIMEOUT_S
 ) -> bool:
     """Whether `name` (or one `version` of it) is loaded and ready to serve on this pod."""
-    with _client(ep, timeout_s) as client:
+    with _client(ep, timeout_s, "model_ready") as client:
         return bool(
             client.is_model_ready(name, "" if version is None else str(version), client_timeout=timeout_s)
         )
@@ -409,7 +458,7 @@ def model_config(
     int64 fields come as strings (`"dims": ["1"]`). Raises TritonError for a model Triton does not
     serve (unknown, or not loaded).
     """
-    with _client(ep, timeout_s) as client:
+    with _client(ep, timeout_s, "model_config") as client:
         answer = client.get_model_config(name, str(version), as_json=True, client_timeout=timeout_s)
     config = answer.get("config") if isinstance(answer, dict) else None
     if not isinstance(config, dict):
