@@ -7,13 +7,15 @@ ends deep inside kopf or the client: a traceback for a missing kubeconfig, endle
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from triton_operator.kube.rest import Kube, new_api_client
+from triton_operator.kube.rest import AccessUndecided, Kube, new_api_client
 
 GROUP, VERSION = "tritonoperator.dev", "v1alpha1"
 KINDS_SERVED = ("tritonservers", "tritonmodels")
@@ -102,17 +104,48 @@ def may_open_gates(
     return all(allowed(GATE_PERMISSION, namespace) for namespace in scopes)
 
 
+# An answer the API server could not decide is asked again this often, so long: an API server that has
+# just started reads its RBAC objects within seconds; a binding to a missing role stays undecided.
+UNDECIDED_TRIES, UNDECIDED_WAIT_S = 6, 2.0
+
+
+class Undecided(Exception):
+    """The API server could not decide a permission within the retries; the message is the verdict."""
+
+
+def decided(
+    ask: Callable[[], bool],
+    permission: Permission,
+    *,
+    tries: int = UNDECIDED_TRIES,
+    wait_s: float = UNDECIDED_WAIT_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """`ask()`'s answer, asked again while the API server cannot decide it (at most `tries` times)."""
+    for attempt in range(tries):
+        try:
+            return ask()
+        except AccessUndecided as exc:
+            if attempt == tries - 1:
+                raise Undecided(
+                    f"the API server could not decide whether this identity may {permission} "
+                    f"(asked {tries} times over {(tries - 1) * wait_s:g} s): {exc}; check the RBAC "
+                    "bindings of the operator's ServiceAccount (`kubectl auth can-i --list`)"
+                ) from None
+            sleep(wait_s)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
 def _allowed(kube: Kube) -> Callable[[Permission, str | None], bool]:
     def allowed(permission: Permission, namespace: str | None) -> bool:
-        return kube.may(
-            {
-                "verb": permission.verb,
-                "group": permission.group,
-                "resource": permission.resource,
-                "subresource": permission.subresource,
-                "namespace": namespace or "",
-            }
-        )
+        attributes = {
+            "verb": permission.verb,
+            "group": permission.group,
+            "resource": permission.resource,
+            "subresource": permission.subresource,
+            "namespace": namespace or "",
+        }
+        return decided(partial(kube.may, attributes), permission)
 
     return allowed
 
@@ -139,6 +172,8 @@ def check(namespaces: Sequence[str] | None) -> Verdict:
             return Verdict(crds)
         allowed = _allowed(kube)
         return Verdict(denied(allowed, namespaces), may_open_gates(allowed, namespaces))
+    except Undecided as exc:
+        return Verdict(str(exc))
     except ApiException as exc:
         return Verdict(f"the Kubernetes API at {host} answered {exc.status} {exc.reason}")
     except Exception as exc:  # urllib3's connection errors carry long nested reprs: keep the type and host

@@ -9,6 +9,7 @@ import pytest
 from kubernetes.config import kube_config
 from triton_operator import preflight
 from triton_operator.cli import listen_problem, main
+from triton_operator.kube.rest import AccessUndecided, access_decision
 
 from tests.support.s3server import free_port_pair
 
@@ -111,3 +112,50 @@ def test_an_rbac_without_pod_status_leaves_the_readiness_gate_off_not_the_operat
 def _free_port() -> int:
     """A free health port whose metrics port (the next one) is free too."""
     return free_port_pair("127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("status", "decision"),
+    [
+        ({"allowed": True}, True),
+        ({"allowed": False}, False),
+        ({}, False),
+        ({"allowed": False, "denied": True, "evaluationError": "webhook said no"}, False),
+        ({"allowed": False, "evaluationError": 'clusterrole "triton-operator" not found'}, None),
+    ],
+    ids=["allowed", "not-allowed", "no-answer", "denied-outright", "rules-not-read"],
+)
+def test_an_access_review_the_api_server_could_not_evaluate_is_undecided(
+    status: dict[str, object], decision: bool | None
+) -> None:
+    if decision is None:
+        with pytest.raises(AccessUndecided, match="not found"):
+            access_decision(status)
+    else:
+        assert access_decision(status) is decision
+
+
+def test_an_undecided_permission_is_asked_again_before_it_stops_the_operator() -> None:
+    # A just-restarted API server answered "not allowed" with an evaluation error while it had not read
+    # its RBAC objects yet: the operator took it for a denial and exited.
+    answers: list[object] = [AccessUndecided("role not found"), AccessUndecided("role not found"), True]
+    slept: list[float] = []
+
+    def ask() -> bool:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return bool(answer)
+
+    jobs = preflight.Permission("create", "batch", "jobs")
+    assert preflight.decided(ask, jobs, tries=3, wait_s=0.5, sleep=slept.append)
+    assert slept == [0.5, 0.5]
+
+    def never() -> bool:
+        raise AccessUndecided('clusterrole "triton-operator" not found')
+
+    with pytest.raises(preflight.Undecided) as caught:
+        preflight.decided(never, jobs, tries=3, wait_s=0.5, sleep=slept.append)
+    message = str(caught.value)
+    assert "could not decide whether this identity may create jobs.batch" in message
+    assert 'clusterrole "triton-operator" not found' in message and "\n" not in message

@@ -23,6 +23,21 @@ USER_AGENT = f"triton-operator/{__version__}"
 REQUEST_TIMEOUT_S = 30
 
 
+class AccessUndecided(Exception):
+    """The API server could not evaluate its authorization rules for a question (`evaluationError`)."""
+
+
+def access_decision(status: Mapping[str, Any]) -> bool:
+    """A SelfSubjectAccessReview's answer; AccessUndecided when it is "not allowed" only for want of
+    rules it could not read (an API server that has just started and not yet read its RBAC objects, or a
+    binding to a role that does not exist)."""
+    if status.get("allowed"):
+        return True
+    if status.get("evaluationError") and not status.get("denied"):
+        raise AccessUndecided(str(status["evaluationError"]))
+    return False
+
+
 @dataclass(frozen=True)
 class Kind:
     api_version: str
@@ -112,7 +127,7 @@ class Kube:
             "spec": {"resourceAttributes": dict(attributes)},
         }
         result = self._call("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", body=review)
-        return bool((result.get("status") or {}).get("allowed"))
+        return access_decision(result.get("status") or {})
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
