@@ -14,7 +14,7 @@ from typing import Any
 
 from triton_operator.conditions import CLAIM_BIND_GRACE_S, ObservedPod, ObservedServerState
 from triton_operator.render.labels import APPLIED_GENERATION_ANNOTATION, MODELS_LOADED_GATE
-from triton_operator.render.server import CONTAINER_NAME
+from triton_operator.render.server import CONTAINER_NAME, spec_has_models_gate
 from triton_operator.triton.client import Health, ModelState
 
 UNBOUND_CLAIMS_MESSAGE = "unbound immediate PersistentVolumeClaims"
@@ -61,8 +61,7 @@ def gate_status(pod: Obj) -> str | None:
 
 def has_models_gate(pod: Obj) -> bool:
     """The pod's spec has the models-loaded readiness gate (pods of older templates do not)."""
-    gates = (pod.get("spec") or {}).get("readinessGates") or []
-    return any(g.get("conditionType") == MODELS_LOADED_GATE for g in gates)
+    return spec_has_models_gate(pod.get("spec") or {})
 
 
 def _triton_container(pod: Obj) -> Obj:
@@ -115,8 +114,7 @@ def crashing_again(container: Obj, now: datetime) -> bool:
         return False
     if int(container.get("restartCount") or 0) < 1 or int(last.get("exitCode") or 0) == 0:
         return False
-    ended = datetime.fromisoformat(str(finished).replace("Z", "+00:00"))
-    return (now - ended).total_seconds() < CRASH_LOOP_RESET_S
+    return seconds_since(finished, now) < CRASH_LOOP_RESET_S
 
 
 def observe_pod(pod: Obj, triton: PodTriton | None, now: datetime | None = None) -> ObservedPod:
@@ -175,7 +173,12 @@ def created_within(obj: Obj, seconds: float, now: datetime) -> bool:
     created = obj["metadata"].get("creationTimestamp")
     if not created:
         return True
-    return (now - datetime.fromisoformat(str(created).replace("Z", "+00:00"))).total_seconds() < seconds
+    return seconds_since(created, now) < seconds
+
+
+def seconds_since(timestamp: Any, now: datetime) -> float:
+    """Seconds from a Kubernetes timestamp (`2026-12-01T10:00:00Z`) to `now`."""
+    return (now - datetime.fromisoformat(str(timestamp).replace("Z", "+00:00"))).total_seconds()
 
 
 def waits_for_claim(pods: Sequence[Obj]) -> bool:

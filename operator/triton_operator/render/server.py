@@ -374,10 +374,14 @@ def template_hash(deployment: Mapping[str, Any] | None) -> str | None:
     return str(value) if value else None
 
 
+def spec_has_models_gate(pod_spec: Mapping[str, Any]) -> bool:
+    """Whether a pod spec (a pod's, or a template's) has the models-loaded readiness gate."""
+    return any(g.get("conditionType") == MODELS_LOADED_GATE for g in pod_spec.get("readinessGates") or [])
+
+
 def template_has_models_gate(deployment: Mapping[str, Any]) -> bool:
     """Whether a Deployment's pod template has the models-loaded readiness gate."""
-    pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
-    return any(g.get("conditionType") == MODELS_LOADED_GATE for g in pod.get("readinessGates") or [])
+    return spec_has_models_gate(((deployment.get("spec") or {}).get("template") or {}).get("spec") or {})
 
 
 def wants_models_gate(name: str, spec: TritonServerSpec, running: Mapping[str, Any] | None) -> bool:
