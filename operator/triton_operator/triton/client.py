@@ -54,6 +54,7 @@ CONNECT_TIMEOUT_S = 2.0
 PROBE_TIMEOUT_S = 5.0
 LOAD_TIMEOUT_S = 60.0
 HUNG_HOLD_S = PROBE_TIMEOUT_S
+FORGET_HOLD_S = 10 * HUNG_HOLD_S  # a hold no call has probed for this long is of a pod gone
 INDEX = "index"  # the repository index call, for `raise_if_held`
 # The largest answer read from a pod. Triton's are kilobytes (an index of 10,000 models is about 1 MiB);
 # tritonclient's default, 2 GiB, would let any pod make the operator parse 2 GiB into memory.
@@ -112,28 +113,28 @@ class _HungPods:
         self._lock = threading.Lock()
         self._holds: dict[HoldKey, _Hold] = {}
 
-    def check(self, url: str, call: str, timeout_s: float, *, probe: bool = True) -> HoldKey | None:
+    def check(self, url: str, call: str, timeout_s: float, *, probe: bool = True) -> tuple[HoldKey, ...]:
         """Raise the timeout the call ran out lately while it is held and this call is no more patient.
 
-        When the hold is over, the first call becomes its probe (returned: pass it to `end_probe`);
-        calls meanwhile raise as if still held. `probe=False` only looks (a caller about to queue).
+        When its holds are over, the first call becomes their probe (their keys are returned: pass them
+        to `end_probe`); calls meanwhile raise as if still held. `probe=False` only looks.
         """
-        error: TritonTimeout | None = None
         with self._lock:
-            for key in ((url, CONNECT), (url, call)):
-                hold = self._holds.get(key)
-                if hold is None or timeout_s > hold.timeout_s:
-                    continue
-                if hold.probing or _clock() - hold.at < HUNG_HOLD_S:
-                    error = hold.error
-                    break
-                if probe:
+            holds = [
+                (key, hold)
+                for key in ((url, CONNECT), (url, call))
+                if (hold := self._holds.get(key)) is not None and timeout_s <= hold.timeout_s
+            ]
+            held = next((h for _, h in holds if h.probing or _clock() - h.at < HUNG_HOLD_S), None)
+            if held is None:
+                if not probe:
+                    return ()
+                for _, hold in holds:
                     hold.probing = True
-                    return key
-        if error is not None:
-            # The same message as the call that timed out: a status quoting it does not change each pass.
-            raise TritonTimeout(error.message, endpoint=url, connecting=error.connecting)
-        return None
+                return tuple(key for key, _ in holds)
+            error = held.error
+        # The same message as the call that timed out: a status quoting it does not change each pass.
+        raise TritonTimeout(error.message, endpoint=url, connecting=error.connecting)
 
     def remember(
         self, key: HoldKey, timeout_s: float, error: TritonTimeout, *, waited_s: float, bound_s: float
@@ -143,8 +144,9 @@ class _HungPods:
             return
         now = _clock()
         with self._lock:
-            for old in [k for k, h in self._holds.items() if not h.probing and now - h.at >= HUNG_HOLD_S]:
-                del self._holds[old]  # pods that went away are not asked again
+            # Pods that went away are not asked again; a pod still hung is asked long before this.
+            for old in [k for k, h in self._holds.items() if not h.probing and now - h.at >= FORGET_HOLD_S]:
+                del self._holds[old]
             self._holds[key] = _Hold(now, timeout_s, error)
 
     def answered(self, url: str, call: str) -> None:
@@ -153,12 +155,13 @@ class _HungPods:
             self._holds.pop((url, call), None)
             self._holds.pop((url, CONNECT), None)
 
-    def end_probe(self, key: HoldKey) -> None:
-        """The probe ended without holding the call again (it answered, or failed without waiting)."""
+    def end_probe(self, keys: tuple[HoldKey, ...]) -> None:
+        """The probe ended; holds it did not renew are over (it answered, or failed without waiting)."""
         with self._lock:
-            hold = self._holds.get(key)
-            if hold is not None and hold.probing:
-                del self._holds[key]
+            for key in keys:
+                hold = self._holds.get(key)
+                if hold is not None and hold.probing:
+                    del self._holds[key]
 
 
 _hung = _HungPods()
@@ -270,8 +273,7 @@ def _client(ep: TritonEndpoint, timeout_s: float, call: str) -> Iterator[Any]:
     else:
         _hung.answered(ep.grpc_url, call)
     finally:
-        if probe is not None:
-            _hung.end_probe(probe)
+        _hung.end_probe(probe)
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
