@@ -8,6 +8,7 @@ import pytest
 from triton_operator.api.tritonmodel import ReplicaState
 from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.observe.model import ReplicaFacts
+from triton_operator.observe.server import triton_started_after_gate
 from triton_operator.reconcile.gates import GateChange, gate_change, model_settled_on
 from triton_operator.reconcile.model import (
     RETRY_FAILED_LOAD_S,
@@ -16,6 +17,7 @@ from triton_operator.reconcile.model import (
     settle,
 )
 from triton_operator.reconcile.state import ModelMemory, StagedRecord
+from triton_operator.render.labels import MODELS_LOADED_GATE
 from triton_operator.render.server import render_deployment, wants_models_gate
 
 pytestmark = pytest.mark.unit
@@ -55,8 +57,18 @@ UP = {"has_gate": True, "triton_up": True, "restarts": 0, "granted_at_restarts":
             {**UP, "gate": "True", "waiting_for": [], "restarts": 1, "granted_at_restarts": 0},
             GateChange("False", "TritonRestarted", "Triton restarted (1 restarts); loading."),
         ),
-        # Opened by an earlier operator process: its restart count is not known, trust the gate.
+        # Opened by an earlier operator process, Triton started before the gate opened: trusted.
         ({**UP, "gate": "True", "waiting_for": [], "restarts": 3}, None),
+        # ... Triton started after it (restarted while no operator ran: it lost its models): closed.
+        (
+            {**UP, "gate": "True", "waiting_for": [], "restarts": 3, "started_after_gate": True},
+            GateChange("False", "TritonRestarted", "Triton restarted (3 restarts); loading."),
+        ),
+        # Opened by this process at this very Triton: its restart count decides, not the clocks.
+        (
+            {**UP, "gate": "True", "waiting_for": [], "granted_at_restarts": 0, "started_after_gate": True},
+            None,
+        ),
     ],
 )
 def test_gate_change(facts: dict[str, Any], expected: GateChange | None) -> None:
@@ -197,3 +209,37 @@ def test_an_operator_upgrade_does_not_roll_pods_for_the_gate(
     running: dict[str, Any] | None, spec: TritonServerSpec, gate: bool
 ) -> None:
     assert wants_models_gate("t", spec, running) is gate
+
+
+def _gated_pod(opened: str | None, started: str | None, gate: str = "True") -> dict[str, Any]:
+    conditions = (
+        [] if opened is None else [{"type": MODELS_LOADED_GATE, "status": gate, "lastTransitionTime": opened}]
+    )
+    state = {"running": {"startedAt": started}} if started else {"waiting": {"reason": "CrashLoopBackOff"}}
+    return {
+        "metadata": {"name": "p", "uid": "u"},
+        "status": {
+            "conditions": conditions,
+            "containerStatuses": [{"name": "tritonserver", "restartCount": 1, "state": state}],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("pod", "after"),
+    [
+        # The gate opened once models were loaded into the running Triton: after its start.
+        (_gated_pod("2026-12-01T10:00:09Z", "2026-12-01T10:00:02Z"), False),
+        # Whole seconds: a start in the second of the opening (or the next) is not surely later.
+        (_gated_pod("2026-12-01T10:00:09Z", "2026-12-01T10:00:10Z"), False),
+        # Triton started again 40 s after the gate opened: it has lost its models.
+        (_gated_pod("2026-12-01T10:00:09Z", "2026-12-01T10:00:49Z"), True),
+        # Not open, no gate condition yet, or no Triton running: nothing to compare.
+        (_gated_pod("2026-12-01T10:00:09Z", "2026-12-01T10:00:49Z", gate="False"), False),
+        (_gated_pod(None, "2026-12-01T10:00:49Z"), False),
+        (_gated_pod("2026-12-01T10:00:09Z", None), False),
+    ],
+    ids=["started-before", "same-second", "restarted-after", "gate-closed", "no-gate-yet", "not-running"],
+)
+def test_triton_started_after_gate(pod: dict[str, Any], after: bool) -> None:
+    assert triton_started_after_gate(pod) is after

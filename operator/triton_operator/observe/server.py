@@ -59,6 +59,23 @@ def gate_status(pod: Obj) -> str | None:
     return str(cond.get("status")) if cond else None
 
 
+# Timestamps are whole seconds (the gate's is cut to them): a start this much later than the gate's
+# opening is surely later.
+STARTED_AFTER_GATE_MARGIN_S = 1.0
+
+
+def triton_started_after_gate(pod: Obj) -> bool:
+    """Whether the pod's Triton process started after its models-loaded gate was last opened, by the
+    timestamps on the pod (its container's start, the gate's transition): a Triton that restarted while
+    no operator was running has lost its models though its gate still says True."""
+    cond = _condition(pod, MODELS_LOADED_GATE)
+    started = ((_triton_container(pod).get("state") or {}).get("running") or {}).get("startedAt")
+    if not cond or cond.get("status") != "True" or not cond.get("lastTransitionTime") or not started:
+        return False
+    later_s = (kubernetes_time(started) - kubernetes_time(cond["lastTransitionTime"])).total_seconds()
+    return later_s > STARTED_AFTER_GATE_MARGIN_S
+
+
 def has_models_gate(pod: Obj) -> bool:
     """The pod's spec has the models-loaded readiness gate (pods of older templates do not)."""
     return spec_has_models_gate(pod.get("spec") or {})
@@ -176,9 +193,14 @@ def created_within(obj: Obj, seconds: float, now: datetime) -> bool:
     return seconds_since(created, now) < seconds
 
 
+def kubernetes_time(timestamp: Any) -> datetime:
+    """A Kubernetes timestamp (`2026-12-01T10:00:00Z`) as an aware datetime."""
+    return datetime.fromisoformat(str(timestamp).replace("Z", "+00:00"))
+
+
 def seconds_since(timestamp: Any, now: datetime) -> float:
-    """Seconds from a Kubernetes timestamp (`2026-12-01T10:00:00Z`) to `now`."""
-    return (now - datetime.fromisoformat(str(timestamp).replace("Z", "+00:00"))).total_seconds()
+    """Seconds from a Kubernetes timestamp to `now`."""
+    return (now - kubernetes_time(timestamp)).total_seconds()
 
 
 def waits_for_claim(pods: Sequence[Obj]) -> bool:

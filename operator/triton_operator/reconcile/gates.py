@@ -10,7 +10,8 @@ with files in the repository has been loaded into that Triton (or refused by it:
 to load fails on every pod alike and says so in its own status; it must not hold the pods back).
 
 The gate opens once per Triton process: models added later are hot-loaded into Ready pods as before.
-A Triton that stops answering or restarted closes it again (it lost its models).
+A Triton that stops answering or restarted closes it again (it lost its models), also one that
+restarted while no operator ran (its container started after the gate's last transition).
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from triton_operator.kube.rest import Kube
-from triton_operator.observe.server import gate_status, has_models_gate, triton_is_up, triton_restarts
+from triton_operator.observe.server import (
+    gate_status,
+    has_models_gate,
+    triton_is_up,
+    triton_restarts,
+    triton_started_after_gate,
+)
 from triton_operator.reconcile.state import Key, ModelMemory, OperatorState
 from triton_operator.reconcile.status import now
 from triton_operator.render.labels import MODELS_LOADED_GATE
@@ -51,19 +58,23 @@ def gate_change(
     granted_at_restarts: int | None,
     waiting_for: Sequence[str],
     loaded: int,
+    started_after_gate: bool = False,
 ) -> GateChange | None:
     """What to write on a pod's gate, None to leave it as it is.
 
     `gate`: the condition's status now (None: not set yet); `granted_at_restarts`: the Triton restart
     count when this process opened the gate (None: not opened by this process); `waiting_for`: the
-    server's models not loaded (or refused) into this Triton yet; `loaded`: how many are.
+    server's models not loaded (or refused) into this Triton yet; `loaded`: how many are;
+    `started_after_gate`: the pod's timestamps say its Triton started after the gate opened (asked
+    only of a gate this process did not open: its restart count says it better, whatever the clocks).
     """
     if not has_gate:
         return None  # a pod of an older template: Kubernetes does not wait for the gate
     if gate == "True":
         if not triton_up:
             return GateChange("False", "TritonNotReady", "Triton stopped answering; its models load again.")
-        if granted_at_restarts is not None and restarts > granted_at_restarts:
+        restarted = restarts > granted_at_restarts if granted_at_restarts is not None else started_after_gate
+        if restarted:
             return GateChange("False", "TritonRestarted", f"Triton restarted ({restarts} restarts); loading.")
         return None
     if not triton_up:
@@ -128,6 +139,7 @@ def sync_gates(kube: Kube, state: OperatorState, server: Key, pods: Sequence[Map
             granted_at_restarts=state.gates_opened.get((server, uid)),
             waiting_for=waiting,
             loaded=len(models or []) - len(waiting),
+            started_after_gate=triton_started_after_gate(pod),
         )
         if change is None:
             continue
