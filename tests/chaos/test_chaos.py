@@ -239,16 +239,21 @@ def attribute(
     blamed: list[str] = []
     rolled: list[str] = []
     unexplained: list[str] = []
-    for at, message in load.failed:
+    for at, message, sent in load.failed:
         if scenario == "rollback" and "version 2 is broken" in message:
             continue
-        in_window = rec is not None and rec.blame_until and rec.started - 0.5 <= at <= rec.blame_until
+        # The fault's: failed once it struck, sent before its window closed (a request in flight on
+        # a killed Triton may fail only when its client's timeout runs out, 30 s later).
+        in_window = (
+            rec is not None and rec.blame_until and rec.started - 0.5 <= at and sent <= rec.blame_until
+        )
         if in_window and (rec.blames is None or any(x in message for x in rec.blames)):
             blamed.append(message)
         elif scenario == "server-spec" and any(x in message for x in ROLL_NEEDLES):
             rolled.append(message)
         else:
-            unexplained.append(f"t+{at - (rec.started if rec else at):.1f}s {message}")
+            t0 = rec.started if rec else at
+            unexplained.append(f"t+{at - t0:.1f}s (sent t+{sent - t0:.1f}s) {message}")
     return blamed, rolled, unexplained
 
 

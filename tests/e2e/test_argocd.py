@@ -936,7 +936,7 @@ def test_a_canary_from_git_progresses_promotes_and_a_failing_one_rolls_back_degr
         )
         load.finish()
         assert load.ok["http"] > 0 and load.ok["grpc"] > 0
-        assert all("version 2 is broken" in message for _, message in load.failed), load.failed[:5]
+        assert all("version 2 is broken" in f.message for f in load.failed), load.failed[:5]
     except BaseException:
         print_sequence("canary (failed)", recorder)
         clean_up(sandbox, name, ns, strict=False)

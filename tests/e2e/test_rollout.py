@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -93,6 +93,15 @@ def canary_model(sb: Sandbox, version: int, prefix: str, rollout: dict[str, Any]
     return model
 
 
+class Failure(NamedTuple):
+    """A failed request: when it failed, why, and when it was sent (a request in flight when a fault
+    struck may fail only at its timeout)."""
+
+    at: float
+    message: str
+    sent: float
+
+
 @dataclass
 class Load:
     """Client threads calling the public name, HTTP and gRPC, until stopped (bounded): a pair of threads
@@ -101,7 +110,7 @@ class Load:
     ips: list[str]
     max_s: float = 600
     ok: Counter[str] = field(default_factory=Counter)
-    failed: list[tuple[float, str]] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
 
@@ -127,13 +136,14 @@ class Load:
             ginp.set_data_from_numpy(data)
             call = lambda: grpc.infer(MODEL, [ginp], client_timeout=30).as_numpy("OUTPUT0")  # noqa: E731
         while not self.stop.is_set() and time.monotonic() < deadline:
+            sent = time.monotonic()
             try:
                 out = call()
                 if out is None or float(out[0][0]) != 2.0:
                     raise AssertionError(f"unexpected output {out!r}")
                 self.ok[proto] += 1
             except Exception as exc:
-                self.failed.append((time.monotonic(), f"{proto} {ip}: {exc}"))
+                self.failed.append(Failure(time.monotonic(), f"{proto} {ip}: {exc}", sent))
 
     def finish(self) -> None:
         self.stop.set()
@@ -296,7 +306,7 @@ def test_a_failing_canary_rolls_back_by_itself(sandbox: Sandbox, pool: str) -> N
     assert "failure ratio" in degraded["message"], degraded["message"]
     assert after_rollback == 0, load.failed[-5:]
     assert load.failed, "the broken canary served some requests before the verdict"
-    assert all("version 2 is broken" in message for _, message in load.failed), load.failed[:5]
+    assert all("version 2 is broken" in f.message for f in load.failed), load.failed[:5]
     assert rolled_back_after < 60, rolled_back_after
     ready = condition(status, "Ready")
     assert ready["status"] == "False" and ready["reason"] == "RolledBack"

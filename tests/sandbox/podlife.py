@@ -276,6 +276,10 @@ class PodLife:
             return
         code = run.process.poll()
         if code is not None:
+            # As a container runtime: once its main process ends, nothing of the container lives on (a
+            # killed tritonserver's python stubs kept running, one set more per kill).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(run.process.pid, signal.SIGKILL)
             self._record_exit(run, code)
             run.process = None
             if self.restart_policy == "Always" or (self.restart_policy == "OnFailure" and code != 0):
