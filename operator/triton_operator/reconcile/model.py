@@ -420,6 +420,11 @@ class ModelReconciler:
             and time.monotonic() - failure.at < retry_failed_load_after(memory, uid, staged.job)
         ):
             return ReplicaFacts(pod_name, ip, True, state, reason, load_error=failure.message)
+        if self._removal_running(pod["metadata"]["namespace"], memory):
+            # A version's folder is being removed: a load now could read it half gone (see ModelMemory).
+            return ReplicaFacts(
+                pod_name, ip, True, ReplicaState.LOADING, f"waiting for removal Job {memory.removing}"
+            )
         try:
             # The index changes now: no model may keep a copy read before or during this load.
             self.state.indexes.invalidate(index_key)
@@ -442,6 +447,17 @@ class ModelReconciler:
         memory.routing.routers.pop(uid, None)  # a (re)loaded pod gets its router again
         log.info("loaded %s version %s on pod %s", model, staged.version, pod_name)
         return ReplicaFacts(pod_name, ip, True, ReplicaState.READY, None, current=True)
+
+    def _removal_running(self, namespace: str, memory: ModelMemory) -> bool:
+        """Whether the model's removal Job still runs (one no pass looks after any more does not count)."""
+        if not memory.removing:
+            return False
+        job_name = memory.removing
+        job = self.state.staging.job(namespace, job_name, partial(self.kube.get, "Job", namespace, job_name))
+        status = (job or {}).get("status") or {}
+        if job is None or status.get("succeeded") or status.get("failed"):
+            memory.removing = None
+        return memory.removing is not None
 
     @staticmethod
     def _state_after_failure(
@@ -580,15 +596,18 @@ class ModelReconciler:
         job = staging.job(namespace, job_name, partial(self.kube.get, "Job", namespace, job_name))
         if job is None:
             if memory.retired == version:
+                memory.removing = None
                 return True
             found = self._repository_claim(namespace, spec.server_ref.name)
             if found is None:
                 return True  # no repository to remove it from
             claim, server = found
             self._start_removal(body, old, server, claim, job_name)
+            memory.removing = job_name
             return False
         read_pods = partial(self.kube.list, "Pod", namespace, f"{JOB_NAME_LABEL}={job_name}")
         outcome = staging_outcome(job, staging.pods(namespace, job_name, read_pods))
+        memory.removing = job_name if outcome.phase not in ("complete", "failed", "blocked") else None
         if outcome.phase == "complete":
             self.kube.delete("Job", namespace, job_name)
             staging.deleted_job(namespace, job_name)

@@ -115,6 +115,10 @@ class ModelMemory:
     routing: RoutingMemory = field(default_factory=RoutingMemory)
     # The old version whose files a promotion removed (so a restart does not wait for it again).
     retired: int | None = None
+    # The removal Job deleting a version's folder now: no load starts meanwhile. Triton reads every
+    # version folder when it loads; one removed mid-load hung that load for good (Triton 2.51's python
+    # backend: a stub that cannot find its model.py leaves the load waiting).
+    removing: str | None = None
     # A model served through a Gateway: its routes as last applied (JSON), and why applying failed.
     routes_applied: str | None = None
     route_problem: RouteProblem | None = None
