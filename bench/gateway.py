@@ -79,7 +79,13 @@ def _window(make: Callable[[], Callable[[], None]], concurrency: int, seconds: f
     return len(flat) / seconds, 1000 * statistics.median(flat) if flat else 0.0
 
 
-def run(sb: Sandbox, log_dir: Path, rounds: int = 3, seconds: float = 3.0) -> dict[str, Any]:
+def run(
+    sb: Sandbox,
+    log_dir: Path,
+    rounds: int = 3,
+    seconds: float = 3.0,
+    concurrencies: tuple[int, ...] = (1, 8),
+) -> dict[str, Any]:
     core = client.CoreV1Api(sb.api)
     address = gw.up(sb.cfg, sb.cfg.kubeconfig, kubectl=str(sb.bin_dir / "kubectl"))
     operator = OperatorProcess(sb, log_dir / "gateway-operator.log", status_period_s=3)
@@ -104,7 +110,7 @@ def run(sb: Sandbox, log_dir: Path, rounds: int = 3, seconds: float = 3.0) -> di
             "grpc direct": lambda: _direct_grpc(pod_a),
             "grpc gateway": lambda: grpc_caller(address, host_of(ns)),
         }
-        for concurrency in (1, 8):
+        for concurrency in concurrencies:
             runs: dict[str, list[tuple[float, float]]] = {way: [] for way in ways}
             for _ in range(rounds):
                 for way, make in ways.items():
@@ -113,6 +119,8 @@ def run(sb: Sandbox, log_dir: Path, rounds: int = 3, seconds: float = 3.0) -> di
                 rps = statistics.median(r[0] for r in runs[way])
                 p50 = statistics.median(r[1] for r in runs[way])
                 figures[f"{way} c{concurrency}"] = (rps, p50)
+        figures["concurrencies"] = concurrencies
+        figures["window_s"] = seconds
         figures["weight_flip_s"] = _weight_flip(sb, ns, address, pod_b)
     finally:
         core.delete_namespace(ns)
@@ -147,11 +155,12 @@ def _weight_flip(sb: Sandbox, ns: str, address: str, pod_b: str) -> float:
 
 def report(figures: dict[str, Any], rounds: int) -> None:
     print(
-        f"\nThrough the Gateway (Contour + Envoy) against the pod directly, {rounds} rounds of 3 s, medians"
+        f"\nThrough the Gateway (Contour + Envoy) against the pod directly, {rounds} rounds of "
+        f"{figures['window_s']:g} s, medians"
     )
     print(f"{'':18}{'direct rps':>12}{'gateway rps':>12}{'ratio':>8}{'p50 direct':>12}{'p50 gateway':>12}")
     for proto in ("http", "grpc"):
-        for concurrency in (1, 8):
+        for concurrency in figures["concurrencies"]:
             d_rps, d_p50 = figures[f"{proto} direct c{concurrency}"]
             g_rps, g_p50 = figures[f"{proto} gateway c{concurrency}"]
             print(

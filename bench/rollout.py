@@ -44,6 +44,7 @@ from tests.support.tritonserver import run_tritonserver
 
 ADDRESS = "127.31.0.3"
 SPLIT_REQUESTS = 10_000
+CANARY_STEPS = ((10, 10), (50, 10), (100, 5))  # (weight %, pause s)
 
 
 def _infer(http: Any, model: str) -> None:
@@ -86,7 +87,7 @@ def _max_latency_during(http_url: str, load: Any) -> tuple[float, float]:
     return sorted(before)[int(len(before) * 0.99)], max(during)
 
 
-def run_local() -> dict[str, float]:
+def run_local(split_requests: int = SPLIT_REQUESTS) -> dict[str, float]:
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-rollout-") as tmp:
         repo = Path(tmp) / "repo"
@@ -122,7 +123,7 @@ def run_local() -> dict[str, float]:
                         _infer(http, "ranker")
 
             with ThreadPoolExecutor(max_workers=8) as pool:
-                list(pool.map(send, [SPLIT_REQUESTS // 8] * 8))
+                list(pool.map(send, [split_requests // 8] * 8))
             delta = _counts(server.metrics_url) - before
             share = 100.0 * delta["2"] / (delta["1"] + delta["2"])
             figures["split_requests"] = delta["1"] + delta["2"]
@@ -142,14 +143,16 @@ def _counts(metrics_url: str) -> Counter[str]:
     return counts
 
 
-def run_cluster(sb: Sandbox, log_dir: Path) -> dict[str, float]:
+def run_cluster(
+    sb: Sandbox, log_dir: Path, canary_steps: tuple[tuple[int, int], ...] = CANARY_STEPS
+) -> dict[str, Any]:
     """Canary wall time against its pauses, and rollback reaction time, on a 1-replica server."""
     core = client.CoreV1Api(sb.api)
     operator = OperatorProcess(sb, log_dir / "rollout-operator.log", status_period_s=3)
     operator.start()
     ns = f"bench-ro-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": ns}})
-    figures: dict[str, float] = {}
+    figures: dict[str, Any] = {}
     try:
         poll(lambda: bool(core.list_namespaced_service_account(ns).items), 30, "the service account")
         workdir = Path(tempfile.mkdtemp(prefix="bench-ro-"))
@@ -157,11 +160,7 @@ def run_cluster(sb: Sandbox, log_dir: Path) -> dict[str, float]:
             publish(sb, workdir, f"{MODEL}-bench/{prefix}", source, version)
         apply(sb, ns, credentials_secret(), tritonserver(1))
         sb.kubectl("wait", "-n", ns, "--for=condition=Ready", "tritonserver/triton", "--timeout=180s")
-        steps = [
-            {"weight": 10, "pauseSeconds": 10},
-            {"weight": 50, "pauseSeconds": 10},
-            {"weight": 100, "pauseSeconds": 5},
-        ]
+        steps = [{"weight": weight, "pauseSeconds": pause} for weight, pause in canary_steps]
         analysis = {"intervalSeconds": 5, "minRequests": 50, "maxFailureRatio": 0.05, "maxLatencyRatio": 9}
         rollout = {"strategy": "Canary", "steps": steps, "analysis": analysis}
         apply(sb, ns, canary_model(sb, 1, f"{MODEL}-bench/1", rollout))
@@ -176,6 +175,7 @@ def run_cluster(sb: Sandbox, log_dir: Path) -> dict[str, float]:
             figures["rollout_staging_and_loading_s"] = started - start
             figures["rollout_steps_wall_s"] = time.perf_counter() - started
             figures["rollout_pauses_sum_s"] = float(sum(s["pauseSeconds"] for s in steps))
+            figures["rollout_weights"] = "/".join(str(s["weight"]) for s in steps)
             apply(sb, ns, canary_model(sb, 3, f"{MODEL}-bench/3", rollout))
             poll(lambda: rollout_of(sb, ns).get("phase") == "Progressing", 240, "the failing canary's start")
             onset = time.perf_counter()
@@ -191,7 +191,7 @@ def run_cluster(sb: Sandbox, log_dir: Path) -> dict[str, float]:
     return figures
 
 
-def report(local: dict[str, float], cluster: dict[str, float]) -> None:
+def report(local: dict[str, float], cluster: dict[str, Any]) -> None:
     http_max, grpc_max = local["stall_http_max_during_ms"], local["stall_grpc_max_during_ms"]
     print("\nRollouts")
     print(f"  HTTP inference latency while another model loads over HTTP: max {http_max:.0f} ms")
@@ -199,7 +199,7 @@ def report(local: dict[str, float], cluster: dict[str, float]) -> None:
     error, count = local["split_error_pp"], local["split_requests"]
     print(f"  router split at 90/10: {error:.2f} pp off over {count:.0f} requests")
     wall, pauses = cluster["rollout_steps_wall_s"], cluster["rollout_pauses_sum_s"]
-    print(f"  canary 10/50/100: its steps took {wall:.1f} s for {pauses:.0f} s of pauses")
+    print(f"  canary {cluster['rollout_weights']}: its steps took {wall:.1f} s for {pauses:.0f} s of pauses")
     reaction, interval = cluster["rollback_after_onset_s"], cluster["analysis_interval_s"]
     print(f"  rollback of a canary failing 20%: {reaction:.1f} s from its start (interval {interval:.0f} s)")
     print(f"  failed client requests in both: {cluster['failed_requests']:.0f} (the broken canary's own)")

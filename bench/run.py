@@ -8,12 +8,15 @@ and a weight change across servers (bench/gateway.py).
 
 TritonServer:
 - apply -> Deployment created, and apply -> Ready, through the operator, against applying the very
-  objects the operator renders directly with kubectl (then waiting for the Deployment to be available);
+  objects the operator renders directly with kubectl (then waiting for the Deployment to be available),
+  less the models-loaded readiness gate that only the operator can open (see `direct`);
   runs alternate (operator, direct, operator, ...) so machine noise hits both alike; medians, ratio.
 - API requests per minute at steady state: every request the operator makes (its own client and
   kopf's), counted from the apiserver's audit log by user agent, with idle Ready servers.
 
 Timings are wall-clock on a shared machine: compare the ratios, not the absolute numbers.
+`--smoke` runs every part once with the smallest counts (tests/e2e/test_bench.py does, in `make test`):
+it proves the bench still runs; its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -96,7 +99,12 @@ def through_operator(sb: Sandbox, ns: str) -> tuple[float, float]:
 
 def direct(sb: Sandbox, ns: str) -> tuple[float, float]:
     apps = client.AppsV1Api(sb.api)
-    objects = render_all("triton", ns, "bench", TritonServerSpec.model_validate(SERVER_SPEC))
+    # The objects a user would apply by hand, without the models-loaded readiness gate: only the
+    # operator sets that gate (once it loaded the server's models), so with it a Deployment applied
+    # without the operator never becomes available. Without an operator there are no models to wait
+    # for, and the Deployment work (schedule, start Triton, pass its readiness probe) is the same.
+    spec = TritonServerSpec.model_validate(SERVER_SPEC)
+    objects = render_all("triton", ns, "bench", spec, models_gate=False)
     start = time.perf_counter()
     sb.kubectl(
         "apply", "-n", ns, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
@@ -151,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.models import run_model_bench
     from bench.real_models import DEFAULT_MODELS, run_real_models_bench
     from bench.real_models import report as report_real_models
+    from bench.rollout import CANARY_STEPS, SPLIT_REQUESTS
     from bench.rollout import report as report_rollout
     from bench.rollout import run_cluster as run_rollout_cluster
     from bench.rollout import run_local as run_rollout_local
@@ -166,8 +175,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale-servers", type=int, default=10)
     real_models = int(os.environ.get("BENCH_REAL_MODELS", str(DEFAULT_MODELS)))
     parser.add_argument("--real-models", type=int, default=real_models)
+    parser.add_argument(
+        "--rest-seconds", type=float, default=60, help="the at-rest windows of scale/real models"
+    )
+    parser.add_argument("--window-seconds", type=float, default=3.0, help="each router/Gateway load window")
+    parser.add_argument("--concurrencies", default="1,8,32", help="router clients; the Gateway's, less 32")
+    parser.add_argument("--split-requests", type=int, default=SPLIT_REQUESTS)
     parser.add_argument("--only", choices=["real-models"], default=os.environ.get("BENCH_ONLY") or None)
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        default=os.environ.get("BENCH_SMOKE") == "1",
+        help="every part once with the smallest counts: proves the bench runs (make test runs it); "
+        "its figures mean nothing",
+    )
     args = parser.parse_args(argv)
+    canary_steps: tuple[tuple[int, int], ...] = CANARY_STEPS
+    if args.smoke:
+        args.rounds, args.steady_seconds, args.idle_servers = 1, 5.0, 1
+        args.scale_models, args.scale_servers, args.real_models, args.rest_seconds = 6, 2, 2, 5.0
+        args.window_seconds, args.concurrencies, args.split_requests = 0.5, "1", 400
+        canary_steps = ((50, 2), (100, 1))
+    concurrencies = tuple(int(c) for c in args.concurrencies.split(","))
 
     cfg = SandboxConfig.from_env(os.environ.get("BENCH_SANDBOX", "bench"))
     bins = cluster.up(cfg)
@@ -181,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     if args.only == "real-models":
         try:
-            report_real_models(run_real_models_bench(sb, log_dir, models=args.real_models))
+            real = run_real_models_bench(sb, log_dir, models=args.real_models, rest_s=args.rest_seconds)
+            report_real_models(real)
         finally:
             if os.environ.get("BENCH_KEEP") != "1":
                 cluster.down(cfg)
@@ -201,14 +231,26 @@ def main(argv: list[str] | None = None) -> int:
         model_results = run_model_bench(sb, args.rounds, log_dir)
         counts = steady_state(sb, args.idle_servers, args.steady_seconds)
         operator.stop()
-        scale = run_scale_bench(sb, log_dir, models=args.scale_models, servers=args.scale_servers)
+        scale = run_scale_bench(
+            sb, log_dir, models=args.scale_models, servers=args.scale_servers, rest_s=args.rest_seconds
+        )
         report_scale(
             scale, args.scale_models, args.scale_servers
-        )  # now: the longest part, kept if later ones fail
-        report_real_models(run_real_models_bench(sb, log_dir, models=args.real_models))
-        router = run_router_bench(seconds=3.0, rounds=args.rounds, concurrencies=(1, 8, 32))
-        rollout_local, rollout_cluster = run_rollout_local(), run_rollout_cluster(sb, log_dir)
-        through_gateway = run_gateway_bench(sb, log_dir, rounds=args.rounds)
+        )  # now: the longest part, kept if later fail
+        real = run_real_models_bench(sb, log_dir, models=args.real_models, rest_s=args.rest_seconds)
+        report_real_models(real)
+        router = run_router_bench(
+            seconds=args.window_seconds, rounds=args.rounds, concurrencies=concurrencies
+        )
+        rollout_local = run_rollout_local(split_requests=args.split_requests)
+        rollout_cluster = run_rollout_cluster(sb, log_dir, canary_steps=canary_steps)
+        through_gateway = run_gateway_bench(
+            sb,
+            log_dir,
+            rounds=args.rounds,
+            seconds=args.window_seconds,
+            concurrencies=tuple(c for c in concurrencies if c < 32) or (1,),
+        )
     finally:
         operator.stop()
         if os.environ.get("BENCH_KEEP") != "1":  # BENCH_KEEP=1 leaves the sandbox up for a look
@@ -229,14 +271,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{(counts['read'] + counts['write']) / minutes:.1f} API requests/min by the operator "
         f"({counts['read'] / minutes:.1f} reads, {counts['write'] / minutes:.1f} writes)"
     )
-    report_router(router, args.rounds)
+    report_router(router, args.rounds, args.window_seconds)
     report_rollout(rollout_local, rollout_cluster)
     report_gateway(through_gateway, args.rounds)
     return 0
 
 
-def report_router(figures: dict[str, Any], rounds: int) -> None:
-    print(f"\nRouter (canary/A-B) against calling the model directly, 90/10, {rounds} rounds of 3 s, medians")
+def report_router(figures: dict[str, Any], rounds: int, window_s: float) -> None:
+    print(
+        "\nRouter (canary/A-B) against calling the model directly, 90/10, "
+        f"{rounds} rounds of {window_s:g} s, medians"
+    )
     columns = ("direct rps", "router rps", "ratio", "p50 +ms", "p99 direct", "p99 router")
     print(f"{'':10}" + "".join(f"{c:>12}" for c in columns))
     for key, row in figures.items():
