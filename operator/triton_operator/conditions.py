@@ -1,4 +1,5 @@
-"""Conditions as pure functions: merging metav1.Conditions; a TritonServer's from observed facts."""
+"""Conditions as pure functions: merging metav1.Conditions; a TritonServer's from observed facts; the
+Reconciling and Stalled conditions kstatus (Flux, kpt, cli-utils) reads, for both kinds."""
 
 from __future__ import annotations
 
@@ -152,6 +153,8 @@ class ObservedPod:
     triton_message: str | None = None
     # Triton answers, and the operator is loading the server's models into it (its readiness gate).
     loading_models: bool = False
+    # How long the scheduler has said Unschedulable (since PodScheduled turned False), in seconds.
+    unschedulable_for_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -367,3 +370,94 @@ def server_conditions(observed: ObservedServerState, generation: int) -> list[De
             ConditionType.DEGRADED, ConditionStatus.FALSE, Reason.AS_EXPECTED, "No problems observed."
         )
     return [ready, available, progressing, degraded]
+
+
+# --- kstatus: Reconciling and Stalled ----------------------------------------------------------------
+# kstatus (sigs.k8s.io/cli-utils/pkg/kstatus, which Flux, kpt and cli-utils judge objects with) reads a
+# custom resource so (v0.37.2, status.Compute): InProgress while status.observedGeneration differs from
+# metadata.generation; then, in list order, InProgress at the first Reconciling=True and Failed at the
+# first Stalled=True; then InProgress while Ready is not True; else Current. Ready, Progressing and
+# Degraded alone could not say "stuck": a rolled-back canary or a source that does not exist read
+# InProgress for ever, and Flux's health check waited out its timeout instead of failing with the reason.
+
+# How long pods may be Unschedulable before that needs a change (a GPU request no node can fit): long
+# enough for a node autoscaler to add a node; kstatus itself fails a lone Pod after 15 s.
+UNSCHEDULABLE_STALL_S = 120.0
+# A Triton that crashed this often (and again recently) is in a loop a change must end (bad arguments,
+# too little memory); one killed once or twice is a fault that passes.
+CRASH_LOOP_STALL_RESTARTS = 3
+# Image references the kubelet will never pull (a pull that failed is retried: a registry can come back,
+# so ErrImagePull/ImagePullBackOff stall only through the Deployment's progress deadline).
+_IMAGE_NEVER_PULLED = {"InvalidImageName", "ErrImageNeverPull"}
+
+
+def server_stuck(observed: ObservedServerState) -> bool:
+    """Whether a TritonServer has a problem no retry ends, only a change to its spec or to an object it
+    names: a missing Secret or claim, pods Unschedulable past UNSCHEDULABLE_STALL_S, a crash loop, an
+    image that can never be pulled, or a Deployment past its progress deadline."""
+    if observed.missing_references or observed.progress_deadline_exceeded:
+        return True
+    for pod in observed.pods:
+        problem = _pod_problem(pod, observed.claim_binding)
+        if problem is None:
+            continue
+        reason = problem[0]
+        if (
+            reason == Reason.MISSING_REFERENCE
+            or (reason == Reason.UNSCHEDULABLE and pod.unschedulable_for_s >= UNSCHEDULABLE_STALL_S)
+            or (reason == Reason.CRASH_LOOPING and pod.restart_count >= CRASH_LOOP_STALL_RESTARTS)
+            or (reason == Reason.IMAGE_PULL_FAILED and pod.waiting_reason in _IMAGE_NEVER_PULLED)
+        ):
+            return True
+    return False
+
+
+NOT_STALLED_MESSAGE = "No problem observed that only a change to the spec (or an object it names) can end."
+
+
+def with_kstatus(decided: Sequence[DecidedCondition], stuck: bool) -> list[DecidedCondition]:
+    """`decided` (any Reconciling and Stalled in it left out) followed by Reconciling and Stalled, derived
+    from its Ready, Progressing and Degraded:
+
+    - Stalled=True when the object is not Ready and `stuck` (its caller's facts say no retry ends the
+      problem: server_stuck, observe.model.model_stuck, a rollout that rolled back or was aborted), with
+      Degraded's reason and message (Ready's when Degraded is not True);
+    - otherwise Reconciling=True while it is not Ready (with Ready's reason and message: kstatus's own
+      rule for Ready=False says the same) or while Progressing is True (with Progressing's);
+    - a Ready object that is not progressing has both False.
+
+    Never both True (kstatus would take whichever comes first). Ready, Progressing and Degraded are
+    returned as decided: these two only restate them for kstatus.
+    """
+    kept = [c for c in decided if c.type not in (ConditionType.RECONCILING, ConditionType.STALLED)]
+    by_type = {c.type: c for c in kept}
+    ready = by_type.get(ConditionType.READY)
+    progressing = by_type.get(ConditionType.PROGRESSING)
+    degraded = by_type.get(ConditionType.DEGRADED)
+    is_ready = ready is not None and ready.status == ConditionStatus.TRUE
+    rolling = progressing is not None and progressing.status == ConditionStatus.TRUE
+    not_stalled = DecidedCondition(
+        ConditionType.STALLED, ConditionStatus.FALSE, Reason.AS_EXPECTED, NOT_STALLED_MESSAGE
+    )
+    if stuck and not is_ready:
+        cause = degraded if degraded is not None and degraded.status == ConditionStatus.TRUE else ready
+        reason, message = (cause.reason, cause.message) if cause else (Reason.RECONCILING, "Not ready.")
+        stalled = DecidedCondition(ConditionType.STALLED, ConditionStatus.TRUE, reason, message)
+        reconciling = DecidedCondition(
+            ConditionType.RECONCILING,
+            ConditionStatus.FALSE,
+            reason,
+            "Stalled (see the Stalled condition): nothing more happens until the spec, or an object it "
+            "names, changes.",
+        )
+        return [*kept, reconciling, stalled]
+    if rolling or not is_ready:
+        why = progressing if is_ready else ready  # Ready's words say what is not ready, problems included
+        reason, message = (why.reason, why.message) if why else (Reason.RECONCILING, "Not ready yet.")
+        reconciling = DecidedCondition(ConditionType.RECONCILING, ConditionStatus.TRUE, reason, message)
+        return [*kept, reconciling, not_stalled]
+    assert ready is not None  # is_ready
+    reconciling = DecidedCondition(
+        ConditionType.RECONCILING, ConditionStatus.FALSE, ready.reason, ready.message
+    )
+    return [*kept, reconciling, not_stalled]

@@ -5,8 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, cast
 
+import kopf
 import pytest
+from triton_operator.api.common import ConditionStatus
+from triton_operator.conditions import DecidedCondition, set_conditions, with_kstatus
 from triton_operator.kube.rest import Kube
+from triton_operator.reconcile.routing import Routing, plan_of
 from triton_operator.reconcile.status import (
     is_problem,
     stamp_metrics,
@@ -14,6 +18,10 @@ from triton_operator.reconcile.status import (
     with_removals,
     write_status,
 )
+from triton_operator.rollout.analysis import Assessment, Verdict
+from triton_operator.rollout.machine import Phase, RolloutState, decide
+
+from tests.support.kstatus_states import canary_spec
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(seconds=10)
@@ -144,3 +152,59 @@ def test_with_removals_nulls_only_nested_keys_that_went_away() -> None:
     old = {"metrics": {"a": 1, "b": {"c": 2, "d": 3}}, "pods": [1, 2]}
     new = {"metrics": {"a": 1, "b": {"c": 2}}, "pods": [1]}
     assert with_removals(old, new) == {"metrics": {"a": 1, "b": {"c": 2, "d": None}}, "pods": [1]}
+
+
+def test_next_decision_at_goes_once_the_rollout_ended() -> None:
+    """status.rollout.nextDecisionAt ("unset once the rollout ended") stayed set after a rollback: the
+    rolled-back outcome leaves it out, and a merge patch kept the old one; every pass then saw a
+    difference and wrote again."""
+    plan, _ = plan_of(canary_spec(2))
+    routing = Routing(read_index=lambda pod: [])
+    running = RolloutState(Phase.PROGRESSING, "1", "2", 0, T0)
+    holding = routing._outcome(plan, decide(plan, running, None, T1, canary_version="2"), {})
+    assert holding.rollout is not None and "nextDecisionAt" in holding.rollout
+    body = {"metadata": {"namespace": "ns", "name": "m"}, "status": {}}
+    kube = RecordingKube(body)
+    write_status(cast(Kube, kube), "TritonModel", kube.body, {"rollout": holding.rollout}, ["rollout"])
+    assert "nextDecisionAt" in kube.body["status"]["rollout"]
+
+    failed = Assessment(Verdict.FAILED, "failure ratio 0.500 > 0.050", ())
+    rolled_back = routing._outcome(plan, decide(plan, running, failed, T1, canary_version="2"), {})
+    assert rolled_back.rollout is not None and rolled_back.rollout["phase"] == "RolledBack"
+    for _ in range(3):
+        write_status(
+            cast(Kube, kube), "TritonModel", kube.body, {"rollout": rolled_back.rollout}, ["rollout"]
+        )
+    assert "nextDecisionAt" not in kube.body["status"]["rollout"]
+    assert kube.body["status"]["rollout"]["phase"] == "RolledBack"
+    assert len(kube.patches) == 2  # the rollback written once, then nothing new to say
+    assert kube.patches[1]["rollout"]["nextDecisionAt"] is None
+
+
+def test_reconciling_and_stalled_flips_are_no_events_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One Event per condition flip, but Reconciling and Stalled only restate Ready/Degraded/Progressing
+    for kstatus: their flips would repeat the same reason in a second and third Event."""
+    sent: list[tuple[str, str]] = []
+    monkeypatch.setattr(kopf, "event", lambda body, type, reason, message: sent.append((type, message)))
+    serving = with_kstatus(
+        [
+            DecidedCondition("Ready", ConditionStatus.TRUE, "Loaded", "ready on 2/2"),
+            DecidedCondition("Degraded", ConditionStatus.FALSE, "AsExpected", "fine"),
+        ],
+        stuck=False,
+    )
+    rolled_back = with_kstatus(
+        [
+            DecidedCondition("Ready", ConditionStatus.FALSE, "RolledBack", "rolled back to 1"),
+            DecidedCondition("Degraded", ConditionStatus.TRUE, "RolledBack", "rolled back to 1"),
+        ],
+        stuck=True,
+    )
+    before = set_conditions([], serving, 1, T0)
+    body = {"metadata": {"namespace": "ns", "name": "m"}, "status": {"conditions": before}}
+    kube = RecordingKube(body)
+    after = set_conditions(before, rolled_back, 1, T1)
+    assert {c["type"]: c["status"] for c in after}["Stalled"] == "True"
+    write_status(cast(Kube, kube), "TritonModel", kube.body, {"conditions": after}, ["conditions"])
+    assert sorted(m.split(" is ")[0] for _, m in sent) == ["Degraded", "Ready"]
+    assert all(t == "Warning" for t, _ in sent)

@@ -97,6 +97,10 @@ class ConditionType(enum.StrEnum):
     DEGRADED = "Degraded"
     # Only on objects exposed through a Gateway (spec.gateway): whether the gateway accepted the routes.
     ROUTED = "Routed"
+    # What kstatus (Flux, kpt, cli-utils) reads: True while the operator works toward the spec, and True
+    # when only a change to the spec (or an object it names) can end a problem. Never both True.
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
 
 
 class ImagePullPolicy(enum.StrEnum):
@@ -111,7 +115,8 @@ class Condition(StatusModel):
     """One observation of the object's state (the shape of metav1.Condition)."""
 
     type: str = Field(
-        description="Type of condition in CamelCase: Ready, Available, Progressing or Degraded.",
+        description="Type of condition in CamelCase: Ready, Available, Progressing, Degraded, Reconciling, "
+        "Stalled (and for models Staged, Loaded; with spec.gateway Routed).",
         min_length=1,
         max_length=316,
         pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"

@@ -70,6 +70,8 @@ class ModelConditionType(enum.StrEnum):
     DEGRADED = "Degraded"
     PROGRESSING = "Progressing"  # routed models only: where their rollout is
     ROUTED = "Routed"  # models served through a Gateway: whether it accepted their routes
+    RECONCILING = "Reconciling"  # for kstatus (Flux): working toward the spec
+    STALLED = "Stalled"  # for kstatus (Flux): only a change to the spec (or what it names) ends a problem
 
 
 class CredentialsSecret(ApiModel):
@@ -1114,7 +1116,10 @@ class TritonModelStatus(StatusModel):
     conditions: list[Condition] = Field(
         default=[],
         max_length=16,
-        description="Ready, Staged, Loaded and Degraded; Progressing when routed; Routed with spec.gateway.",
+        description="Ready, Staged, Loaded and Degraded; Progressing when routed; Routed with spec.gateway; "
+        "Reconciling and Stalled restate them for kstatus (Flux, kpt): Reconciling=True while the operator "
+        "works toward the spec, Stalled=True when only a change to the spec (or an object it names) can end "
+        "a problem (a rolled-back or aborted canary, a failed staging, a missing server).",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     served_version: int | None = Field(default=None, ge=1, description="Version the replicas serve.")

@@ -602,7 +602,9 @@ class TritonServerStatus(StatusModel):
     conditions: list[Condition] = Field(
         default=[],
         max_length=16,
-        description="Ready, Available, Progressing, Degraded, and Routed with spec.gateway.",
+        description="Ready, Available, Progressing, Degraded, and Routed with spec.gateway; Reconciling and "
+        "Stalled restate them for kstatus (Flux, kpt): Reconciling=True while the operator works toward the "
+        "spec, Stalled=True when only a change to the spec (or an object it names) can end a problem.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     replicas: int = Field(

@@ -324,6 +324,24 @@ def model_conditions(observed: ObservedModel) -> list[DecidedCondition]:
     ]
 
 
+def model_stuck(observed: ObservedModel) -> bool:
+    """Whether a TritonModel has a problem no retry ends, only a change to its spec or to an object it
+    names (conditions.with_kstatus makes that Stalled=True, what kstatus reads as Failed): its server
+    missing past SERVER_GRACE_S or with an invalid spec; a staging that failed (a failed staging Job stays
+    failed until the spec changes: a source that does not exist, a digest mismatch, a config Triton
+    refuses) or cannot start (its credentials Secret is missing); files Triton refused on every replica it
+    tried (a load refused on one pod while others serve the files is that pod's, and is retried)."""
+    if not observed.server_found:
+        return not observed.young
+    if observed.server_problem is not None:
+        return True
+    staged, reason, _ = _staged(observed)
+    if not staged and reason != Reason.STAGING:
+        return True
+    ready = observed.ready_replicas
+    return any(r.load_error for r in ready) and not any(r.current for r in ready)
+
+
 # --- metrics -------------------------------------------------------------------------------------
 
 ScrapePair = tuple[Scrape | None, Scrape]  # (previous, current) of one pod

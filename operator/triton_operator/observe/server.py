@@ -149,6 +149,10 @@ def observe_pod(pod: Obj, triton: PodTriton | None, now: datetime | None = None)
     # The scheduler's VolumeBinding pre-filter fails before any node is looked at: then the claims are
     # all it waits for, and its message says only that.
     waits_for_claim = UNBOUND_CLAIMS_MESSAGE in (unschedulable or "")
+    unschedulable_for_s = 0.0
+    if unschedulable and scheduled is not None:
+        since = scheduled.get("lastTransitionTime") or pod["metadata"].get("creationTimestamp")
+        unschedulable_for_s = max(0.0, seconds_since(since, now or datetime.now(UTC))) if since else 0.0
     last_term = (container.get("lastState") or {}).get("terminated") or {}
     triton_message = _triton_message(triton)
     if triton_message is None and crash_looping and last_term:
@@ -165,6 +169,7 @@ def observe_pod(pod: Obj, triton: PodTriton | None, now: datetime | None = None)
         restart_count=int(container.get("restartCount") or 0),
         crash_looping=crash_looping,
         triton_message=triton_message,
+        unschedulable_for_s=unschedulable_for_s,
     )
 
 
@@ -215,11 +220,12 @@ def observe_server(
     pods: Sequence[Obj],
     triton_by_pod: Mapping[str, PodTriton],
     claim_is_binding: bool = False,
+    now: datetime | None = None,
 ) -> ObservedServerState:
-    """The facts `server_conditions` decides from."""
+    """The facts `server_conditions` decides from (timed from `now`, default the current time)."""
     applied = applied_generation(deployment)
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-    observed_pods = tuple(observe_pod(p, triton_by_pod.get(p["metadata"]["name"])) for p in live)
+    observed_pods = tuple(observe_pod(p, triton_by_pod.get(p["metadata"]["name"]), now) for p in live)
     if deployment is None:
         return ObservedServerState(
             applied_generation=applied,

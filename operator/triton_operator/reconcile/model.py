@@ -27,7 +27,7 @@ from triton_operator.api.common import (
 )
 from triton_operator.api.tritonmodel import ModelConditionType, ReplicaState, TritonModelSpec
 from triton_operator.api.tritonserver import TritonServerSpec
-from triton_operator.conditions import DecidedCondition, Reason, set_conditions
+from triton_operator.conditions import DecidedCondition, Reason, set_conditions, with_kstatus
 from triton_operator.kube.rest import Kube
 from triton_operator.observe.model import (
     SERVER_GRACE_S,
@@ -36,7 +36,6 @@ from triton_operator.observe.model import (
     ScrapePair,
     StagingOutcome,
     loaded_fraction,
-    model_conditions,
     model_metrics,
     replica_state,
     staging_outcome,
@@ -47,8 +46,8 @@ from triton_operator.reconcile.routing import (
     RoutingOutcome,
     experiment_outcome,
     experiment_weights,
+    model_status_conditions,
     ready_versions,
-    routed_conditions,
     router_everywhere,
     settled,
     variant_specs,
@@ -176,6 +175,17 @@ def settle(
             memory.settled_news = True
 
 
+def invalid_model_conditions(message: str) -> list[DecidedCondition]:
+    """A TritonModel whose spec does not validate: not Ready, Degraded, and Stalled (only a new spec ends
+    it); its other conditions stay as they were."""
+    reason = Reason.INVALID_SPEC
+    decided = [
+        DecidedCondition(ModelConditionType.READY, ConditionStatus.FALSE, reason, message),
+        DecidedCondition(ModelConditionType.DEGRADED, ConditionStatus.TRUE, reason, message),
+    ]
+    return with_kstatus(decided, stuck=True)
+
+
 def capacity_bytes(spec: TritonServerSpec) -> int | None:
     """The repository's size (an existing claim's size is not known: no limit)."""
     repo = spec.model_repository
@@ -277,7 +287,8 @@ class ModelReconciler:
             if problems:
                 message = "Staging an experiment variant failed: " + "; ".join(problems)
                 failed = (False, str(Reason.STAGING_FAILED), message)
-                routed = replace(routed, ready=failed, degraded=(True, str(Reason.STAGING_FAILED), message))
+                degraded = (True, str(Reason.STAGING_FAILED), message)
+                routed = replace(routed, ready=failed, degraded=degraded, stalled=True)
         settle(memory, pods, replicas, needs_router=spec.routed and staged is not None)
         observed = ObservedModel(
             server=server_name,
@@ -632,9 +643,7 @@ class ModelReconciler:
         meta = body["metadata"]
         name, generation = meta["name"], int(meta.get("generation", 1))
         old = body.get("status") or {}
-        decided = model_conditions(observed)
-        if routed is not None:
-            decided = routed_conditions(decided, routed)
+        decided = model_status_conditions(observed, routed)
         conditions = set_conditions(old.get("conditions") or [], decided, generation, now())
         new: dict[str, Any] = {"observedGeneration": generation, "conditions": conditions}
         staged = memory.staged
@@ -680,10 +689,7 @@ class ModelReconciler:
     def _write_invalid(self, body: Mapping[str, Any], message: str) -> None:
         generation = int(body["metadata"].get("generation", 1))
         old = body.get("status") or {}
-        decided = [
-            DecidedCondition(ModelConditionType.READY, ConditionStatus.FALSE, Reason.INVALID_SPEC, message),
-            DecidedCondition(ModelConditionType.DEGRADED, ConditionStatus.TRUE, Reason.INVALID_SPEC, message),
-        ]
+        decided = invalid_model_conditions(message)
         new = {k: v for k, v in old.items() if k in STATUS_FIELDS}
         new |= {
             "observedGeneration": generation,

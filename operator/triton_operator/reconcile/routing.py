@@ -20,8 +20,9 @@ from typing import Any
 
 from triton_operator.api.common import GROUP, ConditionStatus
 from triton_operator.api.tritonmodel import ModelConditionType, TritonModelSpec
-from triton_operator.conditions import DecidedCondition, Reason, rfc3339
+from triton_operator.conditions import DecidedCondition, Reason, rfc3339, with_kstatus
 from triton_operator.observe.metrics import Scrape
+from triton_operator.observe.model import ObservedModel, model_conditions, model_stuck
 from triton_operator.observe.rollout import (
     Counters,
     VersionWindow,
@@ -88,6 +89,8 @@ class RoutingOutcome:
     retire: str | None = None
     # The version most traffic goes to (status.servedVersion).
     served_version: int | None = None
+    # Only a change ends what it says (a rollback, an abort, a variant whose staging failed): Stalled=True.
+    stalled: bool = False
 
 
 def plan_of(spec: TritonModelSpec) -> tuple[RolloutPlan, AnalysisLimits]:
@@ -248,7 +251,8 @@ class Routing:
             and state.reason != RolloutReason.CANARY_WITHDRAWN
         ):
             ended = (False, reason, message)
-            return RoutingOutcome(rollout, entries, ended, ended, (True, reason, message), None, served)
+            degraded = (True, reason, message)
+            return RoutingOutcome(rollout, entries, ended, ended, degraded, None, served, stalled=True)
         retire = state.stable_version if promoted and state.stable_version != state.canary_version else None
         complete = (False, str(Reason.ROLLOUT_COMPLETE), message)
         return RoutingOutcome(rollout, entries, None, complete, None, retire, served)
@@ -368,6 +372,19 @@ def routed_conditions(decided: Sequence[DecidedCondition], routed: RoutingOutcom
         out.append(cond)
     out.append(condition(ModelConditionType.PROGRESSING, routed.progressing))
     return out
+
+
+def model_status_conditions(
+    observed: ObservedModel, routed: RoutingOutcome | None = None
+) -> list[DecidedCondition]:
+    """Every condition a TritonModel (not through a Gateway) writes: its own from the observed facts, a
+    routed model's rollout on top, and Reconciling and Stalled for kstatus (Flux) from both."""
+    decided = model_conditions(observed)
+    stuck = model_stuck(observed)
+    if routed is not None:
+        decided = routed_conditions(decided, routed)
+        stuck = stuck or routed.stalled
+    return with_kstatus(decided, stuck)
 
 
 def variant_specs(spec: TritonModelSpec) -> list[TritonModelSpec]:

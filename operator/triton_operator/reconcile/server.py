@@ -13,7 +13,15 @@ from pydantic import ValidationError
 
 from triton_operator.api.common import ConditionStatus, ConditionType
 from triton_operator.api.tritonserver import TritonServerSpec
-from triton_operator.conditions import DecidedCondition, Reason, server_conditions, set_conditions
+from triton_operator.conditions import (
+    DecidedCondition,
+    ObservedServerState,
+    Reason,
+    server_conditions,
+    server_stuck,
+    set_conditions,
+    with_kstatus,
+)
 from triton_operator.kube.rest import Kube
 from triton_operator.observe.metrics import Scrape, pod_summary, total_summary
 from triton_operator.observe.server import (
@@ -116,8 +124,9 @@ class ServerReconciler:
             )
         except ApiException as exc:
             message = f"applying children failed: {exc.status} {_api_message(exc)}"
-            self._fail(body, Reason.APPLY_FAILED, message)
-            if _permanent(exc):
+            permanent = _permanent(exc)
+            self._fail(body, Reason.APPLY_FAILED, message, permanent=permanent)
+            if permanent:
                 raise kopf.PermanentError(message) from exc  # the spec must change; retrying cannot help
             raise kopf.TemporaryError(message, delay=15) from exc
         self.state.apply_failures.pop(object_key(body), None)
@@ -143,16 +152,16 @@ class ServerReconciler:
         log.info("holding %s/%s at %d replicas until %s send it nothing", namespace, name, current, routes)
         return f"scaling to 0 waits for {', '.join(routes)} to send {name} nothing"
 
-    def _fail(self, body: Mapping[str, Any], reason: Reason, message: str) -> None:
+    def _fail(self, body: Mapping[str, Any], reason: Reason, message: str, permanent: bool = True) -> None:
         """Ready/Degraded say why the spec could not be applied; the rest of the status stays."""
         generation = int(body["metadata"].get("generation", 1))
         old = body.get("status") or {}
-        failure = ApplyFailure(generation, str(reason), message)
+        failure = ApplyFailure(generation, str(reason), message, permanent)
         # Remembered: the observing passes that follow keep saying it (they would otherwise see no
         # Deployment and report Reconciling with Degraded=False, hiding the apiserver's refusal until
         # the drift period applies again).
         self.state.apply_failures[object_key(body)] = failure
-        decided = failed_conditions(failure)
+        decided = with_kstatus(failed_conditions(failure), failure.permanent)
         conditions = set_conditions(old.get("conditions") or [], decided, generation, now())
         new = {k: v for k, v in old.items() if k in STATUS_FIELDS}
         new |= {"observedGeneration": generation, "conditions": conditions}
@@ -183,15 +192,12 @@ class ServerReconciler:
         )
         observed = observe_server(deployment, pods, triton_by_pod, claim_is_binding=binding)
         old = body.get("status") or {}
-        decided = server_conditions(observed, generation)
-        failure = self.state.apply_failures.get(key)
-        if failure is not None and failure.generation == generation:
-            decided = with_apply_failure(decided, failure)
+        routed = None
         if spec.gateway is not None:
             problem = self.state.route_problems.get(key)
             verdict = self.routes.judge(body, problem, server_route_names(name), exposure=spec.gateway)
             routed = routed_condition(verdict)
-            decided = with_route_problem(decided, routed)
+        decided = server_status_conditions(observed, generation, self.state.apply_failures.get(key), routed)
         conditions = set_conditions(old.get("conditions") or [], decided, generation, now())
         dep_status = (deployment or {}).get("status") or {}
         entries = pod_entries(pods, triton_by_pod)
@@ -242,6 +248,24 @@ class ServerReconciler:
         self.state.previous_scrapes[key] = {p: previous_scrapes[p] for p in scrapes if p in previous_scrapes}
         self.state.scrapes[key] = scrapes
         return answers, summaries
+
+
+def server_status_conditions(
+    observed: ObservedServerState,
+    generation: int,
+    failure: ApplyFailure | None = None,
+    routed: DecidedCondition | None = None,
+) -> list[DecidedCondition]:
+    """Every condition an observing pass writes: the observed ones, an apply failure of this generation
+    over them, Routed with spec.gateway, and Reconciling and Stalled for kstatus (Flux) from all that."""
+    decided = server_conditions(observed, generation)
+    stuck = server_stuck(observed)
+    if failure is not None and failure.generation == generation:
+        decided = with_apply_failure(decided, failure)
+        stuck = failure.permanent
+    if routed is not None:
+        decided = with_route_problem(decided, routed)
+    return with_kstatus(decided, stuck)
 
 
 def failed_conditions(failure: ApplyFailure) -> list[DecidedCondition]:

@@ -25,7 +25,7 @@ import kopf
 
 from triton_operator.api.common import GROUP, ConditionStatus
 from triton_operator.api.tritonmodel import ModelConditionType, RolloutStrategy, TritonModelSpec
-from triton_operator.conditions import DecidedCondition, Reason, rfc3339, set_conditions
+from triton_operator.conditions import DecidedCondition, Reason, rfc3339, set_conditions, with_kstatus
 from triton_operator.kube.rest import Kube
 from triton_operator.observe.rollout import VersionWindow, pool_counters, traffic_entries, version_window
 from triton_operator.observe.server import pod_is_ready
@@ -102,6 +102,8 @@ class Pool:
     copy_failed: bool = False
     # spec.replicas 0 on the server: nothing serves there, on purpose.
     scaled_to_zero: bool = False
+    # The copy says Stalled (only a change ends its problem: its staging failed, say).
+    copy_stalled: bool = False
 
     @property
     def serving(self) -> bool:
@@ -176,6 +178,17 @@ def split_conditions(
     ]
 
 
+def split_stuck(pools: Mapping[str, Pool], desired: Mapping[str, int], outcome: SplitOutcome) -> bool:
+    """Whether only a change ends a split model's problem: a server it names does not exist, a copy it
+    wants says Stalled, or its rollout across servers rolled back or was aborted."""
+    wanted = [pools[s] for s, w in desired.items() if w > 0 and s in pools]
+    return (
+        outcome.stalled
+        or any(not p.exists for p in pools.values())
+        or any(p.exists and p.copy_failed and p.copy_stalled for p in wanted)
+    )
+
+
 def _condition(ctype: str, ok: bool, reason: str, message: str) -> DecidedCondition:
     return DecidedCondition(ctype, ConditionStatus.TRUE if ok else ConditionStatus.FALSE, reason, message)
 
@@ -214,6 +227,8 @@ class SplitOutcome:
     progressing: tuple[bool, str, str]
     ready: tuple[bool, str, str] | None = None
     degraded: tuple[bool, str, str] | None = None
+    # Only a change ends what it says (the rollout across servers rolled back or was aborted).
+    stalled: bool = False
 
 
 def settled_on(server: str, when: datetime, token: str | None = None) -> RolloutState:
@@ -304,9 +319,11 @@ class SplitReconciler:
         cond = conditions.get(ModelConditionType.READY) or {}
         copy_ready = current and cond.get("status") == "True"
         failed = current and (conditions.get(ModelConditionType.DEGRADED) or {}).get("status") == "True"
+        stalled = current and (conditions.get(ModelConditionType.STALLED) or {}).get("status") == "True"
         said = cond.get("message") or "not reported yet"
         message = f"its copy {copy['metadata']['name']} is not Ready: {said}"
-        return Pool(server, True, ready, copy_ready, "" if copy_ready else message, failed, scaled_to_zero)
+        text = "" if copy_ready else message
+        return Pool(server, True, ready, copy_ready, text, failed, scaled_to_zero, stalled)
 
     def _place(
         self,
@@ -505,7 +522,7 @@ class SplitReconciler:
             and state.reason != RolloutReason.CANARY_WITHDRAWN
         ):
             ended = (False, reason, message)
-            return SplitOutcome(rollout, entries, ended, ended, (True, reason, message))
+            return SplitOutcome(rollout, entries, ended, ended, (True, reason, message), stalled=True)
         return SplitOutcome(rollout, entries, (False, str(Reason.ROLLOUT_COMPLETE), message))
 
     def _retire(
@@ -547,7 +564,9 @@ class SplitReconciler:
         meta = body["metadata"]
         generation = int(meta.get("generation", 1))
         old = body.get("status") or {}
-        decided = split_conditions(pools, desired, weights, outcome, routed)
+        decided = with_kstatus(
+            split_conditions(pools, desired, weights, outcome, routed), split_stuck(pools, desired, outcome)
+        )
         conditions = set_conditions(old.get("conditions") or [], decided, generation, now())
         traffic = []
         for entry in outcome.traffic:

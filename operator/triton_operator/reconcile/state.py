@@ -80,6 +80,8 @@ class ApplyFailure:
     generation: int
     reason: str
     message: str
+    # Applying again cannot help until the spec changes (an invalid spec, a 4xx): Stalled=True.
+    permanent: bool = True
 
 
 @dataclass(frozen=True)

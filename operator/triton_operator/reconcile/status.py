@@ -113,6 +113,16 @@ def is_problem(cond: Mapping[str, Any], conditions: Sequence[Mapping[str, Any]])
     return not (in_progress and degraded.get("status") != "True")
 
 
+# Conditions that only restate others for kstatus (Flux): a flip of theirs is no Event of its own (the
+# Degraded, Ready or Progressing flip that caused it has one, with the same reason).
+NO_EVENTS = frozenset({"Reconciling", "Stalled"})
+
+
+def evented(transitioned: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The transitions that become Events: all but those of NO_EVENTS' conditions."""
+    return [c for c in transitioned if c.get("type") not in NO_EVENTS]
+
+
 def transitions(
     old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]
 ) -> list[Mapping[str, Any]]:
@@ -137,6 +147,21 @@ def with_removals(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, A
     return patch
 
 
+# Nested keys a pass computes afresh and leaves out once they no longer apply (the next decision of a
+# rollout that ended). A merge patch keeps a key it is not told to remove, so these go as null; the
+# rollout's other keys keep merge-patch semantics (its state is read back from status).
+DROPPED_WHEN_GONE: Mapping[str, tuple[str, ...]] = {"rollout": ("nextDecisionAt",)}
+
+
+def _drop_gone_keys(patch: dict[str, Any], old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    for field, keys in DROPPED_WHEN_GONE.items():
+        before, after = old.get(field), new.get(field)
+        if isinstance(before, Mapping) and isinstance(after, Mapping):
+            gone = [k for k in keys if k in before and k not in after]
+            if gone:
+                patch[field] = {**after, **dict.fromkeys(gone)}
+
+
 def write_status(
     kube: Kube, kind: str, body: Mapping[str, Any], new: dict[str, Any], owned_fields: Sequence[str]
 ) -> dict[str, Any] | None:
@@ -154,11 +179,12 @@ def write_status(
     patch = dict(new)
     if isinstance(new.get("metrics"), Mapping) and isinstance(old.get("metrics"), Mapping):
         patch["metrics"] = with_removals({"m": old["metrics"]}, {"m": new["metrics"]})["m"]
+    _drop_gone_keys(patch, old, new)
     for key in dropped:
         patch[key] = None
     meta = body["metadata"]
     written = kube.patch_status(kind, meta["namespace"], meta["name"], patch)
-    for cond in transitions(old.get("conditions") or [], new.get("conditions") or []):
+    for cond in evented(transitions(old.get("conditions") or [], new.get("conditions") or [])):
         bad = is_problem(cond, new.get("conditions") or [])
         kopf.event(
             cast(kopf.Body, body),
