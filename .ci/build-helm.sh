@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Builds (once) the helm CLI from Go modules into the shared cache and prints the binary's path on stdout.
 # Reused by the chart tests and CI; no download of release tarballs, only the Go module proxy.
+# `--cached`: exit 0 when the binary is there, 1 when a run would build (prints nothing, builds nothing).
 set -euo pipefail
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 CACHE_ROOT="${TRITON_SANDBOX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/triton-operator-sandbox}"
 DEST="$CACHE_ROOT/helm-$HELM_VERSION"
+if [ "${1:-}" = --cached ]; then [ -x "$DEST/helm" ]; exit; fi
 if [ -x "$DEST/helm" ]; then
   echo "$DEST/helm"
   exit 0

@@ -8,6 +8,7 @@
 # copies its replace block and imports its cmd package from a tools.go. v3.2.12 does not compile, v3.3+
 # needs a folder the proxy does not serve (see DESIGN.md "Argo CD (measured)").
 # Re-running is cheap: a complete cache dir is printed at once. Prints the dir on stdout, logs on stderr.
+# `--cached`: exit 0 when the cache dir is complete, 1 when a run would build (prints nothing, builds nothing).
 set -euo pipefail
 
 ARGOCD_VERSION="${ARGOCD_VERSION:-v3.2.11}"
@@ -17,6 +18,7 @@ MODULE="github.com/argoproj/argo-cd/v3"
 
 log() { echo "build-argocd: $*" >&2; }
 complete() { [ -x "$DEST/argocd" ] && [ -f "$DEST/.complete" ]; }
+if [ "${1:-}" = --cached ]; then complete; exit; fi
 # A warm cache needs nothing else, not even Go.
 if complete; then
   log "argocd $ARGOCD_VERSION ready in $DEST (cached)"

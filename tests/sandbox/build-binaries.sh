@@ -2,6 +2,7 @@
 # Builds the sandbox's control plane from Go modules, once, into a cache outside the repo:
 #   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, kubectl, kwok.
 # Re-running is cheap: each binary is rebuilt only when missing. Prints the bin dir on stdout.
+# `--cached`: exit 0 when every binary is there, 1 when a run would build (prints nothing, builds nothing).
 #
 # Why a throwaway module: `go install k8s.io/kubernetes/cmd/...@vX` refuses modules with replace
 # directives, and k8s.io/kubernetes replaces every staging module with a local path. We require
@@ -27,6 +28,7 @@ all_built() {
   done
   [ -d "$BIN_DIR/kwok-stages" ]
 }
+if [ "${1:-}" = --cached ]; then all_built; exit; fi
 # A warm cache needs nothing else, not even Go.
 if all_built; then
   log "binaries ready in $BIN_DIR (cached)"
@@ -39,6 +41,15 @@ go_minor=$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')
 [ "${go_minor:-0}" -ge 26 ] || die "Go $(go env GOVERSION) is too old: Kubernetes $K8S_VERSION and kwok $KWOK_VERSION need Go >= 1.26. Install a newer Go and re-run."
 
 mkdir -p "$BIN_DIR" "$WORK_DIR"
+# Parallel runs (make test's background build and a test that needs kubectl; two checkouts) would share
+# $WORK_DIR's throwaway modules: one builds, the others wait for it.
+exec 9>"$BIN_DIR.lock"
+flock 9
+if all_built; then
+  log "binaries ready in $BIN_DIR (built by a parallel run)"
+  echo "$BIN_DIR"
+  exit 0
+fi
 export CGO_ENABLED=0 GOFLAGS="-mod=mod" GOTOOLCHAIN=local
 
 # Go's errors on a failed download are long; add one line that says what to do.

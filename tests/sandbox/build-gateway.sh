@@ -5,6 +5,7 @@
 #   crds/    Gateway API standard-channel CRDs (module sigs.k8s.io/gateway-api) and Contour's own CRDs
 #            (examples/contour/01-crds.yaml of the contour module; contour does not start without them)
 # Re-running is cheap: a complete cache dir is printed at once. Prints the dir on stdout, logs on stderr.
+# `--cached`: exit 0 when the cache dir is complete, 1 when a run would build (prints nothing, builds nothing).
 set -euo pipefail
 
 CONTOUR_VERSION="${CONTOUR_VERSION:-v1.33.8}"
@@ -16,6 +17,7 @@ PY="${PYTHON:-python3}"
 
 log() { echo "build-gateway: $*" >&2; }
 complete() { [ -x "$DEST/contour" ] && [ -x "$DEST/envoy" ] && [ -f "$DEST/crds/.complete" ]; }
+if [ "${1:-}" = --cached ]; then complete; exit; fi
 # A warm cache needs nothing else, not even Go or pip.
 if complete; then
   log "gateway binaries ready in $DEST (cached)"

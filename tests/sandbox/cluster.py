@@ -76,17 +76,31 @@ def is_running(cfg: SandboxConfig) -> bool:
     )
 
 
+PREREQS = Path(__file__).resolve().parents[2] / ".ci" / "prereqs.sh"
+
+
 def _check_tools() -> None:
-    missing = netns.missing_tools()
-    if missing:
-        raise SandboxError(f"the sandbox needs these programs, which are not installed: {'; '.join(missing)}")
+    """Root and the programs every sandbox runs, checked before any build by the script every entry point
+    runs first (.ci/prereqs.sh; `make sandbox-up` installs what is missing, where it may): one line per
+    missing program, with the command that installs it."""
+    import subprocess
+
+    done = subprocess.run(
+        ["bash", str(PREREQS), "--for", "the sandbox", "sandbox"],
+        env={**os.environ, "PREREQS_INSTALL": "0"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SandboxError(f"cannot start:\n{done.stderr.strip()}")
 
 
 def up(cfg: SandboxConfig) -> Binaries:
     """Idempotent: reuse a healthy sandbox, clean up a stale one, else start a new one."""
+    _check_tools()  # first: a missing program is named in milliseconds, not after a build
     bins = ensure_binaries()
     gateway_bins = gateway.ensure_gateway_binaries()  # before entering: the namespace has no registry
-    _check_tools()
     if is_running(cfg):
         log(f"'{cfg.name}' is already running")
         return bins
