@@ -39,6 +39,7 @@ from tests.e2e.test_tritonmodel import (
     tritonserver,
 )
 from tests.golden.triton.triton_models import ADDER_PY, write_model
+from tests.support.kstatus_check import verdict as kstatus_verdict
 from tests.support.mnist import publish_folder
 
 pytestmark = pytest.mark.e2e
@@ -310,6 +311,12 @@ def test_a_failing_canary_rolls_back_by_itself(sandbox: Sandbox, pool: str) -> N
     assert rolled_back_after < 60, rolled_back_after
     ready = condition(status, "Ready")
     assert ready["status"] == "False" and ready["reason"] == "RolledBack"
+    # kstatus (Flux's health checks) reads it Failed with the measured numbers, not InProgress for ever.
+    stalled = condition(status, "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "RolledBack", stalled
+    assert condition(status, "Reconciling")["status"] == "False"
+    said = kstatus_verdict(get_cr(sandbox, ns, "tritonmodels", MODEL) or {})
+    assert said[0] == "Failed" and "failure ratio" in said[1], said
 
 
 def promoted_to(sb: Sandbox, ns: str, version: str) -> bool:
@@ -451,6 +458,9 @@ def test_a_canary_whose_staging_fails_moves_no_traffic(sandbox: Sandbox, pool: s
 
     status = kube.wait_for(staging_failed, 120, "Staged=False SourceNotFound")
     assert condition(status, "Ready")["status"] == "False"
+    stalled = condition(status, "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "SourceNotFound", stalled
+    assert kstatus_verdict(get_cr(sandbox, ns, "tritonmodels", MODEL) or {})[0] == "Failed"
     assert status["rollout"]["canaryWeight"] in (0, 100) and status["rollout"]["stableVersion"] == "1"
     assert next(t for t in status["traffic"] if t["version"] == "1")["desiredWeight"] == 100
     ips = [p.status.pod_ip for p in server_pods(sandbox, ns)]

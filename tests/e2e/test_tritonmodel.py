@@ -29,6 +29,7 @@ from triton_operator.render.labels import MODELS_LOADED_GATE
 from tests.e2e import kube
 from tests.e2e.conftest import Operator, Sandbox
 from tests.e2e.test_tritonserver import runner_pids
+from tests.support.kstatus_check import verdict as kstatus_verdict
 from tests.support.mnist import publish_mnist
 
 pytestmark = pytest.mark.e2e
@@ -392,6 +393,18 @@ def test_missing_s3_object_fails_staging_with_source_not_found(sandbox: Sandbox,
         15,
         "a Warning Event SourceNotFound",
     )
+    # kstatus (Flux's health checks) reads it Failed with the reason, not InProgress for ever; Stalled
+    # restates Degraded and has no Events of its own.
+    stalled = condition(model_status(sandbox, pool, name), "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "SourceNotFound", stalled
+    said = kstatus_verdict(get_cr(sandbox, pool, "tritonmodels", name) or {})
+    assert said[0] == "Failed" and "nothing/here" in said[1], said
+    own = [
+        e.message
+        for e in events(sandbox, pool, name)
+        if (e.message or "").startswith(("Stalled", "Reconciling"))
+    ]
+    assert not own, own
     sandbox.kubectl("delete", "-n", pool, f"tritonmodel/{name}", "--timeout=60s")
 
 
@@ -554,6 +567,9 @@ def test_model_waits_for_its_server_then_loads(
     assert condition(model_status(sandbox, namespace, MODEL), "Degraded")["status"] == "False"
     ready = wait_condition(sandbox, namespace, MODEL, "Ready", "False", "ServerNotFound", 60)
     assert f"TritonServer '{SERVER}' not found" in ready["message"]
+    # After the grace a missing server is Stalled (kstatus: Failed) until it exists.
+    stalled = condition(model_status(sandbox, namespace, MODEL), "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "ServerNotFound", stalled
     kube.wait_for(
         lambda: any(
             e.type == "Warning" and e.reason == "ServerNotFound" for e in events(sandbox, namespace, MODEL)
@@ -568,6 +584,11 @@ def test_model_waits_for_its_server_then_loads(
         "wait", "-n", namespace, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=150s"
     )
     assert model_status(sandbox, namespace)["loaded"] == "1/1"
+    served = model_status(sandbox, namespace)
+    assert (condition(served, "Stalled")["status"], condition(served, "Reconciling")["status"]) == (
+        "False",
+        "False",
+    )
     (pod,) = server_pods(sandbox, namespace)
     assert ready_in_index(pod.status.pod_ip)
     # No crash loop, no retry storm: the operator logged no tracebacks for this namespace.
