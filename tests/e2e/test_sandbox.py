@@ -1,11 +1,13 @@
 """The sandbox itself, as a user of it sees it: a real control plane, GPU scheduling, real Triton pods,
-Jobs of the operator image, and a clean start/stop (issue 2)."""
+Jobs of the operator image, `kubectl logs` (issue 19), and a clean start/stop (issue 2)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from kubernetes import client
 
 from tests.e2e import kube
 from tests.e2e.conftest import Sandbox
+from tests.e2e.incluster import ChartOperator
 from tests.sandbox import netns, procs
 from tests.sandbox.config import REPO_ROOT, SandboxConfig
 
@@ -158,6 +161,9 @@ def test_triton_deployment_runs_real_tritonserver_on_its_pod_ip(sandbox: Sandbox
         assert json.load(resp)["name"] == "triton"
     (pid,) = [c["pid"] for p in runner_pods(sandbox) if p["uid"] == pod.metadata.uid for c in p["containers"]]
     assert pid and Path(f"/proc/{pid}").exists()
+    # Triton's own start-up lines, as `kubectl logs` shows them (the apiserver asks the node: kwok).
+    logs = sandbox.kubectl("logs", "-n", namespace, pod.metadata.name).stdout
+    assert "Started HTTPService at" in logs and "Started Metrics Service at" in logs, logs[-2000:]
 
     apps.delete_namespaced_deployment("triton", namespace)
     kube.wait_for(
@@ -348,6 +354,9 @@ def test_operator_image_jobs_complete_or_fail_with_their_exit_code(sandbox: Sand
     assert "exit code 2" in bad.message
     (pod,) = core.list_namespaced_pod(namespace, label_selector="job-name=bad").items
     assert pod.status.container_statuses[0].state.terminated.exit_code == 2
+    # A finished pod's logs stay until the pod is deleted, as a kubelet keeps them.
+    assert sandbox.kubectl("logs", "-n", namespace, "job/ok").stdout == "triton-operator 0.1.0\n"
+    assert "invalid choice: 'no-such-command'" in sandbox.kubectl("logs", "-n", namespace, "job/bad").stdout
 
 
 # Runs in a pod of the operator image: reads its service-account token and the cluster's CA from
@@ -383,6 +392,124 @@ def test_pods_reach_the_apiserver_through_the_kubernetes_service(sandbox: Sandbo
     assert done.type == "Complete", (done.message, output)
     host, port, version = output.split()
     assert (host, port) == ("10.96.0.1", "443") and version.startswith("v1."), output
+
+
+# A container that fails its first run and then ticks: stdout and stderr, a restart, a line per 0.3 s.
+TALKER = """
+import os, sys, time
+first = not os.path.exists("ran-once")
+open("ran-once", "w").close()
+print("run", "first" if first else "second", flush=True)
+print("to stderr", file=sys.stderr, flush=True)
+if first:
+    sys.exit(3)
+for i in range(2000):
+    print(f"tick {i}", flush=True)
+    time.sleep(0.3)
+"""
+
+
+SIDE_CAR = "import time; print('side car up', flush=True); time.sleep(600)"
+
+
+def talker_pod() -> dict[str, Any]:
+    return {
+        "metadata": {"name": "talker"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {"name": "main", "image": OPERATOR_IMAGE, "command": ["python", "-c", TALKER]},
+                {
+                    "name": "side",
+                    "image": OPERATOR_IMAGE,
+                    "command": ["python", "-c", SIDE_CAR],
+                },
+            ],
+        },
+    }
+
+
+def follow_until(sb: Sandbox, args: list[str], done: Any, timeout_s: float) -> list[str]:
+    """`kubectl logs -f ...`'s lines until `done(lines)` holds (bounded), then stops it."""
+    proc = subprocess.Popen(["kubectl", "logs", "-f", *args], env=sb.env(), stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not done(lines) and time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], max(deadline - time.monotonic(), 0))
+            if not ready:
+                break
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip("\n"))
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    return lines
+
+
+def test_kubectl_logs_shows_a_pods_output(sandbox: Sandbox, namespace: str) -> None:
+    """`kubectl logs` goes apiserver -> the node's kubelet endpoint (kwok's server on its InternalIP) ->
+    the CRI log files the pod runner keeps: per container, --tail, -f, --previous and --timestamps."""
+    core = client.CoreV1Api(sandbox.api)
+    core.create_namespaced_pod(namespace, talker_pod())
+
+    def restarted_and_ticking() -> bool:
+        pod = core.read_namespaced_pod("talker", namespace)
+        main = next((c for c in pod.status.container_statuses or [] if c.name == "main"), None)
+        return bool(main and main.restart_count >= 1 and main.state.running)
+
+    kube.wait_for(restarted_and_ticking, 60, "the talker's main container to fail once and run again")
+
+    def logs(*args: str, check: bool = True) -> str:
+        done = sandbox.kubectl("logs", "-n", namespace, "talker", *args, check=check)
+        return done.stdout if done.returncode == 0 else ""
+
+    kube.wait_for(lambda: "tick 1\n" in logs("-c", "main", check=False), 20, "ticks in kubectl logs")
+    current = logs("-c", "main")
+    assert current.startswith("run second\nto stderr\ntick 0\ntick 1\n"), current[:300]
+    assert "run first" not in current
+    assert logs("-c", "main", "--previous") == "run first\nto stderr\n"
+    assert logs("-c", "side") == "side car up\n"
+    (last,) = logs("-c", "main", "--tail=1").splitlines()
+    assert last.startswith("tick ")
+    stamp, line = logs("-c", "side", "--timestamps").rstrip("\n").split(" ", 1)
+    assert line == "side car up"
+    age = dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    assert dt.timedelta(0) <= age < dt.timedelta(minutes=2), stamp
+
+    # -f: what the container writes after the call arrives while it runs.
+    def two_new_ticks(lines: list[str]) -> bool:
+        return len(lines) >= 3
+
+    followed = follow_until(sandbox, ["-n", namespace, "talker", "-c", "main", "--tail=1"], two_new_ticks, 15)
+    assert len(followed) >= 3, followed
+    numbers = [int(line.split()[1]) for line in followed]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), followed
+
+    # A wrong container name is the apiserver's answer, as in any cluster.
+    wrong = sandbox.kubectl("logs", "-n", namespace, "talker", "-c", "nope", check=False)
+    assert wrong.returncode != 0 and "container nope is not valid" in wrong.stderr, wrong.stderr
+
+
+def test_kubectl_logs_shows_the_operators_pod(sandbox: Sandbox, operator: ChartOperator) -> None:
+    """README: start-up problems are one line in `kubectl logs`; here they are the operator pod's own."""
+    (pod,) = operator.pods()
+    pod_dir = f"{operator.namespace}_{pod.metadata.name}_{pod.metadata.uid}"
+    raw = sandbox.cfg.pods_dir / pod_dir / "operator.log"
+
+    def logs() -> str:
+        done = sandbox.kubectl(
+            "logs", "-n", operator.namespace, f"deployment/{operator.release}", check=False
+        )
+        return done.stdout if done.returncode == 0 else ""
+
+    shown = kube.wait_for(logs, 30, "the operator's pod to have logged something")
+    # The current container's output, as the operator wrote it (its file holds earlier runs too).
+    assert shown in raw.read_text(errors="replace"), shown[-2000:]
+    assert shown.endswith("\n")
 
 
 def test_no_endpoint_slice_warnings(sandbox: Sandbox) -> None:
@@ -424,7 +551,7 @@ def run_make(target: str, name: str, env: dict[str, str] | None = None) -> subpr
 
 
 def test_sandbox_up_down_is_idempotent_recovers_stale_state_and_leaves_nothing(sandbox: Sandbox) -> None:
-    cfg = SandboxConfig.from_env("updown")
+    cfg = SandboxConfig.from_env(f"{sandbox.cfg.name}-updown")  # one per session: sessions run side by side
     up = run_make("sandbox-up", cfg.name)
     assert up.returncode == 0, up.stderr
     lines = up.stdout.strip().splitlines()
@@ -463,7 +590,7 @@ def test_sandbox_up_down_is_idempotent_recovers_stale_state_and_leaves_nothing(s
 
 
 def test_sandbox_up_names_a_busy_port(sandbox: Sandbox) -> None:
-    cfg = SandboxConfig.from_env("busyport")
+    cfg = SandboxConfig.from_env(f"{sandbox.cfg.name}-busyport")
 
     def hold() -> socket.socket:
         s = socket.socket()

@@ -3,6 +3,7 @@ and a default StorageClass served by the pod runner's local-folder provisioner."
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from kubernetes import client, config
@@ -67,6 +68,80 @@ def node_names(cfg: SandboxConfig) -> list[str]:
 def _node_specs(cfg: SandboxConfig) -> list[tuple[str, int, int]]:
     gpu_nodes = [(cfg.node_name(i), i, cfg.gpus_per_node) for i in range(cfg.nodes)]
     return [*gpu_nodes, ("cpu-node-0", cfg.nodes, 0)]
+
+
+def node_ips(cfg: SandboxConfig) -> list[str]:
+    return [cfg.node_ip(index) for _, index, _ in _node_specs(cfg)]
+
+
+# kwok's `Logs` kind (kwok.x-k8s.io/v1alpha1, as kwok v0.8.0 defines it; schema cut to the fields used):
+# kwok (--enable-crds=Logs) watches these objects, and the pod runner creates one per pod naming its
+# containers' log files (containerlogs.py), so kwok's kubelet server can answer `kubectl logs`.
+KWOK_LOGS_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "logs.kwok.x-k8s.io"},
+    "spec": {
+        "group": "kwok.x-k8s.io",
+        "names": {"kind": "Logs", "listKind": "LogsList", "plural": "logs", "singular": "logs"},
+        "scope": "Namespaced",
+        "versions": [
+            {
+                "name": "v1alpha1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "required": ["metadata", "spec"],
+                        "properties": {
+                            "apiVersion": {"type": "string"},
+                            "kind": {"type": "string"},
+                            "metadata": {"type": "object"},
+                            "spec": {
+                                "type": "object",
+                                "required": ["logs"],
+                                "properties": {
+                                    "logs": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "properties": {
+                                                "containers": {"type": "array", "items": {"type": "string"}},
+                                                "follow": {"type": "boolean"},
+                                                "logsFile": {"type": "string"},
+                                                "previousLogsFile": {"type": "string"},
+                                            },
+                                        },
+                                    }
+                                },
+                            },
+                            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def create_kwok_crds(cfg: SandboxConfig) -> None:
+    """kwok's Logs CRD, established before kwok starts watching it."""
+    ext = client.ApiextensionsV1Api(api_client(cfg))
+    try:
+        ext.create_custom_resource_definition(KWOK_LOGS_CRD)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        crd = ext.read_custom_resource_definition(KWOK_LOGS_CRD["metadata"]["name"])
+        if any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or []):
+            return
+        time.sleep(0.1)
+    raise RuntimeError("kwok's Logs CRD was not established within 30 s")
 
 
 def create_cluster_objects(cfg: SandboxConfig) -> None:

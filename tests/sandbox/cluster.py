@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from tests.sandbox import gateway, netns, procs
 from tests.sandbox.config import Binaries, SandboxConfig, ensure_binaries
-from tests.sandbox.pki import ensure_pki, write_kubeconfig
+from tests.sandbox.pki import ensure_kubelet_cert, ensure_pki, write_kubeconfig
 
 # Start order; stopped in reverse. The pod runner goes before the control plane on the way down so it
 # can still report container exits while it stops its processes.
@@ -257,6 +257,10 @@ def _start_control_plane(cfg: SandboxConfig, bins: Binaries) -> None:
             "--enable-admission-plugins=ExtendedResourceToleration",
             "--allow-privileged=true",
             "--profiling=false",
+            # `kubectl logs`: the apiserver calls the pod's node (kwok's kubelet server) at its
+            # InternalIP (nodes' hostnames resolve nowhere) and verifies kwok's certificate.
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
             f"--cert-dir={cfg.root / 'pki-run'}",
             # Every request, with its user agent: benches count the operator's own API traffic from it.
             f"--audit-policy-file={_audit_policy(cfg)}",
@@ -310,6 +314,8 @@ def _start_nodes_and_runner(cfg: SandboxConfig, bins: Binaries) -> None:
     from tests.sandbox import bootstrap  # imports the kubernetes client; keep `down` light
 
     repo_stages = Path(__file__).with_name("kwok-pod-stages.yaml")
+    ensure_kubelet_cert(cfg.pki_dir, bootstrap.node_ips(cfg))
+    in_sandbox(cfg, lambda: bootstrap.create_kwok_crds(cfg), STARTUP_TIMEOUT_S)
     procs.spawn(
         cfg,
         "kwok",
@@ -320,7 +326,14 @@ def _start_nodes_and_runner(cfg: SandboxConfig, bins: Binaries) -> None:
             f"--config={bins.kwok_stages / 'node' / 'fast' / 'node-initialize.yaml'}",
             f"--config={bins.kwok_stages / 'node' / 'heartbeat-with-lease'}/node-heartbeat-with-lease.yaml",
             f"--config={repo_stages}",
-            f"--server-address=127.0.0.1:{cfg.ports['kwok']}",
+            # The nodes' kubelet endpoint (one server for all nodes: every node's InternalIP is an
+            # address of the namespace; --node-port goes into each node's daemonEndpoints). It serves
+            # `kubectl logs` from the files the pod runner's Logs objects name (containerlogs.py).
+            f"--server-address=0.0.0.0:{cfg.ports['kwok']}",
+            f"--node-port={cfg.ports['kwok']}",
+            "--enable-crds=Logs",
+            f"--tls-cert-file={cfg.pki_dir / 'kubelet.crt'}",
+            f"--tls-private-key-file={cfg.pki_dir / 'kubelet.key'}",
             "--node-lease-duration-seconds=40",
             # Only for a node without a podCIDR of its own (ours all have one).
             "--cidr=10.244.250.0/24",

@@ -5,10 +5,11 @@
    enforces Pod Security "restricted"), running as a pod under the chart's ServiceAccount;
 3. the MNIST MLP built with model_builders and published to the sandbox's S3;
 4. examples/quickstart/ applied (TritonServer + TritonModel), waited on until Ready;
-5. real inference requests to the TritonServer's Service (its ClusterIP), checked against onnxruntime,
-   and `curl` through the sandbox's Gateway (Contour + Envoy) to the routes the operator owns;
-6. `kubectl get tritonservers,tritonmodels` with the live numbers, and the cluster's Warning events
-   (none expected: no endpoint warnings, nothing else).
+5. `curl` through the sandbox's Gateway (Contour + Envoy) to the routes the operator owns, then real
+   inference requests to the TritonServer's Service (its ClusterIP), checked against onnxruntime: at least
+   100, at 10/s, until the operator's status shows them;
+6. `kubectl get tritonservers,tritonmodels` with their numbers, and the cluster's Warning events (none
+   expected: no endpoint warnings, nothing else).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,10 @@ S3_ENV = {
     "AWS_SECRET_ACCESS_KEY": "demo-secret",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+# The operator's status refresh period when its Deployment does not set TRITON_OPERATOR_STATUS_PERIOD.
+OPERATOR_STATUS_PERIOD_S = 10.0
+# Requests to the Service: at least this many, at this steady rate, this many per connection.
+REQUESTS, REQUEST_RATE, PER_CONNECTION = 100, 10.0, 5
 
 
 def say(msg: str) -> None:
@@ -105,8 +111,12 @@ def served_requests(ip: str) -> int:
         )
 
 
-def infer_through_the_service(env: dict[str, str], onnx_path: Path) -> None:
-    """Real requests to the TritonServer's Service (its ClusterIP), as a client in the cluster sends them."""
+def infer_through_the_service(env: dict[str, str], onnx_path: Path, period: float) -> None:
+    """Real requests to the TritonServer's Service (its ClusterIP), as a client in the cluster sends them:
+    at least REQUESTS at a steady REQUEST_RATE, going on (at most two status periods more) until the
+    operator's status shows them, so the closing `kubectl get` has their numbers. Req/s is a rate over the
+    window between the operator's last two reads of each pod's /metrics (every `period`): it is the rate
+    sent once that window lies within the load, which is what is waited for."""
     import onnxruntime as ort
     import tritonclient.http as http
 
@@ -123,27 +133,73 @@ def infer_through_the_service(env: dict[str, str], onnx_path: Path) -> None:
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     batch = np.random.default_rng(7).random((4, 1, 28, 28), dtype=np.float32)
     expected = session.run(None, {"input": batch})[0]
-    requests, per_connection = 100, 5
-    for _ in range(requests // per_connection):
+    began, began_iso = time.monotonic(), datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    sent, shown = 0, False
+    limit = REQUESTS + int(REQUEST_RATE * (2 * period + 5))
+    while sent < limit:
         # A new connection every few requests: kube-proxy picks a replica per connection.
         client = http.InferenceServerClient(f"{ip}:8000")
         try:
-            for _ in range(per_connection):
+            for _ in range(PER_CONNECTION):
                 tensor = http.InferInput("input", list(batch.shape), "FP32")
                 tensor.set_data_from_numpy(batch)
                 got = client.infer("mnist", [tensor]).as_numpy("output")
                 np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
         finally:
             client.close()
+        sent += PER_CONNECTION
+        time.sleep(max(began + sent / REQUEST_RATE - time.monotonic(), 0))
+        if sent >= REQUESTS and sent % (2 * PER_CONNECTION) == 0:
+            # Most of what was sent (a window partly before the load would show a fraction of it).
+            least = 0.8 * sent / (time.monotonic() - began)
+            if status_shows_traffic(env, began_iso, least):
+                shown = True
+                break
     served = {
         p["metadata"]["name"]: served_requests(p["status"]["podIP"]) - before[p["metadata"]["name"]]
         for p in pods
     }
     print(
-        f"  Service triton ({ip}:8000): {requests} requests of a batch of 4, classes "
-        f"{got.argmax(axis=1).tolist()} - equal to onnxruntime's; served by "
+        f"  Service triton ({ip}:8000): {sent} requests of a batch of 4 in {time.monotonic() - began:.0f}s, "
+        f"classes {got.argmax(axis=1).tolist()} - equal to onnxruntime's; served by "
         + ", ".join(f"{name} ({n})" for name, n in sorted(served.items()))
     )
+    if not shown:
+        print(f"  (the operator's status did not show them within {2 * period + 5:g}s after {REQUESTS})")
+
+
+def status_shows_traffic(env: dict[str, str], since: str, least: float) -> bool:
+    """Whether the TritonServer's and the TritonModel's status metrics, refreshed since `since` (RFC 3339,
+    whole seconds as status has them), both show at least `least` requests/s in their last window."""
+    listed = run(["kubectl", "get", "tritonserver/triton", "tritonmodel/mnist", "-o=json"], env, True)
+    items = json.loads(listed)["items"]
+    metrics = {i["kind"]: (i.get("status") or {}).get("metrics") or {} for i in items}
+    model, server = metrics.get("TritonModel", {}), metrics.get("TritonServer", {})
+    model_rate = model.get("requestRate") or 0
+    server_rate = (server.get("total") or {}).get("inferenceRate") or 0
+    fresh = min(model.get("refreshedAt") or "", server.get("refreshedAt") or "") >= since
+    return bool(fresh and model_rate >= least and server_rate >= least)
+
+
+def operator_status_period(env: dict[str, str]) -> float:
+    """The in-cluster operator's status period: its container's TRITON_OPERATOR_STATUS_PERIOD (the chart's
+    extraEnv), else the operator's default."""
+    deployments = json.loads(
+        run(
+            [
+                *("kubectl", "get", "deployments", "-n", "triton-operator", "-o", "json"),
+                *("-l", "app.kubernetes.io/name=triton-operator"),
+            ],
+            env,
+            capture=True,
+        )
+    )["items"]
+    for deployment in deployments:
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            for var in container.get("env") or []:
+                if var["name"] == "TRITON_OPERATOR_STATUS_PERIOD" and var.get("value"):
+                    return float(var["value"])
+    return OPERATOR_STATUS_PERIOD_S
 
 
 def curl_through_the_gateway(cfg: SandboxConfig, env: dict[str, str], onnx_path: Path) -> None:
@@ -220,8 +276,6 @@ def main() -> int:
         run(["kubectl", "apply", "-f", str(QUICKSTART)], env)
         run(["kubectl", "wait", "--for=condition=Ready", "tritonserver/triton", "--timeout=300s"], env)
         run(["kubectl", "wait", "--for=condition=Ready", "tritonmodel/mnist", "--timeout=300s"], env)
-        say("real inference requests to the TritonServer's Service (ClusterIP, through kube-proxy)")
-        infer_through_the_service(env, onnx_path)
         say(f"exposing it through the sandbox's Gateway {gw.GATEWAY_NAMESPACE}/{gw.GATEWAY_NAME}")
         parent = {"name": gw.GATEWAY_NAME, "namespace": gw.GATEWAY_NAMESPACE, "sectionName": gw.LISTENER_NAME}
         patch = json.dumps({"spec": {"gateway": {"parentRefs": [parent]}}})
@@ -230,8 +284,12 @@ def main() -> int:
         run(["kubectl", "wait", "--for=condition=Routed", "tritonserver/triton", "--timeout=60s"], env)
         say(f"curl through the Gateway ({gw.gateway_address(cfg)})")
         curl_through_the_gateway(cfg, env, onnx_path)
-    period = float(os.environ.get("TRITON_OPERATOR_STATUS_PERIOD", "10"))
-    time.sleep(period + 2)
+        period = operator_status_period(env)
+        say(
+            f"real inference requests to the TritonServer's Service (ClusterIP, through kube-proxy), "
+            f"{REQUEST_RATE:g}/s until the operator's status shows them (it refreshes every {period:g}s)"
+        )
+        infer_through_the_service(env, onnx_path, period)
     say("kubectl get tritonservers,tritonmodels")
     run(["kubectl", "get", "tritonservers,tritonmodels"], env)
     say("kubectl get events -A --field-selector=type=Warning")

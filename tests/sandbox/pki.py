@@ -96,6 +96,23 @@ def ensure_pki(d: Path, extra_ips: Sequence[str] = ()) -> None:
     (d / "complete").write_text(sans + "\n")
 
 
+def ensure_kubelet_cert(d: Path, ips: Sequence[str]) -> None:
+    """kwok's kubelet serving cert (`kubelet.crt`, signed by the CA in `d`) for the nodes' InternalIPs:
+    the apiserver verifies it (--kubelet-certificate-authority) when it calls a node for logs."""
+    sans = ",".join(f"IP:{ip}" for ip in ips)
+    with contextlib.suppress(FileNotFoundError):
+        if (d / "kubelet.sans").read_text().strip() == sans and (d / "kubelet.key").exists():
+            return
+    (d / "kubelet.sans").unlink(missing_ok=True)
+    _client_or_serving_cert(
+        d,
+        "kubelet",
+        "/CN=sandbox-kubelet",
+        f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n",
+    )
+    (d / "kubelet.sans").write_text(sans + "\n")
+
+
 def write_kubeconfig(path: Path, server: str, pki: Path) -> None:
     path.write_text(
         f"""apiVersion: v1

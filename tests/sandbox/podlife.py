@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import logging
 import os
 import signal
 import socket
@@ -27,6 +28,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from tests.sandbox.containerlogs import ContainerLog, logs_object, publish_logs_object
 from tests.sandbox.launch import Launch, Mount, UnsupportedContainer, plan_container
 from tests.sandbox.volumes import VolumeNotReady, container_mounts, prepare_volumes, remove_pod_dir
 
@@ -36,6 +38,7 @@ BACKOFF_CAP_S = 20.0
 GRACE_CAP_S = 10.0
 PRESTOP_CAP_S = 5.0
 TICK_S = 0.25
+log = logging.getLogger("podrunner")
 
 
 def now_iso() -> str:
@@ -101,6 +104,7 @@ class ContainerRun:
     startup: ProbeState | None = None
     liveness: ProbeState | None = None
     readiness: ProbeState | None = None
+    log: ContainerLog | None = None  # its CRI log files, for `kubectl logs` (containerlogs.py)
 
     @property
     def name(self) -> str:
@@ -146,6 +150,8 @@ class PodLife:
         self.restart_policy = pod["spec"].get("restartPolicy", "Always")
         self.init_runs = [ContainerRun(c, init=True) for c in pod["spec"].get("initContainers") or []]
         self.runs = [ContainerRun(c) for c in pod["spec"].get("containers") or []]
+        for run in self.init_runs + self.runs:
+            run.log = ContainerLog(self.dir, run.name)
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._main, name=f"pod-{self.ns}/{self.name}", daemon=True)
         self.phase = "Pending"
@@ -206,11 +212,15 @@ class PodLife:
         finally:
             for run in self.init_runs + self.runs:
                 self._kill(run, reason="Killing")
+            self._pump_logs(final=True)
+            # As a kubelet: a finished pod's logs (and volumes) stay until the pod is deleted.
+            self.stop_event.wait()
             remove_pod_dir(self.dir)
 
     def _prepare(self) -> bool:
         """Set up volumes, retrying while a claim is unbound or a secret is missing."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._publish_logs()
         warned = ""
         while not self.stop_event.is_set():
             try:
@@ -243,6 +253,7 @@ class PodLife:
                         self._publish()
                         return
                     self._schedule_restart(run)
+                self._pump_logs()
                 self._publish()
                 self.stop_event.wait(TICK_S)
         self.initialized = True
@@ -259,6 +270,7 @@ class PodLife:
             now = time.monotonic()
             for run in self.runs:
                 self._tick(run, now)
+            self._pump_logs()
             if all(r.process is None and r.restart_at is None for r in self.runs):
                 failed = any(r.state.get("terminated", {}).get("exitCode", 0) != 0 for r in self.runs)
                 self.phase = "Failed" if failed else "Succeeded"
@@ -286,6 +298,28 @@ class PodLife:
                 self._schedule_restart(run)
             return
         self._probe(run, now)
+
+    # -- logs -----------------------------------------------------------------------------------
+    def _publish_logs(self) -> None:
+        """Empty logs for every container, and the kwok Logs object that serves them to `kubectl logs`."""
+        runs = self.init_runs + self.runs
+        try:
+            for run in runs:
+                assert run.log is not None
+                run.log.prepare()
+            publish_logs_object(
+                self.core.api_client, logs_object(self.pod, [(r.name, r.log) for r in runs if r.log])
+            )
+        except Exception as exc:  # the pod runs all the same
+            log.warning("no kubectl logs for pod %s/%s: %r", self.ns, self.name, exc)
+
+    def _pump_logs(self, final: bool = False) -> None:
+        for run in self.init_runs + self.runs:
+            if run.log is not None:
+                try:
+                    run.log.pump(final=final)
+                except OSError as exc:  # logs are a view: the container runs on whatever happens to them
+                    log.warning("logs of %s/%s %s: %r", self.ns, self.name, run.name, exc)
 
     # -- processes ------------------------------------------------------------------------------
     def _launch(self, run: ContainerRun) -> bool:
@@ -316,13 +350,18 @@ class PodLife:
 
     def _spawn(self, run: ContainerRun, plan: Launch) -> None:
         log_path = self.dir / f"{run.name}.log"
+        if run.log is not None:
+            try:
+                run.log.begin()  # the instance before this one (if any) becomes the previous log
+            except OSError as exc:
+                log.warning("logs of %s/%s %s: %r", self.ns, self.name, run.name, exc)
         workdir = self.dir / "work" / run.name
         workdir.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
+        with open(log_path, "ab") as raw_log:
             run.process = subprocess.Popen(
                 plan.argv,
                 env=plan.env,
-                stdout=log,
+                stdout=raw_log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=workdir,
@@ -358,6 +397,9 @@ class PodLife:
         return ""
 
     def _record_exit(self, run: ContainerRun, code: int) -> None:
+        if run.log is not None:
+            with contextlib.suppress(OSError):
+                run.log.pump(final=True)
         reason = "Completed" if code == 0 else "Error"
         if code < 0:
             reason, code = "Error", 128 - code  # killed by a signal: 128+N, as a runtime reports it
