@@ -219,7 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     operator = OperatorProcess(sb, log_dir / "operator.log", status_period_s=10)  # the operator's default
     operator.start()
     core = client.CoreV1Api(sb.api)
+    took: dict[str, float] = {}  # wall seconds of each part, printed as each ends (stderr) and at the end
+
+    def part(name: str, started: float) -> None:
+        took[name] = time.perf_counter() - started
+        print(f"bench: {name} done in {took[name]:.0f} s", file=sys.stderr, flush=True)
+
     try:
+        started = time.perf_counter()
         results: dict[str, list[tuple[float, float]]] = {"operator": [], "direct": []}
         for _ in range(args.rounds):
             for label, fn in (("operator", through_operator), ("direct", direct)):
@@ -228,22 +235,34 @@ def main(argv: list[str] | None = None) -> int:
                 core.delete_namespace(ns)
                 # Free the GPU before the next round: wait for the pods of this round to be gone.
                 poll(lambda ns=ns: not core.list_namespaced_pod(ns).items, 120, "the round's pods to go")
+        part("TritonServer", started)
+        started = time.perf_counter()
         model_results = run_model_bench(sb, args.rounds, log_dir)
+        part("TritonModel", started)
+        started = time.perf_counter()
         counts = steady_state(sb, args.idle_servers, args.steady_seconds)
+        part("steady state", started)
         operator.stop()
+        started = time.perf_counter()
         scale = run_scale_bench(
             sb, log_dir, models=args.scale_models, servers=args.scale_servers, rest_s=args.rest_seconds
         )
-        report_scale(
-            scale, args.scale_models, args.scale_servers
-        )  # now: the longest part, kept if later fail
+        part("scale", started)
+        report_scale(scale, args.scale_models, args.scale_servers)  # the longest part: kept if later fail
+        started = time.perf_counter()
         real = run_real_models_bench(sb, log_dir, models=args.real_models, rest_s=args.rest_seconds)
+        part("real models", started)
         report_real_models(real)
+        started = time.perf_counter()
         router = run_router_bench(
             seconds=args.window_seconds, rounds=args.rounds, concurrencies=concurrencies
         )
+        part("router", started)
+        started = time.perf_counter()
         rollout_local = run_rollout_local(split_requests=args.split_requests)
         rollout_cluster = run_rollout_cluster(sb, log_dir, canary_steps=canary_steps)
+        part("rollouts", started)
+        started = time.perf_counter()
         through_gateway = run_gateway_bench(
             sb,
             log_dir,
@@ -251,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds=args.window_seconds,
             concurrencies=tuple(c for c in concurrencies if c < 32) or (1,),
         )
+        part("gateway", started)
     finally:
         operator.stop()
         if os.environ.get("BENCH_KEEP") != "1":  # BENCH_KEEP=1 leaves the sandbox up for a look
@@ -274,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     report_router(router, args.rounds, args.window_seconds)
     report_rollout(rollout_local, rollout_cluster)
     report_gateway(through_gateway, args.rounds)
+    print("\nwall time of each part: " + ", ".join(f"{name} {s:.0f} s" for name, s in took.items()))
     return 0
 
 
