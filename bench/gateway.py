@@ -26,18 +26,12 @@ from kubernetes import client
 
 from bench.run import poll
 from tests.e2e.conftest import OperatorProcess, Sandbox
-from tests.e2e.test_gateway import (
-    GatewayLoad,
-    grpc_caller,
-    host_of,
-    http_infer,
-    pool_server,
-    split_model,
-)
-from tests.e2e.test_rollout import MODEL, publish
-from tests.e2e.test_tritonmodel import apply, credentials_secret
 from tests.golden.triton.triton_models import ADDER_PY
 from tests.sandbox import gateway as gw
+from tests.support.gateway import host_of, pool_server, split_model
+from tests.support.load import GatewayLoad, grpc_caller, http_infer
+from tests.support.objects import apply, credentials_secret
+from tests.support.scorer import MODEL, publish
 
 
 def _direct_http(ip: str) -> Callable[[], None]:

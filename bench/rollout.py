@@ -28,18 +28,11 @@ from triton_operator.triton.client import TritonEndpoint, load_model, unload_mod
 
 from bench.run import poll
 from tests.e2e.conftest import OperatorProcess, Sandbox
-from tests.e2e.test_rollout import (
-    FAILING_PY,
-    MODEL,
-    Load,
-    canary_model,
-    publish,
-    rollout_of,
-)
-from tests.e2e.test_tritonmodel import apply, credentials_secret, server_pods, tritonserver
 from tests.golden.triton.triton_models import ADDER_PY, write_model
-from tests.integration.test_load_stall import SLOW_INIT_PY
-from tests.integration.test_router import write_versioned
+from tests.support.load import Load
+from tests.support.models import FAILING_PY, SLOW_INIT_PY, write_versioned
+from tests.support.objects import apply, credentials_secret, server_pods, tritonserver
+from tests.support.scorer import MODEL, canary_model, publish, rollout_of
 from tests.support.tritonserver import run_tritonserver
 
 ADDRESS = "127.31.0.3"

@@ -1,7 +1,8 @@
 """The router's cost: requests through the router against calling the model directly, side by side.
 
 Real tritonserver (the nvidia-pytriton wheel) on loopback, the python test model of
-tests/integration/test_router.py (versions 1 and 2, dynamic batching) and the router at 90/10 over them.
+tests/integration/test_router.py (tests/support/models.py writes it: versions 1 and 2, dynamic batching)
+and the router at 90/10 over them.
 Throughput and p50 at concurrency 1 and 8, over HTTP and gRPC; runs alternate (direct, router, ...)
 so machine noise hits both alike; medians of the rounds, and the router/direct ratios.
 `python -m bench.router` prints the figures as JSON.
@@ -24,7 +25,7 @@ from triton_operator.render.router import Variant, router_config, router_files
 from triton_operator.triton.client import TritonEndpoint
 from triton_operator.triton.metrics import fetch_metrics, parse_metrics
 
-from tests.integration.test_router import write_versioned
+from tests.support.models import write_versioned
 from tests.support.tritonserver import RunningTriton, run_tritonserver
 
 ADDRESS = "127.31.0.2"

@@ -14,7 +14,7 @@ import pytest
 
 from tests.e2e.conftest import Sandbox, crds, sandbox
 from tests.e2e.incluster import ChartOperator
-from tests.unit.test_chart_lint import helm_binary
+from tests.support.chart import helm_binary
 
 __all__ = ["crds", "operator", "sandbox"]
 

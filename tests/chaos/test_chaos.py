@@ -52,9 +52,11 @@ from tests.chaos.points import observe, wait_point
 from tests.chaos.timeline import Timeline
 from tests.e2e import kube
 from tests.e2e.conftest import Operator, Sandbox
-from tests.e2e.test_rollout import FAILING_PY, MODEL, Load, canary_model, publish, service_clients
-from tests.e2e.test_tritonmodel import apply, credentials_secret, get_cr, server_pods, tritonserver
 from tests.golden.triton.triton_models import ADDER_PY
+from tests.support.load import Load, service_clients
+from tests.support.models import FAILING_PY
+from tests.support.objects import apply, credentials_secret, get_cr, server_pods, tritonserver
+from tests.support.scorer import MODEL, canary_model, publish
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 

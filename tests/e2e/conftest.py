@@ -24,8 +24,8 @@ from tests.e2e import kube
 from tests.e2e.incluster import ChartOperator
 from tests.sandbox import cluster
 from tests.sandbox.config import REPO_ROOT, SandboxConfig
+from tests.support.chart import helm_binary
 from tests.support.s3server import free_port_pair
-from tests.unit.test_chart_lint import helm_binary
 
 
 @dataclass

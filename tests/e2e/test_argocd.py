@@ -36,12 +36,14 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.e2e import kube
 from tests.e2e.conftest import Operator, Sandbox
-from tests.e2e.test_rollout import FAILING_PY, Load, publish, rollout_of
-from tests.e2e.test_tritonmodel import CREDENTIALS, get_cr
 from tests.golden.triton.triton_models import ADDER_PY
 from tests.sandbox import argocd, netns
 from tests.sandbox.config import REPO_ROOT
+from tests.support.load import Load
 from tests.support.mnist import publish_mnist
+from tests.support.models import FAILING_PY
+from tests.support.objects import CREDENTIALS, get_cr
+from tests.support.scorer import publish, rollout_of
 
 pytestmark = pytest.mark.e2e
 

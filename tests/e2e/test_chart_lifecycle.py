@@ -22,10 +22,11 @@ from kubernetes import client
 from tests.e2e import kube
 from tests.e2e.conftest import Sandbox
 from tests.e2e.incluster import CHART, PSS_LABELS, ChartOperator
-from tests.e2e.test_rollout import MODEL, Load, publish, service_clients
-from tests.e2e.test_tritonmodel import apply, credentials_secret, get_cr, tritonmodel, tritonserver
 from tests.golden.triton.triton_models import ADDER_PY
 from tests.sandbox.config import REPO_ROOT
+from tests.support.load import Load, service_clients
+from tests.support.objects import apply, credentials_secret, get_cr, tritonmodel, tritonserver
+from tests.support.scorer import MODEL, publish
 
 pytestmark = pytest.mark.e2e
 

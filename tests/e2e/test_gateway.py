@@ -14,60 +14,24 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pytest
-import tritonclient.grpc as triton_grpc
 from kubernetes import client
 
 from tests.e2e import kube
 from tests.e2e.conftest import Operator, Sandbox
-from tests.e2e.test_rollout import FAILING_PY, MODEL, publish
-from tests.e2e.test_tritonmodel import apply, condition, credentials_secret, events, get_cr, tritonmodel
 from tests.golden.triton.triton_models import ADDER_PY
 from tests.sandbox import gateway as gw
+from tests.support.gateway import host_of, pool_server, split_model
+from tests.support.load import GatewayLoad, grpc_caller, http_infer
+from tests.support.models import FAILING_PY
+from tests.support.objects import apply, condition, credentials_secret, events, get_cr
+from tests.support.scorer import MODEL, publish
 
 pytestmark = pytest.mark.e2e
 
 POOLS = ("pool-a", "pool-b")
-IMAGES = {
-    "pool-a": "nvcr.io/nvidia/tritonserver:24.10-py3",
-    "pool-b": "nvcr.io/nvidia/tritonserver:24.11-py3",
-}
-
-
-def pool_server(name: str, replicas: int = 1, parent: dict[str, Any] | None = None) -> dict[str, Any]:
-    ref = parent or {"name": gw.GATEWAY_NAME, "namespace": gw.GATEWAY_NAMESPACE, "sectionName": "http"}
-    return {
-        "apiVersion": "tritonoperator.dev/v1alpha1",
-        "kind": "TritonServer",
-        "metadata": {"name": name},
-        "spec": {
-            "image": IMAGES.get(name, IMAGES["pool-a"]),
-            "replicas": replicas,
-            "resources": {"gpus": 1},
-            "modelRepository": {"size": "1Gi"},
-            "gateway": {"parentRefs": [ref], "hostnames": [f"{name}.test"]},
-        },
-    }
-
-
-def host_of(ns: str) -> str:
-    """The model's host name in namespace `ns` (two namespaces' models must not claim the same one)."""
-    return f"{MODEL}.{ns}.test"
-
-
-def split_model(sb: Sandbox, ns: str, server: str, **spec: Any) -> dict[str, Any]:
-    model = tritonmodel(MODEL, sb.cfg.s3_endpoint, prefix=f"{MODEL}/1")
-    model["spec"]["serverRef"] = {"name": server}
-    model["spec"]["gateway"] = {
-        "parentRefs": [{"name": gw.GATEWAY_NAME, "namespace": gw.GATEWAY_NAMESPACE, "sectionName": "http"}],
-        "hostnames": [host_of(ns)],
-    }
-    model["spec"].update(spec)
-    return model
 
 
 def pool_counts(sb: Sandbox, ns: str, metric: str = "nv_inference_count") -> Counter[str]:
@@ -95,72 +59,6 @@ def router_failures(sb: Sandbox, ns: str, pool: str) -> int:
                 if line.startswith("tritonoperator_router_requests_total{") and 'outcome="failure"' in line:
                     total += int(float(line.rsplit(" ", 1)[1]))
     return total
-
-
-def http_infer(address: str, host: str) -> None:
-    body = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]})
-    req = urllib.request.Request(
-        f"http://{address}/v2/models/{MODEL}/infer",
-        data=body.encode(),
-        headers={"Host": host, "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        out = json.load(resp)["outputs"][0]["data"][0]
-    if float(out) != 2.0:
-        raise AssertionError(f"unexpected output {out!r}")
-
-
-def grpc_caller(address: str, host: str) -> Callable[[], None]:
-    c = triton_grpc.InferenceServerClient(address, channel_args=[("grpc.default_authority", host)])
-    inp = triton_grpc.InferInput("INPUT0", [1, 1], "FP32")
-    inp.set_data_from_numpy(np.ones((1, 1), dtype=np.float32))
-
-    def call() -> None:
-        out = c.infer(MODEL, [inp], client_timeout=30).as_numpy("OUTPUT0")
-        if out is None or float(out[0][0]) != 2.0:
-            raise AssertionError(f"unexpected output {out!r}")
-
-    return call
-
-
-@dataclass
-class GatewayLoad:
-    """Client threads through the Gateway (HTTP and gRPC) until stopped or `max_s` (bounded)."""
-
-    address: str
-    host: str
-    threads_per_protocol: int = 2
-    max_s: float = 600
-    ok: Counter[str] = field(default_factory=Counter)
-    failed: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    threads: list[threading.Thread] = field(default_factory=list)
-
-    def start(self) -> GatewayLoad:
-        for proto in ("http", "grpc"):
-            for _ in range(self.threads_per_protocol):
-                t = threading.Thread(target=self._run, args=(proto,), daemon=True)
-                t.start()
-                self.threads.append(t)
-        return self
-
-    def _run(self, proto: str) -> None:
-        if proto == "http":
-            call = lambda: http_infer(self.address, self.host)  # noqa: E731
-        else:
-            call = grpc_caller(self.address, self.host)
-        deadline = time.monotonic() + self.max_s
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            try:
-                call()
-                self.ok[proto] += 1
-            except Exception as exc:  # every failure is counted, whatever it is
-                self.failed.append(f"{proto}: {exc}")
-
-    def finish(self) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=60)
 
 
 def send(count: int, call: Callable[[], None], threads: int = 4) -> list[str]:

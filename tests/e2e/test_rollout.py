@@ -9,27 +9,26 @@ step's split from Triton's own counters on every pod.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pytest
-import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from kubernetes import client
 
 from tests.e2e import kube
 from tests.e2e.conftest import Operator, Sandbox
-from tests.e2e.test_tritonmodel import (
-    CREDENTIALS,
+from tests.golden.triton.triton_models import ADDER_PY
+from tests.support.kstatus_check import verdict as kstatus_verdict
+from tests.support.load import Load, service_clients
+from tests.support.models import FAILING_PY
+from tests.support.objects import (
     apply,
     condition,
     credentials_secret,
@@ -38,35 +37,11 @@ from tests.e2e.test_tritonmodel import (
     tritonmodel,
     tritonserver,
 )
-from tests.golden.triton.triton_models import ADDER_PY, write_model
-from tests.support.kstatus_check import verdict as kstatus_verdict
-from tests.support.mnist import publish_folder
+from tests.support.scorer import MODEL, canary_model, publish, rollout_of
 
 pytestmark = pytest.mark.e2e
 
-MODEL = "scorer"
 TARGET = f"{MODEL}~versions"
-# Version 2 that fails every 5th request it serves (20%), deterministically.
-FAILING_PY = """
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def initialize(self, args):
-        self.served = 0
-
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            self.served += 1
-            x = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
-            if self.served % 5 == 0:
-                error = pb_utils.TritonError("version 2 is broken")
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
-            else:
-                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", x + 1)]))
-        return responses
-"""
 
 
 # Version 2 that answers right, 20 ms late (the adder takes well under 1 ms here): many times slower.
@@ -76,86 +51,10 @@ SLOW_PY = ADDER_PY.replace(
 )
 
 
-def publish(sb: Sandbox, workdir: Path, prefix: str, model_py: str, version: int) -> None:
-    folder = write_model(workdir / prefix.replace("/", "-"), MODEL, model_py, max_queue_delay_us=500)
-    publish_folder(sb.cfg.s3_endpoint, folder, prefix, CREDENTIALS, version)
-
-
 def serve_version_1(sb: Sandbox, ns: str, rollout: dict[str, Any]) -> None:
     """The model at version 1 with `rollout`, Ready (its router on every replica)."""
     apply(sb, ns, canary_model(sb, 1, f"{MODEL}/1", rollout))
     sb.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=240s")
-
-
-def canary_model(sb: Sandbox, version: int, prefix: str, rollout: dict[str, Any]) -> dict[str, Any]:
-    model = tritonmodel(MODEL, sb.cfg.s3_endpoint, prefix=prefix)
-    model["spec"]["version"] = version
-    model["spec"]["rollout"] = rollout
-    return model
-
-
-class Failure(NamedTuple):
-    """A failed request: when it failed, why, and when it was sent (a request in flight when a fault
-    struck may fail only at its timeout)."""
-
-    at: float
-    message: str
-    sent: float
-
-
-@dataclass
-class Load:
-    """Client threads calling the public name, HTTP and gRPC, until stopped (bounded): a pair of threads
-    per address in `ips` (pass the Service's ClusterIP once per replica: `service_clients`)."""
-
-    ips: list[str]
-    max_s: float = 600
-    ok: Counter[str] = field(default_factory=Counter)
-    failed: list[Failure] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    threads: list[threading.Thread] = field(default_factory=list)
-
-    def start(self) -> Load:
-        for ip in self.ips:
-            for proto in ("http", "grpc"):
-                t = threading.Thread(target=self._run, args=(ip, proto), daemon=True)
-                t.start()
-                self.threads.append(t)
-        return self
-
-    def _run(self, ip: str, proto: str) -> None:
-        data = np.ones((1, 1), dtype=np.float32)
-        deadline = time.monotonic() + self.max_s
-        if proto == "http":
-            http = triton_http.InferenceServerClient(f"{ip}:8000", network_timeout=30)
-            inp = triton_http.InferInput("INPUT0", [1, 1], "FP32")
-            inp.set_data_from_numpy(data)
-            call = lambda: http.infer(MODEL, [inp]).as_numpy("OUTPUT0")  # noqa: E731
-        else:
-            grpc = triton_grpc.InferenceServerClient(f"{ip}:8001")
-            ginp = triton_grpc.InferInput("INPUT0", [1, 1], "FP32")
-            ginp.set_data_from_numpy(data)
-            call = lambda: grpc.infer(MODEL, [ginp], client_timeout=30).as_numpy("OUTPUT0")  # noqa: E731
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            sent = time.monotonic()
-            try:
-                out = call()
-                if out is None or float(out[0][0]) != 2.0:
-                    raise AssertionError(f"unexpected output {out!r}")
-                self.ok[proto] += 1
-            except Exception as exc:
-                self.failed.append(Failure(time.monotonic(), f"{proto} {ip}: {exc}", sent))
-
-    def finish(self) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=60)
-
-
-def service_clients(sb: Sandbox, ns: str) -> list[str]:
-    """The server's Service ClusterIP once per ready replica (as many clients as there are pods)."""
-    ip = kube.cluster_ip(client.CoreV1Api(sb.api), ns, "triton")
-    return [ip] * len(server_pods(sb, ns))
 
 
 def inference_counts(ips: list[str]) -> Counter[str]:
@@ -175,10 +74,6 @@ def loaded_versions(ip: str) -> set[str]:
     with urllib.request.urlopen(req, timeout=10) as resp:
         rows = json.load(resp)
     return {r["version"] for r in rows if r["name"] == TARGET and r.get("state") == "READY"}
-
-
-def rollout_of(sb: Sandbox, ns: str) -> dict[str, Any]:
-    return ((get_cr(sb, ns, "tritonmodels", MODEL) or {}).get("status") or {}).get("rollout") or {}
 
 
 @pytest.fixture(scope="module")

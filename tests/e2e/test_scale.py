@@ -17,7 +17,9 @@ from kubernetes import client
 
 from tests.e2e import kube
 from tests.e2e.conftest import Operator, Sandbox
-from tests.e2e.test_tritonmodel import (
+from tests.golden.triton.triton_models import infer_once, write_model
+from tests.support.mnist import publish_folder
+from tests.support.objects import (
     CREDENTIALS,
     apply,
     condition,
@@ -27,8 +29,6 @@ from tests.e2e.test_tritonmodel import (
     tritonmodel,
     tritonserver,
 )
-from tests.golden.triton.triton_models import infer_once, write_model
-from tests.support.mnist import publish_folder
 
 pytestmark = pytest.mark.e2e
 

@@ -16,65 +16,46 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.http as triton_http
-import yaml
 from kubernetes import client
 from triton_operator.render.labels import MODELS_LOADED_GATE
 
 from tests.e2e import kube
 from tests.e2e.conftest import Operator, Sandbox
-from tests.e2e.test_tritonserver import runner_pids
 from tests.support.kstatus_check import verdict as kstatus_verdict
 from tests.support.mnist import publish_mnist
+from tests.support.objects import (
+    CREDENTIALS,
+    POD_SELECTOR,
+    SERVER,
+    apply,
+    condition,
+    credentials_secret,
+    events,
+    get_cr,
+    runner_pids,
+    server_pods,
+    tritonmodel,
+    tritonserver,
+)
 
 pytestmark = pytest.mark.e2e
 
-BUCKET = "models"
-PREFIX = "mnist/1"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "sandbox", "AWS_SECRET_ACCESS_KEY": "sandbox-secret"}
-SERVER = "triton"
 MODEL = "mnist"
-GROUP_PATH = ("tritonoperator.dev", "v1alpha1")
 WRONG_DIGEST = "sha256:" + "0" * 64
 
 
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def get_cr(sb: Sandbox, ns: str, plural: str, name: str) -> dict[str, Any] | None:
-    api = client.CustomObjectsApi(sb.api)
-    try:
-        obj = cast(dict[str, Any], api.get_namespaced_custom_object(*GROUP_PATH, ns, plural, name))
-    except client.ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return obj
-
-
 def model_status(sb: Sandbox, ns: str, name: str = MODEL) -> dict[str, Any]:
     obj = get_cr(sb, ns, "tritonmodels", name)
     return (obj or {}).get("status") or {}
-
-
-def condition(status: dict[str, Any], ctype: str) -> dict[str, Any]:
-    return next((c for c in status.get("conditions") or [] if c["type"] == ctype), {})
-
-
-def apply(sb: Sandbox, ns: str, *objs: dict[str, Any]) -> None:
-    sb.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump_all(objs))
-
-
-POD_SELECTOR = f"app.kubernetes.io/instance={SERVER},app.kubernetes.io/component=server"
-
-
-def server_pods(sb: Sandbox, ns: str) -> list[Any]:
-    return kube.ready_pods(client.CoreV1Api(sb.api), ns, POD_SELECTOR)
 
 
 def triton_pid(sb: Sandbox, ns: str, pod: str) -> int:
@@ -113,11 +94,6 @@ def pv_folder(sb: Sandbox, ns: str, claim: str) -> Path:
     return kube.pv_folder(client.CoreV1Api(sb.api), ns, claim)
 
 
-def events(sb: Sandbox, ns: str, name: str) -> list[Any]:
-    core = client.CoreV1Api(sb.api)
-    return [e for e in core.list_namespaced_event(ns).items if e.involved_object.name == name]
-
-
 def wait_condition(
     sb: Sandbox, ns: str, name: str, ctype: str, status: str, reason: str | None, timeout_s: float
 ) -> dict[str, Any]:
@@ -129,15 +105,6 @@ def wait_condition(
     return kube.wait_for(check, timeout_s, f"{name}: {ctype}={status} ({reason})")
 
 
-def tritonserver(replicas: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "tritonoperator.dev/v1alpha1",
-        "kind": "TritonServer",
-        "metadata": {"name": SERVER},
-        "spec": {"replicas": replicas, "resources": {"gpus": 1}, "modelRepository": {"size": "1Gi"}},
-    }
-
-
 def mnist_config(preferred: int, delay_us: int, instance_kind: str = "CPU") -> dict[str, Any]:
     return {
         "backend": "python",
@@ -147,39 +114,6 @@ def mnist_config(preferred: int, delay_us: int, instance_kind: str = "CPU") -> d
         "dynamicBatching": {"preferredBatchSizes": [preferred], "maxQueueDelayMicroseconds": delay_us},
         "instanceGroups": [{"kind": instance_kind, "count": 1}],
         "parameters": {"onnx_model_filename": "model.onnx"},
-    }
-
-
-def tritonmodel(
-    name: str, endpoint: str, *, prefix: str = PREFIX, config: dict[str, Any] | None = None, **extra: Any
-) -> dict[str, Any]:
-    source: dict[str, Any] = {
-        "s3": {
-            "bucket": BUCKET,
-            "prefix": prefix,
-            "endpoint": endpoint,
-            "region": "us-east-1",
-            "credentialsSecret": {"name": "s3-credentials"},
-        },
-        **extra,
-    }
-    spec: dict[str, Any] = {"serverRef": {"name": SERVER}, "version": 1, "source": source}
-    if config is not None:
-        spec["config"] = config
-    return {
-        "apiVersion": "tritonoperator.dev/v1alpha1",
-        "kind": "TritonModel",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-
-
-def credentials_secret() -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "s3-credentials"},
-        "stringData": CREDENTIALS,
     }
 
 

@@ -15,6 +15,7 @@ from kubernetes import client
 from tests.e2e import kube
 from tests.e2e.conftest import Operator, Sandbox
 from tests.sandbox.config import REPO_ROOT
+from tests.support.objects import runner_pids
 
 EXAMPLE = REPO_ROOT / "examples" / "quickstart" / "tritonserver.yaml"
 GROUP, VERSION, PLURAL = "tritonoperator.dev", "v1alpha1", "tritonservers"
@@ -36,12 +37,6 @@ def wait_ready(sb: Sandbox, ns: str, name: str = "triton", timeout: int = 150) -
 
 def apply_yaml(sb: Sandbox, ns: str, text: str) -> None:
     sb.kubectl("apply", "-n", ns, "-f", "-", input=text)
-
-
-def runner_pids(sb: Sandbox, ns: str) -> dict[str, int]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{sb.cfg.ports['podrunner']}/pods", timeout=3) as resp:
-        pods = json.load(resp)
-    return {p["name"]: c["pid"] for p in pods if p["namespace"] == ns for c in p["containers"] if c["pid"]}
 
 
 def events(sb: Sandbox, ns: str, name: str = "triton") -> list[Any]:

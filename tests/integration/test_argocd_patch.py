@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.sandbox.config import ensure_binaries
-from tests.unit.test_argocd_health import ARGOCD, PATCH, SCRIPTS, UPSTREAM_ARGOCD_CM
+from tests.support.argocd import ARGOCD, PATCH, SCRIPTS, UPSTREAM_ARGOCD_CM
 
 pytestmark = pytest.mark.integration
 

@@ -19,23 +19,13 @@ import pytest
 import tritonclient.http as triton_http
 from triton_operator.triton.client import TritonEndpoint, load_model, model_ready
 
-from tests.golden.triton.triton_models import ADDER_PY, write_model
+from tests.golden.triton.triton_models import write_model
+from tests.support.models import INIT_SLEEP_S, SLOW_INIT_PY
 from tests.support.tritonserver import run_tritonserver
 
 pytestmark = pytest.mark.integration
 
 SERVER = "127.30.0.20"
-INIT_SLEEP_S = 1.5
-# The adder, with an `initialize` that takes INIT_SLEEP_S: a load that takes a while on purpose.
-SLOW_INIT_PY = (
-    ADDER_PY
-    + f"""
-    def initialize(self, args):
-        import time
-
-        time.sleep({INIT_SLEEP_S})
-"""
-)
 MAX_REQUESTS = 3000  # the inference loop's bounds
 MAX_SECONDS = 15.0
 PACE_S = 0.005  # pause between two inferences: about 150 per second

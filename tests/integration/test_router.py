@@ -14,7 +14,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +31,7 @@ from triton_operator.triton.client import TritonEndpoint
 from triton_operator.triton.metrics import fetch_metrics, parse_metrics
 from tritonclient.utils import InferenceServerException
 
+from tests.support.models import write_versioned
 from tests.support.tritonserver import RunningTriton, run_tritonserver
 
 pytestmark = pytest.mark.integration
@@ -41,41 +41,7 @@ FORWARD = ["--http-header-forward-pattern=^x-", "--grpc-header-forward-pattern=^
 PUBLIC = "ranker"
 STICKY, PIN = "x-user-id", "x-triton-variant"
 
-# Adds its offset (the version, or TWIN_OFFSET for the twin) to the input; a negative input raises.
-VERSIONED_PY = """
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def initialize(self, args):
-        self.offset = float(OFFSET if OFFSET else args["model_version"])
-
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            x = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
-            if (x < 0).any():
-                raise ValueError("negative input rejected by offset %d" % self.offset)
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", x + self.offset)]))
-        return responses
-"""
 TWIN_OFFSET = 100
-
-
-def write_versioned(repo: Path, name: str, versions: list[int], offset: int = 0) -> None:
-    folder = repo / name
-    for version in versions:
-        (folder / str(version)).mkdir(parents=True, exist_ok=True)
-        (folder / str(version) / "model.py").write_text(VERSIONED_PY.replace("OFFSET", str(offset)))
-    listed = ", ".join(str(v) for v in versions)
-    (folder / "config.pbtxt").write_text(
-        f'name: "{name}"\nbackend: "python"\nmax_batch_size: 16\n'
-        f"version_policy: {{ specific: {{ versions: [{listed}] }} }}\n"
-        'input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
-        'output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
-        "dynamic_batching { max_queue_delay_microseconds: 500 }\n"
-        "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
-    )
 
 
 @pytest.fixture(scope="module")

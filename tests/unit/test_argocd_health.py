@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from lupa import lua51
 
-pytestmark = pytest.mark.unit
+from tests.support.argocd import ARGOCD, PATCH, SCRIPTS
 
-ARGOCD = Path(__file__).resolve().parents[2] / "manifests" / "argocd"
-SCRIPTS = {"TritonServer": "health.lua", "TritonModel": "health.lua"}
-PATCH = ARGOCD / "argocd-cm-patch.yaml"
+pytestmark = pytest.mark.unit
 
 
 def health(kind: str, obj: dict[str, Any], script: str | None = None) -> dict[str, str]:
@@ -434,18 +431,6 @@ def test_rollout_health(case: str) -> None:
     written, generation, expected_status, expected_message = ROLLOUT_CASES[case]
     result = health("TritonModel", resource("TritonModel", generation, written))
     assert result == {"status": expected_status, "message": expected_message}
-
-
-# Argo CD's own argocd-cm, as its install.yaml ships it: no namespace (kubectl -n or kustomize sets one).
-UPSTREAM_ARGOCD_CM = {
-    "apiVersion": "v1",
-    "kind": "ConfigMap",
-    "metadata": {
-        "name": "argocd-cm",
-        "labels": {"app.kubernetes.io/name": "argocd-cm", "app.kubernetes.io/part-of": "argocd"},
-    },
-    "data": {"resource.exclusions": "- apiGroups: [coordination.k8s.io]\n  kinds: [Lease]\n"},
-}
 
 
 def test_patch_names_no_namespace() -> None:

@@ -8,9 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.test_chart_lint import NAMESPACE, ROOT, render_chart, set_args
-from tests.unit.test_render_tritonserver import _check_against_model as check_against_model
-from tests.unit.test_render_tritonserver import _deserialize as deserialize
+from tests.support.chart import MODEL_OF_KIND, NAMESPACE, ROOT, render_chart, set_args
+from tests.support.render_checks import check_against_model, deserialize
 
 pytestmark = pytest.mark.unit
 
@@ -66,17 +65,6 @@ DOWNWARD_ENV = [
     {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
 ]
-MODEL_OF_KIND = {
-    "Namespace": "V1Namespace",
-    "ServiceAccount": "V1ServiceAccount",
-    "ClusterRole": "V1ClusterRole",
-    "ClusterRoleBinding": "V1ClusterRoleBinding",
-    "Role": "V1Role",
-    "RoleBinding": "V1RoleBinding",
-    "Service": "V1Service",
-    "Deployment": "V1Deployment",
-    "CustomResourceDefinition": "V1CustomResourceDefinition",
-}
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 # Kinds outside Kubernetes' own API; their tests check them field by field.
 FOREIGN_KINDS = {"ServiceMonitor"}

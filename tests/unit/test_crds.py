@@ -13,8 +13,7 @@ from triton_operator.api import crdgen
 from triton_operator.api.kinds import KindInfo, PrinterColumn
 from triton_operator.api.tritonserver import TRITONSERVER
 
-# Shared with the render tests; worth moving to tests/support once someone owns a home for it.
-from tests.unit.test_render_tritonserver import _check_against_model as check_against_model
+from tests.support.render_checks import check_against_model
 
 pytestmark = pytest.mark.unit
 

@@ -54,7 +54,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from model_builders.config import parse_config
 from model_builders.manifest import FileEntry, Manifest
-from tests.unit.test_staging_units import _FakeResponse
+from tests.support.fakes import FakeResponse
 
 _COMMON = {
     "database": None,
@@ -658,7 +658,7 @@ def test_an_http_download_is_bounded_and_fails_only_with_a_staging_error(
         dest = Path(tmp) / "model.onnx"
         headers = {"Content-Length": length} if length is not None else {}
 
-        class Bounded(_FakeResponse):
+        class Bounded(FakeResponse):
             def read(self, size: int) -> bytes:
                 # What was written so far never exceeds the space left.
                 assert not dest.exists() or dest.stat().st_size <= space_left

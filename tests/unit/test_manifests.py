@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.test_chart_lint import CHART, NAMESPACE, RELEASE, ROOT, helm
-from tests.unit.test_chart_render import MODEL_OF_KIND
-from tests.unit.test_render_tritonserver import _check_against_model as check_against_model
+from tests.support.chart import CHART, MODEL_OF_KIND, NAMESPACE, RELEASE, ROOT, helm
+from tests.support.render_checks import check_against_model
 
 pytestmark = pytest.mark.unit
 

@@ -19,7 +19,7 @@ from model_builders.manifest import MANIFEST_FILE, build_manifest, publish_view
 from model_builders.repository import MAX_VERSION, ModelEntry, write_entry
 from model_builders.targets import parse_target, resolve_version
 from model_builders.triton_model import ROLLOUT_STRATEGIES
-from tests.unit.test_model_builders_golden import load_example
+from tests.support.examples import load_example
 
 pytestmark = pytest.mark.unit
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import onnx
 import pytest
@@ -23,23 +21,14 @@ from model_builders.config import (
 )
 from model_builders.repository import ModelEntry
 from model_builders.signature import parse_tensor_spec
+from tests.support.examples import EXAMPLES, load_example
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "model_builders"
-EXAMPLES = ROOT / "examples" / "models"
 # UPDATE_GOLDEN=1 rewrites the files; review the diff before committing it.
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
-
-
-def load_example(name: str) -> ModuleType:
-    """Import examples/models/NAME.py (the examples folder is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from triton_operator.render.staging import (
 )
 from triton_operator.staging.errors import PERMANENT_EXIT_CODES, ExitCode
 
-from tests.unit.test_render_tritonserver import _check_against_model, _deserialize
+from tests.support.render_checks import check_against_model, deserialize
 
 pytestmark = pytest.mark.unit
 
@@ -102,8 +102,8 @@ def test_golden(case: str) -> None:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_job_fits_the_kubernetes_schema(case: str) -> None:
     job = _render(CASES[case])
-    _check_against_model(job, "V1Job", "Job")
-    assert _deserialize(job, "V1Job").metadata.name == job["metadata"]["name"]
+    check_against_model(job, "V1Job", "Job")
+    assert deserialize(job, "V1Job").metadata.name == job["metadata"]["name"]
 
 
 def test_args_carry_the_staged_spec_and_no_credentials() -> None:
@@ -268,8 +268,8 @@ def test_removal_golden() -> None:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_removal_job_fits_the_kubernetes_schema(case: str) -> None:
     job = _render_removal(CASES[case])
-    _check_against_model(job, "V1Job", "Job")
-    assert _deserialize(job, "V1Job").metadata.name == job["metadata"]["name"]
+    check_against_model(job, "V1Job", "Job")
+    assert deserialize(job, "V1Job").metadata.name == job["metadata"]["name"]
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

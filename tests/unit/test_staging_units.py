@@ -24,6 +24,7 @@ from triton_operator.staging.layout import split_artifact, unpack
 
 from model_builders.config import parse_config
 from model_builders.manifest import FileEntry, Manifest
+from tests.support.fakes import FakeResponse
 
 pytestmark = pytest.mark.unit
 
@@ -538,33 +539,11 @@ def test_a_url_file_name_that_cannot_be_a_file_is_refused(url: str) -> None:
     assert error.value.code == ExitCode.INVALID_ARTIFACT
 
 
-class _FakeResponse:
-    """What urlopen returns: headers and a body read in chunks; may fail part way as a server can."""
-
-    def __init__(
-        self, headers: dict[str, str], chunks: list[bytes], failure: BaseException | None = None
-    ) -> None:
-        self.headers, self.chunks, self.failure = headers, chunks, failure
-
-    def __enter__(self) -> _FakeResponse:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        pass
-
-    def read(self, _size: int) -> bytes:
-        if self.chunks:
-            return self.chunks.pop(0)
-        if self.failure is not None:
-            raise self.failure
-        return b""
-
-
 def test_a_content_length_of_unicode_digits_is_ignored_not_a_crash(tmp_path: Path) -> None:
     # '²'.isdigit() is True (headers are latin-1) and int('²') raised ValueError.
     assert declared_length("²") is None and declared_length(" 12 ") == 12 and declared_length("-1") is None
     body = b"model"
-    response = _FakeResponse({"Content-Length": "²"}, [body])
+    response = FakeResponse({"Content-Length": "²"}, [body])
     with mock.patch("urllib.request.urlopen", lambda *_, **__: response):
         source = HttpSource(url="https://host/m.onnx", sha256=hashlib.sha256(body).hexdigest())
         assert http_download(source, tmp_path / "m.onnx", space_left=10) == 5
@@ -577,7 +556,7 @@ def test_a_content_length_of_unicode_digits_is_ignored_not_a_crash(tmp_path: Pat
 )
 def test_a_malformed_http_answer_is_a_transient_failure(tmp_path: Path, failure: Exception) -> None:
     # http.client raised these past the OSError handler: InternalError instead of SourceUnavailable.
-    responses = iter(_FakeResponse({}, [b"par"], failure) for _ in range(2))
+    responses = iter(FakeResponse({}, [b"par"], failure) for _ in range(2))
     with (
         mock.patch("urllib.request.urlopen", lambda *_, **__: next(responses)),
         pytest.raises(StagingError, match="malformed HTTP") as error,
