@@ -43,7 +43,7 @@ class Sandbox:
         return {**os.environ, "KUBECONFIG": self.kubeconfig, "PATH": f"{self.bin_dir}:{os.environ['PATH']}"}
 
     def kubectl(
-        self, *args: str, check: bool = True, input: str | None = None
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             ["kubectl", *args],
@@ -51,7 +51,7 @@ class Sandbox:
             capture_output=True,
             text=True,
             input=input,
-            timeout=120,
+            timeout=timeout,
             check=False,
         )
         if check and proc.returncode != 0:
