@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -208,13 +209,18 @@ class PodLife:
                 if not self.stop_event.is_set() and self.phase != "Failed":
                     self._run_containers()
         except Exception as exc:  # keep the runner alive whatever one pod does
-            self._event("Warning", "Failed", f"sandbox pod runner: {exc!r}")
+            with contextlib.suppress(Exception):  # the apiserver may be away too
+                self._event("Warning", "Failed", f"sandbox pod runner: {exc!r}")
         finally:
             for run in self.init_runs + self.runs:
                 self._kill(run, reason="Killing")
             self._pump_logs(final=True)
-            # As a kubelet: a finished pod's logs (and volumes) stay until the pod is deleted.
-            self.stop_event.wait()
+            # As a kubelet: a finished pod's logs (and volumes) stay until the pod is deleted, and its
+            # last status is sent again until the apiserver took it (a Job whose pod ended while the
+            # apiserver restarted waited for ever: chaos, apiserver-restart as a removal Job ended).
+            while not self.stop_event.wait(1.0):
+                with contextlib.suppress(Exception):
+                    self._publish()
             remove_pod_dir(self.dir)
 
     def _prepare(self) -> bool:
@@ -657,6 +663,10 @@ class PodLife:
         except ApiException as exc:
             if exc.status == 404:
                 self.stop_event.set()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            # The apiserver is away (restarted, say): as a kubelet's status manager, keep the status
+            # unsent and send it on a later call (a finished pod's thread keeps calling: see _main).
+            log.info("status of pod %s/%s not sent yet: %r", self.ns, self.name, exc)
 
     def _gate_problem(self) -> str | None:
         """Why the readiness gates hold the pod back (a kubelet's wording), None when they do not."""
