@@ -67,6 +67,9 @@ def test_example_becomes_ready_and_reports_its_pods(
         "Available": "True",
         "Progressing": "False",
         "Degraded": "False",
+        # What kstatus (Flux, kpt) reads: neither reconciling nor stalled is Current.
+        "Reconciling": "False",
+        "Stalled": "False",
     }
     assert (status["replicas"], status["readyReplicas"]) == (2, 2)
     core = client.CoreV1Api(sandbox.api)
