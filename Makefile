@@ -57,16 +57,16 @@ venv: ## create the virtualenv (cached) and print its path
 binaries: builds-binaries ## build etcd, kube-* (kube-proxy too), kubectl, kwok, the Gateway (Contour, Envoy) and Argo CD (cached)
 
 sandbox-up: builds-sandbox-up ## start the local cluster (idempotent); eval its output
-	@$(PY) -m tests.sandbox up --name $(SANDBOX_NAME)
+	@$(PY) -m sandbox up --name $(SANDBOX_NAME)
 
 sandbox-down: ## stop the local cluster; nothing of it is left running
-	@$(PY) -m tests.sandbox down --name $(SANDBOX_NAME)
+	@$(PY) -m sandbox down --name $(SANDBOX_NAME)
 
 sandbox-status: ## show the sandbox's processes
-	@$(PY) -m tests.sandbox status --name $(SANDBOX_NAME)
+	@$(PY) -m sandbox status --name $(SANDBOX_NAME)
 
 sandbox-shell: ## a shell inside the sandbox's network namespace (pod IPs, ClusterIPs), KUBECONFIG and PATH set
-	@$(PY) -m tests.sandbox shell --name $(SANDBOX_NAME)
+	@$(PY) -m sandbox shell --name $(SANDBOX_NAME)
 
 # The builds run in the background while the unit and integration tests that need none run (.ci/test.sh).
 test: prereqs-test ## run every test: unit, integration (real Triton, S3), end to end (sandbox), 3 seeded chaos kills
@@ -82,22 +82,22 @@ chaos: builds-chaos ## seeded faults on the sandbox: make chaos SEED=<n> KILLS=<
 	CHAOS_SEED=$(SEED) CHAOS_KILLS=$(or $(KILLS),20) $(PY) -m pytest tests/chaos -m chaos -s $(PYTEST_ARGS)
 
 lint: prereqs-lint ## ruff, mypy --strict, import layering (shellcheck on the scripts too, where installed)
-	$(VENV)/bin/ruff check operator model_builders tests bench .ci
-	$(VENV)/bin/ruff format --check operator model_builders tests bench .ci
-	$(VENV)/bin/mypy operator/triton_operator model_builders tests bench .ci/pytest_phases.py .ci/report.py
+	$(VENV)/bin/ruff check operator model_builders sandbox tests bench .ci
+	$(VENV)/bin/ruff format --check operator model_builders sandbox tests bench .ci
+	$(VENV)/bin/mypy operator/triton_operator model_builders sandbox tests bench .ci/pytest_phases.py .ci/report.py
 	$(VENV)/bin/lint-imports
-	@if command -v shellcheck >/dev/null; then shellcheck --severity=warning .ci/run .ci/*.sh tests/sandbox/*.sh; \
+	@if command -v shellcheck >/dev/null; then shellcheck --severity=warning .ci/run .ci/*.sh sandbox/*.sh; \
 	else echo "lint: shellcheck is not installed (apt-get install shellcheck); the shell scripts are not checked"; fi
 
 fmt: ## format the code
-	$(VENV)/bin/ruff format operator model_builders tests bench .ci
-	$(VENV)/bin/ruff check --fix operator model_builders tests bench .ci
+	$(VENV)/bin/ruff format operator model_builders sandbox tests bench .ci
+	$(VENV)/bin/ruff check --fix operator model_builders sandbox tests bench .ci
 
 run: ## run the operator in the foreground against $$KUBECONFIG
 	$(VENV)/bin/triton-operator run
 
 demo: builds-demo ## local cluster + operator + an example model serving real requests (left running; no Argo CD)
-	$(PY) -m tests.sandbox.demo
+	$(PY) -m sandbox.demo
 
 demo-down: sandbox-down ## stop what `make demo` left running (the same as make sandbox-down)
 

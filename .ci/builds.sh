@@ -9,8 +9,8 @@
 #
 # usage: .ci/builds.sh NAME...          build them; exit 1 (with the failed one's last log lines) if one fails
 #        .ci/builds.sh --cold NAME...   print the names that are not cached, one a line; builds nothing
-#   NAME  venv (.ci/ensure-venv.sh), k8s (tests/sandbox/build-binaries.sh: etcd, kube-*, kubectl, kwok),
-#         gateway (tests/sandbox/build-gateway.sh), argocd (tests/sandbox/build-argocd.sh), helm (.ci/build-helm.sh)
+#   NAME  venv (.ci/ensure-venv.sh), k8s (sandbox/build-binaries.sh: etcd, kube-*, kubectl, kwok),
+#         gateway (sandbox/build-gateway.sh), argocd (sandbox/build-argocd.sh), helm (.ci/build-helm.sh)
 # Environment:
 #   BUILDS_QUIET=1    nothing on stderr but the outcome (make test runs the builds behind its first tests);
 #                     otherwise the scripts' own progress lines (build-*: ...) are shown as they come
@@ -23,9 +23,9 @@ cd "$(dirname "$0")/.." || exit 2
 
 declare -A SCRIPT=(
   [venv]=.ci/ensure-venv.sh
-  [k8s]=tests/sandbox/build-binaries.sh
-  [gateway]=tests/sandbox/build-gateway.sh
-  [argocd]=tests/sandbox/build-argocd.sh
+  [k8s]=sandbox/build-binaries.sh
+  [gateway]=sandbox/build-gateway.sh
+  [argocd]=sandbox/build-argocd.sh
   [helm]=.ci/build-helm.sh
 )
 mode=build

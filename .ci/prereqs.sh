@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks, before anything is built or started, that this machine has what an entry point runs (the
-# Makefile's prereqs-* targets call it; so do .ci/run and `python -m tests.sandbox up`). A machine that
+# Makefile's prereqs-* targets call it; so do .ci/run and `python -m sandbox up`). A machine that
 # has everything pays a few milliseconds (one `python3 -c` more when `python` is asked for).
 # Where it may (root, apt-get on PATH, PREREQS_INSTALL not 0) it installs what Debian packages provide:
 # one `apt-get install`, and one `apt-get update` at most, only when something is missing. Otherwise it
@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.." || exit 2
 GO_MIN_MINOR=26   # Kubernetes v1.36, kwok, helm and contour need Go >= 1.26
 PY_MIN_MINOR=11   # the project's requires-python (>= 3.11)
 PY="${PYTHON:-python3}"
-# The programs every sandbox runs (tests/sandbox/: netns.py, procs.py, launch.py, pki.py; the build scripts' locks).
+# The programs every sandbox runs (sandbox/: netns.py, procs.py, launch.py, pki.py; the build scripts' locks).
 SANDBOX="root openssl ip nsenter unshare flock nft"
 # program -> the Debian package that provides it
 declare -A PACKAGE=(

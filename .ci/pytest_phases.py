@@ -1,8 +1,8 @@
 """`make test` in two phases (.ci/test.sh loads this plugin with `-p pytest_phases`):
 
-  --phase=early   the tests that need no cluster and no build: marked unit or integration (tests/conftest.py:
+  --phase=early   the tests that need no cluster and no build: marked unit or integration (the root conftest.py:
                   markers follow the folder), except those in a module that builds the sandbox's binaries
-                  (it holds an `ensure_*binaries` function: tests/sandbox/config.py's ensure_binaries,
+                  (it holds an `ensure_*binaries` function: sandbox/config.py's ensure_binaries,
                   gateway.ensure_gateway_binaries); they run while the builds run in the background;
   --phase=late    every other test, once the builds are done: e2e, chaos, and those integration tests.
 
@@ -46,7 +46,7 @@ def phase_of(item: pytest.Item) -> str:
     return "early" if kind is not None and not needs_builds(module) else "late"
 
 
-@pytest.hookimpl(trylast=True)  # after tests/conftest.py has marked the items by folder
+@pytest.hookimpl(trylast=True)  # after the root conftest.py has marked the items by folder
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     phase = config.getoption("phase")
     if phase is None:

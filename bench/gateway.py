@@ -25,9 +25,9 @@ import tritonclient.grpc as triton_grpc
 from kubernetes import client
 
 from bench.run import poll
+from sandbox import gateway as gw
 from tests.e2e.conftest import OperatorProcess, Sandbox
 from tests.golden.triton.triton_models import ADDER_PY
-from tests.sandbox import gateway as gw
 from tests.support.gateway import host_of, pool_server, split_model
 from tests.support.load import GatewayLoad, grpc_caller, http_infer
 from tests.support.objects import apply, credentials_secret

@@ -24,9 +24,9 @@ from triton_operator.triton import client as triton
 from bench.run import poll
 from model_builders.publish import fetch
 from model_builders.targets import parse_target
+from sandbox.mnist import BUCKET, MODEL, PREFIX, publish_mnist
 from tests.e2e.conftest import Sandbox
 from tests.e2e.kube import pv_folder
-from tests.support.mnist import BUCKET, MODEL, PREFIX, publish_mnist
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret"}
 

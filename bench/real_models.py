@@ -43,9 +43,9 @@ from bench.run import audit_counts, new_namespace, poll
 from bench.scale import _proc_figures
 from model_builders.publish import publish
 from model_builders.targets import parse_target
+from sandbox.mnist import ensure_bucket
 from tests.e2e.conftest import OperatorProcess, Sandbox
 from tests.golden.triton.triton_models import infer_once, write_model
-from tests.support.mnist import ensure_bucket
 
 GROUP = ("tritonoperator.dev", "v1alpha1")
 SERVER = "triton"

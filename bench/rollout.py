@@ -27,13 +27,13 @@ from triton_operator.render.router import Variant, router_config, router_files
 from triton_operator.triton.client import TritonEndpoint, load_model, unload_model
 
 from bench.run import poll
+from sandbox.tritonserver import run_tritonserver
 from tests.e2e.conftest import OperatorProcess, Sandbox
 from tests.golden.triton.triton_models import ADDER_PY, write_model
 from tests.support.load import Load
 from tests.support.models import FAILING_PY, SLOW_INIT_PY, write_versioned
 from tests.support.objects import apply, credentials_secret, server_pods, tritonserver
 from tests.support.scorer import MODEL, canary_model, publish, rollout_of
-from tests.support.tritonserver import run_tritonserver
 
 ADDRESS = "127.31.0.3"
 SPLIT_REQUESTS = 10_000

@@ -25,8 +25,8 @@ from triton_operator.render.router import Variant, router_config, router_files
 from triton_operator.triton.client import TritonEndpoint
 from triton_operator.triton.metrics import fetch_metrics, parse_metrics
 
+from sandbox.tritonserver import RunningTriton, run_tritonserver
 from tests.support.models import write_versioned
-from tests.support.tritonserver import RunningTriton, run_tritonserver
 
 ADDRESS = "127.31.0.2"
 ROUTER = "ranker"

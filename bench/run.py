@@ -37,9 +37,9 @@ from kubernetes import client, config
 from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.render.server import render_all
 
+from sandbox import cluster
+from sandbox.config import REPO_ROOT, SandboxConfig
 from tests.e2e.conftest import OperatorProcess, Sandbox
-from tests.sandbox import cluster
-from tests.sandbox.config import REPO_ROOT, SandboxConfig
 
 OPERATOR_AGENTS = ("triton-operator/", "kopf/")
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}

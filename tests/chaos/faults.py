@@ -16,9 +16,9 @@ from typing import Any
 
 from kubernetes import client
 
+from sandbox import cluster, procs
 from tests.e2e import kube
 from tests.e2e.conftest import Operator, Sandbox
-from tests.sandbox import cluster, procs
 
 ETCD_PAUSE_S = 10.0
 S3_PAUSE_S = 10.0

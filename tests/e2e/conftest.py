@@ -20,10 +20,10 @@ from typing import Protocol
 import pytest
 from kubernetes import client, config
 
+from sandbox import cluster
+from sandbox.config import REPO_ROOT, SandboxConfig
 from tests.e2e import kube
 from tests.e2e.incluster import ChartOperator
-from tests.sandbox import cluster
-from tests.sandbox.config import REPO_ROOT, SandboxConfig
 from tests.support.chart import helm_binary
 from tests.support.s3server import free_port_pair
 

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from kubernetes import client
 
+from sandbox import procs
+from sandbox.config import REPO_ROOT
+from sandbox.readme import readme_commands
 from tests.e2e import kube
-from tests.sandbox import procs
-from tests.sandbox.config import REPO_ROOT
-from tests.sandbox.readme import readme_commands
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Sandbox

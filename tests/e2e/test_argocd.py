@@ -1,4 +1,4 @@
-"""A real Argo CD (v3.2.11: repo-server and application controller, tests/sandbox/argocd.py) syncing the
+"""A real Argo CD (v3.2.11: repo-server and application controller, sandbox/argocd.py) syncing the
 project's quickstart from a git repository (issue 11), with the project's health checks installed as
 manifests/argocd/ documents.
 
@@ -34,13 +34,13 @@ import yaml
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+from sandbox import argocd, netns
+from sandbox.config import REPO_ROOT
+from sandbox.mnist import publish_mnist
 from tests.e2e import kube
 from tests.e2e.conftest import Operator, Sandbox
 from tests.golden.triton.triton_models import ADDER_PY
-from tests.sandbox import argocd, netns
-from tests.sandbox.config import REPO_ROOT
 from tests.support.load import Load
-from tests.support.mnist import publish_mnist
 from tests.support.models import FAILING_PY
 from tests.support.objects import CREDENTIALS, get_cr
 from tests.support.scorer import publish, rollout_of

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from tests.sandbox.config import REPO_ROOT
+from sandbox.config import REPO_ROOT
 
 # Each part's heading, as its report prints it, and a line of figures that must follow it.
 PARTS = {

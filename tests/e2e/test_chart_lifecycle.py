@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from sandbox.config import REPO_ROOT
 from tests.e2e import kube
 from tests.e2e.conftest import Sandbox
 from tests.e2e.incluster import CHART, PSS_LABELS, ChartOperator
 from tests.golden.triton.triton_models import ADDER_PY
-from tests.sandbox.config import REPO_ROOT
 from tests.support.load import Load, service_clients
 from tests.support.objects import apply, credentials_secret, get_cr, tritonmodel, tritonserver
 from tests.support.scorer import MODEL, publish

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from sandbox import gateway as gw
 from tests.e2e import kube
 from tests.e2e.conftest import Operator, Sandbox
 from tests.golden.triton.triton_models import ADDER_PY
-from tests.sandbox import gateway as gw
 from tests.support.gateway import host_of, pool_server, split_model
 from tests.support.load import GatewayLoad, grpc_caller, http_infer
 from tests.support.models import FAILING_PY

@@ -56,12 +56,12 @@ from triton_operator.handlers.settings import LOOP_WORKERS
 from triton_operator.triton.client import CONNECT_TIMEOUT_S, HUNG_HOLD_S, PROBE_TIMEOUT_S
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from sandbox.config import REPO_ROOT
+from sandbox.mnist import publish_mnist
+from sandbox.podrunner import HAND_OVER_ANNOTATION
 from tests.e2e import kube
 from tests.e2e.conftest import Sandbox
 from tests.e2e.incluster import ChartOperator
-from tests.sandbox.config import REPO_ROOT
-from tests.sandbox.podrunner import HAND_OVER_ANNOTATION
-from tests.support.mnist import publish_mnist
 
 pytestmark = pytest.mark.e2e
 

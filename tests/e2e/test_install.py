@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sandbox.config import REPO_ROOT
 from tests.e2e.conftest import Sandbox
-from tests.sandbox.config import REPO_ROOT
 from tests.support.s3server import free_port_pair
 
 INSTALL = REPO_ROOT / "manifests" / "install.yaml"

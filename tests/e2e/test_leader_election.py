@@ -20,9 +20,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from sandbox import cluster
 from tests.e2e import kube
 from tests.e2e.conftest import OperatorProcess, Sandbox
-from tests.sandbox import cluster
 
 pytestmark = pytest.mark.e2e
 

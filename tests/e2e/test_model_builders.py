@@ -12,8 +12,8 @@ import tritonclient.http as http
 import yaml
 from kubernetes import client
 
+from sandbox.mnist import MODEL, publish_mnist
 from tests.e2e.conftest import Operator, Sandbox
-from tests.support.mnist import MODEL, publish_mnist
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "builder", "AWS_SECRET_ACCESS_KEY": "builder-secret"}
 SERVER = {

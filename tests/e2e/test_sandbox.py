@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from sandbox import netns, procs
+from sandbox.config import REPO_ROOT, SandboxConfig
 from tests.e2e import kube
 from tests.e2e.conftest import Sandbox
 from tests.e2e.incluster import ChartOperator
-from tests.sandbox import netns, procs
-from tests.sandbox.config import REPO_ROOT, SandboxConfig
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.08-py3"
 OPERATOR_IMAGE = "ghcr.io/tritonoperator/triton-operator:0.1.0"

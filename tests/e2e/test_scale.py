@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from sandbox.mnist import publish_folder
 from tests.e2e import kube
 from tests.e2e.conftest import Operator, Sandbox
 from tests.golden.triton.triton_models import infer_once, write_model
-from tests.support.mnist import publish_folder
 from tests.support.objects import (
     CREDENTIALS,
     apply,

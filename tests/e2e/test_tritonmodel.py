@@ -25,10 +25,10 @@ import tritonclient.http as triton_http
 from kubernetes import client
 from triton_operator.render.labels import MODELS_LOADED_GATE
 
+from sandbox.mnist import publish_mnist
 from tests.e2e import kube
 from tests.e2e.conftest import Operator, Sandbox
 from tests.support.kstatus_check import verdict as kstatus_verdict
-from tests.support.mnist import publish_mnist
 from tests.support.objects import (
     CREDENTIALS,
     POD_SELECTOR,

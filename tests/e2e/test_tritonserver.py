@@ -12,9 +12,9 @@ from typing import Any, cast
 import pytest
 from kubernetes import client
 
+from sandbox.config import REPO_ROOT
 from tests.e2e import kube
 from tests.e2e.conftest import Operator, Sandbox
-from tests.sandbox.config import REPO_ROOT
 from tests.support.objects import runner_pids
 
 EXAMPLE = REPO_ROOT / "examples" / "quickstart" / "tritonserver.yaml"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.sandbox.config import ensure_binaries
+from sandbox.config import ensure_binaries
 from tests.support.argocd import ARGOCD, PATCH, SCRIPTS, UPSTREAM_ARGOCD_CM
 
 pytestmark = pytest.mark.integration

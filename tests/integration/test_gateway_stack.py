@@ -1,4 +1,4 @@
-"""The sandbox's Gateway API implementation (Contour + Envoy, tests/sandbox/gateway.py) routing real traffic.
+"""The sandbox's Gateway API implementation (Contour + Envoy, sandbox/gateway.py) routing real traffic.
 
 Everything runs inside a network namespace this test creates (loopback up, 10.244.0.0/16 routed `local`
 on lo, so those addresses can be bound and are accepted in EndpointSlices; nothing reaches the host's
@@ -38,9 +38,9 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 import pytest
 
-from tests.sandbox import gateway, procs
-from tests.sandbox.config import SandboxConfig, ensure_binaries
-from tests.sandbox.pki import ensure_pki, write_kubeconfig
+from sandbox import gateway, procs
+from sandbox.config import SandboxConfig, ensure_binaries
+from sandbox.pki import ensure_pki, write_kubeconfig
 
 pytestmark = pytest.mark.integration
 

@@ -19,9 +19,9 @@ import pytest
 import tritonclient.http as triton_http
 from triton_operator.triton.client import TritonEndpoint, load_model, model_ready
 
+from sandbox.tritonserver import run_tritonserver
 from tests.golden.triton.triton_models import write_model
 from tests.support.models import INIT_SLEEP_S, SLOW_INIT_PY
-from tests.support.tritonserver import run_tritonserver
 
 pytestmark = pytest.mark.integration
 

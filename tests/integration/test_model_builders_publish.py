@@ -28,8 +28,8 @@ from model_builders.manifest import MANIFEST_FILE, build_manifest
 from model_builders.publish import MiB, fetch, publish, remove_s3_objects
 from model_builders.repository import ModelEntry, write_entry
 from model_builders.targets import S3Target
+from sandbox.tritonserver import run_tritonserver
 from tests.support.s3server import FAKE_AWS_ENV, free_port, run_s3_server
-from tests.support.tritonserver import run_tritonserver
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

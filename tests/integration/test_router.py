@@ -31,8 +31,8 @@ from triton_operator.triton.client import TritonEndpoint
 from triton_operator.triton.metrics import fetch_metrics, parse_metrics
 from tritonclient.utils import InferenceServerException
 
+from sandbox.tritonserver import RunningTriton, run_tritonserver
 from tests.support.models import write_versioned
-from tests.support.tritonserver import RunningTriton, run_tritonserver
 
 pytestmark = pytest.mark.integration
 

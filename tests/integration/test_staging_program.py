@@ -32,8 +32,8 @@ from model_builders.config import parse_config
 from model_builders.publish import publish
 from model_builders.repository import ModelEntry, write_entry
 from model_builders.targets import FolderTarget, S3Target
+from sandbox.tritonserver import run_tritonserver
 from tests.support.s3server import FAKE_AWS_ENV, run_s3_server
-from tests.support.tritonserver import run_tritonserver
 
 pytestmark = pytest.mark.integration
 

@@ -33,8 +33,8 @@ from triton_operator.triton.client import (
 )
 from triton_operator.triton.metrics import fetch_metrics
 
+from sandbox.tritonserver import run_tritonserver, wait_http_ok
 from tests.golden.triton.triton_models import ADDER_PY, write_model
-from tests.support.tritonserver import run_tritonserver, wait_http_ok
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ import pytest
 from triton_operator.triton.client import TritonEndpoint, load_model
 from triton_operator.triton.metrics import ModelRates, aggregate, fetch_metrics, parse_metrics, rates
 
+from sandbox.tritonserver import run_tritonserver
 from tests.golden.triton.triton_models import FAILING_PY, send_concurrent, write_model
-from tests.support.tritonserver import run_tritonserver
 
 pytestmark = pytest.mark.integration
 

@@ -29,8 +29,8 @@ import tritonclient.grpc as triton_grpc
 from triton_operator.render.server import GRPC_MAX_CONNECTION_AGE_MS, PRESTOP_SLEEP_SECONDS
 from tritonclient.utils import InferenceServerException
 
+from sandbox.tritonserver import RunningTriton, run_tritonserver
 from tests.golden.triton.triton_models import write_model
-from tests.support.tritonserver import RunningTriton, run_tritonserver
 
 pytestmark = pytest.mark.integration
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sandbox import gateway as gw
 from tests.e2e.conftest import Sandbox
-from tests.sandbox import gateway as gw
 from tests.support.objects import tritonmodel
 from tests.support.scorer import MODEL
 

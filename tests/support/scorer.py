@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sandbox.mnist import publish_folder
 from tests.e2e.conftest import Sandbox
 from tests.golden.triton.triton_models import write_model
-from tests.support.mnist import publish_folder
 from tests.support.objects import CREDENTIALS, get_cr, tritonmodel
 
 MODEL = "scorer"

@@ -25,7 +25,7 @@ from triton_operator.render.labels import selector_labels
 from triton_operator.triton.client import ModelState
 from triton_operator.triton.metrics import MetricsSnapshot, ModelCounters
 
-from tests.sandbox.config import REPO_ROOT
+from sandbox.config import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 

@@ -189,9 +189,9 @@ def test_a_failed_build_is_named_with_its_log_and_the_others_finish(tmp_path: Pa
 
 
 def write_tree(root: Path) -> None:
-    """A small tests/ tree: markers by folder, as tests/conftest.py sets them."""
+    """A small tests/ tree: markers by folder, as the root conftest.py sets them."""
     (root / "tests").mkdir()
-    shutil.copy(ROOT / "tests" / "conftest.py", root / "tests" / "conftest.py")
+    shutil.copy(ROOT / "conftest.py", root / "conftest.py")
     files = {
         "unit/test_pure.py": "def test_a(): pass\ndef test_b(): pass\n",
         "integration/test_process.py": "def test_c(): pass\n",

@@ -13,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-FOLDERS = ("tests", "bench")
+FOLDERS = ("tests", "sandbox", "bench")
 
 
 def module_name(path: Path) -> str:

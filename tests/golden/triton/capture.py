@@ -4,7 +4,7 @@ Run from the repository root (takes ~15 s, needs only the test venv):
 
     /root/.cache/triton-operator-sandbox/venv-dev/bin/python tests/golden/triton/capture.py
 
-It starts the real tritonserver (tests/support/tritonserver.py, summary latencies on), loads two
+It starts the real tritonserver (sandbox/tritonserver.py, summary latencies on), loads two
 python-backend models with dynamic batching, and saves three scrapes of `/metrics` next to this file:
 `idle.prom` (models loaded, no traffic), `batched.prom` (after concurrent requests, so executions
 carry several inferences) and `failures.prom` (after requests to a model that raises). `capture.json`
@@ -24,8 +24,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))  # the repository root, when run as a script
 
+from sandbox.tritonserver import run_tritonserver  # noqa: E402
 from tests.golden.triton.triton_models import FAILING_PY, send_concurrent, write_model  # noqa: E402
-from tests.support.tritonserver import run_tritonserver  # noqa: E402
 
 ADDRESS = "127.30.0.40"
 SERVER_ARGS = ["--metrics-config=summary_latencies=true", "--load-model=adder", "--load-model=failing"]

@@ -1,4 +1,4 @@
-"""Markers follow the folder: tests/unit -> unit, tests/integration -> integration, tests/e2e -> e2e.
+"""Markers follow the folder: tests/unit and sandbox/tests/unit -> unit, .../integration -> integration, tests/e2e -> e2e.
 `pytest -m unit` runs the fast tests alone."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`python -m tests.sandbox up|down|status|env|shell`: the local Kubernetes sandbox (see README)."""
+"""`python -m sandbox up|down|status|env|shell`: the local Kubernetes sandbox (see README)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import argparse
 import os
 import sys
 
-from tests.sandbox import cluster, netns, procs
-from tests.sandbox.config import SandboxConfig, ensure_binaries
+from sandbox import cluster, netns, procs
+from sandbox.config import SandboxConfig, ensure_binaries
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.sandbox")
+    parser = argparse.ArgumentParser(prog="python -m sandbox")
     parser.add_argument("command", choices=["up", "down", "status", "env", "build", "shell"])
     parser.add_argument("--name", default=None, help="sandbox name (env SANDBOX_NAME, default 'default')")
     args = parser.parse_args(argv)

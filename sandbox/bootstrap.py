@@ -9,7 +9,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tests.sandbox.config import PROVISIONER, STORAGE_CLASS, SandboxConfig
+from sandbox.config import PROVISIONER, STORAGE_CLASS, SandboxConfig
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sandbox.containerlogs import MAX_RECORD, PARTIAL_AFTER_S, ContainerLog, cri_timestamp, logs_object
+from sandbox.containerlogs import MAX_RECORD, PARTIAL_AFTER_S, ContainerLog, cri_timestamp, logs_object
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""The sandbox's relay (tests/sandbox/relay.py) on loopback: bytes both ways, half-close, many
+"""The sandbox's relay (sandbox/relay.py) on loopback: bytes both ways, half-close, many
 connections at once, and a refused target. In the sandbox the two sides are in two network
 namespaces; here they are two loopback addresses of one (127.50.0.x)."""
 
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.sandbox.relay import Relay
+from sandbox.relay import Relay
 from tests.support.s3server import free_port
 
 LISTEN, TARGET = "127.50.0.2", "127.50.0.1"

@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from tests.sandbox import gateway, netns, procs
-from tests.sandbox.config import Binaries, SandboxConfig, ensure_binaries
-from tests.sandbox.pki import ensure_kubelet_cert, ensure_pki, write_kubeconfig
+from sandbox import gateway, netns, procs
+from sandbox.config import Binaries, SandboxConfig, ensure_binaries
+from sandbox.pki import ensure_kubelet_cert, ensure_pki, write_kubeconfig
 
 # Start order; stopped in reverse. The pod runner goes before the control plane on the way down so it
 # can still report container exits while it stops its processes.
@@ -31,7 +31,7 @@ COMPONENTS = (
     "kube-proxy",
     "s3",
     "podrunner",
-    # The Gateway (Contour + Envoy; tests/sandbox/gateway.py) the examples attach to.
+    # The Gateway (Contour + Envoy; sandbox/gateway.py) the examples attach to.
     *gateway.COMPONENTS,
     # Last up, first down: the host's way in.
     "relay",
@@ -76,7 +76,7 @@ def is_running(cfg: SandboxConfig) -> bool:
     )
 
 
-PREREQS = Path(__file__).resolve().parents[2] / ".ci" / "prereqs.sh"
+PREREQS = Path(__file__).resolve().parents[1] / ".ci" / "prereqs.sh"
 
 
 def _check_tools() -> None:
@@ -149,7 +149,7 @@ def start_relay(cfg: SandboxConfig, component: str, ports: Sequence[int]) -> int
     pid = procs.spawn(
         cfg,
         component,
-        [sys.executable, "-m", "tests.sandbox.relay", "--name", cfg.name, *[f"--port={p}" for p in ports]],
+        [sys.executable, "-m", "sandbox.relay", "--name", cfg.name, *[f"--port={p}" for p in ports]],
         env={**os.environ, "PYTHONPATH": _pythonpath()},
     )
     want = {f"127.0.0.1:{p}" for p in ports}
@@ -311,7 +311,7 @@ def _audit_policy(cfg: SandboxConfig) -> Path:
 
 
 def _start_nodes_and_runner(cfg: SandboxConfig, bins: Binaries) -> None:
-    from tests.sandbox import bootstrap  # imports the kubernetes client; keep `down` light
+    from sandbox import bootstrap  # imports the kubernetes client; keep `down` light
 
     repo_stages = Path(__file__).with_name("kwok-pod-stages.yaml")
     ensure_kubelet_cert(cfg.pki_dir, bootstrap.node_ips(cfg))
@@ -348,7 +348,7 @@ def _start_nodes_and_runner(cfg: SandboxConfig, bins: Binaries) -> None:
     procs.spawn(
         cfg,
         "podrunner",
-        [sys.executable, "-m", "tests.sandbox.podrunner", "--name", cfg.name],
+        [sys.executable, "-m", "sandbox.podrunner", "--name", cfg.name],
         env={**os.environ, "PYTHONPATH": _pythonpath()},
     )
     _wait("kwok nodes", lambda: bootstrap.nodes_ready(cfg), cfg)
@@ -386,7 +386,7 @@ def _start_kube_proxy(cfg: SandboxConfig, bins: Binaries) -> None:
 
 
 def _pythonpath() -> str:
-    from tests.sandbox.config import REPO_ROOT
+    from sandbox.config import REPO_ROOT
 
     parts = [str(REPO_ROOT), str(REPO_ROOT / "operator"), os.environ.get("PYTHONPATH", "")]
     return os.pathsep.join(p for p in parts if p)

@@ -13,7 +13,7 @@ destination (`https://kubernetes.default.svc`) through the sandbox's kubeconfig
 Applications are created, refreshed (`argocd.argoproj.io/refresh` annotation) and synced (their
 `operation` field) with kubectl, as `argocd app sync` does through the API server.
 
-The one binary comes from tests/sandbox/build-argocd.sh (cached), each component by ARGOCD_BINARY_NAME.
+The one binary comes from sandbox/build-argocd.sh (cached), each component by ARGOCD_BINARY_NAME.
 Ports are 127.0.0.1 ports of the slot's second block (config.SandboxConfig.extra_base_port, offsets in
 `PORT_OFFSETS`), except that the controller's metrics port binds every address (it has no address flag):
 no pod port can clash with it. Processes start through `spawn` (default `procs.spawn`: inside the
@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from tests.sandbox import procs
-from tests.sandbox.config import REPO_ROOT, SandboxConfig
-from tests.sandbox.readme import readme_commands
+from sandbox import procs
+from sandbox.config import REPO_ROOT, SandboxConfig
+from sandbox.readme import readme_commands
 
 VERSION = "v3.2.11"
 NAMESPACE = "argocd"
@@ -469,7 +469,7 @@ def default_kubectl() -> str:
     found = shutil.which("kubectl")
     if found:
         return found
-    from tests.sandbox.config import ensure_binaries
+    from sandbox.config import ensure_binaries
 
     return ensure_binaries().path("kubectl")
 

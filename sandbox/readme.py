@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from tests.sandbox.config import REPO_ROOT
+from sandbox.config import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
 

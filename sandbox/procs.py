@@ -17,8 +17,8 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from tests.sandbox import netns
-from tests.sandbox.config import MARKER_ENV, SandboxConfig
+from sandbox import netns
+from sandbox.config import MARKER_ENV, SandboxConfig
 
 
 def spawn(cfg: SandboxConfig, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> int:

@@ -10,8 +10,8 @@ from pathlib import Path
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.sandbox.config import PROVISIONER
-from tests.sandbox.volumes import ensure_pv_folder
+from sandbox.config import PROVISIONER
+from sandbox.volumes import ensure_pv_folder
 
 PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
 

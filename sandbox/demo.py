@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.sandbox import cluster
-from tests.sandbox import gateway as gw
-from tests.sandbox.config import REPO_ROOT, SandboxConfig
-from tests.sandbox.readme import readme_commands
-from tests.support.mnist import BUCKET, PREFIX, publish_mnist
+from sandbox import cluster
+from sandbox import gateway as gw
+from sandbox.config import REPO_ROOT, SandboxConfig
+from sandbox.mnist import BUCKET, PREFIX, publish_mnist
+from sandbox.readme import readme_commands
 
 QUICKSTART = REPO_ROOT / "examples" / "quickstart"
 # moto accepts any keys; the quickstart's Secret carries the same placeholders.

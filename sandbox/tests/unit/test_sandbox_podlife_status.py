@@ -10,7 +10,7 @@ from typing import Any
 
 import urllib3
 
-from tests.sandbox.podlife import PodLife, RuntimeSettings
+from sandbox.podlife import PodLife, RuntimeSettings
 
 POD: dict[str, Any] = {
     "metadata": {"namespace": "ns", "name": "job-pod", "uid": "u-1"},

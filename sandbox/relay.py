@@ -1,6 +1,6 @@
 """TCP relay from the host's 127.0.0.1 into a sandbox's network namespace (no veth, no socat).
 
-`python -m tests.sandbox.relay --name NAME --port P [--port Q ...]` runs inside the sandbox's namespace
+`python -m sandbox.relay --name NAME --port P [--port Q ...]` runs inside the sandbox's namespace
 (started there like every component): a short-lived thread enters the host's namespace (netns.host_netns) and
 opens the listening sockets on the host's 127.0.0.1:P, which stay there; each accepted connection is
 joined to a connection to 127.0.0.1:P made by the main thread, inside the sandbox. So a root-namespace
@@ -22,8 +22,8 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from tests.sandbox import netns
-from tests.sandbox.config import SandboxConfig
+from sandbox import netns
+from sandbox.config import SandboxConfig
 
 log = logging.getLogger("relay")
 MAX_CONNECTIONS = 256
@@ -137,7 +137,7 @@ class Relay:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.sandbox.relay")
+    parser = argparse.ArgumentParser(prog="python -m sandbox.relay")
     parser.add_argument("--name", required=True, help="the sandbox")
     parser.add_argument("--port", type=int, action="append", required=True, help="a port to relay")
     args = parser.parse_args(argv)

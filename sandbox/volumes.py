@@ -15,7 +15,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.sandbox.launch import Mount
+from sandbox.launch import Mount
 
 
 class VolumeNotReady(Exception):

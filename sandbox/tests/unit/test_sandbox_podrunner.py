@@ -10,8 +10,8 @@ from typing import Any, ClassVar, cast
 
 import pytest
 
-from tests.sandbox import podrunner
-from tests.sandbox.podrunner import PodRunner
+from sandbox import podrunner
+from sandbox.podrunner import PodRunner
 
 pytestmark = pytest.mark.unit
 

@@ -29,9 +29,9 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.sandbox.containerlogs import ContainerLog, logs_object, publish_logs_object
-from tests.sandbox.launch import Launch, Mount, UnsupportedContainer, plan_container
-from tests.sandbox.volumes import VolumeNotReady, container_mounts, prepare_volumes, remove_pod_dir
+from sandbox.containerlogs import ContainerLog, logs_object, publish_logs_object
+from sandbox.launch import Launch, Mount, UnsupportedContainer, plan_container
+from sandbox.volumes import VolumeNotReady, container_mounts, prepare_volumes, remove_pod_dir
 
 PROBE_PERIOD_CAP_S = 2.0
 BACKOFF_START_S = 1.0
@@ -706,6 +706,6 @@ class ConfigError(Exception):
 
 
 def _expand_env(value: str, env: dict[str, str]) -> str:
-    from tests.sandbox.launch import expand_kube_vars
+    from sandbox.launch import expand_kube_vars
 
     return expand_kube_vars(value, env)

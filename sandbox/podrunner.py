@@ -1,7 +1,7 @@
 """The sandbox's container runtime: watches pods on the fake nodes and runs each as real processes
 (see podlife.py), provisions local volumes (provisioner.py), and serves /healthz and /pods.
 
-Started by `python -m tests.sandbox up`; stops every process it started on SIGTERM.
+Started by `python -m sandbox up`; stops every process it started on SIGTERM.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from tests.sandbox import provisioner
-from tests.sandbox.config import MARKER_ENV, REPO_ROOT, SandboxConfig
-from tests.sandbox.podlife import PodLife, RuntimeSettings
-from tests.support.tritonserver import triton_dist
+from sandbox import provisioner
+from sandbox.config import MARKER_ENV, REPO_ROOT, SandboxConfig
+from sandbox.podlife import PodLife, RuntimeSettings
+from sandbox.tritonserver import triton_dist
 
 log = logging.getLogger("podrunner")
 WATCH_TIMEOUT_S = 60

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.sandbox import gateway
-from tests.sandbox.config import SandboxConfig
+from sandbox import gateway
+from sandbox.config import SandboxConfig
 
 BLOCK = 20  # ports per slot (config.SandboxConfig.base_port)
 

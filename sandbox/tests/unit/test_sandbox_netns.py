@@ -6,9 +6,9 @@ import ipaddress
 
 import pytest
 
-from tests.sandbox import netns
-from tests.sandbox.config import SandboxConfig
-from tests.sandbox.pki import serving_sans
+from sandbox import netns
+from sandbox.config import SandboxConfig
+from sandbox.pki import serving_sans
 
 
 def test_nodes_pods_and_the_apiserver_have_addresses_of_the_local_node_network() -> None:

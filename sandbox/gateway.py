@@ -6,7 +6,7 @@ namespace, then starts `contour serve` (out of cluster, static Gateway) and Envo
 Gateway is Programmed and Envoy is ready. HTTPRoutes and GRPCRoutes attach to the same listener: Envoy
 speaks HTTP/1.1 and h2c on it. Clients dial `gateway_address(cfg)`.
 
-Binaries come from tests/sandbox/build-gateway.sh (cached). Everything binds loopback addresses only:
+Binaries come from sandbox/build-gateway.sh (cached). Everything binds loopback addresses only:
 Contour's and Envoy's side ports are 127.0.0.1 ports of the sandbox slot's port block (offsets 12-17,
 `PORT_OFFSETS`), the listener is on an address of the slot's own 127/8 block (local in any network
 namespace). Contour and Envoy start through `spawn` (default `procs.spawn`: where the sandbox's other
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from tests.sandbox import procs
-from tests.sandbox.config import REPO_ROOT, SandboxConfig
+from sandbox import procs
+from sandbox.config import REPO_ROOT, SandboxConfig
 
 GATEWAY_CLASS = "contour"
 CONTROLLER_NAME = "projectcontour.io/gateway-controller"
@@ -442,7 +442,7 @@ def default_kubectl() -> str:
     found = shutil.which("kubectl")
     if found:
         return found
-    from tests.sandbox.config import ensure_binaries
+    from sandbox.config import ensure_binaries
 
     return ensure_binaries().path("kubectl")
 

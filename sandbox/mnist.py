@@ -10,7 +10,7 @@ from pathlib import Path
 
 import boto3
 
-from tests.sandbox.config import REPO_ROOT
+from sandbox.config import REPO_ROOT
 
 BUCKET, PREFIX, MODEL = "models", "mnist/1", "mnist"
 

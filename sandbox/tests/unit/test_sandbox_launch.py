@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.sandbox.launch import Mount, UnsupportedContainer, expand_kube_vars, plan_container, rewrite_paths
+from sandbox.launch import Mount, UnsupportedContainer, expand_kube_vars, plan_container, rewrite_paths
 
 MOUNTS = [
     Mount("/models", "/var/sb/pvc-1"),
