@@ -73,7 +73,7 @@ test: prereqs-test ## run every test: unit, integration (real Triton, S3), end t
 	.ci/test.sh "$(PY)" "$(BUILDS_test)" $(PYTEST_ARGS)
 
 test-unit: prereqs-test-unit ## only the fast unit tests (no processes, no cluster)
-	$(PY) -m pytest tests -m unit $(PYTEST_ARGS)
+	$(PY) -m pytest tests sandbox/tests -m unit $(PYTEST_ARGS)
 
 test-e2e: builds-test-e2e ## only the end-to-end tests on the sandbox
 	$(PY) -m pytest tests -m e2e $(PYTEST_ARGS)

@@ -68,7 +68,7 @@ junit() { [ -z "$report" ] || echo "--junitxml=$report/junit-$1.xml"; }
 say "1/2: the unit and integration tests that need no cluster and no build"
 t=$(now_us)
 # shellcheck disable=SC2046  # junit prints one argument or none
-"$PY" -m pytest tests -p pytest_phases --phase=early $(junit early) "$@"
+"$PY" -m pytest tests sandbox/tests -p pytest_phases --phase=early $(junit early) "$@"
 early=$?
 step_done "tests: unit + integration (alongside the builds)" "$t" "$early"
 
@@ -98,7 +98,7 @@ fi
 say "2/2: everything else (e2e, chaos, the integration tests on the built binaries)"
 t=$(now_us)
 # shellcheck disable=SC2046
-"$PY" -m pytest tests -p pytest_phases --phase=late $(junit late) "$@"
+"$PY" -m pytest tests sandbox/tests -p pytest_phases --phase=late $(junit late) "$@"
 late=$?
 step_done "tests: e2e, chaos and the rest" "$t" "$late"
 say "done in $(seconds_since "$start")s (first run: exit $early, second run: exit $late)"
