@@ -52,7 +52,7 @@ RESOURCES_FINALIZER = "resources-finalizer.argocd.argoproj.io"
 REFRESH_ANNOTATION = "argocd.argoproj.io/refresh"
 TRACKING_KEY = "application.resourceTrackingMethod"
 TrackingMethod = Literal["annotation", "label", "annotation+label"]
-BUILD_SCRIPT = REPO_ROOT / "tests" / "sandbox" / "build-argocd.sh"
+BUILD_SCRIPT = REPO_ROOT / "sandbox" / "build-argocd.sh"
 
 # 127.0.0.1 ports, as offsets from cfg.extra_base_port (the slot's second block, 10 wide).
 PORT_OFFSETS = {

@@ -171,7 +171,7 @@ class Binaries:
 
 def ensure_binaries() -> Binaries:
     """Build (first time) or find the cached control-plane binaries."""
-    script = REPO_ROOT / "tests" / "sandbox" / "build-binaries.sh"
+    script = REPO_ROOT / "sandbox" / "build-binaries.sh"
     proc = subprocess.run(["bash", str(script)], stdout=subprocess.PIPE, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(proc.returncode)

@@ -56,7 +56,7 @@ PORT_OFFSETS = {
 }
 COMPONENTS = ("contour", "envoy")  # start order; stopped in reverse
 START_TIMEOUT_S = 60.0
-BUILD_SCRIPT = REPO_ROOT / "tests" / "sandbox" / "build-gateway.sh"
+BUILD_SCRIPT = REPO_ROOT / "sandbox" / "build-gateway.sh"
 
 
 def log(msg: str) -> None:
