@@ -3,8 +3,8 @@
 Its parts: TritonServer (below), TritonModel (bench/models.py), scale (bench/scale.py: 1,000 models),
 real models (bench/real_models.py: N real python-backend models on one real server, a load storm and
 a scale from 2 to 4 replicas; `--only real-models` runs just that part), the canary/A-B router against
-direct calls (bench/router.py), rollouts (bench/rollout.py), through the Gateway against direct calls
-and a weight change across servers (bench/gateway.py).
+direct calls with perf_analyzer (bench/router.py), rollouts (bench/rollout.py), through the Gateway
+against direct calls and a weight change across servers (bench/gateway.py).
 
 TritonServer:
 - apply -> Deployment created, and apply -> Ready, through the operator, against applying the very
@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench.rollout import report as report_rollout
     from bench.rollout import run_cluster as run_rollout_cluster
     from bench.rollout import run_local as run_rollout_local
+    from bench.router import perf_analyzer
+    from bench.router import report as report_router
     from bench.router import run as run_router_bench
     from bench.scale import report as report_scale
     from bench.scale import run_scale_bench
@@ -178,7 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rest-seconds", type=float, default=60, help="the at-rest windows of scale/real models"
     )
-    parser.add_argument("--window-seconds", type=float, default=3.0, help="each router/Gateway load window")
+    parser.add_argument("--window-seconds", type=float, default=3.0, help="each Gateway load window")
+    parser.add_argument(
+        "--router-window-ms", type=int, default=1000, help="each of perf_analyzer's 3 windows per router run"
+    )
     parser.add_argument("--concurrencies", default="1,8,32", help="router clients; the Gateway's, less 32")
     parser.add_argument("--split-requests", type=int, default=SPLIT_REQUESTS)
     parser.add_argument("--only", choices=["real-models"], default=os.environ.get("BENCH_ONLY") or None)
@@ -195,9 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         args.rounds, args.steady_seconds, args.idle_servers = 1, 5.0, 1
         args.scale_models, args.scale_servers, args.real_models, args.rest_seconds = 6, 2, 2, 5.0
         args.window_seconds, args.concurrencies, args.split_requests = 0.5, "1", 400
+        args.router_window_ms = 200
         canary_steps = ((50, 2), (100, 1))
     concurrencies = tuple(int(c) for c in args.concurrencies.split(","))
 
+    if args.only is None:
+        perf_analyzer()  # installed (from PyPI, once) before this process enters the sandbox's network
     cfg = SandboxConfig.from_env(os.environ.get("BENCH_SANDBOX", "bench"))
     bins = cluster.up(cfg)
     cluster.enter(cfg)  # this process and what it starts dial pod IPs and ClusterIPs, as the tests do
@@ -255,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         report_real_models(real)
         started = time.perf_counter()
         router = run_router_bench(
-            seconds=args.window_seconds, rounds=args.rounds, concurrencies=concurrencies
+            window_ms=args.router_window_ms, rounds=args.rounds, concurrencies=concurrencies
         )
         part("router", started)
         started = time.perf_counter()
@@ -291,25 +299,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{(counts['read'] + counts['write']) / minutes:.1f} API requests/min by the operator "
         f"({counts['read'] / minutes:.1f} reads, {counts['write'] / minutes:.1f} writes)"
     )
-    report_router(router, args.rounds, args.window_seconds)
+    report_router(router, args.rounds, args.router_window_ms)
     report_rollout(rollout_local, rollout_cluster)
     report_gateway(through_gateway, args.rounds)
     print("\nwall time of each part: " + ", ".join(f"{name} {s:.0f} s" for name, s in took.items()))
     return 0
-
-
-def report_router(figures: dict[str, Any], rounds: int, window_s: float) -> None:
-    print(
-        "\nRouter (canary/A-B) against calling the model directly, 90/10, "
-        f"{rounds} rounds of {window_s:g} s, medians"
-    )
-    columns = ("direct rps", "router rps", "ratio", "p50 +ms", "p99 direct", "p99 router")
-    print(f"{'':10}" + "".join(f"{c:>12}" for c in columns))
-    for key, row in figures.items():
-        print(
-            f"{key:10}{row['direct_rps']:12.0f}{row['router_rps']:12.0f}{row['rps_ratio']:12.2f}"
-            f"{row['added_p50_ms']:12.2f}{row['direct_p99_ms']:12.2f}{row['router_p99_ms']:12.2f}"
-        )
 
 
 if __name__ == "__main__":

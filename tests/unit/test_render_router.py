@@ -183,6 +183,12 @@ TARGET: dict[str, Any] = {
 SPLIT = [Variant("scorer", 1, 90), Variant("scorer", 2, 10)]
 
 
+@pytest.fixture(autouse=True)
+def python_router(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests run the python router's source (the native one is tested on the real server)."""
+    monkeypatch.setenv(router.ROUTER_ENV, "python")
+
+
 def loaded_model(module: types.ModuleType, config: dict[str, Any]) -> Any:
     model = module.TritonPythonModel()
     model.initialize({"model_config": json.dumps(config), "model_version": "1"})
@@ -264,6 +270,33 @@ def test_router_files_carry_the_model_source_without_importing_it() -> None:
     assert files["file:1/model.py"] == SOURCE.read_bytes()
     assert b"class TritonPythonModel" in files["file:1/model.py"]
     assert "triton_operator.render.router_model" not in sys.modules
+
+
+@pytest.mark.parametrize(
+    ("env", "built", "backend", "file"),
+    [
+        ("", True, "tritonoperator_router", "libtriton_tritonoperator_router.so"),
+        ("", False, "python", "model.py"),
+        ("python", True, "python", "model.py"),
+        (" Python ", True, "python", "model.py"),
+        ("native", True, "tritonoperator_router", "libtriton_tritonoperator_router.so"),
+    ],
+)
+def test_the_native_router_is_used_where_it_is_built_unless_python_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: str, built: bool, backend: str, file: str
+) -> None:
+    package = tmp_path / "render"
+    package.mkdir()
+    (package / router.MODEL_SOURCE).write_bytes(b"class TritonPythonModel: ...")
+    if built:
+        (package / router.NATIVE_LIBRARY).write_bytes(b"\x7fELF library")
+    monkeypatch.setattr("triton_operator.render.router.resources.files", lambda _: package)
+    monkeypatch.setenv(router.ROUTER_ENV, env)
+    assert router_config("public", TARGET, SPLIT)["backend"] == backend
+    files = router_files()
+    assert list(files) == [f"file:1/{file}"]
+    shipped = router.NATIVE_LIBRARY if file != "model.py" else router.MODEL_SOURCE
+    assert files[f"file:1/{file}"] == (package / shipped).read_bytes()
 
 
 # --- signature_mismatch / unsupported_reason ---------------------------------------------------------
@@ -442,6 +475,7 @@ def test_a_failed_call_fails_its_requests_once_with_the_targets_message_and_is_c
     backend.MetricFamily.counts.clear()
     model = loaded_model(model_module, router_config("public", TARGET, [("scorer", 1, 1), ("scorer", 2, 1)]))
     responses = model.execute([FakeRequest(1.0), FakeRequest(-1.0), FakeRequest(3.0), FakeRequest(4.0)])
+    model.finalize()  # publishes the counts it keeps in memory
     # 50/50 alternates: requests 0 and 2 to version 1, 1 and 3 to version 2 (one call, which fails).
     assert [r.has_error() for r in responses] == [False, True, False, True]
     assert responses[1].error().message() == "negative input rejected by version 2"

@@ -1,7 +1,9 @@
 """Triton python-backend model that routes each request to one variant (model, version) by BLS.
 
 A data file: the operator ships it to Triton as the router's `1/model.py` (render/router.py reads its
-bytes) and never imports it. Loaded under a model's public name during canary rollouts and A/B tests.
+bytes) and never imports it. Loaded under a model's public name during canary rollouts and A/B tests
+where the native router (router_backend.cc, which makes the same choices in C++) is not built, or
+with TRITON_OPERATOR_ROUTER=python. Its pure parts (Router and below) are the reference both follow.
 
 Per request, in this order:
 - pin: the request parameter named by `pin_key` (e.g. "x-triton-variant: 2") forces the variant it
@@ -23,10 +25,12 @@ models cannot be routed this way; see render/router.py `unsupported_reason`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -36,6 +40,8 @@ import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
 # Absolute paths in error messages (python tracebacks name the server's model folders): keep the
 # file's name only.
 METRIC_FAMILY = "tritonoperator_router_requests_total"
+# Seconds between publishes of the router's counts to Triton's metrics (see `TritonPythonModel`).
+FLUSH_S = 1.0
 _PATH = re.compile(r"(?:/[\w.+@-]+)+/([\w.+@-]+)")
 # The python backend appends the traceback of a model's exception ("\n\nAt:\n  /path/model.py(13): ...")
 # to BLS errors, not to the errors a client calling the model directly gets.
@@ -181,20 +187,48 @@ class TritonPythonModel:
             description="Requests a traffic router forwarded, by variant (model, version) and outcome.",
             kind=pb_utils.MetricFamily.COUNTER,
         )
-        self.metrics: dict[tuple[str, bool], Any] = {}
+        self.metrics: dict[tuple[int, bool], Any] = {}
+        # Counted in memory, published every FLUSH_S by a thread: each pb_utils Metric increment is a
+        # synchronous round trip to the server, which per request cost more than the BLS call itself
+        # at high load. The analysis reads cumulative counters every few seconds; a second's delay
+        # changes no verdict.
+        self.counted: dict[tuple[int, bool], int] = {}
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.publisher = threading.Thread(target=self._publish_every, name="router-metrics", daemon=True)
+        self.publisher.start()
 
-    def _count(self, variant: Variant, failed: bool) -> None:
-        key = (variant.label, failed)
-        metric = self.metrics.get(key)
-        if metric is None:
-            labels = {
-                "router": self.public,
-                "model": variant.model,
-                "version": str(variant.version),
-                "outcome": "failure" if failed else "success",
-            }
-            metric = self.metrics[key] = self.family.Metric(labels=labels)
-        metric.increment(1)
+    def finalize(self) -> None:
+        """Publishes what is left: Triton unloads the router only once every request has its response."""
+        self.stopping.set()
+        self.publisher.join(timeout=2 * FLUSH_S)
+        self._publish()
+
+    def _count(self, chosen: int, failed: bool) -> None:
+        with self.lock:
+            self.counted[(chosen, failed)] = self.counted.get((chosen, failed), 0) + 1
+
+    def _publish_every(self) -> None:
+        while not self.stopping.wait(FLUSH_S):
+            # An error here means the server is shutting down: finalize publishes what is left.
+            with contextlib.suppress(Exception):
+                self._publish()
+
+    def _publish(self) -> None:
+        with self.lock:
+            counted, self.counted = self.counted, {}
+        for (chosen, failed), n in sorted(counted.items()):
+            metric = self.metrics.get((chosen, failed))
+            if metric is None:
+                variant = self.router.variants[chosen]
+                labels = {
+                    "router": self.public,
+                    "model": variant.model,
+                    "version": str(variant.version),
+                    "outcome": "failure" if failed else "success",
+                }
+                metric = self.metrics[(chosen, failed)] = self.family.Metric(labels=labels)
+            metric.increment(n)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
@@ -219,7 +253,7 @@ class TritonPythonModel:
                 forwarded = [(i, _error(f"router: {variant.label}: {exc}")) for i, _ in members]
             for i, response in forwarded:
                 responses[i] = response
-                self._count(variant, bool(response.has_error()))
+                self._count(chosen, bool(response.has_error()))
         return responses
 
     def _forward(
