@@ -12,24 +12,24 @@ export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)
 
 # What each entry point needs. NEEDS_x: for .ci/prereqs.sh (root; python >= 3.11; `sandbox`: openssl, ip,
 # nsenter, unshare, flock, nft; and single programs). BUILDS_x: for .ci/builds.sh (k8s: etcd, kube-*,
-# kubectl, kwok; gateway: Contour, Envoy; argocd; helm), built before it runs. LAZY_x: built by its tests
-# when first needed (helm: tests/unit/test_chart_lint.py); with BUILDS_x, they tell prereqs.sh whether Go
-# is needed (only while one of them is not cached).
+# kubectl, kwok; gateway: Contour, Envoy; argocd; helm; router: the native traffic router, C++), built
+# before it runs. LAZY_x: built by its tests when first needed (helm: tests/unit/test_chart_lint.py);
+# with BUILDS_x, they tell prereqs.sh whether Go is needed (only while one of them is not cached).
 NEEDS_sandbox-up := root python sandbox
-BUILDS_sandbox-up := k8s gateway
+BUILDS_sandbox-up := k8s gateway router
 NEEDS_demo := root python sandbox curl
-BUILDS_demo := k8s gateway helm
+BUILDS_demo := k8s gateway helm router
 NEEDS_bench := root python sandbox libb64.so.0d
-BUILDS_bench := k8s gateway
+BUILDS_bench := k8s gateway router
 NEEDS_chaos := root python sandbox
-BUILDS_chaos := k8s gateway helm
+BUILDS_chaos := k8s gateway helm router
 NEEDS_test := root python sandbox git redis-server libb64.so.0d
-BUILDS_test := k8s gateway argocd
-LAZY_test := helm
+BUILDS_test := k8s gateway argocd router
+LAZY_test := helm promtool
 NEEDS_test-e2e := $(NEEDS_test)
 BUILDS_test-e2e := $(BUILDS_test) helm
 NEEDS_test-unit := python
-LAZY_test-unit := helm
+LAZY_test-unit := helm promtool
 NEEDS_lint := python
 NEEDS_binaries := python
 BUILDS_binaries := k8s gateway argocd

@@ -10,7 +10,8 @@
 # usage: .ci/builds.sh NAME...          build them; exit 1 (with the failed one's last log lines) if one fails
 #        .ci/builds.sh --cold NAME...   print the names that are not cached, one a line; builds nothing
 #   NAME  venv (.ci/ensure-venv.sh), k8s (sandbox/build-binaries.sh: etcd, kube-*, kubectl, kwok),
-#         gateway (sandbox/build-gateway.sh), argocd (sandbox/build-argocd.sh), helm (.ci/build-helm.sh)
+#         gateway (sandbox/build-gateway.sh), argocd (sandbox/build-argocd.sh), helm (.ci/build-helm.sh),
+#         router (.ci/build-router.sh: the native traffic router, a Triton backend in C++)
 # Environment:
 #   BUILDS_QUIET=1    nothing on stderr but the outcome (make test runs the builds behind its first tests);
 #                     otherwise the scripts' own progress lines (build-*: ...) are shown as they come
@@ -27,6 +28,8 @@ declare -A SCRIPT=(
   [gateway]=sandbox/build-gateway.sh
   [argocd]=sandbox/build-argocd.sh
   [helm]=.ci/build-helm.sh
+  [promtool]=.ci/build-promtool.sh
+  [router]=.ci/build-router.sh
 )
 mode=build
 case "${1:-}" in

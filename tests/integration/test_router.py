@@ -4,11 +4,15 @@ One versioned python model (versions 1 and 2 in one folder, each adding its vers
 a twin with the same signature under another name. The router never has a folder in the repository:
 it is loaded by gRPC `load_model(name, config=..., files=...)`. Headers reach the router's
 `request.parameters()` through `--http-header-forward-pattern` / `--grpc-header-forward-pattern`.
+Every test runs with both routers: the native one (C++) and the python one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import os
 import threading
 import time
 from collections import Counter
@@ -21,7 +25,9 @@ import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from triton_operator.render.router import (
+    ROUTER_ENV,
     Variant,
+    native_router,
     router_config,
     router_files,
     router_variants,
@@ -33,6 +39,7 @@ from tritonclient.utils import InferenceServerException
 
 from sandbox.tritonserver import RunningTriton, run_tritonserver
 from tests.support.models import write_versioned
+from tests.support.router_backend import ensure_router_binaries
 
 pytestmark = pytest.mark.integration
 
@@ -44,16 +51,31 @@ STICKY, PIN = "x-user-id", "x-triton-variant"
 TWIN_OFFSET = 100
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTriton]:
+@pytest.fixture(scope="module", params=["native", "python"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningTriton]:
+    """The server, with every test run once with each router: the native one (C++, what the operator
+    loads where it is built) and the python one (TRITON_OPERATOR_ROUTER=python)."""
+    if request.param == "native":
+        ensure_router_binaries()
+    saved = os.environ.get(ROUTER_ENV)
+    os.environ[ROUTER_ENV] = request.param
     repo = tmp_path_factory.mktemp("router") / "repo"
     write_versioned(repo, "scorer", [1, 2])
     write_versioned(repo, "scorer_twin", [1], offset=TWIN_OFFSET)
-    with run_tritonserver(repo, SERVER, extra_args=FORWARD) as running:
-        with triton_grpc.InferenceServerClient(running.grpc_url) as client:
-            client.load_model("scorer")
-            client.load_model("scorer_twin")
-        yield running
+    try:
+        with run_tritonserver(repo, SERVER, extra_args=FORWARD) as running:
+            with triton_grpc.InferenceServerClient(running.grpc_url) as client:
+                client.load_model("scorer")
+                client.load_model("scorer_twin")
+            assert native_router() == (request.param == "native")
+            yield running
+    finally:
+        if saved is None:
+            os.environ.pop(ROUTER_ENV, None)
+        else:
+            os.environ[ROUTER_ENV] = saved
 
 
 def target_config(server: RunningTriton, name: str = "scorer") -> dict[str, Any]:
@@ -239,6 +261,53 @@ def test_a_router_whose_target_is_gone_answers_with_an_error_and_stays_ready(ser
         assert client.is_model_ready("ranker_gone")
         assert Clients(server).infer("http", model="ranker_gone") == 1.0
         client.load_model("scorer_twin")
+
+
+def routed_counts(server: RunningTriton, router: str) -> dict[str, tuple[int, int]]:
+    """What the analysis reads: the router's (success, failure) counts by version, from /metrics."""
+    snapshot = parse_metrics(fetch_metrics(TritonEndpoint(server.address)))
+    return {
+        version: (c.success, c.failure)
+        for (name, model, version), c in snapshot.routed.items()
+        if name == router and model == "scorer"
+    }
+
+
+def test_the_router_counts_each_variants_requests_and_failures_for_the_analysis(
+    server: RunningTriton,
+) -> None:
+    # A new public name: its counters start at zero.
+    name = f"ranker_counted_{os.environ.get(ROUTER_ENV, '')}"
+    load_router(server, [Variant("scorer", 1, 50), Variant("scorer", 2, 50)], name=name)
+    clients = Clients(server)
+    results = Counter(clients.infer(p, model=name) for p in ("http", "grpc") * 20)  # 50/50 round robin
+    # Version 2 refuses negative inputs: error responses, which Triton's own counters count as successes.
+    failed = [clients.infer(p, model=name, value=-1.0, headers={PIN: "2"}) for p in ("http", "grpc") * 3]
+    assert results == {1.0: 20, 2.0: 20} and all(isinstance(f, str) for f in failed), (results, failed)
+    want = {"1": (20, 0), "2": (20, 6)}
+    deadline = time.monotonic() + 10  # the python router publishes its counts every second
+    while (counts := routed_counts(server, name)) != want and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert counts == want
+
+
+def test_sticky_users_land_where_the_python_reference_puts_them(server: RunningTriton) -> None:
+    """Both routers hash a key the same way (blake2b, weighted rendezvous): users keep their variant
+    whichever router serves them, across operator upgrades too."""
+    load_router(server, [Variant("scorer", 1, 70), Variant("scorer", 2, 30)])
+    clients = Clients(server)
+
+    def reference(user: str) -> float:  # render/router_model.py's sticky_choice, by hand
+        def score(version: int, weight: int) -> float:
+            digest = hashlib.blake2b(f"scorer:{version}\0{user}".encode(), digest_size=8).digest()
+            return weight / -math.log((int.from_bytes(digest, "big") + 0.5) / 2.0**64)
+
+        return 1.0 if score(1, 70) > score(2, 30) else 2.0
+
+    users = [f"user-{i}" for i in range(120)]
+    landed = {u: clients.infer("grpc" if i % 2 else "http", headers={STICKY: u}) for i, u in enumerate(users)}
+    assert landed == {u: reference(u) for u in users}
+    assert set(landed.values()) == {1.0, 2.0}
 
 
 def direct_error(server: RunningTriton) -> str:
