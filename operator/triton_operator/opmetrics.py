@@ -6,7 +6,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Histogram, Info, start_http_server
+
+from triton_operator import __version__
 
 RECONCILES = Counter(
     "triton_operator_reconcile_total", "Reconciles run, by kind, step and result.", ["kind", "step", "result"]
@@ -22,6 +24,9 @@ RECONCILE_ERRORS = Counter(
     "Reconcile steps that failed, by kind, step and error.",
     ["kind", "step", "error"],
 )
+# Always present while an operator is scraped: the operator-down alert fires on its absence.
+BUILD_INFO = Info("triton_operator_build", "The running triton-operator's version.")
+BUILD_INFO.info({"version": __version__})
 STATUS_WRITES = Counter("triton_operator_status_writes_total", "Status patches written, by kind.", ["kind"])
 
 

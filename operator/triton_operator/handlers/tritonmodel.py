@@ -12,6 +12,7 @@ from kubernetes.client.exceptions import ApiException
 from triton_operator.api.common import GROUP, VERSION
 from triton_operator.handlers.loops import ObjectLoops
 from triton_operator.opmetrics import measured
+from triton_operator.opmetrics_objects import OBJECT_GAUGES
 from triton_operator.reconcile.model import (
     KIND,
     MODEL_LABEL,
@@ -38,7 +39,9 @@ async def track_model(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: A
     key = object_key(body)
     if type == "DELETED" or body["metadata"].get("deletionTimestamp"):
         loops.forget(KIND, key)  # the finalizer's handler (delete_model) takes it from here
+        OBJECT_GAUGES.forget(KIND, *key)
     else:
+        OBJECT_GAUGES.observe(KIND, body)
         loops.track(KIND, key, dict(body))
     # The owner reference names the parent in full; the label holds a hash of a long name.
     labels = body["metadata"].get("labels") or {}
@@ -53,8 +56,11 @@ def model_pass(
     """One pass of a model's loop: stage, load on every ready replica, observe into status."""
     try:
         with measured(KIND, "observe"):
-            return models.reconcile(body, stopped=should_stop)
+            written = models.reconcile(body, stopped=should_stop)
+        OBJECT_GAUGES.passed(KIND, *object_key(body))
+        return written
     except kopf.PermanentError:
+        OBJECT_GAUGES.passed(KIND, *object_key(body))
         return None  # reported in status; passes go on (a fixed server or spec is noticed)
     except ApiException as exc:
         # Its namespace is being deleted (the model with it) and its staging Job went first: creating it

@@ -13,6 +13,7 @@ import kopf
 from triton_operator.api.common import GROUP, VERSION
 from triton_operator.handlers.loops import ObjectLoops
 from triton_operator.opmetrics import measured
+from triton_operator.opmetrics_objects import OBJECT_GAUGES
 from triton_operator.reconcile.server import KIND, ServerReconciler
 from triton_operator.reconcile.state import AppliedSpec, OperatorState, object_key, pod_index_key
 from triton_operator.render.labels import APP_NAME, COMPONENT, MANAGED_BY
@@ -43,8 +44,10 @@ async def track_server(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: 
     if type == "DELETED" or body["metadata"].get("deletionTimestamp"):
         loops.forget(KIND, key)
         state.forget(key)
+        OBJECT_GAUGES.forget(KIND, *key)
         news = True
     else:
+        OBJECT_GAUGES.observe(KIND, body)
         state.servers.put(key, dict(body))  # its models read it from here: no GET of their own
         news = loops.track(KIND, key, dict(body))
     if news:  # new, deleted or a new spec (not its own status writes): its models look at once
@@ -78,12 +81,16 @@ def server_pass(
         if should_stop():
             return None
         with measured(KIND, "observe"):
-            return servers.refresh(body)
+            written = servers.refresh(body)
+        OBJECT_GAUGES.passed(KIND, *key)
+        return written
     except kopf.PermanentError:
         # Reported in status; the same spec is not applied again until the drift period.
         servers.state.applied[key] = AppliedSpec(uid, generation, now)
+        OBJECT_GAUGES.passed(KIND, *key)
         return None
     except kopf.TemporaryError:
+        OBJECT_GAUGES.passed(KIND, *key)
         return None  # reported in status; the next period applies again
 
 
