@@ -4,9 +4,10 @@
 semantics a pass depends on: resourceVersion on every write, generation bumped only by a spec change,
 status only through its subresource (apply ignores it), label selectors, owner references with
 background garbage collection, and a record of every write (`calls`) so a test counts the Jobs a pass
-created. It also plays the controllers a pass waits on, one explicit step at a time: the Job controller
-(`complete_job`, `fail_job`), the Deployment controller (`sync_deployment`, `roll_deployment`) and the
-kubelet (`start_pod`, `restart_container`; Ready follows ContainersReady and the readiness gates).
+created. It also plays the controllers a pass waits on, one explicit step at a time (fakecontrollers.py,
+mixed in): the Job controller (`complete_job`, `fail_job`), the Deployment controller (`sync_deployment`,
+`roll_deployment`) and the kubelet (`start_pod`, `restart_container`; Ready follows ContainersReady and
+the readiness gates).
 Watchers (`watch`) get every change as (event type, object), as kopf's watch streams would.
 """
 
@@ -15,101 +16,30 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 from triton_operator.kube.rest import KINDS, Kube
-from triton_operator.reconcile.watched import JOB_NAME_LABEL
-from triton_operator.render.server import CONTAINER_NAME
 
-Obj = dict[str, Any]
-Names = list[str]
-Objs = list[Obj]  # (a class with a `list` method cannot say list[...] in its body)
-Key = tuple[str, str, str]  # (kind, namespace, name)
-Watcher = Callable[[str, Obj], None]
-Selector = list[Callable[[Mapping[str, str]], bool]]
-
-
-@dataclass(frozen=True)
-class Call:
-    """One write the operator made: `verb` is apply (create or update), status, condition or delete."""
-
-    verb: str
-    kind: str
-    name: str
-    created: bool = False
+from tests.support.fakecontrollers import FakeControllers
+from tests.support.kubesemantics import (
+    Call,
+    Key,
+    Names,
+    Obj,
+    Watcher,
+    condition_of,
+    merge_patch,
+    not_found,
+    parse_selector,
+    rfc3339,
+    spec_part,
+)
 
 
-def parse_selector(selector: str | None) -> Selector:
-    """A label selector's requirements (=, ==, !=, in, notin, exists, !exists) as predicates."""
-    tests: Selector = []
-    for term in re.findall(r"[^,(]+(?:\([^)]*\))?", selector or ""):
-        term = term.strip()
-        if not term:
-            continue
-        if m := re.fullmatch(r"([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)", term):
-            key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",")}
-            if op == "in":
-                tests.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
-            else:
-                tests.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
-        elif m := re.fullmatch(r"([\w./-]+)\s*(!=|==|=)\s*([\w.-]*)", term):
-            key, op, value = m.groups()
-            if op == "!=":
-                tests.append(lambda labels, k=key, v=value: labels.get(k) != v)
-            else:
-                tests.append(lambda labels, k=key, v=value: labels.get(k) == v)
-        elif m := re.fullmatch(r"(!?)([\w./-]+)", term):
-            absent, key = m.group(1) == "!", m.group(2)
-            tests.append(lambda labels, k=key, a=absent: (k in labels) != a)
-        else:
-            raise ValueError(f"unsupported label selector term {term!r} in {selector!r}")
-    return tests
-
-
-def matches(selector: str | None, labels: Mapping[str, str] | None) -> bool:
-    return all(test(labels or {}) for test in parse_selector(selector))
-
-
-def _merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> Obj:
-    """RFC 7386 JSON merge patch: None removes a key, dicts merge, anything else replaces."""
-    out = dict(target)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge_patch(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _body(obj: Mapping[str, Any]) -> Obj:
-    """Everything but metadata and status: what a change of bumps the generation."""
-    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
-
-
-def rfc3339(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _not_found(kind: str, name: str) -> ApiException:
-    exc = ApiException(status=404, reason="Not Found")
-    exc.body = json.dumps({"message": f'{kind} "{name}" not found', "reason": "NotFound", "code": 404})
-    return exc
-
-
-def condition_of(obj: Mapping[str, Any], ctype: str) -> Obj | None:
-    return next(
-        (c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == ctype), None
-    )
-
-
-class FakeKube(Kube):
+class FakeKube(FakeControllers, Kube):
     """The `Kube` interface in memory (see the module doc). `now` gives the API server's clock."""
 
     def __init__(self, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
@@ -177,9 +107,9 @@ class FakeKube(Kube):
         key = (kind, namespace, name)
         old = self.objects.get(key)
         if old is None:
-            raise _not_found(kind, name)
+            raise not_found(kind, name)
         self.calls.append(Call("status", kind, name))
-        new = {**old, "status": _merge_patch(old.get("status") or {}, status)}
+        new = {**old, "status": merge_patch(old.get("status") or {}, status)}
         return self._store(key, new, old)
 
     def patch_pod_condition(self, namespace: str, name: str, condition: Mapping[str, Any]) -> None:
@@ -187,7 +117,7 @@ class FakeKube(Kube):
         key = ("Pod", namespace, name)
         old = self.objects.get(key)
         if old is None:
-            raise _not_found("Pod", name)
+            raise not_found("Pod", name)
         self.calls.append(Call("condition", "Pod", name))
         new = copy.deepcopy(old)
         self._set_condition(new, dict(condition))
@@ -205,9 +135,9 @@ class FakeKube(Kube):
         key = (kind, namespace, name)
         old = self.objects.get(key)
         if old is None:
-            raise _not_found(kind, name)
+            raise not_found(kind, name)
         self.calls.append(Call("patch", kind, name))
-        new = _merge_patch(old, {k: v for k, v in patch.items() if k != "status"})
+        new = merge_patch(old, {k: v for k, v in patch.items() if k != "status"})
         return self._store(key, new, old)
 
     def delete(self, kind: str, namespace: str | None, name: str) -> None:
@@ -259,93 +189,10 @@ class FakeKube(Kube):
     def watch(self, watcher: Watcher) -> None:
         self.watchers.append(watcher)
 
-    # -- the controllers' side ------------------------------------------------------------------------
-    def complete_job(self, namespace: str, name: str, digest: str | None = None) -> Obj:
-        """The Job's pod exits 0 having printed the staging program's result; the Job is Complete."""
-        message = json.dumps({"digest": digest}) if digest else ""
-        self._finish_job(namespace, name, 0, message, "Complete")
-        return self.objects[("Job", namespace, name)]
-
-    def fail_job(
-        self, namespace: str, name: str, message: str = "SourceNotFound: no such prefix; fix it"
-    ) -> Obj:
-        """The Job's pod exits 1 with the program's `Reason: problem` line; the Job Failed."""
-        self._finish_job(namespace, name, 1, message, "Failed")
-        return self.objects[("Job", namespace, name)]
-
-    def jobs(self, namespace: str) -> Objs:
-        return self.list("Job", namespace)
-
-    def sync_deployment(self, namespace: str, name: str, *, template_hash: str | None = None) -> Objs:
-        """The Deployment controller: pods of the current template up to spec.replicas (new ones
-        Pending, no IP yet), surplus ones deleted; returns the pods created."""
-        dep = self.objects[("Deployment", namespace, name)]
-        template = dep["spec"]["template"]
-        pod_hash = template_hash or f"{dep['metadata']['generation']:x}"
-        mine = [p for p in self._pods_of(dep) if p["metadata"]["labels"].get("pod-template-hash") == pod_hash]
-        for pod in self._pods_of(dep):
-            if pod not in mine:
-                self.delete("Pod", namespace, pod["metadata"]["name"])
-        wanted = int(dep["spec"].get("replicas", 1))
-        for pod in mine[wanted:]:
-            self.delete("Pod", namespace, pod["metadata"]["name"])
-        created = []
-        for _ in range(wanted - len(mine[:wanted])):
-            pod = {
-                "kind": "Pod",
-                "apiVersion": "v1",
-                "metadata": {
-                    "name": f"{name}-{pod_hash}-{next(self._uids):05d}",
-                    "namespace": namespace,
-                    "labels": {**template["metadata"].get("labels", {}), "pod-template-hash": pod_hash},
-                    "ownerReferences": [self._owner(dep)],
-                },
-                "spec": copy.deepcopy(template["spec"]),
-                "status": {"phase": "Pending"},
-            }
-            created.append(self.add(pod, record=False))
-        self._deployment_status(namespace, name)
-        return created
-
-    def roll_deployment(self, namespace: str, name: str) -> Objs:
-        """Replace every pod with new ones (a changed template, or `kubectl rollout restart`)."""
-        return self.sync_deployment(namespace, name, template_hash=f"r{next(self._uids):x}")
-
-    def start_pod(self, namespace: str, name: str, ip: str) -> Obj:
-        """The kubelet: the pod runs with `ip`, its containers ready (Ready waits for its gates)."""
-        key = ("Pod", namespace, name)
-        old = self.objects[key]
-        new = copy.deepcopy(old)
-        now = rfc3339(self.now())
-        status = new["status"]
-        status.update(phase="Running", podIP=ip, podIPs=[{"ip": ip}], startTime=status.get("startTime", now))
-        restarts = next((c["restartCount"] for c in status.get("containerStatuses", [])), 0)
-        status["containerStatuses"] = [
-            {
-                "name": CONTAINER_NAME,
-                "ready": True,
-                "restartCount": restarts,
-                "state": {"running": {"startedAt": now}},
-            }
-        ]
-        self._set_condition(new, {"type": "PodScheduled", "status": "True"})
-        self._set_condition(new, {"type": "ContainersReady", "status": "True"})
-        return self._store(key, new, old)
-
-    def restart_container(self, namespace: str, name: str) -> Obj:
-        """Triton's container restarted (it lost every model): restartCount + 1, started now."""
-        key = ("Pod", namespace, name)
-        old = self.objects[key]
-        new = copy.deepcopy(old)
-        container = new["status"]["containerStatuses"][0]
-        container["restartCount"] += 1
-        container["state"] = {"running": {"startedAt": rfc3339(self.now())}}
-        return self._store(key, new, old)
-
     # -- inside ---------------------------------------------------------------------------------------
     def _store(self, key: Key, new: Obj, old: Obj | None) -> Obj:
         meta = new["metadata"]
-        if old is not None and _body(old) != _body(new):
+        if old is not None and spec_part(old) != spec_part(new):
             meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
         if key[0] == "Pod":
             self._kubelet_ready(new)
@@ -403,80 +250,5 @@ class FakeKube(Kube):
         for gate in (pod.get("spec") or {}).get("readinessGates") or []:
             cond = condition_of(pod, gate["conditionType"])
             ready = ready and bool(cond and cond.get("status") == "True")
-        if condition_of(pod, "Ready") is not None or ready:
+        if containers is not None:  # the kubelet says Ready (True or False) once it runs the pod
             self._set_condition(pod, {"type": "Ready", "status": str(ready)})
-
-    def _pods_of(self, dep: Obj) -> Objs:
-        uid = dep["metadata"]["uid"]
-        return [
-            obj
-            for (kind, _, _), obj in sorted(self.objects.items())
-            if kind == "Pod"
-            and any(r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or [])
-        ]
-
-    def _pod_changed(self, pod: Obj) -> None:
-        for ref in pod["metadata"].get("ownerReferences") or []:
-            if (
-                ref["kind"] == "Deployment"
-                and ("Deployment", pod["metadata"]["namespace"], ref["name"]) in self.objects
-            ):
-                self._deployment_status(pod["metadata"]["namespace"], ref["name"])
-
-    def _deployment_status(self, namespace: str, name: str) -> None:
-        key = ("Deployment", namespace, name)
-        dep = self.objects[key]
-        pods = self._pods_of(dep)
-        ready = [p for p in pods if (condition_of(p, "Ready") or {}).get("status") == "True"]
-        status = {
-            "observedGeneration": dep["metadata"]["generation"],
-            "replicas": len(pods),
-            "readyReplicas": len(ready),
-            "updatedReplicas": len(pods),
-            "availableReplicas": len(ready),
-        }
-        if dep.get("status") != status:
-            new = {**dep, "status": status}
-            new["metadata"] = {**dep["metadata"], "resourceVersion": str(next(self._versions))}
-            self.objects[key] = new
-            self._emit("MODIFIED", new)
-
-    def _start_job_pod(self, job: Obj) -> None:
-        """The Job controller: one pod per Job, labelled with the Job's name, owned by it."""
-        meta, template = job["metadata"], job["spec"]["template"]
-        labels = {**(template.get("metadata") or {}).get("labels", {}), JOB_NAME_LABEL: meta["name"]}
-        pod = {
-            "kind": "Pod",
-            "metadata": {
-                "name": f"{meta['name']}-{next(self._uids):05d}",
-                "namespace": meta["namespace"],
-                "labels": labels,
-                "ownerReferences": [self._owner(job)],
-            },
-            "spec": copy.deepcopy(template["spec"]),
-            "status": {"phase": "Running"},
-        }
-        self.add(pod, record=False)
-
-    def _finish_job(self, namespace: str, name: str, code: int, message: str, condition: str) -> None:
-        job_key = ("Job", namespace, name)
-        job = self.objects[job_key]
-        for pod in self.list("Pod", namespace, f"{JOB_NAME_LABEL}={name}"):
-            pod_key = ("Pod", namespace, pod["metadata"]["name"])
-            new = copy.deepcopy(pod)
-            new["status"] = {
-                "phase": "Succeeded" if code == 0 else "Failed",
-                "containerStatuses": [
-                    {
-                        "name": "stage",
-                        "ready": False,
-                        "restartCount": 0,
-                        "state": {"terminated": {"exitCode": code, "message": message}},
-                    }
-                ],
-            }
-            self._store(pod_key, new, self.objects[pod_key])
-        new_job = copy.deepcopy(job)
-        new_job["status"] = {"succeeded" if code == 0 else "failed": 1}
-        self._set_condition(new_job, {"type": condition, "status": "True", "reason": condition})
-        self._store(job_key, new_job, job)

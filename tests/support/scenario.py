@@ -26,8 +26,9 @@ from triton_operator.reconcile.state import OperatorState, object_key, pod_index
 from triton_operator.render.server import deployment_name
 
 from tests.support.fakeclock import FakeClock, install
-from tests.support.fakekube import FakeKube, matches
+from tests.support.fakekube import FakeKube
 from tests.support.faketriton import FakeTriton, Repository, TritonPool
+from tests.support.kubesemantics import condition_of, matches
 
 NS = "default"
 GROUP_VERSION = "tritonoperator.dev/v1alpha1"
@@ -74,12 +75,14 @@ class Operator:
 
 @dataclass
 class Tally:
-    """What the world counts: staging (and removal) Jobs the operator created, repository loads
-    (model, pod IP) and router loads Triton was asked for."""
+    """What the world counts: staging (and removal) Jobs the operator created, repository loads and
+    router loads Triton was asked for (model, pod), and server pods taken out of service (their Ready
+    went from True to False: the Service stops sending them requests)."""
 
     jobs: list[str] = field(default_factory=list)
     loads: list[tuple[str, str]] = field(default_factory=list)
     router_loads: list[tuple[str, str]] = field(default_factory=list)
+    out_of_service: list[str] = field(default_factory=list)
 
 
 class World:
@@ -96,15 +99,28 @@ class World:
         self.operator = Operator(self.kube)
         self.kube.watch(self._saw)
         self.restarts = 0
+        self._ready: dict[str, bool] = {}  # pod -> Ready, as last seen
+        self._out_of_service: list[str] = []
         self.traffic: Callable[[World], None] | None = None  # what clients send each round
+        # The restart measure: the checkpoint where the operator restarts, and the tally at each.
+        self.restart_at: str | None = None
+        self.marks: dict[str, Tally] = {}
+        self.checks: dict[str, Callable[[World], None]] = {}  # checkpoint -> a test's assertions there
 
     def close(self) -> None:
         self.tritons.stop_all()
 
     def _saw(self, event: str, obj: dict[str, Any]) -> None:
         self.operator.saw(event, obj)
-        if obj["kind"] == "Pod" and event == "DELETED" and (obj.get("status") or {}).get("podIP"):
+        if obj["kind"] != "Pod":
+            return
+        name = obj["metadata"]["name"]
+        if event == "DELETED" and (obj.get("status") or {}).get("podIP"):
             self.tritons.stop(obj["status"]["podIP"])
+        ready = (condition_of(obj, "Ready") or {}).get("status") == "True"
+        if self._ready.get(name) and not ready and event != "DELETED":
+            self._out_of_service.append(name)
+        self._ready[name] = ready
 
     def _event(self, body: Any, *, type: str, reason: str, message: str) -> None:
         self.events.append((body["metadata"]["name"], type, reason, message))
@@ -230,6 +246,14 @@ class World:
         for obj in list(self.kube.objects.values()):
             self.operator.saw("ADDED", obj)
 
+    def checkpoint(self, name: str) -> None:
+        """A named point of a scenario: the tally so far is kept; the operator restarts here if asked."""
+        self.marks[name] = self.tally()
+        if name in self.checks:
+            self.checks[name](self)
+        if name == self.restart_at:
+            self.restart_operator()
+
     def server_pass(self, name: str) -> None:
         body = self.body("TritonServer", name)
         server_pass(self.operator.servers, body, lambda: False)
@@ -274,10 +298,12 @@ class World:
             self.round(jobs=jobs)
             self.clock.advance(advance_s)
 
-    def until(self, done: Callable[[World], bool], *, limit: int = 30, advance_s: float = 1.0) -> int:
+    def until(
+        self, done: Callable[[World], bool], *, limit: int = 30, advance_s: float = 1.0, jobs: bool = True
+    ) -> int:
         """Rounds until `done` (at most `limit`: a scenario that never gets there fails, saying so)."""
         for count in range(1, limit + 1):
-            self.round()
+            self.round(jobs=jobs)
             self.clock.advance(advance_s)
             if done(self):
                 return count
@@ -297,6 +323,15 @@ class World:
         cond: dict[str, Any] = next((c for c in conditions if c["type"] == ctype), {})
         return str(cond.get("status")), str(cond.get("reason"))
 
+    def event_list(self) -> list[tuple[str, str, str, str]]:
+        """(object, type, reason, message) of every Event, posted as objects (`kubectl get events`)
+        or through kopf.event."""
+        posted = [
+            (e["involvedObject"]["name"], e["type"], e["reason"], e.get("message", ""))
+            for e in self.kube.list("Event", None)
+        ]
+        return posted + self.events
+
     def names(self, kind: str) -> list[str]:
         return [o["metadata"]["name"] for o in self.kube.list(kind, NS)]
 
@@ -311,8 +346,16 @@ class World:
         return [self.tritons.by_ip[ip] for ip in ips if ip in self.tritons.by_ip]
 
     def tally(self) -> Tally:
-        tally = Tally(jobs=self.kube.created("Job"))
-        for triton in self.every_triton:
+        """Jobs created so far, and the loads asked of each Triton (by its pod's order of start, so
+        that two runs of a scenario compare)."""
+        ips = {t.ip: f"pod{n}" for n, t in enumerate(self.every_triton)}
+        pods = {
+            p["metadata"]["name"]: ips.get(p["status"].get("podIP"), "") for p in self.kube.list("Pod", NS)
+        }
+        tally = Tally(
+            jobs=self.kube.created("Job"), out_of_service=[pods.get(p, p) for p in self._out_of_service]
+        )
+        for n, triton in enumerate(self.every_triton):
             for model, with_files in triton.loads:
-                (tally.router_loads if with_files else tally.loads).append((model, triton.ip))
+                (tally.router_loads if with_files else tally.loads).append((model, f"pod{n}"))
         return tally
