@@ -3,10 +3,15 @@
 # Build from the repository root: docker build -t ghcr.io/tritonoperator/triton-operator:0.1.0 .
 
 # Stage 1: build wheels of the project and its dependencies; setuptools and pip caches stay here.
+# The native traffic router (a Triton backend in C++, .ci/build-router.sh) is built first: the wheel
+# carries it beside render/router.py (MANIFEST.in), and the operator sends it with each router load.
 FROM python:3.11-slim AS build
 WORKDIR /src
+RUN apt-get update && apt-get install -y --no-install-recommends g++ curl ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 COPY . .
-RUN pip wheel --no-cache-dir --disable-pip-version-check --wheel-dir /wheels .
+RUN TRITON_SANDBOX_CACHE=/tmp/cache .ci/build-router.sh \
+    && pip wheel --no-cache-dir --disable-pip-version-check --wheel-dir /wheels .
 
 # Stage 2: only the installed wheels; no compiler, no build backend, no sources.
 FROM python:3.11-slim
