@@ -59,7 +59,8 @@ class Run:
 
 
 def outcome(world: World) -> dict[str, Any]:
-    """What a user reads at the end: the version served, the rollout's phase, the loads, Ready."""
+    """What a user reads at the end (the version served, the rollout's phase, the loads, Ready) and
+    what each Triton serves: its models' versions and the files they were loaded from."""
     status = world.status(MODEL)
     rollout = status.get("rollout") or {}
     return {
@@ -68,6 +69,10 @@ def outcome(world: World) -> dict[str, Any]:
         "phase": rollout.get("phase"),
         "stableVersion": rollout.get("stableVersion"),
         "Ready": world.condition(MODEL, "Ready"),
+        "served": sorted(
+            sorted((model, sorted(triton.files(model).items())) for model in triton.loaded)
+            for triton in world.tritons
+        ),
     }
 
 

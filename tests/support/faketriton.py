@@ -54,11 +54,14 @@ class Repository:
     """A server's model repository (its PVC): model folder -> version folders, and the config on disk."""
 
     versions: dict[str, set[int]] = field(default_factory=dict)
+    # (model, version) -> the digest of the files in its folder (a re-stage writes new ones).
+    digests: dict[tuple[str, int], str] = field(default_factory=dict)
     # (model, version) whose files Triton refuses (the load fails with this message).
     broken: dict[tuple[str, int], str] = field(default_factory=dict)
 
-    def stage(self, model: str, version: int) -> None:
+    def stage(self, model: str, version: int, digest: str = "") -> None:
         self.versions.setdefault(model, set()).add(version)
+        self.digests[(model, version)] = digest
 
     def remove(self, model: str, version: int) -> None:
         self.versions.get(model, set()).discard(version)
@@ -69,6 +72,7 @@ class Loaded:
     versions: tuple[str, ...]
     config: dict[str, Any]
     from_files: bool = False
+    digests: tuple[str, ...] = ()  # of each version's files as they were read at the load
 
 
 @dataclass
@@ -123,6 +127,14 @@ class FakeTriton(service_pb2_grpc.GRPCInferenceServiceServicer):
         with self.lock:
             for memory in (self.loaded, self.failed, self.counts, self.routed):
                 memory.clear()
+
+    def files(self, model: str) -> dict[int, str]:
+        """Version -> the digest of the files Triton serves it from (read at its last load)."""
+        with self.lock:
+            loaded = self.loaded.get(model)
+            return (
+                dict(zip((int(v) for v in loaded.versions), loaded.digests, strict=False)) if loaded else {}
+            )
 
     def ready_versions(self, model: str) -> set[int]:
         with self.lock:
@@ -186,7 +198,10 @@ class FakeTriton(service_pb2_grpc.GRPCInferenceServiceServicer):
                 if name not in self.loaded:  # a failed reload keeps what served before
                     self.failed[name] = broken[0]
                 context.abort(grpc.StatusCode.INTERNAL, f"failed to load '{name}': {broken[0]}")
-            self.loaded[name] = Loaded(tuple(str(v) for v in on_disk), config or model_config(name))
+            digests = tuple(self.repository.digests.get((name, v), "") for v in on_disk)
+            self.loaded[name] = Loaded(
+                tuple(str(v) for v in on_disk), config or model_config(name), False, digests
+            )
             self.failed.pop(name, None)
             self.unloaded.discard(name)
         return service_pb2.RepositoryModelLoadResponse()

@@ -12,6 +12,7 @@ kubelet start pods (each with its own fake Triton as pod IP), moves the clock, s
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -233,8 +234,12 @@ class World:
                 repository.remove(staged["modelName"], staged["version"])
                 self.kube.complete_job(NS, name)
             else:
-                repository.stage(staged["modelName"], staged["version"])
-                self.kube.complete_job(NS, name, digest=f"sha256:{staged['modelName']}-{staged['version']}")
+                # The files' digest: what was staged (a new source or config stages new files).
+                digest = (
+                    "sha256:" + hashlib.sha256(json.dumps(staged, sort_keys=True).encode()).hexdigest()[:16]
+                )
+                repository.stage(staged["modelName"], staged["version"], digest)
+                self.kube.complete_job(NS, name, digest=digest)
             done.append(name)
         return done
 
