@@ -261,7 +261,9 @@ class FakeTriton(service_pb2_grpc.GRPCInferenceServiceServicer):
     # -- serving --------------------------------------------------------------------------------------
     def start(self) -> None:
         """Bind gRPC, metrics and HTTP on this fake's address (OSError/RuntimeError if taken)."""
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        # No SO_REUSEPORT (gRPC sets it by default): a second fake on a taken address must fail to bind,
+        # not share the port with another test process's fake.
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.so_reuseport", 0)])
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self, server)
         if server.add_insecure_port(f"{self.ip}:{GRPC_PORT}") == 0:
             raise OSError(f"cannot bind {self.ip}:{GRPC_PORT}")
