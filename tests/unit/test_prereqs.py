@@ -123,6 +123,38 @@ def test_go_is_needed_only_while_a_build_is_cold(tmp_path: Path) -> None:
     assert (warm.returncode, warm.stderr) == (0, "")
 
 
+def test_a_shared_library_is_found_by_the_linker_cache_or_named_with_its_package(tmp_path: Path) -> None:
+    bin_dir = stub_path(tmp_path, ())
+    (bin_dir / "awk").symlink_to(shutil.which("awk") or "/usr/bin/awk")
+    listed = tmp_path / "ldconfig-output"
+    ldconfig = bin_dir / "ldconfig"
+    ldconfig.write_text(f"#!/bin/sh\ncat {listed}\n")
+    ldconfig.chmod(0o755)
+    # libb64.so.0 is another library: only the exact name counts.
+    listed.write_text("3 libs found in cache\n\tlibb64.so.0 (libc6,x86-64) => /lib/libb64.so.0\n")
+    missing = run(PREREQS, "--for", "make bench", "libb64.so.0d", bin_dir=bin_dir, tmp_path=tmp_path)
+    assert missing.returncode == 1
+    assert missing.stderr.splitlines() == [
+        "make bench needs libb64.so.0d (perf_analyzer, make bench's router part): apt-get install libb64-0d"
+    ]
+    listed.write_text(
+        listed.read_text() + "\tlibb64.so.0d (libc6,x86-64) => /lib/x86_64-linux-gnu/libb64.so.0d\n"
+    )
+    found = run(PREREQS, "--for", "make bench", "libb64.so.0d", bin_dir=bin_dir, tmp_path=tmp_path)
+    assert (found.returncode, found.stderr) == (0, "")
+
+
+def test_the_native_router_needs_a_cpp_compiler_not_go_while_it_is_cold(tmp_path: Path) -> None:
+    bin_dir = stub_path(tmp_path, ("curl",))  # no g++, no go
+    for tool in ("head", "cmp"):
+        (bin_dir / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
+    cold = run(PREREQS, "--for", "make bench", "--builds", "router", bin_dir=bin_dir, tmp_path=tmp_path)
+    assert cold.returncode == 1
+    assert cold.stderr.splitlines() == [
+        "make bench needs g++ (to build the native traffic router): apt-get install g++"
+    ]
+
+
 def test_as_root_with_apt_get_it_installs_with_one_update_at_most(tmp_path: Path) -> None:
     needs_root()
     bin_dir = stub_path(tmp_path, ("openssl", "ip", "nsenter", "unshare", "flock"))
