@@ -122,6 +122,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run.add_argument("--health-port", type=int, default=8080, help="port of /healthz and /metrics")
     run.add_argument("--health-address", default="0.0.0.0", help="address of /healthz and /metrics")
+    run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=os.environ.get("TRITON_OPERATOR_LOG_FORMAT", "text"),
+        help="text (default) or json: one JSON object a line, for log collectors "
+        "(env TRITON_OPERATOR_LOG_FORMAT)",
+    )
     add_leader_election_arguments(run)
     from triton_operator.staging.main import add_arguments as add_stage_arguments
 
@@ -149,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             health_port=args.health_port,
             leader_election=leader_election,
             models_gate=verdict.models_gate,
+            log_format=args.log_format,
         )
     if args.command == "stage":
         from triton_operator.staging.main import run as run_stage

@@ -16,49 +16,94 @@ _CAMEL_CASE = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 
 
 class Reason(enum.StrEnum):
-    """Condition (and Event) reasons shared by both kinds."""
+    """Condition and Event reasons of both kinds (one vocabulary: CONVENTIONS 4), each with its severity.
+
+    `warning` is the reason's own severity: True for a problem someone should look at (an Event with
+    it is a Warning), False for an action or progress (Normal). Declared with the reason, so the two
+    cannot drift apart (they used to be a separate list of condition states).
+    """
+
+    warning: bool
+
+    def __new__(cls, value: str, warning: bool = False) -> Reason:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.warning = warning
+        return member
 
     # Ready / Available
     ALL_REPLICAS_READY = "AllReplicasReady"
-    REPLICAS_NOT_READY = "ReplicasNotReady"
+    REPLICAS_NOT_READY = "ReplicasNotReady", True
     WAITING_FOR_REPLICAS = "WaitingForReplicas"
     WAITING_FOR_SERVER = "WaitingForServer"
     SCALED_TO_ZERO = "ScaledToZero"
     MINIMUM_REPLICAS_AVAILABLE = "MinimumReplicasAvailable"
-    NO_REPLICAS_AVAILABLE = "NoReplicasAvailable"
+    NO_REPLICAS_AVAILABLE = "NoReplicasAvailable", True
     # Progressing
     RECONCILING = "Reconciling"
     ROLLING_OUT = "RollingOut"
     ROLLOUT_COMPLETE = "RolloutComplete"
-    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded", True
+    # Events only: a TritonServer's replicas changed (kubectl scale, an autoscaler, the spec).
+    SCALED = "Scaled"
     # Degraded (or why not Ready)
     AS_EXPECTED = "AsExpected"
-    INVALID_SPEC = "InvalidSpec"
-    APPLY_FAILED = "ApplyFailed"
-    MISSING_REFERENCE = "MissingReference"
-    UNSCHEDULABLE = "Unschedulable"
-    IMAGE_PULL_FAILED = "ImagePullFailed"
-    CRASH_LOOPING = "CrashLooping"
-    TRITON_ERROR = "TritonError"
+    INVALID_SPEC = "InvalidSpec", True
+    APPLY_FAILED = "ApplyFailed", True
+    MISSING_REFERENCE = "MissingReference", True
+    UNSCHEDULABLE = "Unschedulable", True
+    IMAGE_PULL_FAILED = "ImagePullFailed", True
+    CRASH_LOOPING = "CrashLooping", True
+    TRITON_ERROR = "TritonError", True
     # TritonModel
-    SERVER_NOT_FOUND = "ServerNotFound"
-    SERVER_NOT_READY = "ServerNotReady"
+    SERVER_NOT_FOUND = "ServerNotFound", True
+    SERVER_NOT_READY = "ServerNotReady", True
     STAGING = "Staging"
     LOADING = "Loading"
     LOADED = "Loaded"
-    LOAD_FAILED = "LoadFailed"
+    # Events only: the model was unloaded from its replicas (deleted).
+    UNLOADED = "Unloaded"
+    LOAD_FAILED = "LoadFailed", True
     STAGED = "Staged"
-    STAGING_FAILED = "StagingFailed"
+    STAGING_FAILED = "StagingFailed", True
     # Staging failures: the reasons `triton-operator stage` writes (staging.errors.REASONS).
-    INTERNAL_ERROR = "InternalError"
-    INVALID_ARGUMENTS = "InvalidArguments"
-    SOURCE_UNAVAILABLE = "SourceUnavailable"
-    SOURCE_NOT_FOUND = "SourceNotFound"
-    ACCESS_DENIED = "AccessDenied"
-    DIGEST_MISMATCH = "DigestMismatch"
-    CONFIG_REJECTED = "ConfigRejected"
-    TOO_LARGE = "TooLarge"
-    INVALID_ARTIFACT = "InvalidArtifact"
+    INTERNAL_ERROR = "InternalError", True
+    INVALID_ARGUMENTS = "InvalidArguments", True
+    SOURCE_UNAVAILABLE = "SourceUnavailable", True
+    SOURCE_NOT_FOUND = "SourceNotFound", True
+    ACCESS_DENIED = "AccessDenied", True
+    DIGEST_MISMATCH = "DigestMismatch", True
+    CONFIG_REJECTED = "ConfigRejected", True
+    TOO_LARGE = "TooLarge", True
+    INVALID_ARTIFACT = "InvalidArtifact", True
+    # Rollouts: the decisions of rollout.machine.RolloutReason and rollout.traffic that are Events.
+    CANARY_STARTED = "CanaryStarted"
+    CANARY_REPLACED = "CanaryReplaced"
+    CANARY_WITHDRAWN = "CanaryWithdrawn"
+    STEP_ADVANCED = "StepAdvanced"
+    PROMOTED = "Promoted"
+    PROMOTED_BY_COMMAND = "PromotedByCommand"
+    ROLLED_BACK = "RolledBack", True
+    ABORTED_BY_COMMAND = "AbortedByCommand", True
+    RETRIED = "Retried"
+    COMMAND_IGNORED = "CommandIgnored"
+    ROLLED_OUT_IMMEDIATELY = "RolledOutImmediately"
+    EXPERIMENT_RUNNING = "ExperimentRunning"
+    # Gateway routes and copies (reconcile.gateway, reconcile.split)
+    ACCEPTED = "Accepted"
+    GATEWAY_NOT_FOUND = "GatewayNotFound", True
+    GATEWAY_API_MISSING = "GatewayAPIMissing", True
+    ROUTE_CONFLICT = "RouteConflict", True
+    ROUTE_APPLY_FAILED = "RouteApplyFailed", True
+    COPY_CONFLICT = "CopyConflict", True
+
+
+def is_warning(reason: str, default: bool) -> bool:
+    """A reason's severity; `default` for a reason outside the vocabulary (a gateway's own, say)."""
+    try:
+        return Reason(reason).warning
+    except ValueError:
+        return default
 
 
 class DecidedCondition(NamedTuple):

@@ -16,6 +16,7 @@ import kopf
 from triton_operator import election, handlers, opmetrics
 from triton_operator.handlers.loops import ObjectLoops
 from triton_operator.kube.rest import new_api_client
+from triton_operator.logrefs import ObjectNames
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,29 @@ class _QuietEventHandlers(logging.Filter):
         return not (
             message.endswith("succeeded.") and any(f"Handler '{h}'" in message for h in QUIET_HANDLERS)
         )
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def configure_logging(log_format: str = "text") -> None:
+    """INFO and up on stderr, in kopf's full text format or as JSON lines; each line about an object
+    names it (logrefs); no line per health probe (aiohttp's access log: a kubelet probes every few
+    seconds, tens of thousands of lines a day that say nothing)."""
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
+    json_lines = log_format == "json"
+    # kopf's CLI sets up logging itself; embedded, it is ours to do. Its own object prefix ([ns/name])
+    # is off: ObjectNames writes `Kind namespace/name: ` on every line about an object, kopf's or ours.
+    kopf.configure(
+        verbose=False,
+        log_format=kopf.LogFormat.JSON if json_lines else kopf.LogFormat.FULL,
+        log_prefix=False,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ObjectNames(json=json_lines))
+    logging.getLogger("kopf.objects").addFilter(_QuietEventHandlers())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -47,13 +71,13 @@ def run_operator(
     health_port: int,
     leader_election: LeaderElection | None = None,
     models_gate: bool = True,
+    log_format: str = "text",
 ) -> int:
     """Block until the operator is told to stop (SIGTERM/SIGINT); returns the exit status.
 
-    `models_gate`: render and open the Triton pods' models-loaded readiness gate (its RBAC is granted)."""
-    # kopf's CLI sets up logging itself; embedded, it is ours to do (INFO, kopf's format with object refs).
-    kopf.configure(verbose=False, log_format=kopf.LogFormat.FULL)
-    logging.getLogger("kopf.objects").addFilter(_QuietEventHandlers())
+    `models_gate`: render and open the Triton pods' models-loaded readiness gate (its RBAC is granted).
+    `log_format`: "text" (kopf's full format) or "json" (one JSON object a line, kopf's JSON format)."""
+    configure_logging(log_format)
     handlers.register()
     opmetrics.start_server(health_address, health_port + 1)
     run: dict[str, Any] = {

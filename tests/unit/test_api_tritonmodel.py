@@ -238,19 +238,22 @@ def test_kubectl_niceties() -> None:
         "Ready",
         "Server",
         "Version",
-        "Stable",
         "Canary",
         "Weight",
+        "Split-Of",
         "Loaded",
         "Req/s",
         "P99ms",
         "Age",
     ]
-    assert (columns["Stable"], columns["Canary"], columns["Weight"]) == (
-        ".status.rollout.stableVersion",
-        ".status.rollout.canaryVersion",
-        ".status.rollout.canaryWeight",
+    # Canary and weight from status.traffic's canary entry: there only while a canary is on its way (or
+    # rolled back), so a model at rest shows none (status.rollout keeps the last rollout's 1/1/100).
+    assert (columns["Canary"], columns["Weight"]) == (
+        '.status.traffic[?(@.role=="canary")].version',
+        '.status.traffic[?(@.role=="canary")].desiredWeight',
     )
+    # A copy placed by a Gateway split names the model it is a copy of (reconcile.split's label).
+    assert columns["Split-Of"] == ".metadata.labels.tritonoperator\\.dev/split-of"
     assert columns["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
     nodes = _nodes(version["schema"]["openAPIV3Schema"])
     for path in columns.values():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, cast
 
-import kopf
 import pytest
 from triton_operator.api.common import ConditionStatus
 from triton_operator.conditions import DecidedCondition, set_conditions, with_kstatus
@@ -107,11 +106,18 @@ def test_warning_events_are_for_problems_not_progress(
 
 
 class RecordingKube:
-    """Kube.patch_status applying a JSON merge patch to the object, as the apiserver does."""
+    """Kube.patch_status applying a JSON merge patch to the object, as the apiserver does; the Events
+    posted (kube.events) kept in `events`."""
 
     def __init__(self, body: dict[str, Any]) -> None:
         self.body = body
         self.patches: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+
+    def create(self, kind: str, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+        assert kind == "Event"
+        self.events.append(obj)
+        return obj
 
     def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         self.patches.append(status)
@@ -181,11 +187,11 @@ def test_next_decision_at_goes_once_the_rollout_ended() -> None:
     assert kube.patches[1]["rollout"]["nextDecisionAt"] is None
 
 
-def test_reconciling_and_stalled_flips_are_no_events_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One Event per condition flip, but Reconciling and Stalled only restate Ready/Degraded/Progressing
-    for kstatus: their flips would repeat the same reason in a second and third Event."""
-    sent: list[tuple[str, str]] = []
-    monkeypatch.setattr(kopf, "event", lambda body, type, reason, message: sent.append((type, message)))
+def test_reconciling_and_stalled_flips_are_no_events_of_their_own() -> None:
+    """Reconciling and Stalled only restate Ready/Degraded/Progressing for kstatus, and Ready and Degraded
+    turning False/True for one cause are one problem: a rollback is one Warning Event with its reason
+    (it was one Event per condition flip: "Degraded is True: ..." and "Ready is False: ..." for the same
+    rollback, issue 25)."""
     serving = with_kstatus(
         [
             DecidedCondition("Ready", ConditionStatus.TRUE, "Loaded", "ready on 2/2"),
@@ -206,5 +212,6 @@ def test_reconciling_and_stalled_flips_are_no_events_of_their_own(monkeypatch: p
     after = set_conditions(before, rolled_back, 1, T1)
     assert {c["type"]: c["status"] for c in after}["Stalled"] == "True"
     write_status(cast(Kube, kube), "TritonModel", kube.body, {"conditions": after}, ["conditions"])
-    assert sorted(m.split(" is ")[0] for _, m in sent) == ["Degraded", "Ready"]
-    assert all(t == "Warning" for t, _ in sent)
+    assert [(e["type"], e["reason"], e["message"]) for e in kube.events] == [
+        ("Warning", "RolledBack", "Rolled back to 1.")
+    ]

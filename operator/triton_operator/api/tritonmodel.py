@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from triton_operator.api.common import (
+    GROUP,
     ApiModel,
     Condition,
     LocalObjectReference,
@@ -1154,6 +1155,9 @@ class TritonModelStatus(StatusModel):
 
 
 _READY = '.status.conditions[?(@.type=="Ready")]'
+_CANARY = '.status.traffic[?(@.role=="canary")]'
+# The label reconcile.split puts on each copy (SPLIT_OF_LABEL), its dots escaped for JSONPath.
+_SPLIT_OF = GROUP.replace(".", "\\.") + "/split-of"
 
 TRITONMODEL = register_kind(
     KindInfo(
@@ -1168,10 +1172,18 @@ TRITONMODEL = register_kind(
             PrinterColumn("Ready", "string", f"{_READY}.status", "Whether every replica serves the model."),
             PrinterColumn("Server", "string", ".spec.serverRef.name", "The TritonServer."),
             PrinterColumn("Version", "integer", ".status.servedVersion", "Version served."),
-            PrinterColumn("Stable", "string", ".status.rollout.stableVersion", "Stable version of a canary."),
-            PrinterColumn("Canary", "string", ".status.rollout.canaryVersion", "Version being rolled out."),
+            # From status.traffic's canary entry, which exists only while a canary is on its way (or was
+            # rolled back): empty at rest. status.rollout keeps the last rollout's versions and weight
+            # after it ended (a model at rest read "1 1 100"); VERSION is the stable version meanwhile.
+            PrinterColumn("Canary", "string", f"{_CANARY}.version", "Version being rolled out, if any."),
             PrinterColumn(
-                "Weight", "integer", ".status.rollout.canaryWeight", "Canary's percent of traffic."
+                "Weight", "integer", f"{_CANARY}.desiredWeight", "Canary's percent of the traffic, if any."
+            ),
+            PrinterColumn(
+                "Split-Of",
+                "string",
+                f".metadata.labels.{_SPLIT_OF}",
+                "A copy placed on SERVER by a split through a Gateway: the TritonModel it is a copy of.",
             ),
             PrinterColumn("Loaded", "string", ".status.loaded", "Replicas with the model ready."),
             PrinterColumn("Req/s", "number", ".status.metrics.requestRate", "Requests per second."),

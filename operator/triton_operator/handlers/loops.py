@@ -22,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from triton_operator.logrefs import about
+
 log = logging.getLogger(__name__)
 
 Body = Mapping[str, Any]
@@ -59,6 +61,23 @@ def _newer(candidate: Body | None, current: Body) -> bool:
         return int(candidate["metadata"]["resourceVersion"]) > int(current["metadata"]["resourceVersion"])
     except (KeyError, TypeError, ValueError):
         return False  # not comparable (no resourceVersion): keep what came last
+
+
+def _named(loop_key: LoopKey) -> str:
+    """`Kind namespace/name`, as every log line names an object (logrefs)."""
+    kind, key = loop_key
+    if isinstance(key, tuple) and len(key) == 2:
+        return f"{kind} {key[0]}/{key[1]}"
+    return f"{kind} {key}"
+
+
+def _pass_about(
+    loop_key: LoopKey, refresh: Refresh, body: Body, should_stop: Callable[[], bool]
+) -> Body | None:
+    """One pass with its log lines naming the object (logrefs)."""
+    meta = body.get("metadata") or {}
+    with about(loop_key[0], str(meta.get("namespace") or ""), str(meta.get("name") or "")):
+        return refresh(body, should_stop)
 
 
 def spec_or_commands_changed(old: Body, new: Body) -> bool:
@@ -185,9 +204,9 @@ class ObjectLoops:
 
         written: Body | None = None
         try:
-            written = entry.context.copy().run(kind.refresh, body, should_stop)
+            written = entry.context.copy().run(_pass_about, loop_key, kind.refresh, body, should_stop)
         except Exception as exc:  # the loop must survive anything one pass does
-            log.warning(f"{loop_key[0]} {loop_key[1]}: pass failed, retrying next period: {exc}")
+            log.warning(f"{_named(loop_key)}: pass failed, retrying next period: {exc}")
         with self._cond:
             entry.queued = entry.started = False
             entry.passes += 1

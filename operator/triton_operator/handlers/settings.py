@@ -47,7 +47,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.persistence.finalizer = FINALIZER
-    settings.posting.level = 20  # INFO and above become Events only through kopf.event (ours)
+    # Events are the operator's own (kube.events, From: triton-operator, aggregated); kopf posts none,
+    # not even its handlers' log lines.
+    settings.posting.enabled = False
     settings.watching.server_timeout = 300
     settings.execution.max_workers = KOPF_WORKERS
     kube = Kube(new_api_client())

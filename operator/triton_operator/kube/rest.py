@@ -60,6 +60,7 @@ KINDS = {
     "PodDisruptionBudget": Kind("policy/v1", "poddisruptionbudgets"),
     "Job": Kind("batch/v1", "jobs"),
     "Pod": Kind("v1", "pods"),
+    "Event": Kind("v1", "events"),
     "TritonServer": Kind("tritonoperator.dev/v1alpha1", "tritonservers"),
     "TritonModel": Kind("tritonoperator.dev/v1alpha1", "tritonmodels"),
     "HTTPRoute": Kind("gateway.networking.k8s.io/v1", "httproutes"),
@@ -155,6 +156,21 @@ class Kube:
             query={"fieldManager": FIELD_MANAGER, "force": "true"},
             body=dict(obj),
             content_type="application/apply-patch+yaml",
+        )
+        return result
+
+    def create(self, kind: str, namespace: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """POST a new object (no apply: an Event is written once, then only its count moves)."""
+        result: dict[str, Any] = self._call("POST", KINDS[kind].path(namespace), body=dict(obj))
+        return result
+
+    def merge_patch(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """JSON merge patch of an object (not its status)."""
+        result: dict[str, Any] = self._call(
+            "PATCH",
+            KINDS[kind].path(namespace, name),
+            body=dict(patch),
+            content_type="application/merge-patch+json",
         )
         return result
 

@@ -28,6 +28,7 @@ from triton_operator.api.common import (
 from triton_operator.api.tritonmodel import ModelConditionType, ReplicaState, TritonModelSpec
 from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.conditions import DecidedCondition, Reason, set_conditions, with_kstatus
+from triton_operator.kube.events import WARNING, Event, recorder_for
 from triton_operator.kube.rest import Kube
 from triton_operator.observe.model import (
     SERVER_GRACE_S,
@@ -846,6 +847,6 @@ class ModelReconciler:
             f"Removing the model's files failed ({outcome.message}); retrying in {REMOVAL_RETRY_S:.0f} s. "
             "To delete it and keep the files, set spec.keepFilesOnDelete to true."
         )
-        kopf.event(cast(kopf.Body, body), type="Warning", reason=reason, message=message)
+        recorder_for(self.kube).record({"kind": KIND, **body}, Event(WARNING, reason, message))
         self.kube.delete("Job", body["metadata"]["namespace"], job_name)
         return kopf.TemporaryError(f"{reason}: {outcome.message}", delay=REMOVAL_RETRY_S)

@@ -1,26 +1,17 @@
-"""Writing a custom resource's status: only when it says something new; Events on transitions."""
+"""Writing a custom resource's status: only when it says something new; the Events its story tells."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
-
-import kopf
+from typing import Any
 
 from triton_operator.conditions import rfc3339
+from triton_operator.kube.events import recorder_for
 from triton_operator.kube.rest import Kube
+from triton_operator.reconcile.story import is_problem, story, transitions
 
-# Conditions whose "bad" status makes a transition a Warning event.
-_BAD = {
-    "Ready": "False",
-    "Available": "False",
-    "Degraded": "True",
-    "Staged": "False",
-    "Loaded": "False",
-    "Routed": "False",
-}
-
+__all__ = ["is_problem", "transitions", "write_status"]  # the story's tests read them here too
 
 # The CRDs' limit on a condition's message (Condition.message, in bytes as the apiserver counts them).
 CONDITION_MESSAGE_MAX_BYTES = 32768
@@ -72,65 +63,6 @@ def stamp_metrics(new: dict[str, Any], old: Mapping[str, Any], when: dt.datetime
     metrics["refreshedAt"] = kept or rfc3339(when)
 
 
-# Reasons of a not-yet state that time fixes (files being staged, a model loading, a router being put
-# in place, copies being placed): progress, so Normal Events, whatever the condition.
-PROGRESS_REASONS = frozenset(
-    {
-        "Staging",
-        "Loading",
-        "Reconciling",
-        "CanaryLoading",
-        "RouterLoading",
-        "PlacingCopies",
-        "WaitingForGateway",
-        "WaitingForReplicas",
-        "WaitingForServer",
-    }
-)
-
-
-def is_problem(cond: Mapping[str, Any], conditions: Sequence[Mapping[str, Any]]) -> bool:
-    """Whether a condition's new status is a problem (a Warning Event) rather than normal progress.
-
-    Not Ready for the very reason it is Progressing (a rollout's step), or not Available while
-    Progressing, and not Degraded, is progress, not a problem: Warning Events are for what someone
-    should look at.
-    """
-    if _BAD.get(str(cond.get("type"))) != cond.get("status"):
-        return False
-    if cond.get("reason") in PROGRESS_REASONS:
-        return False
-    if cond.get("type") not in ("Ready", "Available"):
-        return True
-    state = {c.get("type"): c for c in conditions}
-    progressing, degraded = state.get("Progressing") or {}, state.get("Degraded") or {}
-    rolling = progressing.get("status") == "True"
-    # Not Available while rolling out (a fresh server's first seconds) is progress too; once rolled out,
-    # losing every replica is an outage and warns.
-    in_progress = rolling and (
-        cond.get("type") == "Available" or progressing.get("reason") == cond.get("reason")
-    )
-    return not (in_progress and degraded.get("status") != "True")
-
-
-# Conditions that only restate others for kstatus (Flux): a flip of theirs is no Event of its own (the
-# Degraded, Ready or Progressing flip that caused it has one, with the same reason).
-NO_EVENTS = frozenset({"Reconciling", "Stalled"})
-
-
-def evented(transitioned: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The transitions that become Events: all but those of NO_EVENTS' conditions."""
-    return [c for c in transitioned if c.get("type") not in NO_EVENTS]
-
-
-def transitions(
-    old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]
-) -> list[Mapping[str, Any]]:
-    """Conditions whose status or reason changed (or that are new)."""
-    before = {c.get("type"): (c.get("status"), c.get("reason")) for c in old}
-    return [c for c in new if before.get(c.get("type")) != (c.get("status"), c.get("reason"))]
-
-
 def with_removals(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """`new` as a JSON merge patch over `old`: a key of a nested object that `new` no longer has is sent
     as null, or the merge would keep it. Used for status.metrics: an idle model's figures leave out
@@ -165,7 +97,7 @@ def _drop_gone_keys(patch: dict[str, Any], old: Mapping[str, Any], new: Mapping[
 def write_status(
     kube: Kube, kind: str, body: Mapping[str, Any], new: dict[str, Any], owned_fields: Sequence[str]
 ) -> dict[str, Any] | None:
-    """Patch status when it differs from what is there; emit an Event per condition transition.
+    """Patch status when it differs from what is there; post the Events of what changed (story.py).
 
     `new` holds every field the operator owns (the whole conditions list, as merge-patch replaces
     lists). Fields it no longer reports are removed by sending null. Returns the object as written,
@@ -184,12 +116,8 @@ def write_status(
         patch[key] = None
     meta = body["metadata"]
     written = kube.patch_status(kind, meta["namespace"], meta["name"], patch)
-    for cond in evented(transitions(old.get("conditions") or [], new.get("conditions") or [])):
-        bad = is_problem(cond, new.get("conditions") or [])
-        kopf.event(
-            cast(kopf.Body, body),
-            type="Warning" if bad else "Normal",
-            reason=str(cond.get("reason")),
-            message=f"{cond.get('type')} is {cond.get('status')}: {cond.get('message')}",
-        )
+    recorder = recorder_for(kube)
+    spec: Mapping[str, Any] = body.get("spec") or {}
+    for event in story(kind, old, new, spec):
+        recorder.record({"kind": kind, **body}, event)
     return written
