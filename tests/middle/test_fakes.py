@@ -73,6 +73,10 @@ def test_generation_moves_with_the_spec_and_resource_version_with_every_write() 
     with pytest.raises(ApiException) as missing:
         kube.patch_status("Deployment", "ns", "gone", {})
     assert missing.value.status == 404
+    kube.refusals["Deployment"] = ApiException(status=422, reason="Invalid")
+    with pytest.raises(ApiException) as refused:
+        kube.apply(deployment(image="triton:3"))
+    assert refused.value.status == 422 and kube.calls[-1].verb == "refused"
 
 
 def test_deleting_an_owner_collects_its_dependents_and_a_job_gets_its_pod() -> None:

@@ -49,6 +49,8 @@ class FakeKube(FakeControllers, Kube):
         self.calls: list[Call] = []
         self.watchers: list[Watcher] = []
         self.served: dict[str, Names] = {}  # group version -> resources (discovery)
+        # kind -> the error the API server answers every apply of that kind with (a webhook, a quota).
+        self.refusals: dict[str, ApiException] = {}
         self._versions = itertools.count(1)
         self._uids = itertools.count(1)
 
@@ -85,6 +87,9 @@ class FakeKube(FakeControllers, Kube):
         kind, meta = obj["kind"], obj["metadata"]
         if kind not in KINDS:
             raise NotImplementedError(f"FakeKube: unknown kind {kind}")
+        if kind in self.refusals:
+            self.calls.append(Call("refused", kind, meta["name"]))
+            raise self.refusals[kind]
         key = (kind, meta.get("namespace") or "", meta["name"])
         old = self.objects.get(key)
         applied = {k: copy.deepcopy(v) for k, v in obj.items() if k != "status"}

@@ -84,6 +84,8 @@ class Tally:
     loads: list[tuple[str, str]] = field(default_factory=list)
     router_loads: list[tuple[str, str]] = field(default_factory=list)
     out_of_service: list[str] = field(default_factory=list)
+    applies: list[str] = field(default_factory=list)  # the servers' Deployments applied (again)
+    rounds: int = 0  # rounds of passes run
 
 
 class World:
@@ -102,6 +104,7 @@ class World:
         self.restarts = 0
         self._ready: dict[str, bool] = {}  # pod -> Ready, as last seen
         self._out_of_service: list[str] = []
+        self.rounds_run = 0
         self.traffic: Callable[[World], None] | None = None  # what clients send each round
         # The restart measure: the checkpoint where the operator restarts, and the tally at each.
         self.restart_at: str | None = None
@@ -284,8 +287,10 @@ class World:
                     self.kube.patch_status(kind, NS, route["metadata"]["name"], {"parents": parents})
 
     def round(self, *, jobs: bool = True) -> None:
-        """One turn of everything: server passes, pods started, model passes (copies after their
-        parents), then (with `jobs`) every staging Job finishes."""
+        """One turn of everything: clients send requests (`traffic`), server passes, pods started,
+        routes accepted, model passes (copies after their parents), then (with `jobs`) every staging
+        Job finishes."""
+        self.rounds_run += 1
         if self.traffic is not None:
             self.traffic(self)
         for server in self.names("TritonServer"):
@@ -358,7 +363,10 @@ class World:
             p["metadata"]["name"]: ips.get(p["status"].get("podIP"), "") for p in self.kube.list("Pod", NS)
         }
         tally = Tally(
-            jobs=self.kube.created("Job"), out_of_service=[pods.get(p, p) for p in self._out_of_service]
+            jobs=self.kube.created("Job"),
+            out_of_service=[pods.get(p, p) for p in self._out_of_service],
+            applies=[c.name for c in self.kube.calls if c.verb == "apply" and c.kind == "Deployment"],
+            rounds=self.rounds_run,
         )
         for n, triton in enumerate(self.every_triton):
             for model, with_files in triton.loads:
