@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.scenario import NS, World
+from tests.support.scenario import NS, World, model_spec
 from tests.support.scenarios import (
     MODEL,
     canary,
@@ -136,3 +136,20 @@ def test_a_server_roll_loads_the_model_on_the_new_pods_without_staging_again(wor
     assert (status["loaded"], world.condition(MODEL, "Ready")[0]) == ("2/2", "True")
     assert len(world.kube.created("Job")) == 1
     assert [t.loads for t in world.tritons_of("triton")] == [[(MODEL, False)]] * 2
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_deleting_a_model_unloads_it_everywhere_and_keeps_or_removes_its_files(
+    world: World, keep: bool
+) -> None:
+    fresh_model(world)
+    world.set_spec("TritonModel", MODEL, model_spec("triton", keepFilesOnDelete=keep))
+    done = world.delete_model(MODEL)
+    tritons = world.tritons_of("triton")
+    assert [t.unloads for t in tritons] == [[MODEL]] * 2 and all(not t.loaded for t in tritons)
+    removals = [j for j in world.kube.created("Job") if "-remove-" in j]
+    assert (done, len(removals)) == ((True, 0) if keep else (False, 1))  # the removal Job runs first
+    world.finish_jobs()
+    assert done or world.delete_model(MODEL)
+    assert world.names("TritonModel") == [] and world.kube.list("Job", NS) == []
+    assert world.repositories["triton"].versions[MODEL] == ({1} if keep else set())

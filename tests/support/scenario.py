@@ -266,6 +266,16 @@ class World:
         body = self.body("TritonServer", name)
         server_pass(self.operator.servers, body, lambda: False)
 
+    def delete_model(self, name: str) -> bool:
+        """`kubectl delete tritonmodel`: the finalizer's handler (`ModelReconciler.delete`) runs until it
+        is done, as kopf calls it again after each TemporaryError; then the object goes. Done or not."""
+        try:
+            self.operator.models.delete(self.body("TritonModel", name))
+        except kopf.TemporaryError:
+            return False
+        self.kube.delete("TritonModel", NS, name)
+        return True
+
     def model_pass(self, name: str) -> None:
         with contextlib.suppress(kopf.PermanentError):  # reported in status, as the model's loop does
             self.operator.models.reconcile(self.body("TritonModel", name))
