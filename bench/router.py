@@ -104,17 +104,19 @@ def measure(
     args = [
         str(pa), "-m", model, "-x", "1", "-u", url, "-i", protocol,
         f"--concurrency-range={concurrency}:{concurrency}", f"--measurement-interval={window_ms}",
-        # Three windows and their average, whatever their spread: the side-by-side rounds judge noise.
-        "--stability-percentage=999", "--max-trials=3", "--percentile=50", "--input-data=zero",
+        # Three windows and their average, whatever their spread (perf_analyzer compares the slowest
+        # window's p50 with the fastest's): the side-by-side rounds judge noise, not perf_analyzer.
+        "--stability-percentage=100000", "--max-trials=3", "--percentile=50", "--input-data=zero",
         "-f", str(csv_path),
     ]  # fmt: skip
     for attempt in range(3):
-        # perf_analyzer still gives up now and then on a busy machine (a window it finds no figures
-        # in, however wide the band): such a run is run again.
+        # A window in which no request completed (a stall of the shared machine) is no measurement to
+        # perf_analyzer, however wide the band: such a run is run again.
         done = subprocess.run(args, capture_output=True, text=True, timeout=120 + 6 * window_ms / 1000)
         if done.returncode == 0:
             break
-        if attempt == 2 or "stable measurement" not in done.stdout:
+        stalled = "stable measurement" in done.stdout or "No valid requests" in done.stdout
+        if attempt == 2 or not stalled:
             tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-3:])
             raise RuntimeError(f"perf_analyzer on {model} ({protocol}, c{concurrency}) failed: {tail}")
     with open(csv_path, newline="") as f:

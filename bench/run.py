@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         args.rounds, args.steady_seconds, args.idle_servers = 1, 5.0, 1
         args.scale_models, args.scale_servers, args.real_models, args.rest_seconds = 6, 2, 2, 5.0
         args.window_seconds, args.concurrencies, args.split_requests = 0.5, "1", 400
-        args.router_window_ms = 200
+        args.router_window_ms = 500  # shorter windows may hold no request on a busy machine
         canary_steps = ((50, 2), (100, 1))
     concurrencies = tuple(int(c) for c in args.concurrencies.split(","))
 
