@@ -1,8 +1,10 @@
 """The table at the end of .ci/run: where the time went, pass or fail.
 
 Reads what the steps left in CI_REPORT_DIR: steps.tsv (name, exit status, seconds: .ci/run's steps and
-.ci/test.sh's phases), builds.tsv (name, cached|built|failed, seconds: .ci/builds.sh) and the JUnit XML of
-each pytest run (junit-*.xml): each test group's time and the 15 slowest tests.
+.ci/test.sh's phases), builds.tsv (name, cached|built|failed, seconds: .ci/builds.sh), the JUnit XML of
+each pytest run (junit-*.xml): each test group's time and the 15 slowest tests; and each run's timeline
+(timeline-*.tsv: node id, worker, start, end; .ci/pytest_phases.py): each group's wall-clock time, which is
+less than the sum of its tests' times where tests ran at once.
 
 usage: python3 .ci/report.py CI_REPORT_DIR
 """
@@ -62,6 +64,37 @@ def read_junit(path: Path) -> list[Case]:
     return cases
 
 
+def group_of(nodeid: str) -> str:
+    """tests/e2e/test_x.py::test_y -> e2e (as read_junit groups a classname)."""
+    parts = nodeid.split("::")[0].split("/")
+    return parts[1] if len(parts) > 2 and parts[0] == "tests" else "other"
+
+
+def read_timelines(report_dir: Path) -> dict[str, list[tuple[float, float]]]:
+    """Each group's tests' (start, end) spans, from every timeline-*.tsv."""
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for path in sorted(report_dir.glob("timeline-*.tsv")):
+        for fields in read_tsv(path):
+            if len(fields) != 4:
+                continue
+            try:
+                start, end = float(fields[2]), float(fields[3])
+            except ValueError:
+                continue
+            spans.setdefault(group_of(fields[0]), []).append((start, end))
+    return spans
+
+
+def covered(spans: list[tuple[float, float]]) -> float:
+    """Seconds during which at least one span was open (overlaps counted once)."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
 def status(code: str) -> str:
     return {"0": "ok", "5": "no tests"}.get(code, f"FAILED ({code})")
 
@@ -107,6 +140,12 @@ def render(report_dir: Path) -> str:
             total = sum(c.seconds for c in members)
             tests = "test " if len(members) == 1 else "tests"
             out.append(f"  {group:<14} {len(members):>5} {tests} {total:>9.1f} s  {note}".rstrip())
+        timelines = read_timelines(report_dir)
+        if timelines:
+            out.append("")
+            out.append("test groups by the wall clock (while any of their tests ran; tests ran at once):")
+            for group, spans in sorted(timelines.items(), key=lambda kv: -covered(kv[1])):
+                out.append(f"  {group:<14} {covered(spans):>21.1f} s")
         out.append("")
         out.append(f"the {min(SLOWEST, len(cases))} slowest tests:")
         for c in sorted(cases, key=lambda c: -c.seconds)[:SLOWEST]:

@@ -58,7 +58,8 @@ from tests.support.models import FAILING_PY
 from tests.support.objects import apply, credentials_secret, get_cr, server_pods, tritonserver
 from tests.support.scorer import MODEL, canary_model, publish
 
-pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
+# alone: its faults restart the apiserver, kill the operator and Tritons of the sandbox every test shares.
+pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.alone]
 
 CONVERGE_BOUND_S = 180.0
 DEFAULT_KILLS = 3

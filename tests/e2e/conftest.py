@@ -3,6 +3,12 @@
 The `sandbox` fixture moves the test process into the sandbox's network namespace (see cluster.enter).
 
 Set SANDBOX_KEEP=1 to leave the `test` sandbox running after the session (faster reruns).
+
+Several pytest processes may use one sandbox at once (make test's e2e workers, pytest-xdist; or two
+sessions with the same E2E_SANDBOX): the sandbox and the chart-installed operator are set up by the first
+process that needs them and torn down by the last one done (tests/support/shared_use.py). Each test owns
+its namespace; what must not overlap with anything is marked `alone`, and make test's scheduler keeps to
+two the modules on the sandbox at once (.ci/pytest_phases.py).
 """
 
 from __future__ import annotations
@@ -21,11 +27,16 @@ import pytest
 from kubernetes import client, config
 
 from sandbox import cluster
-from sandbox.config import REPO_ROOT, SandboxConfig
+from sandbox.config import CACHE_ROOT, REPO_ROOT, SandboxConfig
 from tests.e2e import kube
 from tests.e2e.incluster import ChartOperator
 from tests.support.chart import helm_binary
 from tests.support.s3server import free_port_pair
+from tests.support.shared_use import SharedUse
+
+# Who uses which sandbox (and its operator) right now: outside the sandboxes' own folders, which
+# `sandbox down` removes.
+SESSIONS_DIR = CACHE_ROOT / "e2e-sessions"
 
 
 @dataclass
@@ -59,21 +70,29 @@ class Sandbox:
         return proc
 
 
+def shared(cfg: SandboxConfig, what: str) -> SharedUse:
+    return SharedUse(SESSIONS_DIR / f"{cfg.name}.{what}")
+
+
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:
     # E2E_SANDBOX lets two sessions (say, two developers' runs) use separate clusters side by side.
     cfg = SandboxConfig.from_env(os.environ.get("E2E_SANDBOX", "test"))
     helm_binary()  # built (or found cached) before entering the namespace: no registry in there
-    bins = cluster.up(cfg)
+    users = shared(cfg, "sandbox")
+    with users.locked():  # the first process starts it; the others find it running (up is idempotent)
+        bins = cluster.up(cfg)
+        users.join()
     # From here on this process (its main thread, which runs the tests) and everything it starts (the
     # operator, kubectl, client threads) is inside the sandbox's network namespace: pod IPs and
     # ClusterIPs answer as they would in a cluster. Threads started before stay outside.
     cluster.enter(cfg)
     api = config.new_client_from_config(config_file=str(cfg.kubeconfig))
     yield Sandbox(cfg=cfg, bin_dir=bins.dir, api=api)
-    if os.environ.get("SANDBOX_KEEP") != "1":
-        leftovers = cluster.down(cfg)
-        assert not leftovers, f"sandbox teardown left {leftovers}"
+    with users.locked():
+        if users.leave() and os.environ.get("SANDBOX_KEEP") != "1":  # the last one out stops it
+            leftovers = cluster.down(cfg)
+            assert not leftovers, f"sandbox teardown left {leftovers}"
 
 
 class Operator(Protocol):
@@ -174,18 +193,26 @@ class OperatorProcess:
 @pytest.fixture(scope="session")
 def crds(sandbox: Sandbox) -> None:
     """The project's CRDs, applied as a user would (kubectl apply -f crds/), and established."""
-    sandbox.kubectl("apply", "-f", str(REPO_ROOT / "crds"))
-    sandbox.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    with shared(sandbox.cfg, "sandbox").locked():  # one apply at a time: concurrent ones may conflict
+        sandbox.kubectl("apply", "-f", str(REPO_ROOT / "crds"))
+        sandbox.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
 
 
 @pytest.fixture(scope="session")
 def operator(sandbox: Sandbox, crds: None) -> Iterator[ChartOperator]:
     """One operator for the session, installed by `helm install` from charts/ into its own namespace and
-    running under the chart's ServiceAccount (see incluster.py); a test that restarts it gets it back."""
+    running under the chart's ServiceAccount (see incluster.py); a test that restarts it gets it back.
+    Processes sharing the sandbox share it: the first installs it, the last one done uninstalls it."""
     installed = ChartOperator(sandbox, helm_binary())
-    installed.start()
+    users = shared(sandbox.cfg, "operator")
+    with users.locked():
+        if not users.join():
+            installed.installed = True  # by another process: start() waits for its ready pod
+        installed.start()
     yield installed
-    installed.uninstall()
+    with users.locked():
+        if users.leave():
+            installed.uninstall()
 
 
 @pytest.fixture

@@ -28,7 +28,8 @@ from tests.support.load import Load, service_clients
 from tests.support.objects import apply, credentials_secret, get_cr, tritonmodel, tritonserver
 from tests.support.scorer import MODEL, publish
 
-pytestmark = pytest.mark.e2e
+# alone: it uninstalls, downgrades and upgrades the session's operator (and its CRDs).
+pytestmark = [pytest.mark.e2e, pytest.mark.alone]
 
 # The previous release: `helm package` of charts/triton-operator at commit 48a06b4 (before the Gateway
 # API fields and the Lease election), as a platform team would have it from a chart repository.

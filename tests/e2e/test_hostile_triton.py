@@ -63,7 +63,8 @@ from tests.e2e import kube
 from tests.e2e.conftest import Sandbox
 from tests.e2e.incluster import ChartOperator
 
-pytestmark = pytest.mark.e2e
+# alone: its bounds are a status period plus a probe timeout; it ties up the operator's workers on purpose.
+pytestmark = [pytest.mark.e2e, pytest.mark.alone]
 
 GROUP, VERSION = "tritonoperator.dev", "v1alpha1"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "sandbox", "AWS_SECRET_ACCESS_KEY": "sandbox-secret"}

@@ -18,6 +18,9 @@ from tests.support.s3server import free_port_pair
 INSTALL = REPO_ROOT / "manifests" / "install.yaml"
 OPERATOR_SA = "system:serviceaccount:triton-operator:triton-operator"
 RBAC_KINDS = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+# The session's chart release first: these tests apply install.yaml's RBAC over the release's objects (the
+# same names), and a `helm install` after them (by a process sharing the sandbox) would refuse to own them.
+pytestmark = pytest.mark.usefixtures("operator")
 
 
 @pytest.fixture(scope="module")

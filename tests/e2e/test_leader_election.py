@@ -24,7 +24,8 @@ from sandbox import cluster
 from tests.e2e import kube
 from tests.e2e.conftest import OperatorProcess, Sandbox
 
-pytestmark = pytest.mark.e2e
+# alone: takeover within lease + retry + a second or two of slack, which a loaded machine would eat.
+pytestmark = [pytest.mark.e2e, pytest.mark.alone]
 
 GROUP, VERSION, PLURAL = "tritonoperator.dev", "v1alpha1", "tritonservers"
 LEASE = "triton-operator-e2e"

@@ -97,6 +97,7 @@ def pool(sandbox: Sandbox, operator: Operator, published: None) -> Iterator[str]
     core.delete_namespace(ns)
 
 
+@pytest.mark.alone  # 2,000 requests in each 15 s window: the throughput of a machine with nothing else on it
 def test_canary_promotes_step_by_step_under_load_without_a_failed_request(
     sandbox: Sandbox, pool: str
 ) -> None:
@@ -306,6 +307,7 @@ def test_a_step_without_traffic_waits_and_says_so_then_goes_on(sandbox: Sandbox,
     assert not load.failed, load.failed[:5]
 
 
+@pytest.mark.alone  # kills the operator every test shares
 def test_an_operator_killed_mid_step_resumes_at_the_same_step(
     sandbox: Sandbox, pool: str, operator: Operator
 ) -> None:
@@ -434,6 +436,7 @@ def test_a_slow_canary_rolls_back_on_latency(sandbox: Sandbox, pool: str) -> Non
     assert degraded["reason"] == "RolledBack" and "p99" in degraded["message"], degraded
 
 
+@pytest.mark.alone  # a latency bound (5 x p99, at least 250 ms) that other tests' CPU load would threaten
 def test_loading_another_model_does_not_stall_this_ones_http_clients(sandbox: Sandbox, pool: str) -> None:
     """Repository loads go over gRPC: an HTTP load would stall every in-flight HTTP inference."""
     ns = pool

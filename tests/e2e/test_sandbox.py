@@ -197,6 +197,7 @@ def gpu_pod(name: str, gpus: int) -> dict[str, Any]:
     }
 
 
+@pytest.mark.alone  # takes every GPU of the sandbox
 def test_scheduler_enforces_gpu_capacity(sandbox: Sandbox, namespace: str) -> None:
     core = client.CoreV1Api(sandbox.api)
     capacity = sum(int((n.status.allocatable or {}).get("nvidia.com/gpu", 0)) for n in core.list_node().items)

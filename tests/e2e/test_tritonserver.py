@@ -318,6 +318,7 @@ spec: {replicas: 1, modelRepository: {size: 1Gi, retainOnDelete: false}}
     )
 
 
+@pytest.mark.alone  # stops the operator every test shares
 def test_deleting_a_server_never_waits_for_the_operator(
     sandbox: Sandbox, operator: Operator, namespace: str
 ) -> None:
