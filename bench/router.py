@@ -115,7 +115,8 @@ def measure(
         done = subprocess.run(args, capture_output=True, text=True, timeout=120 + 6 * window_ms / 1000)
         if done.returncode == 0:
             break
-        stalled = "stable measurement" in done.stdout or "No valid requests" in done.stdout
+        said = done.stdout + done.stderr
+        stalled = "stable measurement" in said or "No valid requests" in said
         if attempt == 2 or not stalled:
             tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-3:])
             raise RuntimeError(f"perf_analyzer on {model} ({protocol}, c{concurrency}) failed: {tail}")
