@@ -29,6 +29,7 @@ declare -A SCRIPT=(
   [argocd]=sandbox/build-argocd.sh
   [helm]=.ci/build-helm.sh
   [promtool]=.ci/build-promtool.sh
+  [prometheus-crds]=.ci/fetch-prometheus-crds.sh
   [router]=.ci/build-router.sh
 )
 mode=build

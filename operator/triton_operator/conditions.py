@@ -95,6 +95,11 @@ class Reason(enum.StrEnum):
     GATEWAY_API_MISSING = "GatewayAPIMissing", True
     ROUTE_CONFLICT = "RouteConflict", True
     ROUTE_APPLY_FAILED = "RouteApplyFailed", True
+    # Monitored: the server's PodMonitor (a missing kind is a cluster without the Prometheus Operator,
+    # not a fault of the server: Normal).
+    POD_MONITOR_APPLIED = "PodMonitorApplied"
+    POD_MONITOR_KIND_MISSING = "PodMonitorKindMissing"
+    POD_MONITOR_FAILED = "PodMonitorFailed", True
     COPY_CONFLICT = "CopyConflict", True
 
 

@@ -35,6 +35,13 @@ def test_lint_passes_with_defaults() -> None:
         {"serviceAccount.create": "false", "serviceAccount.name": "ops", "rbac.create": "false"},
         {"image.tag": "0.2.0-rc.1", "image.pullPolicy": "Always", "resources.limits.cpu": "1"},
         {"replicaCount": "0"},
+        {
+            "metrics.podMonitor.enabled": "true",
+            "metrics.podMonitor.labels.release": "kube-prometheus-stack",
+            "metrics.podMonitor.interval": "15s",
+            "metrics.prometheusRule.enabled": "true",
+            "metrics.prometheusRule.labels.release": "kube-prometheus-stack",
+        },
     ],
     ids=[
         "namespaced",
@@ -44,6 +51,7 @@ def test_lint_passes_with_defaults() -> None:
         "bring-your-own-rbac",
         "image-and-limits",
         "paused",
+        "monitoring",
     ],
 )
 def test_lint_passes_with_documented_options(values: dict[str, str]) -> None:
@@ -76,6 +84,12 @@ def test_lint_passes_with_documented_options(values: dict[str, str]) -> None:
         ({"leaderElection.leaseName": "Bad_Name"}, "/leaderElection/leaseName'"),
         ({"peering.enabled": "true"}, "additional properties 'peering' not allowed"),
         ({"rbac.create": "true", "rbac.secrets": "true"}, "additional properties 'secrets' not allowed"),
+        ({"metrics.podMonitor.interval": "banana"}, "/metrics/podMonitor/interval'"),
+        ({"metrics.podMonitor.labels.release": "x" * 64}, "/metrics/podMonitor/labels/release'"),
+        # helm's schema library names the key, under a wrong path; the key is what the user must fix.
+        ({"metrics.podMonitor.labels." + "k" * 64: "v"}, "invalid propertyName '" + "k" * 64),
+        ({"metrics.prometheusRule.enabled": "sometimes"}, "/metrics/prometheusRule/enabled'"),
+        ({"metrics.prometheusRule.labels.release": "a b"}, "/metrics/prometheusRule/labels/release'"),
     ],
     ids=lambda v: ",".join(v) if isinstance(v, dict) else "",
 )

@@ -39,6 +39,11 @@ WORKLOAD_RULES = [
     {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": CRUD},
     {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes", "grpcroutes"], "verbs": CRUD},
     {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gateways"], "verbs": ["get"]},
+    {
+        "apiGroups": ["monitoring.coreos.com"],
+        "resources": ["podmonitors"],
+        "verbs": ["get", "create", "update", "patch", "delete"],
+    },
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": CRUD},
     {"apiGroups": [""], "resources": ["pods"], "verbs": READ},
     {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch"]},
@@ -320,8 +325,34 @@ def test_without_leader_election_no_lease_rbac_flags_or_env() -> None:
     objects = _render(VARIANTS["no-election"])
     container = _container(objects)
     assert container["args"] == ["run", "--health-port=8080"]
-    assert [var["name"] for var in container["env"]] == ["TRITON_OPERATOR_IMAGE"]
+    assert [var["name"] for var in container["env"]] == ["TRITON_OPERATOR_IMAGE", *POD_MONITOR_ENV]
     assert not any(obj["kind"] in {"Role", "RoleBinding"} for obj in objects)
+
+
+POD_MONITOR_ENV = (
+    "TRITON_OPERATOR_POD_MONITOR",
+    "TRITON_OPERATOR_POD_MONITOR_LABELS",
+    "TRITON_OPERATOR_POD_MONITOR_INTERVAL",
+)
+
+
+def test_pod_monitor_setting_reaches_the_operator() -> None:
+    """metrics.podMonitor becomes the environment render/podmonitor.py reads (off by default)."""
+
+    def env(objects: list[dict[str, Any]]) -> dict[str, str]:
+        return {
+            var["name"]: var["value"] for var in _container(objects)["env"] if var["name"] in POD_MONITOR_ENV
+        }
+
+    assert env(_render()) == dict(zip(POD_MONITOR_ENV, ("false", "{}", "30s"), strict=True))
+    on = _render(
+        {
+            "metrics.podMonitor.enabled": "true",
+            "metrics.podMonitor.labels.release": "kps",
+            "metrics.podMonitor.interval": "15s",
+        }
+    )
+    assert env(on) == dict(zip(POD_MONITOR_ENV, ("true", '{"release":"kps"}', "15s"), strict=True))
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))

@@ -83,6 +83,10 @@ Rules for the namespaced kinds the operator reconciles and the children it owns;
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["gateways"]
   verbs: ["get"]
+# Each TritonServer's PodMonitor (metrics.podMonitor or spec.monitoring.podMonitor).
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["podmonitors"]
+  verbs: ["get", "create", "update", "patch", "delete"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]

@@ -97,6 +97,8 @@ class ConditionType(enum.StrEnum):
     DEGRADED = "Degraded"
     # Only on objects exposed through a Gateway (spec.gateway): whether the gateway accepted the routes.
     ROUTED = "Routed"
+    # Only on servers whose pods are to be scraped through a PodMonitor: whether it is in place.
+    MONITORED = "Monitored"
     # What kstatus (Flux, kpt, cli-utils) reads: True while the operator works toward the spec, and True
     # when only a change to the spec (or an object it names) can end a problem. Never both True.
     RECONCILING = "Reconciling"

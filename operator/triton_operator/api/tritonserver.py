@@ -25,6 +25,7 @@ from triton_operator.api.common import (
 )
 from triton_operator.api.gateway import GatewayExposure
 from triton_operator.api.kinds import KindInfo, PrinterColumn, ScaleSubresource, register_kind
+from triton_operator.api.monitoring import Monitoring
 
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 MAX_REPLICAS = 64
@@ -510,6 +511,11 @@ class TritonServerSpec(ApiModel):
         description="Expose the pool through a Gateway API Gateway: the operator owns an HTTPRoute (Triton's "
         "HTTP API) and a GRPCRoute (inference.GRPCInferenceService) named like the server, and reports the "
         "gateway's verdict in the Routed condition. Unset: no routes (they are removed).",
+    )
+    monitoring: Monitoring | None = Field(
+        default=None,
+        description="Prometheus scraping of the pods: a PodMonitor per server, on by the operator's "
+        "setting or here (the kind must be served: the Prometheus Operator's CRDs).",
     )
     pod_labels: dict[MetadataKey, LabelValue] = Field(
         default={}, max_length=64, description="Extra labels of the pods."

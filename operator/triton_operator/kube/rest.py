@@ -66,6 +66,7 @@ KINDS = {
     "HTTPRoute": Kind("gateway.networking.k8s.io/v1", "httproutes"),
     "GRPCRoute": Kind("gateway.networking.k8s.io/v1", "grpcroutes"),
     "Gateway": Kind("gateway.networking.k8s.io/v1", "gateways"),
+    "PodMonitor": Kind("monitoring.coreos.com/v1", "podmonitors"),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping
 from typing import Any, cast
@@ -33,9 +34,11 @@ from triton_operator.observe.server import (
 )
 from triton_operator.reconcile.gates import sync_gates
 from triton_operator.reconcile.gateway import OwnedRoutes, route_labels, routed_condition, routes_sending_to
+from triton_operator.reconcile.monitoring import PodMonitors
 from triton_operator.reconcile.state import ApplyFailure, Key, OperatorState, object_key
 from triton_operator.reconcile.status import now, stamp_metrics, write_status
 from triton_operator.render.labels import APPLIED_GENERATION_ANNOTATION, label_selector
+from triton_operator.render.podmonitor import PodMonitorDefaults, pod_monitor_defaults
 from triton_operator.render.routes import server_route_names, server_routes
 from triton_operator.render.server import (
     deployment_name,
@@ -76,10 +79,11 @@ def invalid_spec_message(exc: ValidationError) -> str:
 
 
 class ServerReconciler:
-    def __init__(self, kube: Kube, state: OperatorState):
+    def __init__(self, kube: Kube, state: OperatorState, pod_monitors: PodMonitorDefaults | None = None):
         self.kube = kube
         self.state = state
         self.routes = OwnedRoutes(kube)
+        self.pod_monitors = PodMonitors(kube, pod_monitors or pod_monitor_defaults(os.environ))
 
     # -- apply --------------------------------------------------------------------------------------
     def apply(self, body: Mapping[str, Any]) -> bool:
@@ -122,6 +126,7 @@ class ServerReconciler:
             self.state.route_problems[object_key(body)] = self.routes.apply(
                 body, wanted, server_route_names(name)
             )
+            self.pod_monitors.apply(body, spec)  # its own failures go to Monitored, never fail the server
         except ApiException as exc:
             message = f"applying children failed: {exc.status} {_api_message(exc)}"
             permanent = _permanent(exc)
@@ -198,6 +203,9 @@ class ServerReconciler:
             verdict = self.routes.judge(body, problem, server_route_names(name), exposure=spec.gateway)
             routed = routed_condition(verdict)
         decided = server_status_conditions(observed, generation, self.state.apply_failures.get(key), routed)
+        watched = self.pod_monitors.condition(key)
+        if watched is not None:  # told apart from kstatus's view: scraping never makes a server unready
+            decided.append(watched)
         conditions = set_conditions(old.get("conditions") or [], decided, generation, now())
         dep_status = (deployment or {}).get("status") or {}
         entries = pod_entries(pods, triton_by_pod)
