@@ -5,10 +5,12 @@ monitoring settings refused at admission, naming the field."""
 from __future__ import annotations
 
 import time
+import urllib.request
 from typing import Any, cast
 
 import pytest
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import Operator, Sandbox
 from tests.support.prometheus_crds import crd_path
@@ -67,6 +69,17 @@ def events(sb: Sandbox, ns: str, name: str, reason: str) -> list[Any]:
     ]
 
 
+def operator_samples(operator: Operator) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The operator's /metrics as {(sample name, labels): value}."""
+    with urllib.request.urlopen(operator.metrics_url, timeout=10) as resp:
+        text = resp.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
 def pod_monitor(sb: Sandbox, ns: str, name: str) -> dict[str, Any] | None:
     try:
         obj = client.CustomObjectsApi(sb.api).get_namespaced_custom_object(
@@ -96,6 +109,18 @@ def test_pod_monitor_kind_missing_then_installed(
     said = events(sandbox, namespace, "plain", "PodMonitorKindMissing")
     assert [(e.type, e.count or 1) for e in said] == [("Normal", 1)], said
     assert condition(server(sandbox, namespace, "plain"), "Ready")["status"] == "True"
+
+    # The operator's own gauges (what the alerts on CR state read) describe the server.
+    samples = operator_samples(operator)
+    own = {"namespace": namespace, "tritonserver": "plain"}
+    assert samples.get(("triton_operator_tritonserver_spec_replicas", frozenset(own.items()))) == 1
+    assert samples.get(("triton_operator_tritonserver_status_ready_replicas", frozenset(own.items()))) == 1
+    missing = {**own, "type": "Monitored", "status": "False", "reason": "PodMonitorKindMissing"}
+    assert samples.get(("triton_operator_tritonserver_condition", frozenset(missing.items()))) == 1
+    passed = {"namespace": namespace, "kind": "TritonServer", "name": "plain"}
+    last_pass = samples.get(("triton_operator_object_last_pass_timestamp_seconds", frozenset(passed.items())))
+    assert last_pass is not None and time.time() - last_pass < 60
+    assert any(name == "triton_operator_build_info" for name, _ in samples)
 
     # With the Prometheus Operator's own PodMonitor CRD: the PodMonitor selects the pods on `metrics`.
     sandbox.kubectl("apply", "--server-side", "-f", str(crd_path("podmonitors")))
