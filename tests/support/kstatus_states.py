@@ -26,17 +26,13 @@ from triton_operator.conditions import (
 from triton_operator.observe.model import ObservedModel, ReplicaFacts, StagingOutcome, staging_outcome
 from triton_operator.observe.server import observe_server
 from triton_operator.reconcile.model import invalid_model_conditions
-from triton_operator.reconcile.routing import (
-    Routing,
-    RoutingMemory,
-    RoutingOutcome,
-    model_status_conditions,
-    settled,
-)
+from triton_operator.reconcile.routing import model_status_conditions, read_state
 from triton_operator.reconcile.server import server_status_conditions
 from triton_operator.reconcile.state import ApplyFailure
+from triton_operator.reconcile.traffic import CanaryInputs, TrafficOutcome, canary_pass
 from triton_operator.render.labels import APPLIED_GENERATION_ANNOTATION
-from triton_operator.rollout.machine import Phase, RolloutReason, RolloutState
+from triton_operator.rollout.machine import Phase, RolloutReason, RolloutState, settled
+from triton_operator.rollout.spec import command_of, plan_of
 
 GEN = 3
 CURRENT, IN_PROGRESS, FAILED = "Current", "InProgress", "Failed"
@@ -275,27 +271,35 @@ def routed(
     *,
     ready_everywhere: bool = True,
     command: str | None = None,
-) -> RoutingOutcome:
-    """The routing outcome of one pass (Routing.canary_pass, as the reconciler calls it) over a status
+) -> TrafficOutcome:
+    """The outcome of one pass of the engine (canary_pass, as the reconciler calls it) over a status
     holding `state`, no metrics yet."""
     annotations = {"tritonoperator.dev/rollout": command} if command else {}
-    _, _, outcome = Routing(read_index=lambda pod: []).canary_pass(
-        canary_spec(spec_version),
-        {"rollout": state.to_status()},
-        annotations,
-        RoutingMemory(),
-        requested_ready_everywhere=ready_everywhere,
-        scrapes={},
-        public="mnist",
-        target="mnist~versions",
-        now=now,
+    spec = canary_spec(spec_version)
+    plan, limits = plan_of(spec)
+    _, _, outcome = canary_pass(
+        CanaryInputs(
+            plan,
+            limits,
+            read_state({"rollout": state.to_status()}),
+            requested=str(spec.version),
+            ready=ready_everywhere,
+            waiting_for="its files are staging or loading",
+            applied=False,
+            counters={},
+            window=None,
+            command=command_of(annotations),
+            retired=None,
+            now=now,
+            monotonic=0.0,
+        )
     )
     return outcome
 
 
 def model_states(now: datetime) -> list[KState]:
     def state(
-        name: str, observed: ObservedModel, expected: str, outcome: RoutingOutcome | None = None
+        name: str, observed: ObservedModel, expected: str, outcome: TrafficOutcome | None = None
     ) -> KState:
         obj = _object("TritonModel", name, model_status_conditions(observed, outcome), now)
         return KState(f"TritonModel/{name}", obj, expected, *CONDITIONS_OF[expected])

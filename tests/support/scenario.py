@@ -21,9 +21,11 @@ from typing import Any
 import kopf
 import pytest
 from triton_operator.handlers.tritonserver import CHILD_LABELS, server_pass
-from triton_operator.reconcile.model import SERVER_LABEL, STAGING_LABELS, ModelReconciler
+from triton_operator.reconcile.model import ModelReconciler
 from triton_operator.reconcile.server import ServerReconciler
 from triton_operator.reconcile.state import OperatorState, object_key, pod_index_key
+from triton_operator.render.labels import SERVER_NAME_LABEL as SERVER_LABEL
+from triton_operator.render.labels import STAGING_LABELS
 from triton_operator.render.server import deployment_name
 
 from tests.support.fakeclock import FakeClock, install

@@ -6,7 +6,8 @@ from typing import Any, cast
 
 import pytest
 from triton_operator.kube.rest import Kube
-from triton_operator.reconcile.model import ModelReconciler, recorded_staging
+from triton_operator.reconcile.files import recorded_staging
+from triton_operator.reconcile.loading import Loader
 from triton_operator.reconcile.state import ModelMemory, OperatorState, StagedRecord
 from triton_operator.triton.client import ModelState
 
@@ -23,14 +24,14 @@ def _pod(uid: str) -> dict[str, Any]:
     }
 
 
-class Indexes(ModelReconciler):
-    """The reconciler with each pod's repository index given (no Triton, no cluster)."""
+class Indexes(Loader):
+    """The loader with each pod's repository index given (no Triton, no cluster)."""
 
     def __init__(self, index: dict[str, list[ModelState]]):
         super().__init__(kube=cast(Kube, None), state=OperatorState())
         self.index = index
 
-    def _index_of(self, pod: Any) -> list[ModelState]:
+    def read_index(self, pod: Any) -> list[ModelState]:
         return self.index[pod["metadata"]["uid"]]
 
 
@@ -44,13 +45,13 @@ def test_operator_sigkill_right_after_a_promotion_does_not_leave_the_old_version
     successor saw nothing to retire in status, so version 1 stayed loaded on every pod for good."""
     reconciler = Indexes({"a": [_row("1"), _row("2")], "b": [_row("2")]})
     memory = ModelMemory(staged=STAGED, loads={"a": STAGED.job, "b": STAGED.job})
-    reconciler._reload_stale_versions([_pod("a"), _pod("b")], TARGET, "2", memory)
+    reconciler.reload_stale_versions([_pod("a"), _pod("b")], TARGET, "2", memory)
     assert memory.loads == {"a": "", "b": STAGED.job}  # pod a reloads from disk on the next pass
 
     # Asked once per pod and staging: files still on disk would keep it, and reloading every pass
     # would not remove them.
     memory.loads["a"] = STAGED.job
-    on_disk = reconciler._reload_stale_versions([_pod("a"), _pod("b")], TARGET, "2", memory)
+    on_disk = reconciler.reload_stale_versions([_pod("a"), _pod("b")], TARGET, "2", memory)
     assert memory.loads == {"a": STAGED.job, "b": STAGED.job}
     assert on_disk == {"1"}  # reloaded and still there: its files are on disk
 
@@ -58,13 +59,13 @@ def test_operator_sigkill_right_after_a_promotion_does_not_leave_the_old_version
 def test_versions_left_in_a_retained_repository_are_reported_once_a_reload_kept_them() -> None:
     """CI rehearsal, chaos seed 1057707514 kill 3: a model deleted with its server gone left versions 1
     and 2 in the retained repository; a new model staged version 1 into it and both stayed READY on
-    every pod (Triton serves what is on disk). The versions a reload keeps are what `_route` retires."""
+    every pod (Triton serves what is on disk). The versions a reload keeps are what the pass retires."""
     reconciler = Indexes({"a": [_row("1"), _row("2")]})
     memory = ModelMemory(staged=STAGED, loads={"a": STAGED.job})
-    assert reconciler._reload_stale_versions([_pod("a")], TARGET, "1", memory) == set()  # reload first
+    assert reconciler.reload_stale_versions([_pod("a")], TARGET, "1", memory) == set()  # reload first
     assert memory.loads == {"a": ""}
     memory.loads["a"] = STAGED.job  # the next pass reloaded it
-    assert reconciler._reload_stale_versions([_pod("a")], TARGET, "1", memory) == {"2"}
+    assert reconciler.reload_stale_versions([_pod("a")], TARGET, "1", memory) == {"2"}
 
 
 def test_operator_restarted_mid_canary_remembers_the_staged_version_not_the_served_one() -> None:

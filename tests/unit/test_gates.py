@@ -10,7 +10,7 @@ from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.observe.model import ReplicaFacts
 from triton_operator.observe.server import triton_started_after_gate
 from triton_operator.reconcile.gates import GateChange, gate_change, model_settled_on
-from triton_operator.reconcile.model import (
+from triton_operator.reconcile.loading import (
     RETRY_FAILED_LOAD_S,
     RETRY_LOCAL_FAILED_LOAD_S,
     retry_failed_load_after,

@@ -13,7 +13,8 @@ from triton_operator.api.tritonmodel import TritonModelSpec
 from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.observe.metrics import Scrape
 from triton_operator.observe.rollout import pool_counters, version_window
-from triton_operator.reconcile.split import copy_name, copy_spec, read_split_state, split_status
+from triton_operator.reconcile.split import across_servers, copy_name, copy_spec, read_split_state
+from triton_operator.reconcile.traffic import TrafficOutcome
 from triton_operator.render.routes import (
     Backend,
     RouteVerdict,
@@ -22,14 +23,9 @@ from triton_operator.render.routes import (
     routes_verdict,
     server_routes,
 )
-from triton_operator.rollout.machine import Phase, RolloutState
+from triton_operator.rollout.machine import Phase, RolloutState, begin, decide
 from triton_operator.rollout.plan import RolloutPlan, Step
-from triton_operator.rollout.pools import (
-    canary_weights,
-    placed_pools,
-    rename_versions_to_servers,
-    serving_weights,
-)
+from triton_operator.rollout.pools import placed_pools, serving_weights
 from triton_operator.triton.metrics import MetricsSnapshot, ModelCounters, RoutedCounts
 
 pytestmark = pytest.mark.unit
@@ -162,7 +158,7 @@ def test_routes_verdict_puts_a_refusal_before_waiting() -> None:
 
 
 # -- pools ------------------------------------------------------------------------------------------------
-PLAN = RolloutPlan((Step(10, 30.0), Step(50, 30.0)), 10.0)
+PLAN = RolloutPlan((Step(10, 30.0), Step(50, 30.0)), 10.0, subject="server")
 
 
 def state(phase: Phase, stable: str, canary: str, step: int = 0) -> RolloutState:
@@ -180,7 +176,7 @@ def state(phase: Phase, stable: str, canary: str, step: int = 0) -> RolloutState
     ],
 )
 def test_canary_weights_by_phase(rollout: RolloutState, weights: dict[str, int]) -> None:
-    assert canary_weights(PLAN, rollout) == weights
+    assert decide(PLAN, rollout, None, NOW).weights == weights
 
 
 @pytest.mark.parametrize(
@@ -211,10 +207,10 @@ def test_placed_pools() -> None:
 
 
 def test_messages_speak_of_servers() -> None:
-    text = "canary version pool-b against stable version pool-a: step 1/2"
-    assert rename_versions_to_servers(text, ("pool-a", "pool-b")) == (
-        "canary server pool-b against stable server pool-a: step 1/2"
-    )
+    started = begin(PLAN, "pool-a", "pool-b", NOW)
+    assert started.message.startswith("canary server pool-b against stable pool-a: step 1/2 (10%)")
+    failing = decide(PLAN, started.state, None, NOW, canary_version="pool-a")
+    assert "the spec asks for stable server pool-a again" in failing.message, failing.message
 
 
 def test_pool_counters_sum_every_version_of_the_model_per_pod_of_each_pool() -> None:
@@ -274,7 +270,11 @@ def test_each_copy_is_the_parents_model_on_one_server() -> None:
 
 def test_the_split_rollout_status_round_trips_with_servers() -> None:
     rollout = state(Phase.PROGRESSING, "pool-a", "pool-b", 1)
-    written = split_status(rollout, 3)
+    outcome = TrafficOutcome(rollout.to_status(), [{"version": "pool-b"}], None, (True, "StepAdvanced", ""))
+    shown = across_servers(outcome, 3)
+    assert shown.traffic == [{"server": "pool-b", "version": "3"}]
+    written = shown.rollout
+    assert written is not None
     assert (written["stableServer"], written["canaryServer"]) == ("pool-a", "pool-b")
     assert (written["stableVersion"], written["canaryVersion"]) == ("3", "3")
     assert read_split_state({"rollout": written}) == rollout
@@ -444,10 +444,10 @@ def test_split_conditions_tell_problems_from_progress(
     pools: dict[str, dict[str, Any]], routed: str, expected: tuple[tuple[str, str], ...]
 ) -> None:
     from triton_operator.conditions import DecidedCondition
-    from triton_operator.reconcile.split import SplitOutcome, split_conditions
+    from triton_operator.reconcile.split import split_conditions
 
     facts = {"a": _pool("a"), "b": _pool("b", **pools.get("b", {}))}
-    outcome = SplitOutcome(None, [], (False, "ExperimentRunning", "holding 90/10"))
+    outcome = TrafficOutcome(None, [], None, (False, "ExperimentRunning", "holding 90/10"))
     route = DecidedCondition(*ROUTED[routed])
     got = split_conditions(facts, {"a": 90, "b": 10}, {"a": 90, "b": 10}, outcome, route)
     assert tuple((c.status, c.reason) for c in got[:3]) == expected
@@ -456,10 +456,10 @@ def test_split_conditions_tell_problems_from_progress(
 
 def test_a_rolled_back_split_is_degraded_and_not_ready() -> None:
     from triton_operator.conditions import DecidedCondition
-    from triton_operator.reconcile.split import SplitOutcome, split_conditions
+    from triton_operator.reconcile.split import split_conditions
 
     ended = (False, "RolledBack", "canary server b failed")
-    outcome = SplitOutcome({}, [], ended, ended, (True, "RolledBack", "canary server b failed"))
+    outcome = TrafficOutcome({}, [], ended, ended, (True, "RolledBack", "canary server b failed"))
     route = DecidedCondition(*ROUTED["ok"])
     got = split_conditions(
         {"a": _pool("a"), "b": _pool("b")}, {"a": 100, "b": 0}, {"a": 100, "b": 0}, outcome, route

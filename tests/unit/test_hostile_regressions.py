@@ -36,12 +36,15 @@ from triton_operator.handlers.loops import ObjectLoops
 from triton_operator.handlers.tritonmodel import model_pass, staging_changed, track_model
 from triton_operator.handlers.tritonserver import server_pass
 from triton_operator.kube.rest import Kube
+from triton_operator.reconcile.files import RepositoryFiles
 from triton_operator.reconcile.gateway import ROUTE_OWNER_LABEL, route_labels
-from triton_operator.reconcile.model import MODEL_LABEL, SERVER_LABEL, ModelReconciler, staging_labels
+from triton_operator.reconcile.model import ModelReconciler
 from triton_operator.reconcile.server import ServerReconciler
-from triton_operator.reconcile.split import SPLIT_OF_LABEL, SplitReconciler, copy_name
-from triton_operator.reconcile.state import OperatorState, name_label, owner_name
+from triton_operator.reconcile.split import SplitReconciler, copy_name
+from triton_operator.reconcile.state import OperatorState, owner_name
 from triton_operator.reconcile.status import CONDITION_MESSAGE_MAX_BYTES, fit_message
+from triton_operator.render.labels import MODEL_LABEL, SPLIT_OF_LABEL, name_label, staging_labels
+from triton_operator.render.labels import SERVER_NAME_LABEL as SERVER_LABEL
 
 pytestmark = pytest.mark.unit
 
@@ -101,7 +104,9 @@ def test_long_model_name_staging_job_labels_are_label_values() -> None:
 
 def test_long_model_name_selects_its_staging_jobs_by_the_same_label() -> None:
     kube = ListingKube()
-    ModelReconciler(cast(Kube, kube), OperatorState())._remove_other_jobs("ns", LONG, frozenset())
+    RepositoryFiles(cast(Kube, kube), OperatorState(), "operator:test").remove_other_jobs(
+        "ns", LONG, frozenset()
+    )
     assert kube.selectors == [("Job", f"{MODEL_LABEL}={name_label(LONG)}")]
 
 

@@ -18,10 +18,11 @@ from triton_operator.conditions import (
     with_kstatus,
 )
 from triton_operator.observe.server import observe_pod
-from triton_operator.reconcile.routing import Routing, plan_of
-from triton_operator.reconcile.split import Pool, SplitOutcome, split_stuck
+from triton_operator.reconcile.split import Pool, split_stuck
+from triton_operator.reconcile.traffic import TrafficOutcome, canary_outcome
 from triton_operator.rollout.analysis import Assessment, Verdict
 from triton_operator.rollout.machine import Phase, RolloutState, decide
+from triton_operator.rollout.spec import plan_of
 
 from tests.support.kstatus_states import (
     CURRENT,
@@ -161,15 +162,15 @@ def test_the_rollback_decision_itself_is_stalled() -> None:
     failed = Assessment(Verdict.FAILED, "failure ratio 0.500 > 0.050", ())
     decision = decide(plan, running, failed, NOW, canary_version="2")
     assert decision.state.phase is Phase.ROLLED_BACK
-    outcome = Routing(read_index=lambda pod: [])._outcome(plan, decision, {})
+    outcome = canary_outcome(plan, decision, {}, "2")
     assert outcome.stalled and outcome.degraded is not None
     advancing = decide(plan, running, None, NOW, canary_version="2")
-    assert not Routing(read_index=lambda pod: [])._outcome(plan, advancing, {}).stalled
+    assert not canary_outcome(plan, advancing, {}, "2").stalled
 
 
 def test_a_split_model_is_stuck_on_a_missing_server_a_stalled_copy_or_an_ended_rollout() -> None:
     serving = Pool("a", True, 2, True, "")
-    outcome = SplitOutcome(None, [], (False, "RolloutComplete", "done"))
+    outcome = TrafficOutcome(None, [], None, (False, "RolloutComplete", "done"))
     assert not split_stuck({"a": serving}, {"a": 100}, outcome)
     assert split_stuck({"a": serving, "b": Pool("b", False, 0, False, "no b")}, {"a": 100}, outcome)
     failed = Pool("b", True, 1, False, "its copy failed", copy_failed=True)
@@ -177,6 +178,6 @@ def test_a_split_model_is_stuck_on_a_missing_server_a_stalled_copy_or_an_ended_r
     stalled = Pool("b", True, 1, False, "its copy failed", copy_failed=True, copy_stalled=True)
     assert split_stuck({"a": serving, "b": stalled}, {"a": 50, "b": 50}, outcome)
     assert not split_stuck({"a": serving, "b": stalled}, {"a": 100, "b": 0}, outcome)  # not wanted
-    ended = SplitOutcome(None, [], (False, "RolledBack", "x"), (False, "RolledBack", "x"),
+    ended = TrafficOutcome(None, [], (False, "RolledBack", "x"), (False, "RolledBack", "x"),
                          (True, "RolledBack", "x"), stalled=True)  # fmt: skip
     assert split_stuck({"a": serving}, {"a": 100}, ended)

@@ -20,8 +20,8 @@ from triton_operator.observe.model import (
     replica_state,
     staging_outcome,
 )
-from triton_operator.reconcile.model import MODEL_LABEL, SERVER_LABEL, staging_labels
-from triton_operator.render.labels import selector_labels
+from triton_operator.render.labels import MODEL_LABEL, selector_labels, staging_labels
+from triton_operator.render.labels import SERVER_NAME_LABEL as SERVER_LABEL
 from triton_operator.triton.client import ModelState
 from triton_operator.triton.metrics import MetricsSnapshot, ModelCounters
 

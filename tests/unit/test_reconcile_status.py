@@ -9,7 +9,6 @@ import pytest
 from triton_operator.api.common import ConditionStatus
 from triton_operator.conditions import DecidedCondition, set_conditions, with_kstatus
 from triton_operator.kube.rest import Kube
-from triton_operator.reconcile.routing import Routing, plan_of
 from triton_operator.reconcile.status import (
     is_problem,
     stamp_metrics,
@@ -17,8 +16,10 @@ from triton_operator.reconcile.status import (
     with_removals,
     write_status,
 )
+from triton_operator.reconcile.traffic import canary_outcome
 from triton_operator.rollout.analysis import Assessment, Verdict
 from triton_operator.rollout.machine import Phase, RolloutState, decide
+from triton_operator.rollout.spec import plan_of
 
 from tests.support.kstatus_states import canary_spec
 
@@ -165,9 +166,8 @@ def test_next_decision_at_goes_once_the_rollout_ended() -> None:
     rolled-back outcome leaves it out, and a merge patch kept the old one; every pass then saw a
     difference and wrote again."""
     plan, _ = plan_of(canary_spec(2))
-    routing = Routing(read_index=lambda pod: [])
     running = RolloutState(Phase.PROGRESSING, "1", "2", 0, T0)
-    holding = routing._outcome(plan, decide(plan, running, None, T1, canary_version="2"), {})
+    holding = canary_outcome(plan, decide(plan, running, None, T1, canary_version="2"), {}, "2")
     assert holding.rollout is not None and "nextDecisionAt" in holding.rollout
     body = {"metadata": {"namespace": "ns", "name": "m"}, "status": {}}
     kube = RecordingKube(body)
@@ -175,7 +175,7 @@ def test_next_decision_at_goes_once_the_rollout_ended() -> None:
     assert "nextDecisionAt" in kube.body["status"]["rollout"]
 
     failed = Assessment(Verdict.FAILED, "failure ratio 0.500 > 0.050", ())
-    rolled_back = routing._outcome(plan, decide(plan, running, failed, T1, canary_version="2"), {})
+    rolled_back = canary_outcome(plan, decide(plan, running, failed, T1, canary_version="2"), {}, "2")
     assert rolled_back.rollout is not None and rolled_back.rollout["phase"] == "RolledBack"
     for _ in range(3):
         write_status(

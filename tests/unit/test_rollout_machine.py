@@ -56,7 +56,7 @@ def cmd(action: str, token: str = "t1") -> Command:
 def test_begin_starts_at_step_one_with_its_weight() -> None:
     decision = begin(PLAN, "1", "2", T0 + timedelta(microseconds=700))
     assert (decision.action, decision.reason, decision.event) == (Action.START, R.CANARY_STARTED, NORMAL)
-    assert decision.weights == {"stable": 90, "canary": 10}
+    assert decision.weights == {"1": 90, "2": 10}
     assert decision.state == RolloutState(
         PROGRESSING, "1", "2", 0, T0, reason=R.CANARY_STARTED, message=decision.message
     )
@@ -548,7 +548,7 @@ def test_inconclusive_then_traffic_comes() -> None:
         assert (decision.action, decision.reason, decision.event) == (action, reason, event), elapsed
         assert decision.next_decision_at == now + timedelta(seconds=30)
     assert decision.state.step_started_at == T0 + timedelta(seconds=120)
-    assert decision.weights == {"stable": 50, "canary": 50}
+    assert decision.weights == {"1": 50, "2": 50}
     assert decision.state.last_verdict is Verdict.SUCCESSFUL
 
 
@@ -671,6 +671,8 @@ def test_refuses_naive_times_bad_plans_and_bad_commands() -> None:
         Command(CommandAction.ABORT, "")
 
 
-def test_decision_weights_by_role() -> None:
+def test_decision_weights_by_variant() -> None:
     decision = Decision(at(0), 30, Action.HOLD, "X", "m", None, None)
-    assert decision.weights == {"stable": 70, "canary": 30}
+    assert decision.weights == {"1": 70, "2": 30}
+    settled_state = RolloutState(PROMOTED, "2", "2", 0, T0)
+    assert Decision(settled_state, 100, Action.HOLD, "X", "m", None, None).weights == {"2": 100}

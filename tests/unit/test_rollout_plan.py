@@ -1,4 +1,4 @@
-"""Plan and spec checks with field paths; the immediate strategy and held A/B experiments."""
+"""Plan and spec checks with field paths; held A/B experiments."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from triton_operator.rollout.analysis import VariantWindow
 from triton_operator.rollout.plan import RolloutPlan, Step, validate_plan, validate_versions
 from triton_operator.rollout.shares import TrafficShares
-from triton_operator.rollout.traffic import Variant, hold_experiment, immediate, validate_variants
+from triton_operator.rollout.traffic import Variant, hold_experiment, validate_variants
 
 pytestmark = pytest.mark.unit
 
@@ -69,14 +69,6 @@ def test_validate_plan_field_names_follow_the_crd() -> None:
 )
 def test_validate_versions(stable: str | None, canary: str, problems: list[str]) -> None:
     assert validate_versions(stable, canary) == problems
-
-
-def test_immediate_takes_everything_at_once() -> None:
-    traffic = immediate("3", previous="2")
-    assert traffic.weights == {"stable": 0, "canary": 100}
-    assert traffic.reason == "RolledOutImmediately"
-    assert traffic.message == "version 3 takes 100% at once (immediate strategy), replacing version 2"
-    assert immediate("3").message == "version 3 takes 100% at once (immediate strategy)"
 
 
 AB = [Variant("control", "1", 90), Variant("treatment", "2", 10)]

@@ -11,16 +11,10 @@ from triton_operator.api.tritonmodel import TritonModelSpec
 from triton_operator.conditions import DecidedCondition
 from triton_operator.observe.metrics import Scrape
 from triton_operator.observe.rollout import VersionSample, target_counters, traffic_entries, version_window
-from triton_operator.reconcile.routing import (
-    Routing,
-    RoutingMemory,
-    RoutingOutcome,
-    command_of,
-    plan_of,
-    routed_conditions,
-    settled,
-)
-from triton_operator.rollout.machine import Phase, RolloutState
+from triton_operator.reconcile.routing import read_state, routed_conditions
+from triton_operator.reconcile.traffic import CanaryInputs, TrafficOutcome, canary_pass
+from triton_operator.rollout.machine import Phase, RolloutState, settled
+from triton_operator.rollout.spec import command_of, plan_of
 from triton_operator.triton.metrics import MetricsSnapshot, ModelCounters, RoutedCounts
 
 pytestmark = pytest.mark.unit
@@ -97,34 +91,39 @@ def canary_spec(version: int = 2) -> TritonModelSpec:
     )
 
 
+def canary_inputs(
+    spec: TritonModelSpec, status: dict[str, Any], annotations: dict[str, str], *, ready: bool
+) -> CanaryInputs:
+    plan, limits = plan_of(spec)
+    return CanaryInputs(
+        plan, limits, read_state(status), requested=str(spec.version), ready=ready,
+        waiting_for="its files are staging or loading", applied=False, counters={}, window=None,
+        command=command_of(annotations), retired=None, now=NOW, monotonic=0.0,
+    )  # fmt: skip
+
+
 def test_a_new_version_gets_no_traffic_until_ready_everywhere_then_starts_at_step_one() -> None:
-    routing = Routing(read_index=lambda pod: [])
     status = {"rollout": settled("1", NOW).to_status()}
-    args: dict[str, Any] = {"scrapes": {}, "public": "scorer", "target": TARGET, "now": NOW}
-    state, weights, outcome = routing.canary_pass(
-        canary_spec(), status, {}, RoutingMemory(), requested_ready_everywhere=False, **args
-    )
-    assert weights == {"1": 100}
+    decision, _, outcome = canary_pass(canary_inputs(canary_spec(), status, {}, ready=False))
+    assert decision.weights == {"1": 100} and decision.state == settled("1", NOW)
     assert outcome.ready is not None and outcome.ready[1] == "CanaryLoading"
-    state, weights, outcome = routing.canary_pass(
-        canary_spec(), status, {}, RoutingMemory(), requested_ready_everywhere=True, **args
-    )
+    assert "version 2 gets traffic once it is ready on every replica" in outcome.ready[2]
+    decision, _, outcome = canary_pass(canary_inputs(canary_spec(), status, {}, ready=True))
+    state = decision.state
     assert (state.phase, state.stable_version, state.canary_version) == (Phase.PROGRESSING, "1", "2")
-    assert weights == {"1": 90, "2": 10}
+    assert decision.weights == {"1": 90, "2": 10}
     assert outcome.rollout is not None and outcome.rollout["canaryWeight"] == 10
     assert outcome.progressing[0] is True
 
 
 def test_an_abort_command_sends_everything_back_to_stable() -> None:
-    routing = Routing(read_index=lambda pod: [])
     plan, _ = plan_of(canary_spec())
     running = RolloutState(Phase.PROGRESSING, "1", "2", 0, NOW)
     status = {"rollout": running.to_status()}
-    state, weights, outcome = routing.canary_pass(
-        canary_spec(), status, {"tritonoperator.dev/rollout": "abort 1"}, RoutingMemory(),
-        requested_ready_everywhere=True, scrapes={}, public="scorer", target=TARGET, now=NOW,
-    )  # fmt: skip
-    assert state.phase is Phase.ABORTED and weights == {"1": 100, "2": 0}
+    annotations = {"tritonoperator.dev/rollout": "abort 1"}
+    decision, _, outcome = canary_pass(canary_inputs(canary_spec(), status, annotations, ready=True))
+    state = decision.state
+    assert state.phase is Phase.ABORTED and decision.weights == {"1": 100, "2": 0}
     assert outcome.degraded is not None and outcome.degraded[0] is True
     assert state.last_command_token == "abort 1"
     assert len(plan.steps) == 2
@@ -135,7 +134,7 @@ def test_routed_conditions_hold_ready_during_a_rollout_and_add_progressing() -> 
         DecidedCondition("Ready", ConditionStatus.TRUE, "Loaded", "ready on 2/2"),
         DecidedCondition("Degraded", ConditionStatus.FALSE, "AsExpected", "fine"),
     ]
-    outcome = RoutingOutcome(
+    outcome = TrafficOutcome(
         rollout={}, traffic=[], ready=(False, "StepAdvanced", "step 2/3"),
         progressing=(True, "StepAdvanced", "x"), degraded=None,
     )  # fmt: skip

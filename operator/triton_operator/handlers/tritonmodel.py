@@ -13,16 +13,11 @@ from triton_operator.api.common import GROUP, VERSION
 from triton_operator.handlers.loops import ObjectLoops
 from triton_operator.opmetrics import measured
 from triton_operator.opmetrics_objects import OBJECT_GAUGES
-from triton_operator.reconcile.model import (
-    KIND,
-    MODEL_LABEL,
-    STAGING_LABELS,
-    ModelReconciler,
-    namespace_terminating,
-)
+from triton_operator.reconcile.files import namespace_terminating
+from triton_operator.reconcile.model import KIND, ModelReconciler
 from triton_operator.reconcile.server import KIND as SERVER_KIND
-from triton_operator.reconcile.split import SPLIT_OF_LABEL
 from triton_operator.reconcile.state import OperatorState, object_key, owner_name
+from triton_operator.render.labels import MODEL_LABEL, SPLIT_OF_LABEL, STAGING_LABELS
 
 PLURAL = "tritonmodels"
 # How often each model's status (staging, loads, metrics) is refreshed without any event.

@@ -9,7 +9,7 @@ router folds requests, inferences are what each version really served), p99 from
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +98,37 @@ def version_window(baseline: Counters, current: Counters, version: str, seconds:
         p99_ms=None if p99 is None else p99 / 1000.0,
         queue_ms=queue_us / success / 1000.0 if success else None,
     )
+
+
+@dataclass(frozen=True)
+class WindowStart:
+    """Where a window of traffic starts: the counters once the weights for `key` (a canary's step, an
+    experiment's weights) were in place on every replica or in the gateway, and when (time.monotonic())."""
+
+    key: Hashable
+    counters: Counters
+    at: float
+
+
+def step_windows(
+    start: WindowStart | None,
+    key: Hashable,
+    applied: bool,
+    current: Counters,
+    variants: Sequence[str],
+    now: float,
+) -> tuple[WindowStart | None, dict[str, VersionWindow]]:
+    """Each variant's traffic since the window for `key` started, and where it starts.
+
+    A window starts empty at the first look after the weights for `key` are applied everywhere (traffic
+    sent before then was split by the earlier weights); a new key starts a new window.
+    """
+    if start is None or start.key != key:
+        if not applied:
+            return None, {}
+        return WindowStart(key, dict(current), now), {}
+    seconds = now - start.at
+    return start, {v: version_window(start.counters, current, v, seconds) for v in variants}
 
 
 def traffic_entries(

@@ -26,8 +26,8 @@ from triton_operator.api.common import (
 from triton_operator.api.gateway import GatewayExposure
 from triton_operator.conditions import DecidedCondition
 from triton_operator.kube.rest import Kube
-from triton_operator.reconcile.state import RouteProblem, name_label
-from triton_operator.render.labels import APP_NAME, MANAGED_BY
+from triton_operator.reconcile.state import RouteProblem
+from triton_operator.render.labels import APP_NAME, MANAGED_BY, name_label
 from triton_operator.render.routes import RouteVerdict, route_verdict, routes_verdict
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,8 @@ by the same code as for any model, and `kubectl get tritonmodels` shows each cop
 by an HTTPRoute for its path (and a GRPCRoute for its host names) whose backends are the servers'
 Services, weighted. A held experiment keeps spec.experiment.servers' weights; a changed spec.serverRef
 under strategy Canary moves the traffic step by step, judged on each pool's own Triton counters by the
-same analysis and machine as an in-server canary, with the same status, Events and manual commands.
+same engine as an in-server canary (reconcile/traffic.py), with the same status, Events and manual
+commands; this module is the engine's Gateway traffic backend.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
 from typing import Any, cast
@@ -25,30 +26,23 @@ import kopf
 
 from triton_operator.api.common import GROUP, ConditionStatus
 from triton_operator.api.tritonmodel import ModelConditionType, RolloutStrategy, TritonModelSpec
-from triton_operator.conditions import DecidedCondition, Reason, rfc3339, set_conditions, with_kstatus
+from triton_operator.conditions import DecidedCondition, Reason, set_conditions, with_kstatus
 from triton_operator.kube.rest import Kube
-from triton_operator.observe.rollout import VersionWindow, pool_counters, traffic_entries, version_window
+from triton_operator.observe.rollout import Counters, WindowStart, pool_counters
 from triton_operator.observe.server import pod_is_ready
 from triton_operator.reconcile.gateway import OwnedRoutes, route_labels, routed_condition
-from triton_operator.reconcile.routing import SERVING, command_of, plan_of
-from triton_operator.reconcile.state import ModelMemory, OperatorState, RouteProblem, name_label
+from triton_operator.reconcile.state import ModelMemory, OperatorState, RouteProblem
 from triton_operator.reconcile.status import now, write_status
-from triton_operator.render.labels import label_selector
+from triton_operator.reconcile.traffic import CanaryInputs, TrafficOutcome, canary_pass, experiment_pass
+from triton_operator.render.labels import SPLIT_OF_LABEL, label_selector, name_label
 from triton_operator.render.routes import Backend, model_route_names, model_routes
-from triton_operator.rollout.analysis import assess
-from triton_operator.rollout.machine import Phase, RolloutReason, RolloutState, decide
-from triton_operator.rollout.plan import RolloutPlan
-from triton_operator.rollout.pools import (
-    canary_weights,
-    placed_pools,
-    rename_versions_to_servers,
-    serving_weights,
-)
-from triton_operator.rollout.traffic import Variant, hold_experiment
+from triton_operator.rollout.machine import Decision, RolloutState
+from triton_operator.rollout.pools import placed_pools, serving_weights
+from triton_operator.rollout.spec import command_of, plan_of
+from triton_operator.rollout.traffic import Variant
 
 log = logging.getLogger(__name__)
 KIND = "TritonModel"
-SPLIT_OF_LABEL = f"{GROUP}/split-of"
 # After the route sends a retired pool nothing, its copy goes only once requests in flight are done.
 DRAIN_S = 3.0
 STATUS_FIELDS = ("observedGeneration", "conditions", "servedVersion", "endpoints", "rollout", "traffic")
@@ -120,7 +114,7 @@ def split_conditions(
     pools: Mapping[str, Pool],
     desired: Mapping[str, int],
     weights: Mapping[str, int],
-    outcome: SplitOutcome,
+    outcome: TrafficOutcome,
     routed: DecidedCondition,
 ) -> list[DecidedCondition]:
     """Ready, Progressing, Degraded and Routed of a model served through a Gateway (pure).
@@ -178,7 +172,7 @@ def split_conditions(
     ]
 
 
-def split_stuck(pools: Mapping[str, Pool], desired: Mapping[str, int], outcome: SplitOutcome) -> bool:
+def split_stuck(pools: Mapping[str, Pool], desired: Mapping[str, int], outcome: TrafficOutcome) -> bool:
     """Whether only a change ends a split model's problem: a server it names does not exist, a copy it
     wants says Stalled, or its rollout across servers rolled back or was aborted."""
     wanted = [pools[s] for s, w in desired.items() if w > 0 and s in pools]
@@ -210,30 +204,19 @@ def read_split_state(status: Mapping[str, Any]) -> RolloutState | None:
         return None
 
 
-def split_status(state: RolloutState, version: int) -> dict[str, Any]:
-    """status.rollout of a rollout across servers: its servers, and the model version both serve."""
-    status = state.to_status()
-    status["stableServer"], status["canaryServer"] = state.stable_version, state.canary_version
-    status["stableVersion"] = status["canaryVersion"] = str(version)
-    return status
-
-
-@dataclass(frozen=True)
-class SplitOutcome:
-    """What status says of the split's traffic, and how its conditions read (None: from the pools)."""
-
-    rollout: dict[str, Any] | None
-    traffic: list[dict[str, Any]]
-    progressing: tuple[bool, str, str]
-    ready: tuple[bool, str, str] | None = None
-    degraded: tuple[bool, str, str] | None = None
-    # Only a change ends what it says (the rollout across servers rolled back or was aborted).
-    stalled: bool = False
-
-
-def settled_on(server: str, when: datetime, token: str | None = None) -> RolloutState:
-    message = f"server {server} serves 100%"
-    return RolloutState(Phase.PROMOTED, server, server, 0, when, None, "", token, SERVING, message)
+def across_servers(outcome: TrafficOutcome, version: int) -> TrafficOutcome:
+    """The engine's outcome keyed by pool, as status shows it: the rollout's servers, and the model
+    version every pool serves."""
+    rollout = outcome.rollout
+    if rollout is not None:
+        rollout = rollout | {
+            "stableServer": rollout["stableVersion"],
+            "canaryServer": rollout["canaryVersion"],
+            "stableVersion": str(version),
+            "canaryVersion": str(version),
+        }
+    traffic = [{**e, "server": e["version"], "version": str(version)} for e in outcome.traffic]
+    return replace(outcome, rollout=rollout, traffic=traffic)
 
 
 class SplitReconciler:
@@ -263,13 +246,19 @@ class SplitReconciler:
         frozen = state.stable_version if state is not None and state.stable_version != requested else None
         conflict = self._place(body, spec, public, pools, copies, frozen)
 
+        routing = memory.routing
+        counters = self._counters(namespace, placed, public)
+        applied = routing.applied_at is not None
         if experiment is not None:
+            variants = [Variant(server, server, weight) for server, weight in experiment.items()]
+            routing.window, keyed = experiment_pass(
+                variants, routing.window, applied, counters, time.monotonic(), describe="server"
+            )
             desired = dict(experiment)
-            key = ("experiment", json.dumps(desired, sort_keys=True))
-            windows = self._windows(namespace, list(desired), public, memory, key)
-            outcome = self._experiment(spec, desired, windows)
         else:
-            state, desired, outcome = self._canary(body, spec, pools, memory, state, requested, when)
+            decision, routing.window, keyed = self._canary(body, spec, pools, memory, state, counters, when)
+            desired = decision.weights
+        outcome = across_servers(keyed, spec.version)
         weights = serving_weights(desired, {s: p.serving for s, p in pools.items()})
         backends = [Backend(s, weights.get(s, 0)) for s in placed if pools[s].exists]
         assert spec.gateway is not None
@@ -279,11 +268,9 @@ class SplitReconciler:
         verdict = self.routes.judge(body, problem, kinds, exposure=spec.gateway)
         routed = routed_condition(verdict)
         if verdict.ok and verdict.current:
-            memory.routing.applied_at = memory.routing.applied_at or time.monotonic()
+            routing.applied_at = routing.applied_at or time.monotonic()
         else:
-            memory.routing.applied_at = None  # a step's window starts once the gateway has the weights
-        if state is not None and experiment is None:
-            state, outcome = self._retire(spec, state, weights, memory, outcome, when)
+            routing.applied_at = None  # a step's window starts once the gateway has the weights
         return self._write(body, spec, public, pools, desired, weights, outcome, routed)
 
     # -- the copies ---------------------------------------------------------------------------------
@@ -387,167 +374,50 @@ class SplitReconciler:
         return problem
 
     # -- decisions ----------------------------------------------------------------------------------
-    def _windows(
-        self, namespace: str, pools: Sequence[str], public: str, memory: ModelMemory, key: Any
-    ) -> dict[str, VersionWindow]:
-        """Each pool's traffic since the current weights were in the gateway (empty until then)."""
+    def _counters(self, namespace: str, pools: Sequence[str], public: str) -> Counters:
+        """Each pool's figures for the model, from the server reconcilers' last scrapes."""
         scrapes = {pool: dict(self.state.scrapes.get((namespace, pool)) or {}) for pool in pools}
-        current = pool_counters(scrapes, public)
-        routing = memory.routing
-        if routing.baseline_for != key:
-            if routing.applied_at is None:
-                return {}
-            routing.baseline, routing.baseline_at, routing.baseline_for = dict(current), time.monotonic(), key
-            return {}
-        seconds = time.monotonic() - routing.baseline_at
-        return {pool: version_window(routing.baseline, current, pool, seconds) for pool in pools}
+        return pool_counters(scrapes, public)
 
     @staticmethod
-    def _experiment(
-        spec: TritonModelSpec, weights: dict[str, int], windows: Mapping[str, VersionWindow]
-    ) -> SplitOutcome:
-        variants = [Variant(server, server, weight) for server, weight in weights.items()]
-        held = hold_experiment(variants, {p: w.analysis() for p, w in windows.items()})
-        message = rename_versions_to_servers(held.message, tuple(weights))
-        entries = traffic_entries(windows, dict.fromkeys(weights, "variant"), weights)
-        return SplitOutcome(None, _by_server(entries, spec.version), (False, held.reason, message))
-
     def _canary(
-        self,
         body: Mapping[str, Any],
         spec: TritonModelSpec,
         pools: Mapping[str, Pool],
         memory: ModelMemory,
         state: RolloutState | None,
-        requested: str,
+        counters: Counters,
         when: datetime,
-    ) -> tuple[RolloutState, dict[str, int], SplitOutcome]:
-        """The rollout's next state across servers, its weights, and what status says."""
-        meta = body["metadata"]
-        plan, limits = plan_of(spec)
-        state = state or settled_on(requested, when)
-        base = state.canary_version if state.phase is Phase.PROMOTED else state.stable_version
-        servers = tuple(pools)
-        if requested not in (state.canary_version, base) and not pools[requested].serving:
-            # A new pool gets no traffic until its copy is Ready on every replica.
-            weights = canary_weights(plan, state)
-            message = (
-                f"server {requested} gets traffic once its copy is Ready on every replica "
-                f"({pools[requested].copy_message or 'no ready replica'}); until then: {_split(weights)}"
-            )
-            roles = {s: "stable" if s == base else "canary" for s in [*weights, requested]}
-            entries = _by_server(traffic_entries({}, roles, weights), spec.version)
-            waiting = (False, "CanaryLoading", message)
-            progressing = (True, "CanaryLoading", message)
-            return (
+    ) -> tuple[Decision, WindowStart | None, TrafficOutcome]:
+        """The engine's pass across servers: the pool spec.serverRef names is the canary."""
+        requested = spec.server_ref.name
+        plan, limits = plan_of(spec, subject="server")
+        routing = memory.routing
+        retired = None
+        old = state.promoted_over if state is not None else None
+        applied = routing.applied_at
+        if old is not None and applied is not None and time.monotonic() - applied >= DRAIN_S:
+            # The gateway sends the old pool nothing and requests in flight had time to finish: the
+            # rollout settles, and the next pass no longer places the old pool's copy.
+            retired = f"the copy on server {old} is removed"
+        pool = pools[requested]
+        return canary_pass(
+            CanaryInputs(
+                plan,
+                limits,
                 state,
-                weights,
-                SplitOutcome(split_status(state, spec.version), entries, progressing, waiting),
+                requested=requested,
+                ready=pool.serving,
+                waiting_for=pool.copy_message or "no ready replica",
+                applied=routing.applied_at is not None,
+                counters=counters,
+                window=routing.window,
+                command=command_of(body["metadata"].get("annotations")),
+                retired=retired,
+                now=when,
+                monotonic=time.monotonic(),
             )
-        if (
-            spec.effective_rollout().strategy is RolloutStrategy.IMMEDIATE
-            and requested != state.canary_version
-        ):
-            message = f"server {requested} serves 100% (strategy Immediate); server {base}'s copy goes next"
-            new = RolloutState(
-                Phase.PROMOTED,
-                base,
-                requested,
-                0,
-                when,
-                None,
-                "",
-                state.last_command_token,
-                RolloutReason.ROLLED_OUT_IMMEDIATELY,
-                message,
-            )
-            weights = canary_weights(plan, new)
-            outcome = self._canary_outcome(spec, plan, new, message, None, {}, servers)
-            return new, weights, outcome
-        windows: dict[str, VersionWindow] = {}
-        assessment = None
-        stable, canary = state.stable_version, state.canary_version
-        if state.phase is Phase.PROGRESSING and canary == requested:
-            key = (canary, state.step_index, state.step_started_at.isoformat())
-            windows = self._windows(
-                meta["namespace"], [stable, canary], spec.resolved_model_name(meta["name"]), memory, key
-            )
-            if windows:
-                alone = canary_weights(plan, state).get(canary, 0) >= 100
-                baseline = None if alone else windows[stable].analysis()
-                assessment = assess(baseline, windows[canary].analysis(), limits)
-        else:
-            memory.routing.baseline_for = None
-        command = command_of(meta.get("annotations"))
-        decision = decide(plan, state, assessment, when, command, canary_version=requested)
-        new = decision.state
-        message = rename_versions_to_servers(
-            decision.message, (*servers, new.stable_version, new.canary_version)
         )
-        outcome = self._canary_outcome(spec, plan, new, message, decision.next_decision_at, windows, servers)
-        return new, canary_weights(plan, new), outcome
-
-    @staticmethod
-    def _canary_outcome(
-        spec: TritonModelSpec,
-        plan: RolloutPlan,
-        state: RolloutState,
-        message: str,
-        next_at: datetime | None,
-        windows: Mapping[str, VersionWindow],
-        servers: tuple[str, ...],
-    ) -> SplitOutcome:
-        weights = canary_weights(plan, state)
-        same = state.stable_version == state.canary_version
-        roles = (
-            {state.canary_version: "stable"}
-            if same
-            else {state.stable_version: "stable", state.canary_version: "canary"}
-        )
-        entries = _by_server(traffic_entries(windows, roles, weights), spec.version)
-        rollout = split_status(state, spec.version) | {
-            "steps": len(plan.steps),
-            "canaryWeight": 100 if same else weights.get(state.canary_version, 0),
-            "message": message,
-        }
-        if state.last_verdict_message:
-            rollout["lastVerdictMessage"] = rename_versions_to_servers(state.last_verdict_message, servers)
-        if next_at is not None:
-            rollout["nextDecisionAt"] = rfc3339(next_at)
-        reason = str(state.reason)
-        if state.phase is Phase.PROGRESSING:
-            return SplitOutcome(rollout, entries, (True, reason, message), (False, reason, message))
-        if (
-            state.phase in (Phase.ROLLED_BACK, Phase.ABORTED)
-            and state.reason != RolloutReason.CANARY_WITHDRAWN
-        ):
-            ended = (False, reason, message)
-            return SplitOutcome(rollout, entries, ended, ended, (True, reason, message), stalled=True)
-        return SplitOutcome(rollout, entries, (False, str(Reason.ROLLOUT_COMPLETE), message))
-
-    def _retire(
-        self,
-        spec: TritonModelSpec,
-        state: RolloutState,
-        weights: Mapping[str, int],
-        memory: ModelMemory,
-        outcome: SplitOutcome,
-        when: datetime,
-    ) -> tuple[RolloutState, SplitOutcome]:
-        """After a promotion, once the gateway sends the old pool nothing (and in-flight requests had
-        time to finish), the old pool's copy goes: the next pass no longer places it."""
-        old, new = state.stable_version, state.canary_version
-        applied = memory.routing.applied_at
-        if state.phase is not Phase.PROMOTED or old == new or weights.get(old, 0) != 0 or applied is None:
-            return state, outcome
-        if time.monotonic() - applied < DRAIN_S:
-            return state, outcome
-        done = settled_on(new, when, state.last_command_token)
-        message = f"server {new} promoted and serves 100%; the copy on server {old} is removed"
-        rollout = (outcome.rollout or {}) | split_status(done, spec.version) | {"canaryWeight": 100}
-        rollout["message"] = message
-        entries = [e for e in outcome.traffic if e.get("server") != old]
-        return done, SplitOutcome(rollout, entries, (False, str(Reason.ROLLOUT_COMPLETE), message))
 
     # -- status ---------------------------------------------------------------------------------------
     def _write(
@@ -558,7 +428,7 @@ class SplitReconciler:
         pools: Mapping[str, Pool],
         desired: Mapping[str, int],
         weights: Mapping[str, int],
-        outcome: SplitOutcome,
+        outcome: TrafficOutcome,
         routed: DecidedCondition,
     ) -> dict[str, Any] | None:
         meta = body["metadata"]
@@ -596,15 +466,6 @@ def _subset(small: Any, big: Any) -> bool:
     if isinstance(small, list) and isinstance(big, list):
         return len(small) == len(big) and all(_subset(a, b) for a, b in zip(small, big, strict=True))
     return bool(small == big)
-
-
-def _by_server(entries: Sequence[Mapping[str, Any]], version: int) -> list[dict[str, Any]]:
-    """traffic_entries keyed by pool: the pool goes to `server`, the model's version to `version`."""
-    return [{**e, "server": e["version"], "version": str(version)} for e in entries]
-
-
-def _split(weights: Mapping[str, int]) -> str:
-    return ", ".join(f"server {s} {w}%" for s, w in weights.items())
 
 
 def _weights_text(routes: Sequence[Mapping[str, Any]]) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import defaultdict
 from collections.abc import Mapping
@@ -26,20 +25,6 @@ def pod_index_key(pod: Mapping[str, Any]) -> tuple[str, str, str | None]:
     """Where a pod's repository index is cached: (namespace, pod, uid); a replaced pod is another key."""
     meta = pod["metadata"]
     return meta["namespace"], meta["name"], meta.get("uid")
-
-
-LABEL_VALUE_MAX = 63
-
-
-def name_label(name: str) -> str:
-    """An object's name as a label value: the name when it fits in 63 characters, else its start and a
-    hash of it. A TritonModel may be named up to 253 characters (its copies on servers longer still), a
-    label value may not: a longer one made the apiserver refuse every staging Job, copy and route of the
-    model (and every label selector for them), so each pass failed and the model never got a status."""
-    if len(name) <= LABEL_VALUE_MAX:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
-    return f"{name[: LABEL_VALUE_MAX - len(digest) - 1].rstrip('-.')}-{digest}"
 
 
 def owner_name(body: Mapping[str, Any], kind: str) -> str | None:

@@ -1,6 +1,9 @@
-"""Labels and names of the children of a TritonServer."""
+"""The operator's label keys and values, all in one place: the children of a TritonServer, the staging
+and removal Jobs of a TritonModel, the copies of a model split across servers."""
 
 from __future__ import annotations
+
+import hashlib
 
 from triton_operator.api.common import GROUP, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME
 
@@ -17,6 +20,35 @@ APPLIED_GENERATION_ANNOTATION = f"{GROUP}/applied-generation"
 # The Triton pods' readiness gate: a pod takes traffic once its server's models are loaded into it
 # (the operator sets this pod condition; see reconcile/gates.py).
 MODELS_LOADED_GATE = f"{GROUP}/models-loaded"
+# Staging and removal Jobs: which model and server they work for (SERVER_NAME_LABEL).
+STAGING_COMPONENT = "staging"
+MODEL_LABEL = f"{GROUP}/model"
+# Labels of staging Jobs and their pods; deliberately not the server pods' selector labels.
+STAGING_LABELS = {LABEL_NAME: APP_NAME, LABEL_COMPONENT: STAGING_COMPONENT, LABEL_MANAGED_BY: MANAGED_BY}
+# On each copy of a model split across servers: the model it is a copy of.
+SPLIT_OF_LABEL = f"{GROUP}/split-of"
+# A label value is at most 63 characters.
+LABEL_VALUE_MAX = 63
+
+
+def name_label(name: str) -> str:
+    """An object's name as a label value: the name when it fits in 63 characters, else its start and a
+    hash of it. A TritonModel may be named up to 253 characters (its copies on servers longer still), a
+    label value may not: a longer one made the apiserver refuse every staging Job, copy and route of the
+    model (and every label selector for them), so each pass failed and the model never got a status."""
+    if len(name) <= LABEL_VALUE_MAX:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[: LABEL_VALUE_MAX - len(digest) - 1].rstrip('-.')}-{digest}"
+
+
+def staging_labels(model: str, server: str) -> dict[str, str]:
+    """Labels of a model's staging Job: which model and server it stages for.
+
+    Not app.kubernetes.io/instance: Argo CD's label tracking would count the Job as part of an
+    Application named like the model (see volume_labels).
+    """
+    return {**STAGING_LABELS, MODEL_LABEL: name_label(model), SERVER_NAME_LABEL: name_label(server)}
 
 
 def selector_labels(name: str) -> dict[str, str]:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from triton_operator.conditions import rfc3339
-from triton_operator.rollout.analysis import Assessment, Verdict
+from triton_operator.rollout.analysis import AnalysisLimits, Assessment, VariantWindow, Verdict, assess
 from triton_operator.rollout.plan import RolloutPlan, validate_plan
 
 
@@ -32,6 +32,8 @@ class Action(enum.StrEnum):
     ROLLBACK = "Rollback"
     ABORT = "Abort"
     RESTART = "Restart"
+    # A promotion is done: the old stable is retired (nothing routes to it, its files or copy are gone).
+    SETTLE = "Settle"
 
 
 class CommandAction(enum.StrEnum):
@@ -65,6 +67,10 @@ class RolloutReason(enum.StrEnum):
     ABORTED_BY_COMMAND = "AbortedByCommand"
     RETRIED = "Retried"
     COMMAND_IGNORED = "CommandIgnored"
+    # A new canary is not ready on every replica yet: it gets no traffic, the current weights hold.
+    CANARY_LOADING = "CanaryLoading"
+    # One variant serves everything: where a rollout starts, and where a promotion ends.
+    SERVING = "Serving"
     # Not canaries: the other strategies (rollout.traffic).
     ROLLED_OUT_IMMEDIATELY = "RolledOutImmediately"
     EXPERIMENT_RUNNING = "ExperimentRunning"
@@ -110,6 +116,12 @@ class RolloutState:
         if self.last_verdict is not None:
             object.__setattr__(self, "last_verdict", Verdict(self.last_verdict))
         object.__setattr__(self, "step_started_at", _whole_second(self.step_started_at))
+
+    @property
+    def promoted_over(self) -> str | None:
+        """The old stable of a promotion that has not settled yet (it is retired next), else None."""
+        promoted = self.phase is Phase.PROMOTED and self.stable_version != self.canary_version
+        return self.stable_version if promoted else None
 
     def to_status(self) -> dict[str, Any]:
         """The state as a camelCase status object (keys without a value are left out)."""
@@ -169,8 +181,38 @@ class Decision:
 
     @property
     def weights(self) -> dict[str, int]:
-        """Percent of traffic by role."""
-        return {"stable": 100 - self.canary_weight, "canary": self.canary_weight}
+        """Percent of traffic by variant: the state's stable and canary keys (one key once they are one)."""
+        return weights_of(self.state, self.canary_weight)
+
+    @property
+    def retire(self) -> str | None:
+        """The variant a promotion left without traffic, to retire (unload its files, remove its copy);
+        once the caller says it is gone (decide's `retired`), the rollout settles on the canary."""
+        return self.state.promoted_over
+
+    @property
+    def in_progress(self) -> bool:
+        """Traffic is moving or about to: a step runs, or a new canary loads before its first step."""
+        return self.state.phase is Phase.PROGRESSING or self.reason == RolloutReason.CANARY_LOADING
+
+
+def weights_of(state: RolloutState, canary_weight: int) -> dict[str, int]:
+    """Percent of traffic by variant key, stable first."""
+    if state.stable_version == state.canary_version:
+        return {state.canary_version: 100}
+    return {state.stable_version: 100 - canary_weight, state.canary_version: canary_weight}
+
+
+def describe_weights(weights: Mapping[str, int], subject: str) -> str:
+    """'version 1 90%, version 2 10%'."""
+    return ", ".join(f"{subject} {key} {weight}%" for key, weight in weights.items())
+
+
+def settled(key: str, now: datetime, subject: str = "version", token: str | None = None) -> RolloutState:
+    """One variant serving everything: where a rollout starts when status has none."""
+    message = f"{subject} {key} serves 100%"
+    reason = RolloutReason.SERVING
+    return RolloutState(Phase.PROMOTED, key, key, 0, now, None, "", token, reason, message)
 
 
 def _whole_second(moment: datetime) -> datetime:
@@ -236,7 +278,7 @@ def _begin(
 def begin(plan: RolloutPlan, stable: str, canary: str, now: datetime) -> Decision:
     """Start a canary of `canary` against `stable` at step 1."""
     _check(plan, now)
-    what = f"canary version {canary} against stable {stable}"
+    what = f"canary {plan.subject} {canary} against stable {stable}"
     return _begin(plan, stable, canary, now, None, RolloutReason.CANARY_STARTED, Action.START, what)
 
 
@@ -247,23 +289,63 @@ def _ended(plan: RolloutPlan, state: RolloutState) -> Decision:
 
 def _new_canary(plan: RolloutPlan, state: RolloutState, canary: str, now: datetime) -> Decision | None:
     """The spec asks for another canary than the state's: start over for it, or withdraw the canary."""
-    base = state.canary_version if state.phase is Phase.PROMOTED else state.stable_version
+    base = _base(state)
     token = state.last_command_token
+    if plan.immediate and canary != state.canary_version:
+        reason = RolloutReason.ROLLED_OUT_IMMEDIATELY
+        message = (
+            f"{plan.subject} {canary} serves 100% (strategy Immediate); {plan.subject} {base} is retired next"
+        )
+        promoted = RolloutState(Phase.PROMOTED, base, canary, 0, now, None, "", token, reason, message)
+        return Decision(promoted, 100, Action.PROMOTE, reason, message, EventType.NORMAL, None)
     if canary != base:
         if state.phase is Phase.PROMOTED or canary == state.canary_version:
-            what = f"canary version {canary} against stable {base}"
+            what = f"canary {plan.subject} {canary} against stable {base}"
             return _begin(plan, base, canary, now, token, RolloutReason.CANARY_STARTED, Action.START, what)
-        what = f"version {canary} replaces canary {state.canary_version}, against stable {base}"
+        what = f"{plan.subject} {canary} replaces canary {state.canary_version}, against stable {base}"
         return _begin(plan, base, canary, now, token, RolloutReason.CANARY_REPLACED, Action.RESTART, what)
     if state.phase is not Phase.PROGRESSING:
         return None  # already all on the stable the spec asks for
     message = (
-        f"canary version {state.canary_version} withdrawn at {_where(plan, _index(plan, state))}: "
-        f"the spec asks for stable version {base} again, 100% to it"
+        f"canary {plan.subject} {state.canary_version} withdrawn at {_where(plan, _index(plan, state))}: "
+        f"the spec asks for stable {plan.subject} {base} again, 100% to it"
     )
     reason = RolloutReason.CANARY_WITHDRAWN
     ended = replace(state, phase=Phase.ABORTED, reason=reason, message=message)
     return Decision(ended, 0, Action.ABORT, reason, message, EventType.NORMAL, None)
+
+
+def _base(state: RolloutState) -> str:
+    """What serves when the canary does not: a promoted canary, else the stable."""
+    return state.canary_version if state.phase is Phase.PROMOTED else state.stable_version
+
+
+def _loading(plan: RolloutPlan, state: RolloutState, canary: str, waiting_for: str) -> Decision:
+    """A new canary gets no traffic until it is ready on every replica; the current weights hold and
+    the state is unchanged (its first step starts once it is ready)."""
+    weight = _weight(plan, state)
+    until = describe_weights(weights_of(state, weight), plan.subject)
+    why = f" ({waiting_for})" if waiting_for else ""
+    message = (
+        f"{plan.subject} {canary} gets traffic once it is ready on every replica{why}; until then: {until}"
+    )
+    reason = RolloutReason.CANARY_LOADING
+    return Decision(state, weight, Action.HOLD, reason, message, None, None)
+
+
+def _settle(plan: RolloutPlan, state: RolloutState, retired: str, now: datetime) -> Decision:
+    """A promotion whose old stable is gone: the canary is the one variant serving everything."""
+    message = f"{plan.subject} {state.canary_version} promoted and serves 100%; {retired}"
+    reason = RolloutReason.SERVING
+    done = replace(
+        state,
+        stable_version=state.canary_version,
+        step_index=0,
+        step_started_at=_whole_second(now),
+        reason=reason,
+        message=message,
+    )
+    return Decision(done, 100, Action.SETTLE, reason, message, EventType.NORMAL, None)
 
 
 _ENDED_AS = {Phase.ROLLED_BACK: "was rolled back", Phase.ABORTED: "was aborted"}
@@ -286,31 +368,34 @@ def _command(plan: RolloutPlan, state: RolloutState, command: Command, now: date
     by = f"by command {command.token!r}"
     action = CommandAction(command.action)
     if state.reason == RolloutReason.CANARY_WITHDRAWN and action is not CommandAction.ABORT:
-        why = f"the spec no longer asks for canary version {state.canary_version}"
+        why = f"the spec no longer asks for canary {plan.subject} {state.canary_version}"
         return _ignored(plan, handled, command, why, now)
     if action is CommandAction.PROMOTE:
         if state.phase is Phase.PROMOTED:
             return _ignored(
-                plan, handled, command, f"version {state.canary_version} is already promoted", now
+                plan, handled, command, f"{plan.subject} {state.canary_version} is already promoted", now
             )
         after = f" after it {_ENDED_AS[state.phase]}" if state.phase in _ENDED_AS else ""
-        message = f"promoted version {state.canary_version} {by} at {where}{after}"
+        message = f"promoted {plan.subject} {state.canary_version} {by} at {where}{after}"
         reason = RolloutReason.PROMOTED_BY_COMMAND
         promoted = replace(handled, phase=Phase.PROMOTED, reason=reason, message=message)
         return Decision(promoted, 100, Action.PROMOTE, reason, message, EventType.NORMAL, None)
     if action is CommandAction.ABORT:
         if state.phase is Phase.PROGRESSING:
-            message = f"aborted {by} at {where}: 100% to stable version {state.stable_version}"
+            message = f"aborted {by} at {where}: 100% to stable {plan.subject} {state.stable_version}"
             reason = RolloutReason.ABORTED_BY_COMMAND
             aborted = replace(handled, phase=Phase.ABORTED, reason=reason, message=message)
             return Decision(aborted, 0, Action.ABORT, reason, message, EventType.WARNING, None)
         if state.phase is Phase.PROMOTED:
-            why = f"version {state.canary_version} is already promoted; roll out the previous one to go back"
+            why = (
+                f"{plan.subject} {state.canary_version} is already promoted; "
+                "roll out the previous one to go back"
+            )
         else:
-            why = f"it {_ENDED_AS[state.phase]} already: 100% to stable version {state.stable_version}"
+            why = f"it {_ENDED_AS[state.phase]} already: 100% to stable {plan.subject} {state.stable_version}"
         return _ignored(plan, handled, command, why, now)
     if state.phase in (Phase.ROLLED_BACK, Phase.ABORTED):
-        what = f"retrying canary version {state.canary_version} {by}"
+        what = f"retrying canary {plan.subject} {state.canary_version} {by}"
         return _begin(
             plan,
             state.stable_version,
@@ -322,7 +407,7 @@ def _command(plan: RolloutPlan, state: RolloutState, command: Command, now: date
             what,
         )
     if state.phase is Phase.PROMOTED:
-        why = f"version {state.canary_version} is already promoted"
+        why = f"{plan.subject} {state.canary_version} is already promoted"
     else:
         why = f"the rollout is progressing at {where}; retry follows a rollback or an abort"
     return _ignored(plan, handled, command, why, now)
@@ -365,7 +450,7 @@ def _progress(
     verdict, measured = assessment.verdict, assessment.message
     if verdict is Verdict.FAILED:
         reason = RolloutReason.ROLLED_BACK
-        message = f"rolled back to version {state.stable_version} at {where}: {measured}"
+        message = f"rolled back to {plan.subject} {state.stable_version} at {where}: {measured}"
         rolled_back = replace(
             state,
             phase=Phase.ROLLED_BACK,
@@ -392,7 +477,8 @@ def _progress(
     if last:
         reason = RolloutReason.PROMOTED
         message = (
-            f"promoted version {state.canary_version} (stable was {state.stable_version}) after {passed}"
+            f"promoted {plan.subject} {state.canary_version} (stable was {state.stable_version}) "
+            f"after {passed}"
         )
         promoted = replace(
             state,
@@ -421,6 +507,21 @@ def _progress(
     return Decision(advanced, weight, Action.ADVANCE, reason, message, EventType.NORMAL, following_next)
 
 
+def assess_step(
+    plan: RolloutPlan,
+    state: RolloutState,
+    windows: Mapping[str, VariantWindow],
+    limits: AnalysisLimits,
+) -> Assessment | None:
+    """The current step's verdict from each variant's window (None before there is a window). At 100%
+    the stable gets nothing to compare with: the canary is judged on its own figures."""
+    if state.canary_version not in windows:
+        return None
+    alone = _weight(plan, state) >= 100
+    stable = None if alone else windows.get(state.stable_version)
+    return assess(stable, windows[state.canary_version], limits)
+
+
 def decide(
     plan: RolloutPlan,
     state: RolloutState,
@@ -429,16 +530,23 @@ def decide(
     command: Command | None = None,
     *,
     canary_version: str | None = None,
+    canary_ready: bool = True,
+    waiting_for: str = "",
+    retired: str | None = None,
 ) -> Decision:
     """The next step of a canary rollout; pure, so the same inputs give the same decision.
 
     `assessment` covers only the current step's traffic (since state.step_started_at), None before any
-    metrics. `canary_version` is the version the spec asks for now (None: the state's). In order:
+    metrics. `canary_version` is the version the spec asks for now (None: the state's); `canary_ready`
+    whether it is ready on every replica (`waiting_for` says for what, if not); `retired` what was done
+    to retire a promotion's old stable once nothing routes to it (None: not yet). In order:
+    - a new canary that is not ready holds the current weights (CanaryLoading), state unchanged;
     - another canary version restarts at step 1 for it (a promoted canary becomes the stable); the
       stable version again withdraws a running canary (100% stable, Aborted); a command in the same call
-      waits for the next one;
+      waits for the next one; under strategy Immediate a new canary is promoted at once;
     - a command not handled before: promote (now, from any phase but Promoted), abort (a progressing
       rollout, 100% stable), retry (after a rollback or an abort, from step 1); else it is ignored;
+    - a promotion whose old stable is retired settles: the canary is the one variant (Serving);
     - an ended rollout holds its weights;
     - Failed rolls back at once to 100% stable; Inconclusive or no metrics hold (never pass, never abort);
       Successful holds until the step's pause (and at least one interval) has run since the step started,
@@ -450,11 +558,15 @@ def decide(
     if canary_version is not None and (
         canary_version != state.canary_version or state.reason == RolloutReason.CANARY_WITHDRAWN
     ):
+        if not canary_ready and canary_version not in (state.canary_version, _base(state)):
+            return _loading(plan, state, canary_version, waiting_for)
         changed = _new_canary(plan, state, canary_version, now)
         if changed is not None:
             return changed
     if command is not None and command.token != state.last_command_token:
         return _command(plan, state, command, now)
+    if retired is not None and state.promoted_over is not None:
+        return _settle(plan, state, retired, now)
     if state.phase is not Phase.PROGRESSING:
         return _ended(plan, state)
     return _progress(plan, state, assessment, now)

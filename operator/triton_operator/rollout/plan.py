@@ -21,6 +21,11 @@ class RolloutPlan:
     steps: tuple[Step, ...]
     # How often analysis runs while a step holds, and the shortest time any step lasts.
     interval_s: float = 30.0
+    # What the rollout moves traffic between, as messages name it: versions of a model inside one
+    # server (its router), or servers behind a Gateway (its routes). The machine is the same.
+    subject: str = "version"
+    # Strategy Immediate: a new canary takes 100% at once, unmeasured, once it is ready.
+    immediate: bool = False
 
 
 def validate_plan(

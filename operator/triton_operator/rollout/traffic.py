@@ -1,4 +1,4 @@
-"""The strategies without steps: immediate (all at once) and held A/B experiments (fixed weights)."""
+"""Held A/B experiments: fixed weights between variants, never promoted, each with its figures."""
 
 from __future__ import annotations
 
@@ -29,16 +29,6 @@ class Traffic:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", dict(self.weights))
-
-
-def immediate(version: str, previous: str | None = None) -> Traffic:
-    """The immediate strategy: the new version takes all traffic at once, unmeasured."""
-    was = f", replacing version {previous}" if previous is not None and previous != version else ""
-    return Traffic(
-        {"stable": 0, "canary": 100},
-        RolloutReason.ROLLED_OUT_IMMEDIATELY,
-        f"version {version} takes 100% at once (immediate strategy){was}",
-    )
 
 
 def validate_variants(variants: Sequence[Variant], path: str = "spec.experiment.variants") -> list[str]:
@@ -75,7 +65,7 @@ def validate_variants(variants: Sequence[Variant], path: str = "spec.experiment.
     return problems
 
 
-def _figures(variant: Variant, window: VariantWindow | None, observed: float | None) -> str:
+def _figures(variant: Variant, window: VariantWindow | None, observed: float | None, describe: str) -> str:
     """'b (version 2, 10%): 1,000 requests, 5 failed (0.005), p99 2.6 ms, 9.8% observed'."""
     parts = []
     if window is None:
@@ -89,17 +79,19 @@ def _figures(variant: Variant, window: VariantWindow | None, observed: float | N
             parts.append(f"queue time {format_ms(window.queue_ms)} ms")
     if observed is not None:
         parts.append(f"{observed:.1f}% observed")
-    return f"{variant.name} (version {variant.version}, {variant.weight}%): {', '.join(parts)}"
+    return f"{variant.name} ({describe} {variant.version}, {variant.weight}%): {', '.join(parts)}"
 
 
 def hold_experiment(
     variants: Sequence[Variant],
     windows: Mapping[str, VariantWindow] | None = None,
     shares: TrafficShares | None = None,
+    describe: str = "version",
 ) -> Traffic:
     """An A/B experiment's weights, held as written (it never promotes), with every variant's figures.
 
-    `windows` and `shares` are keyed by model version, as Triton's metrics are.
+    `windows` and `shares` are keyed by variant (`Variant.version`): a model version inside a server,
+    a server behind a Gateway; `describe` says which.
     """
     problems = validate_variants(variants, path="variants")
     if problems:
@@ -108,7 +100,8 @@ def hold_experiment(
     percent = shares.percent if shares is not None else {}
     split = " / ".join(f"{variant.name} {variant.weight}%" for variant in variants)
     figures = "; ".join(
-        _figures(variant, windows.get(variant.version), percent.get(variant.version)) for variant in variants
+        _figures(variant, windows.get(variant.version), percent.get(variant.version), describe)
+        for variant in variants
     )
     return Traffic(
         {variant.name: variant.weight for variant in variants},
