@@ -27,6 +27,7 @@ from triton_operator.reconcile.state import OperatorState, object_key, pod_index
 from triton_operator.render.labels import SERVER_NAME_LABEL as SERVER_LABEL
 from triton_operator.render.labels import STAGING_LABELS
 from triton_operator.render.server import deployment_name
+from triton_operator.triton import client as triton_client
 
 from tests.support.fakeclock import FakeClock, install
 from tests.support.fakekube import FakeKube
@@ -36,6 +37,7 @@ from tests.support.kubesemantics import condition_of, matches
 NS = "default"
 GROUP_VERSION = "tritonoperator.dev/v1alpha1"
 GATEWAY_API = "gateway.networking.k8s.io/v1"
+FAKE_CONNECT_TIMEOUT_S = 30.0
 KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 
 
@@ -94,6 +96,9 @@ class World:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, clock: FakeClock | None = None) -> None:
         self.clock = clock or FakeClock()
         install(self.clock, monkeypatch)
+        # The fakes answer in-process: on a busy machine a connection may take over the client's 2 s,
+        # which it would take for a hung pod (held for 5 s, every call failing at once meanwhile).
+        monkeypatch.setattr(triton_client, "CONNECT_TIMEOUT_S", FAKE_CONNECT_TIMEOUT_S)
         self.events: list[tuple[str, str, str, str]] = []  # (object, type, reason, message)
         monkeypatch.setattr(kopf, "event", self._event)
         self.kube = FakeKube(now=self.clock.now)
