@@ -43,8 +43,8 @@ class LoopKind:
 @dataclass(eq=False)
 class _Entry:
     body: Body
-    # The context of the kopf handler that first tracked the object: kopf.event() finds kopf's event
-    # queue through context variables, which a pool thread would not have.
+    # The context of the kopf handler that first tracked the object: a pass runs in a copy of it, so
+    # kopf's context variables are there as in the handler (a pool thread would have none).
     context: contextvars.Context
     due: float = 0.0
     queued: bool = False  # handed to the pool (waiting for a thread or running)

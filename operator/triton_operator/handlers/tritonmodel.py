@@ -11,12 +11,14 @@ from kubernetes.client.exceptions import ApiException
 
 from triton_operator.api.common import GROUP, VERSION
 from triton_operator.handlers.loops import ObjectLoops
+from triton_operator.kube.events import recorder_for
 from triton_operator.opmetrics import measured
 from triton_operator.opmetrics_objects import OBJECT_GAUGES
 from triton_operator.reconcile.files import namespace_terminating
 from triton_operator.reconcile.model import KIND, ModelReconciler
 from triton_operator.reconcile.server import KIND as SERVER_KIND
 from triton_operator.reconcile.state import OperatorState, object_key, owner_name
+from triton_operator.reconcile.story import deletion_story
 from triton_operator.render.labels import MODEL_LABEL, SPLIT_OF_LABEL, STAGING_LABELS
 
 PLURAL = "tritonmodels"
@@ -84,6 +86,8 @@ def delete_model(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
     with measured(KIND, "delete"):
         unloaded = models.delete(body)
     logger.info(f"unloaded from {len(unloaded)} replicas: {', '.join(unloaded) or 'none reachable'}")
+    for event in deletion_story(KIND, unloaded):
+        recorder_for(models.kube).record(body, event)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=STAGING_LABELS)
