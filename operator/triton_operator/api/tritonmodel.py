@@ -1108,6 +1108,14 @@ class VariantTraffic(StatusModel):
     )
 
 
+class StagedVariant(StatusModel):
+    """An experiment's other version, staged from its own source."""
+
+    version: int = Field(ge=1, description="The variant's model version.")
+    job: str = Field(max_length=63, description="The Job that staged its files.")
+    digest: str | None = Field(default=None, max_length=128, description="Digest of the files it staged.")
+
+
 class TritonModelStatus(StatusModel):
     """Observed state of a TritonModel, written by the operator."""
 
@@ -1140,6 +1148,13 @@ class TritonModelStatus(StatusModel):
     metrics: ModelMetrics | None = Field(default=None, description="Live traffic and latency.")
     staging_job: str | None = Field(
         default=None, max_length=63, description="Name of the Job that staged (or is staging) the files."
+    )
+    staged_variants: list[StagedVariant] = Field(
+        default=[],
+        max_length=MAX_TRAFFIC_ENTRIES,
+        description="An experiment's other versions: the Job that staged each and its digest (a restarted "
+        "operator resumes from them instead of staging again).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["version"]},
     )
     rollout: RolloutStatus | None = Field(
         default=None, description="The canary rollout: phase, step, weights and the last verdict."

@@ -42,6 +42,23 @@ def namespace_terminating(exc: ApiException) -> bool:
     return exc.status == 403 and "being terminated" in str(exc.body)
 
 
+def recorded_variant(status: Mapping[str, Any], wanted_job: str, version: int) -> StagedRecord | None:
+    """What status says an experiment variant's Job staged, if it is the Job this spec wants."""
+    for entry in status.get("stagedVariants") or []:
+        if entry.get("version") == version and entry.get("job") == wanted_job:
+            return StagedRecord(wanted_job, version, entry.get("digest"))
+    return None
+
+
+def load_token(staged: StagedRecord | None, variants: Mapping[int, StagedRecord]) -> StagedRecord | None:
+    """What every pod must have loaded: the spec's staged files and, for an experiment, each variant's
+    (the token names all their Jobs: the versions reload once any of them changes)."""
+    if staged is None or not variants:
+        return staged
+    jobs = sorted([staged.job, *(record.job for record in variants.values())])
+    return StagedRecord("+".join(jobs), staged.version, staged.digest)
+
+
 def recorded_staging(status: Mapping[str, Any], wanted_job: str, version: int) -> StagedRecord | None:
     """What status says was staged (after an operator restart): stagedDigest is set only on completion."""
     job, digest = status.get("stagingJob"), status.get("stagedDigest")

@@ -34,7 +34,7 @@ from triton_operator.observe.model import (
 )
 from triton_operator.observe.rollout import target_counters
 from triton_operator.observe.server import created_within
-from triton_operator.reconcile.files import RepositoryFiles, recorded_staging
+from triton_operator.reconcile.files import RepositoryFiles, load_token, recorded_staging, recorded_variant
 from triton_operator.reconcile.loading import Loader, settle
 from triton_operator.reconcile.routing import (
     Router,
@@ -83,6 +83,7 @@ STATUS_FIELDS = (
     "endpoints",
     "metrics",
     "stagingJob",
+    "stagedVariants",
     "rollout",
     "traffic",
 )
@@ -98,6 +99,13 @@ def invalid_model_conditions(message: str) -> list[DecidedCondition]:
         DecidedCondition(ModelConditionType.DEGRADED, ConditionStatus.TRUE, reason, message),
     ]
     return with_kstatus(decided, stuck=True)
+
+
+def staged_variants(memory: ModelMemory, variants: list[TritonModelSpec]) -> dict[int, StagedRecord]:
+    """What is staged of the spec's experiment variants (those not staged yet are left out)."""
+    return {
+        v.version: memory.variants_staged[v.version] for v in variants if v.version in memory.variants_staged
+    }
 
 
 class ModelReconciler:
@@ -136,10 +144,19 @@ class ModelReconciler:
         server_name = spec.server_ref.name
         memory.server = (namespace, server_name)
         wanted = staging_job_name(name, spec)
+        variants = variant_specs(spec)  # an experiment's other versions, each from its own source
+        status = body.get("status") or {}
         if memory.staged is None:
-            memory.staged = recorded_staging(body.get("status") or {}, wanted, spec.version)
+            memory.staged = recorded_staging(status, wanted, spec.version)
+        for variant in variants:
+            job = staging_job_name(name, variant)
+            record = recorded_variant(status, job, variant.version)
+            if variant.version not in memory.variants_staged and record is not None:
+                memory.variants_staged[variant.version] = record
         if memory.baseline_job is None:
-            memory.baseline_job = memory.staged.job if memory.staged else ""
+            # What the pods loaded before this operator started: what status says was staged.
+            baseline = load_token(memory.staged, staged_variants(memory, variants))
+            memory.baseline_job = baseline.job if baseline else ""
 
         server = self._server(namespace, server_name)
         if server is None:
@@ -164,7 +181,6 @@ class ModelReconciler:
             )
             return self._write(body, spec, observed, None, memory)
 
-        variants = variant_specs(spec)  # an experiment's other versions, each from its own source
         keep = frozenset([wanted, *(staging_job_name(name, v) for v in variants)])
         outcome: StagingOutcome | None = None
         if memory.staged is None or memory.staged.job != wanted:
@@ -179,15 +195,12 @@ class ModelReconciler:
             if (done := memory.variants_staged.get(variant.version)) is None or done.job != job:
                 staged_variant = self.files.stage(body, variant, server_spec, job, memory, keep)
                 if staged_variant.phase == "complete":
-                    memory.variants_staged[variant.version] = StagedRecord(job, variant.version, None)
+                    digest = staged_variant.digest
+                    memory.variants_staged[variant.version] = StagedRecord(job, variant.version, digest)
                 elif staged_variant.phase in ("failed", "blocked"):
                     problems.append(f"version {variant.version}: {staged_variant.message}")
         staged = memory.staged
-        load = staged
-        if staged is not None and variants:
-            # The versions reload once every variant's files are there (the token names all their Jobs).
-            jobs = sorted([staged.job, *(r.job for r in memory.variants_staged.values())])
-            load = StagedRecord("+".join(jobs), staged.version, staged.digest)
+        load = load_token(staged, staged_variants(memory, variants))
         removal_running = partial(self.files.removal_running, namespace, memory)
         pods, replicas = self.loader.load_everywhere(
             namespace, server_name, spec, name, load, memory, stopped, removal_running
@@ -366,6 +379,12 @@ class ModelReconciler:
                 new["stagedDigest"] = staged.digest
         elif observed.wanted_job and observed.server_found:
             new["stagingJob"] = observed.wanted_job
+        variants = staged_variants(memory, variant_specs(spec))
+        if variants:
+            new["stagedVariants"] = [
+                {"version": version, "job": record.job} | ({"digest": record.digest} if record.digest else {})
+                for version, record in sorted(variants.items())
+            ]
         if observed.server_found and server_spec is not None:
             model = spec.resolved_model_name(name)
             new["loaded"] = loaded_fraction(observed)
