@@ -30,6 +30,7 @@ declare -A SCRIPT=(
   [helm]=.ci/build-helm.sh
   [promtool]=.ci/build-promtool.sh
   [prometheus-crds]=.ci/fetch-prometheus-crds.sh
+  [prometheus]=.ci/build-prometheus.sh
   [router]=.ci/build-router.sh
 )
 mode=build

@@ -1,0 +1,176 @@
+"""The recording rules on a real Prometheus 3.16 scraping a real tritonserver 2.51 (issue 20): a routed model
+(its python router `ranker` sending 90/10 to versions 1 and 2 of `ranker~versions`) is counted once, by
+the version it went to, with Triton's real metric names. Loopback only; Prometheus is built from its Go
+module by .ci/build-prometheus.sh (cached)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as triton_grpc
+import tritonclient.http as triton_http
+import yaml
+from triton_operator.render.router import ROUTER_ENV, Variant, router_config, router_files
+
+from sandbox.tritonserver import RunningTriton, run_tritonserver
+from tests.support.models import write_versioned
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "charts" / "triton-operator" / "files" / "prometheus-rules.yaml"
+BUILD_PROMETHEUS = ROOT / ".ci" / "build-prometheus.sh"
+TRITON = "127.31.0.7"
+PROMETHEUS = "127.31.0.8:9090"
+PUBLIC, VERSIONS = "ranker", "ranker~versions"
+# What a PodMonitor made by the operator puts on every series (namespace and pod by the Prometheus
+# Operator, tritonserver by the operator's relabeling).
+TARGET_LABELS = {"namespace": "serving", "pod": "pool-0", "tritonserver": "pool"}
+
+
+def prometheus_binary() -> str:
+    done = subprocess.run(
+        ["bash", str(BUILD_PROMETHEUS)], capture_output=True, text=True, timeout=1800, check=False
+    )
+    if done.returncode != 0:
+        pytest.fail(f".ci/build-prometheus.sh could not provide prometheus:\n{done.stderr}", pytrace=False)
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTriton]:
+    saved = os.environ.get(ROUTER_ENV)
+    os.environ[ROUTER_ENV] = "python"  # the router that needs no native build
+    repo = tmp_path_factory.mktemp("live") / "repo"
+    write_versioned(repo, VERSIONS, [1, 2])
+    try:
+        with run_tritonserver(repo, TRITON) as running:
+            with triton_grpc.InferenceServerClient(running.grpc_url) as client:
+                client.load_model(VERSIONS)
+                with triton_http.InferenceServerClient(running.http_url) as http:
+                    target = http.get_model_config(VERSIONS)
+                config = router_config(PUBLIC, target, [Variant(VERSIONS, 1, 90), Variant(VERSIONS, 2, 10)])
+                client.load_model(PUBLIC, config=json.dumps(config), files=router_files())
+            yield running
+    finally:
+        if saved is None:
+            os.environ.pop(ROUTER_ENV, None)
+        else:
+            os.environ[ROUTER_ENV] = saved
+
+
+@pytest.fixture(scope="module")
+def prometheus(triton: RunningTriton, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    work = tmp_path_factory.mktemp("prometheus")
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(RULES)],
+        "scrape_configs": [
+            {
+                "job_name": "triton",
+                "static_configs": [
+                    {"targets": [f"{triton.address}:{triton.metrics_port}"], "labels": TARGET_LABELS}
+                ],
+            }
+        ],
+    }
+    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
+    log = (work / "prometheus.log").open("wb")
+    process = subprocess.Popen(
+        [
+            prometheus_binary(),
+            f"--config.file={work / 'prometheus.yml'}",
+            f"--storage.tsdb.path={work / 'data'}",
+            f"--web.listen-address={PROMETHEUS}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://{PROMETHEUS}/-/ready", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"prometheus never became ready:\n{(work / 'prometheus.log').read_text()[-3000:]}")
+        yield f"http://{PROMETHEUS}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
+    url = f"{prometheus}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        answer = json.load(resp)
+    assert answer["status"] == "success", answer
+    result: list[dict[str, Any]] = answer["data"]["result"]
+    return result
+
+
+def by_version(samples: list[dict[str, Any]]) -> dict[str, float]:
+    return {s["metric"].get("version", ""): float(s["value"][1]) for s in samples}
+
+
+def test_a_routed_model_is_counted_once_by_version(triton: RunningTriton, prometheus: str) -> None:
+    sent = 0
+    with triton_grpc.InferenceServerClient(triton.grpc_url) as client:
+        tensor = triton_grpc.InferInput("INPUT0", [1, 1], "FP32")
+        tensor.set_data_from_numpy(np.ones((1, 1), dtype=np.float32))
+        end = time.monotonic() + 25  # a steady 40 requests a second, for 25 scrapes
+        while time.monotonic() < end:
+            client.infer(PUBLIC, [tensor])
+            sent += 1
+            time.sleep(0.025)
+    time.sleep(3)  # the router publishes its counts every second; one more scrape and evaluation
+    up = query(prometheus, 'up{job="triton"}')
+    assert [float(s["value"][1]) for s in up] == [1.0]
+
+    model = query(prometheus, f'namespace_tritonserver_model:triton_requests:rate5m{{model="{PUBLIC}"}}')
+    assert len(model) == 1 and model[0]["metric"]["tritonserver"] == "pool"
+    # Counted once: the rule agrees with the router's own request count at the same instant (Triton counts
+    # each request twice: at the router and again at `ranker~versions`).
+    once = float(model[0]["value"][1])
+    router_rate = float(
+        query(prometheus, f'sum(rate(nv_inference_request_success{{model="{PUBLIC}"}}[5m]))')[0]["value"][1]
+    )
+    both_rate = float(query(prometheus, "sum(rate(nv_inference_request_success[5m]))")[0]["value"][1])
+    assert once == pytest.approx(router_rate, rel=0.05), (once, router_rate, sent)
+    assert both_rate == pytest.approx(2 * once, rel=0.05)
+
+    versions = by_version(
+        query(prometheus, f'namespace_tritonserver_model_version:triton_requests:rate5m{{model="{PUBLIC}"}}')
+    )
+    assert set(versions) == {"1", "2"}
+    assert versions["2"] / (versions["1"] + versions["2"]) == pytest.approx(0.10, abs=0.02)
+    failures = by_version(
+        query(
+            prometheus,
+            f'namespace_tritonserver_model_version:triton_request_failure:ratio_rate5m{{model="{PUBLIC}"}}',
+        )
+    )
+    assert failures == {"1": 0.0, "2": 0.0}
+    # The work by version, under the public name: queue time per request and pending requests recorded.
+    queue = by_version(
+        query(
+            prometheus,
+            f'namespace_tritonserver_model_version:triton_queue_duration_seconds:mean5m{{model="{PUBLIC}"}}',
+        )
+    )
+    assert set(queue) == {"1", "2"} and all(0 <= q < 1 for q in queue.values())
+    assert query(prometheus, 'namespace_tritonserver:triton_pending_requests:sum{tritonserver="pool"}')
+    assert query(prometheus, 'ALERTS{alertname="TritonModelFailureRatioHigh"}') == []
