@@ -31,8 +31,8 @@ from triton_operator.reconcile.server import server_status_conditions
 from triton_operator.reconcile.state import ApplyFailure
 from triton_operator.reconcile.traffic import CanaryInputs, TrafficOutcome, canary_pass
 from triton_operator.render.labels import APPLIED_GENERATION_ANNOTATION
-from triton_operator.rollout.machine import Phase, RolloutReason, RolloutState, settled
 from triton_operator.rollout.spec import command_of, plan_of
+from triton_operator.rollout.state import Phase, RolloutReason, RolloutState, settled
 
 GEN = 3
 CURRENT, IN_PROGRESS, FAILED = "Current", "InProgress", "Failed"

@@ -25,8 +25,8 @@ from triton_operator.api.tritonmodel import (
     TritonModelStatus,
 )
 from triton_operator.rollout.analysis import AnalysisLimits, Verdict, validate_limits
-from triton_operator.rollout.machine import Phase, RolloutState
 from triton_operator.rollout.plan import RolloutPlan, Step, validate_plan
+from triton_operator.rollout.state import Phase, RolloutState
 from triton_operator.rollout.traffic import Variant, validate_variants
 
 from model_builders.signature import DATATYPES

@@ -23,9 +23,10 @@ from triton_operator.render.routes import (
     routes_verdict,
     server_routes,
 )
-from triton_operator.rollout.machine import Phase, RolloutState, begin, decide
+from triton_operator.rollout.machine import begin, decide
 from triton_operator.rollout.plan import RolloutPlan, Step
 from triton_operator.rollout.pools import placed_pools, serving_weights
+from triton_operator.rollout.state import Phase, RolloutState
 from triton_operator.triton.metrics import MetricsSnapshot, ModelCounters, RoutedCounts
 
 pytestmark = pytest.mark.unit

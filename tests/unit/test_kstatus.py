@@ -21,8 +21,9 @@ from triton_operator.observe.server import observe_pod
 from triton_operator.reconcile.split import Pool, split_stuck
 from triton_operator.reconcile.traffic import TrafficOutcome, canary_outcome
 from triton_operator.rollout.analysis import Assessment, Verdict
-from triton_operator.rollout.machine import Phase, RolloutState, decide
+from triton_operator.rollout.machine import decide
 from triton_operator.rollout.spec import plan_of
+from triton_operator.rollout.state import Phase, RolloutState
 
 from tests.support.kstatus_states import (
     CURRENT,

@@ -18,8 +18,9 @@ from triton_operator.reconcile.status import (
 )
 from triton_operator.reconcile.traffic import canary_outcome
 from triton_operator.rollout.analysis import Assessment, Verdict
-from triton_operator.rollout.machine import Phase, RolloutState, decide
+from triton_operator.rollout.machine import decide
 from triton_operator.rollout.spec import plan_of
+from triton_operator.rollout.state import Phase, RolloutState
 
 from tests.support.kstatus_states import canary_spec
 

@@ -10,8 +10,8 @@ import pytest
 from triton_operator.observe.rollout import VersionSample, WindowStart, step_windows
 from triton_operator.reconcile.traffic import CanaryInputs, canary_pass, experiment_pass
 from triton_operator.rollout.analysis import AnalysisLimits
-from triton_operator.rollout.machine import Action, Phase, RolloutReason, RolloutState, settled
 from triton_operator.rollout.plan import RolloutPlan, Step
+from triton_operator.rollout.state import Action, Phase, RolloutReason, RolloutState, settled
 from triton_operator.rollout.traffic import Variant
 
 pytestmark = pytest.mark.unit

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from triton_operator.conditions import rfc3339
 from triton_operator.rollout.analysis import AnalysisLimits, Assessment, VariantWindow, Verdict, assess
-from triton_operator.rollout.machine import (
+from triton_operator.rollout.machine import begin, decide
+from triton_operator.rollout.plan import RolloutPlan, Step
+from triton_operator.rollout.state import (
     Action,
     Command,
     CommandAction,
@@ -19,10 +21,7 @@ from triton_operator.rollout.machine import (
     Phase,
     RolloutReason,
     RolloutState,
-    begin,
-    decide,
 )
-from triton_operator.rollout.plan import RolloutPlan, Step
 
 pytestmark = pytest.mark.unit
 

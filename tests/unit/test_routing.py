@@ -13,8 +13,8 @@ from triton_operator.observe.metrics import Scrape
 from triton_operator.observe.rollout import VersionSample, target_counters, traffic_entries, version_window
 from triton_operator.reconcile.routing import read_state, routed_conditions
 from triton_operator.reconcile.traffic import CanaryInputs, TrafficOutcome, canary_pass
-from triton_operator.rollout.machine import Phase, RolloutState, settled
 from triton_operator.rollout.spec import command_of, plan_of
+from triton_operator.rollout.state import Phase, RolloutState, settled
 from triton_operator.triton.metrics import MetricsSnapshot, ModelCounters, RoutedCounts
 
 pytestmark = pytest.mark.unit

@@ -65,8 +65,8 @@ from triton_operator.render.server import service_endpoints
 from triton_operator.render.staging import (
     staging_job_name,
 )
-from triton_operator.rollout.machine import Action, Decision
 from triton_operator.rollout.spec import command_of, plan_of
+from triton_operator.rollout.state import Action, Decision
 from triton_operator.rollout.traffic import Variant as ExperimentVariant
 from triton_operator.triton import client as triton
 from triton_operator.triton.client import ModelState

@@ -27,7 +27,7 @@ from triton_operator.observe.server import triton_is_up
 from triton_operator.reconcile.traffic import TrafficOutcome
 from triton_operator.render.router import Variant as RouterVariant
 from triton_operator.render.router import router_config, router_files
-from triton_operator.rollout.machine import RolloutState, describe_weights
+from triton_operator.rollout.state import RolloutState, describe_weights
 from triton_operator.triton import client as triton
 from triton_operator.triton.client import ModelState
 

@@ -36,9 +36,9 @@ from triton_operator.reconcile.status import now, write_status
 from triton_operator.reconcile.traffic import CanaryInputs, TrafficOutcome, canary_pass, experiment_pass
 from triton_operator.render.labels import SPLIT_OF_LABEL, label_selector, name_label
 from triton_operator.render.routes import Backend, model_route_names, model_routes
-from triton_operator.rollout.machine import Decision, RolloutState
 from triton_operator.rollout.pools import placed_pools, serving_weights
 from triton_operator.rollout.spec import command_of, plan_of
+from triton_operator.rollout.state import Decision, RolloutState
 from triton_operator.rollout.traffic import Variant
 
 log = logging.getLogger(__name__)

@@ -24,17 +24,9 @@ from triton_operator.observe.rollout import (
     traffic_entries,
 )
 from triton_operator.rollout.analysis import AnalysisLimits
-from triton_operator.rollout.machine import (
-    Command,
-    Decision,
-    Phase,
-    RolloutReason,
-    RolloutState,
-    assess_step,
-    decide,
-    settled,
-)
+from triton_operator.rollout.machine import assess_step, decide
 from triton_operator.rollout.plan import RolloutPlan
+from triton_operator.rollout.state import Command, Decision, Phase, RolloutReason, RolloutState, settled
 from triton_operator.rollout.traffic import Variant, hold_experiment
 
 # (status, reason, message) of a condition, before it is one.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from triton_operator.rollout.machine import RolloutState
+from triton_operator.rollout.state import RolloutState
 
 
 def serving_weights(desired: Mapping[str, int], serving: Mapping[str, bool]) -> dict[str, int]:

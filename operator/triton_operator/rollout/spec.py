@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from triton_operator.api.common import GROUP
 from triton_operator.api.tritonmodel import RolloutStrategy, TritonModelSpec
 from triton_operator.rollout.analysis import AnalysisLimits
-from triton_operator.rollout.machine import Command, CommandAction
 from triton_operator.rollout.plan import RolloutPlan, Step
+from triton_operator.rollout.state import Command, CommandAction
 
 # `kubectl annotate tritonmodel NAME tritonoperator.dev/rollout="promote $(date +%s)" --overwrite`:
 # the value is the command and anything after it (a timestamp) makes each command new; one is done once.

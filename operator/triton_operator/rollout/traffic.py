@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from triton_operator.rollout.analysis import VariantWindow, format_ms
-from triton_operator.rollout.machine import RolloutReason
 from triton_operator.rollout.shares import TrafficShares
+from triton_operator.rollout.state import RolloutReason
 
 
 @dataclass(frozen=True)
