@@ -176,6 +176,17 @@ SERVER_DEPLOY = [
         ),
         pytest.param(
             [
+                serving(2, replicas=2, pods=pods((POD_A, True), (POD_B, True))),
+                # The Deployment's counts saw it first; the pod list says so a pass later.
+                not_ready(1, 2, POD_A, replicas=2, pods=pods((POD_A, True), (POD_B, True))),
+                not_ready(1, 2, POD_A, replicas=2, pods=pods((POD_A, False), (POD_B, True))),
+            ],
+            {"replicas": 2},
+            [(WARNING, "ReplicasNotReady", f"1 of 2 replicas ready, 2 updated (not ready: {POD_A}).")],
+            id="a-killed-triton-warns-even-before-the-pod-list-says-so",
+        ),
+        pytest.param(
+            [
                 {},
                 rolling(0, desired=1, replicas=1, pods=pods((POD_A, False))),
                 status(

@@ -168,15 +168,23 @@ def problems(old: Status, new: Status, ignore: frozenset[str] = frozenset()) -> 
 # --- TritonServer ------------------------------------------------------------------------------------
 
 
-def _was_ready(old: Status) -> set[str]:
-    return {str(p.get("name")) for p in old.get("pods") or [] if p.get("ready")}
+def _names(status: Status, ready: bool | None = None) -> set[str]:
+    return {
+        str(p.get("name")) for p in status.get("pods") or [] if ready is None or bool(p.get("ready")) == ready
+    }
 
 
-def _lost_ready_pods(old: Status, new: Status) -> bool:
-    """Whether a pod that served before is not ready now (killed, crashed): new pods starting (a scale-up,
-    a rolling update's surge) are progress, not a problem."""
-    was = _was_ready(old)
-    return any(str(p.get("name")) in was and not p.get("ready") for p in new.get("pods") or [])
+def _starting_pods_explain(old: Status, new: Status, spec: Mapping[str, Any]) -> bool:
+    """Whether replicas not ready are new pods starting (a scale-up: more wanted than there were, or pods
+    that were not there before) rather than pods that served and stopped (killed, crashed). The pod
+    list may lag the Deployment's counts by a pass: a lost pod can still read ready, so a problem is
+    assumed unless new pods explain it."""
+    lost = _names(old, ready=True) & _names(new, ready=False)
+    if lost:
+        return False
+    wanted, had = spec.get("replicas"), old.get("replicas")
+    scaling_up = isinstance(wanted, int) and isinstance(had, int) and wanted > had
+    return scaling_up or bool(_names(new) - _names(old))
 
 
 def server_story(old: Status, new: Status, spec: Mapping[str, Any]) -> list[Event]:
@@ -213,8 +221,8 @@ def server_story(old: Status, new: Status, spec: Mapping[str, Any]) -> list[Even
     elif done and rolling is not None:
         out.append(event(Reason.ROLLOUT_COMPLETE, _sentence(rolling.get("message"))))
     out.extend(_routed(old, new))
-    lost = _lost_ready_pods(old, new)
-    ignore = frozenset() if lost else frozenset({Reason.REPLICAS_NOT_READY})
+    starting = _starting_pods_explain(old, new, spec)
+    ignore = frozenset({Reason.REPLICAS_NOT_READY}) if starting else frozenset()
     said = {e.reason for e in out}
     out.extend(e for e in problems(old, new, ignore) if e.reason not in said)
     return out
