@@ -9,7 +9,7 @@
 # usage: .ci/prereqs.sh [--for WHAT] [--builds "BUILD..."] NEED...
 #   WHAT   who needs it, for the messages ("make demo")
 #   BUILD  venv k8s gateway argocd helm router (.ci/builds.sh's names): while one of them is not cached,
-#          go >= 1.26 is needed too, pip for the venv's uv and the gateway's envoy wheel, g++ and curl for
+#          go >= 1.26 is needed too, pip for the venv's uv and the gateway's envoy wheel, g++ and cargo for
 #          the router
 #   NEED   root, python (python3 >= 3.11, or $PYTHON), sandbox (the programs every sandbox runs), or a
 #          program (or a shared library, lib*.so*) named in PACKAGE below
@@ -98,7 +98,7 @@ check_go_and_pip() { # only while a build is cold: a warm cache needs neither
   case " $cold " in
     *" router "*)  # C++, not Go
       command -v g++ >/dev/null || { problems+=("$what needs g++ (to build the native traffic router): ${sudo}apt-get install g++"); packages+=(g++); }
-      command -v curl >/dev/null || { problems+=("$what needs curl (to fetch the Triton headers for the native router): ${sudo}apt-get install curl"); packages+=(curl); }
+      command -v cargo >/dev/null || { problems+=("$what needs cargo (to fetch the Triton headers for the native router from crates.io): ${sudo}apt-get install cargo"); packages+=(cargo); }
       cold=$(echo " $cold " | sed 's/ router / /; s/^ *//; s/ *$//')
       [ -n "$cold" ] || return 0 ;;
   esac

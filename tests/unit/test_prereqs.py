@@ -145,7 +145,7 @@ def test_a_shared_library_is_found_by_the_linker_cache_or_named_with_its_package
 
 
 def test_the_native_router_needs_a_cpp_compiler_not_go_while_it_is_cold(tmp_path: Path) -> None:
-    bin_dir = stub_path(tmp_path, ("curl",))  # no g++, no go
+    bin_dir = stub_path(tmp_path, ("cargo",))  # no g++, no go
     for tool in ("head", "cmp"):
         (bin_dir / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
     cold = run(PREREQS, "--for", "make bench", "--builds", "router", bin_dir=bin_dir, tmp_path=tmp_path)
