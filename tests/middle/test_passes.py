@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import pytest
+from triton_operator.render.labels import SPLIT_SHARE_ANNOTATION
 
 from tests.support.scenario import NS, World, model_spec
 from tests.support.scenarios import (
@@ -121,6 +122,11 @@ def test_a_gateway_splits_one_model_across_two_servers(world: World) -> None:
     assert {s: e["observedShare"] for s, e in traffic(world).items()} == {"triton-a": 90.0, "triton-b": 10.0}
     assert world.condition(MODEL, "Routed") == ("True", "Accepted")
     assert world.condition(MODEL, "Ready")[0] == "True"
+    # Each copy says its share (kubectl get's SHARE column), not a canary's weight.
+    shares = {
+        c: world.body("TritonModel", c)["metadata"]["annotations"][SPLIT_SHARE_ANNOTATION] for c in copies
+    }
+    assert shares == {f"{MODEL}-on-triton-a": "90", f"{MODEL}-on-triton-b": "10"}
 
 
 def test_a_server_roll_loads_the_model_on_the_new_pods_without_staging_again(world: World) -> None:

@@ -24,6 +24,7 @@ from triton_operator.api.tritonmodel import (
     TritonModelSpec,
     TritonModelStatus,
 )
+from triton_operator.render.labels import SPLIT_OF_LABEL, SPLIT_SHARE_ANNOTATION
 from triton_operator.rollout.analysis import AnalysisLimits, Verdict, validate_limits
 from triton_operator.rollout.plan import RolloutPlan, Step, validate_plan
 from triton_operator.rollout.state import Phase, RolloutState
@@ -234,13 +235,14 @@ def test_kubectl_niceties() -> None:
     version = crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
-    assert list(columns)[:10] == [
+    assert list(columns)[:11] == [
         "Ready",
         "Server",
         "Version",
         "Canary",
         "Weight",
         "Split-Of",
+        "Share",
         "Loaded",
         "Req/s",
         "P99ms",
@@ -252,8 +254,10 @@ def test_kubectl_niceties() -> None:
         '.status.traffic[?(@.role=="canary")].version',
         '.status.traffic[?(@.role=="canary")].desiredWeight',
     )
-    # A copy placed by a Gateway split names the model it is a copy of (reconcile.split's label).
-    assert columns["Split-Of"] == ".metadata.labels.tritonoperator\\.dev/split-of"
+    # A copy placed by a Gateway split names the model it is a copy of and its share, by the keys the
+    # split puts on it (render.labels), dots escaped for JSONPath.
+    assert columns["Split-Of"] == ".metadata.labels." + SPLIT_OF_LABEL.replace(".", "\\.")
+    assert columns["Share"] == ".metadata.annotations." + SPLIT_SHARE_ANNOTATION.replace(".", "\\.")
     assert columns["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
     nodes = _nodes(version["schema"]["openAPIV3Schema"])
     for path in columns.values():

@@ -1173,6 +1173,7 @@ _READY = '.status.conditions[?(@.type=="Ready")]'
 _CANARY = '.status.traffic[?(@.role=="canary")]'
 # The label reconcile.split puts on each copy (SPLIT_OF_LABEL), its dots escaped for JSONPath.
 _SPLIT_OF = GROUP.replace(".", "\\.") + "/split-of"
+_SPLIT_SHARE = GROUP.replace(".", "\\.") + "/split-share"  # render.labels.SPLIT_SHARE_ANNOTATION
 
 TRITONMODEL = register_kind(
     KindInfo(
@@ -1199,6 +1200,12 @@ TRITONMODEL = register_kind(
                 "string",
                 f".metadata.labels.{_SPLIT_OF}",
                 "A copy placed on SERVER by a split through a Gateway: the TritonModel it is a copy of.",
+            ),
+            PrinterColumn(
+                "Share",
+                "string",
+                f".metadata.annotations.{_SPLIT_SHARE}",
+                "A copy's percent of its model's traffic through the Gateway.",
             ),
             PrinterColumn("Loaded", "string", ".status.loaded", "Replicas with the model ready."),
             PrinterColumn("Req/s", "number", ".status.metrics.requestRate", "Requests per second."),

@@ -34,7 +34,7 @@ from triton_operator.reconcile.gateway import OwnedRoutes, route_labels, routed_
 from triton_operator.reconcile.state import ModelMemory, OperatorState, RouteProblem
 from triton_operator.reconcile.status import now, write_status
 from triton_operator.reconcile.traffic import CanaryInputs, TrafficOutcome, canary_pass, experiment_pass
-from triton_operator.render.labels import SPLIT_OF_LABEL, label_selector, name_label
+from triton_operator.render.labels import SPLIT_OF_LABEL, SPLIT_SHARE_ANNOTATION, label_selector, name_label
 from triton_operator.render.routes import Backend, model_route_names, model_routes
 from triton_operator.rollout.pools import placed_pools, serving_weights
 from triton_operator.rollout.spec import command_of, plan_of
@@ -260,6 +260,7 @@ class SplitReconciler:
             desired = decision.weights
         outcome = across_servers(keyed, spec.version)
         weights = serving_weights(desired, {s: p.serving for s, p in pools.items()})
+        self._mark_shares(namespace, name, copies, weights)
         backends = [Backend(s, weights.get(s, 0)) for s in placed if pools[s].exists]
         assert spec.gateway is not None
         routes = model_routes(name, namespace, public, spec.gateway, backends, route_labels(name))
@@ -356,6 +357,21 @@ class SplitReconciler:
                 log.info("removing %s/%s (its server no longer holds %s)", namespace, copy, name)
                 self.kube.delete("TritonModel", namespace, copy)
         return None
+
+    def _mark_shares(
+        self, namespace: str, parent: str, copies: Mapping[str, Mapping[str, Any]], weights: Mapping[str, int]
+    ) -> None:
+        """Each copy says its pool's share of the traffic (an annotation kubectl get shows as SHARE), so a
+        copy at rest reads as a pool at its weight, not as a canary. A merge patch of the annotation
+        alone: a frozen copy's spec stays as it is, and the copy's own apply does not own the field."""
+        for server, share in weights.items():
+            copy = copies.get(copy_name(parent, server))
+            if copy is None or copy["metadata"].get("deletionTimestamp"):
+                continue  # a copy created this pass is marked on the next
+            if (copy["metadata"].get("annotations") or {}).get(SPLIT_SHARE_ANNOTATION) == str(share):
+                continue
+            patch = {"metadata": {"annotations": {SPLIT_SHARE_ANNOTATION: str(share)}}}
+            self.kube.merge_patch("TritonModel", namespace, copy["metadata"]["name"], patch)
 
     def _apply_routes(
         self, body: Mapping[str, Any], routes: Sequence[Mapping[str, Any]], memory: ModelMemory

@@ -27,6 +27,8 @@ MODEL_LABEL = f"{GROUP}/model"
 STAGING_LABELS = {LABEL_NAME: APP_NAME, LABEL_COMPONENT: STAGING_COMPONENT, LABEL_MANAGED_BY: MANAGED_BY}
 # On each copy of a model split across servers: the model it is a copy of.
 SPLIT_OF_LABEL = f"{GROUP}/split-of"
+# ... and its current percent of that model's traffic through the Gateway (kubectl get's SHARE column).
+SPLIT_SHARE_ANNOTATION = f"{GROUP}/split-share"
 # A label value is at most 63 characters.
 LABEL_VALUE_MAX = 63
 
