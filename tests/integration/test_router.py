@@ -30,9 +30,11 @@ from triton_operator.render.router import (
     native_router,
     router_config,
     router_files,
+    router_matches,
     router_variants,
     signature_mismatch,
 )
+from triton_operator.triton import client as triton
 from triton_operator.triton.client import TritonEndpoint
 from triton_operator.triton.metrics import fetch_metrics, parse_metrics
 from tritonclient.utils import InferenceServerException
@@ -133,6 +135,20 @@ def test_the_router_needs_no_folder_and_keeps_the_signature(server: RunningTrito
     assert signature_mismatch(loaded, target_config(server)) is None
     assert signature_mismatch(target_config(server, "scorer_twin"), target_config(server)) is None
     assert router_variants(loaded) == [Variant("scorer", 1, 90), Variant("scorer", 2, 10)]
+
+
+def test_a_router_read_back_through_the_config_api_is_known_again(server: RunningTriton) -> None:
+    """A restarted operator reads each pod's router back (the config API, as its client reads it) and
+    reloads only a pod whose router differs from what it wants."""
+    variants = [Variant("scorer", 1, 90), Variant("scorer", 2, 10)]
+    load_router(server, variants)
+    endpoint = TritonEndpoint(SERVER)
+    loaded = triton.model_config(endpoint, PUBLIC)
+    target = triton.model_config(endpoint, "scorer")
+    assert router_matches(loaded, router_config(PUBLIC, target, variants, sticky_key=STICKY, pin_key=PIN))
+    other = [Variant("scorer", 1, 50), Variant("scorer", 2, 50)]
+    assert not router_matches(loaded, router_config(PUBLIC, target, other, sticky_key=STICKY, pin_key=PIN))
+    assert not router_matches(loaded, router_config(PUBLIC, target, variants, sticky_key="", pin_key=PIN))
 
 
 @pytest.mark.timeout(180)

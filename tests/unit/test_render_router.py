@@ -25,6 +25,7 @@ from triton_operator.render.router import (
     Variant,
     router_config,
     router_files,
+    router_matches,
     router_variants,
     signature_mismatch,
     unsupported_reason,
@@ -262,6 +263,43 @@ def test_router_config_rejects(
 def test_router_config_refuses_what_cannot_be_routed() -> None:
     with pytest.raises(ValueError, match="sequence model"):
         router_config("public", {**TARGET, "sequence_batching": {}}, SPLIT)
+
+
+def _read_back(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as Triton's config API returns it: protobuf JSON (int64 as strings, no empty strings)."""
+    out: dict[str, Any] = json.loads(json.dumps(config))
+    for tensor in [*out["input"], *out["output"]]:
+        tensor["dims"] = [str(d) for d in tensor["dims"]]
+    out["parameters"] = {
+        key: {"string_value": value["string_value"]} if value.get("string_value") else {}
+        for key, value in out["parameters"].items()
+    }
+    return out
+
+
+@pytest.mark.parametrize(
+    ("change", "same"),
+    [
+        ({}, True),
+        ({"variants": [("scorer", 1, 50), ("scorer", 2, 50)]}, False),
+        ({"sticky_key": "x-user"}, False),
+        ({"native": True}, False),
+        ({"max_batch_size": 4}, False),
+    ],
+)
+def test_a_router_read_back_from_triton_matches_only_the_same_router(
+    change: dict[str, Any], same: bool
+) -> None:
+    """How a restarted operator knows a pod serves the router it wants already (no reload)."""
+    wanted = router_config("public", TARGET, SPLIT, native=False)
+    args: dict[str, Any] = {"sticky_key": "", "native": False, **change}
+    variants = args.pop("variants", SPLIT)
+    loaded = _read_back(router_config("public", TARGET, variants, **args))
+    assert router_matches(loaded, wanted) is same
+    # Another tensor (a new version's signature) is another router too.
+    renamed = _read_back(wanted)
+    renamed["input"][0]["name"] = "OTHER"
+    assert not router_matches(renamed, wanted)
 
 
 def test_router_files_carry_the_model_source_without_importing_it() -> None:

@@ -26,7 +26,7 @@ from triton_operator.observe.rollout import WindowStart
 from triton_operator.observe.server import triton_is_up
 from triton_operator.reconcile.traffic import TrafficOutcome
 from triton_operator.render.router import Variant as RouterVariant
-from triton_operator.render.router import router_config, router_files
+from triton_operator.render.router import router_config, router_files, router_matches
 from triton_operator.rollout.state import RolloutState, describe_weights
 from triton_operator.triton import client as triton
 from triton_operator.triton.client import ModelState
@@ -68,6 +68,25 @@ class Router:
     def __init__(self, read_index: Callable[[Mapping[str, Any]], list[ModelState]]):
         self.read_index = read_index
 
+    @staticmethod
+    def _serves_already(
+        endpoint: triton.TritonEndpoint,
+        public: str,
+        target: str,
+        wanted: tuple[tuple[RouterVariant, ...], str],
+    ) -> bool:
+        """Whether the pod's Triton serves this router already, as its config API says (a pod this
+        process has not loaded a router on: after a restart, the router a predecessor loaded)."""
+        variants, sticky_key = wanted
+        try:
+            loaded = triton.model_config(endpoint, public)
+            config = router_config(
+                public, triton.model_config(endpoint, target), variants, sticky_key=sticky_key
+            )
+        except (triton.TritonError, ValueError):
+            return False  # not loaded, or not a router we could load: the load says why
+        return router_matches(loaded, config)
+
     def apply_router(
         self,
         pods: Sequence[Mapping[str, Any]],
@@ -92,6 +111,10 @@ class Router:
                 continue
             if memory.routers.get(uid) == wanted:
                 continue
+            endpoint = triton.TritonEndpoint(ip)
+            if uid not in memory.routers and self._serves_already(endpoint, public, target, wanted):
+                memory.routers[uid] = wanted  # loaded before this operator (re)started: no reload
+                continue
             everywhere = False
             if stopped():
                 continue
@@ -99,7 +122,6 @@ class Router:
             missing = needed - ready_versions(self.read_index(pod), target)
             if missing:
                 continue  # the versions load first (this pass or the next)
-            endpoint = triton.TritonEndpoint(ip)
             try:
                 config = router_config(
                     public, triton.model_config(endpoint, target), variants, sticky_key=sticky_key

@@ -142,6 +142,31 @@ def router_config(
     return config
 
 
+ROUTER_PARAMETERS = ("variants", "sticky_key", "pin_key")
+
+
+def router_matches(loaded: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    """Whether the config Triton serves a router with (its JSON form, read back through the config
+    API) is the router `wanted` asks for: the same backend, variants, sticky and pin keys, batch size
+    and tensors (names and types). How a restarted operator knows a pod needs no reload."""
+
+    def parameters(config: Mapping[str, Any]) -> dict[str, Any]:
+        found = config.get("parameters") or {}
+        # Protobuf's JSON leaves an empty string out: {} is "".
+        return {key: (found.get(key) or {}).get("string_value") or "" for key in ROUTER_PARAMETERS}
+
+    def tensors(config: Mapping[str, Any], key: str) -> list[tuple[Any, Any]]:
+        return [(t.get("name"), t.get("data_type")) for t in config.get(key) or []]
+
+    return (
+        loaded.get("backend") == wanted.get("backend")
+        and parameters(loaded) == parameters(wanted)
+        and int(loaded.get("max_batch_size") or 0) == int(wanted.get("max_batch_size") or 0)
+        and tensors(loaded, "input") == tensors(wanted, "input")
+        and tensors(loaded, "output") == tensors(wanted, "output")
+    )
+
+
 def native_router() -> bool:
     """Whether routers are the native backend: its library is built and TRITON_OPERATOR_ROUTER is not
     "python". `router_config` and `router_files` agree on it."""
