@@ -26,7 +26,7 @@ from tests.golden.triton.triton_models import ADDER_PY
 from tests.support.gateway import host_of, pool_server, split_model
 from tests.support.load import GatewayLoad, grpc_caller, http_infer
 from tests.support.models import FAILING_PY
-from tests.support.objects import apply, condition, credentials_secret, events, get_cr
+from tests.support.objects import apply, condition, credentials_secret, events, get_cr, kubectl_table
 from tests.support.scorer import MODEL, publish
 
 # alone: its waits (Routed within 60 s, a canary promoted within 240 s) failed beside other modules on a
@@ -181,6 +181,15 @@ def test_a_model_split_90_10_across_servers_through_the_gateway(
     assert weights == {"pool-a": 90, "pool-b": 10}
     model = get_cr(sandbox, ns, "tritonmodels", MODEL) or {}
     assert model["spec"]["experiment"] == servers
+    # kubectl get shows each copy's server, the model it is a copy of and its share; no canary.
+    listed = sandbox.kubectl(
+        "get", "-n", ns, "tritonmodels", "-l", f"tritonoperator.dev/split-of={MODEL}"
+    ).stdout
+    rows = {row["NAME"]: row for row in kubectl_table(listed)}
+    for pool, percent in (("pool-a", "90"), ("pool-b", "10")):
+        row = rows[f"{MODEL}-on-{pool}"]
+        shown = (row["SERVER"], row["SPLIT-OF"], row["SHARE"], row["CANARY"])
+        assert shown == (pool, MODEL, percent, ""), listed
 
     # A pool scaled to zero gets weight 0 before its pods go; clients see no failure beyond in-flight ones.
     load = GatewayLoad(gateway, host_of(ns)).start()

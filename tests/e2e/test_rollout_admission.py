@@ -3,7 +3,7 @@
 Each invalid TritonModel is refused with a message naming the field; valid Canary and Experiment models
 are admitted with their defaults filled in. Most cases use `kubectl apply --dry-run=server` (nothing is
 stored); the status test stores one object, to show the operator's status.rollout and status.traffic
-survive the schema (nothing pruned) and fill the STABLE, CANARY and WEIGHT columns.
+survive the schema (nothing pruned) and fill the CANARY and WEIGHT columns.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from kubernetes import client
 
 from tests.e2e import kube
 from tests.e2e.conftest import Sandbox
+from tests.support.objects import kubectl_table
 
 pytestmark = pytest.mark.e2e
 
@@ -356,14 +357,6 @@ STATUS = {
 }
 
 
-def table_row(text: str) -> dict[str, str]:
-    """The one row of `kubectl get` by column (cells start under their header; empty ones stay empty)."""
-    header, row = text.splitlines()[:2]
-    starts = [i for i, c in enumerate(header) if c != " " and (i == 0 or header[i - 1] == " ")]
-    bounds = zip(starts, [*starts[1:], None], strict=True)
-    return {header[a:b].strip(): row[a:b].strip() for a, b in bounds}
-
-
 def test_status_rollout_and_traffic_are_kept_and_shown(sandbox: Sandbox, ns: str) -> None:
     obj = _with(CANARY, "rollout", {"strategy": "Canary"})
     sandbox.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(obj))
@@ -374,9 +367,20 @@ def test_status_rollout_and_traffic_are_kept_and_shown(sandbox: Sandbox, ns: str
         )  # fmt: skip
         stored = json.loads(sandbox.kubectl("get", "-n", ns, "tritonmodel/mnist", "-o", "json").stdout)
         assert {k: stored["status"][k] for k in STATUS} == STATUS  # nothing pruned
-        row = table_row(sandbox.kubectl("get", "-n", ns, "tm", "mnist").stdout)
-        assert list(row)[:7] == ["NAME", "READY", "SERVER", "VERSION", "STABLE", "CANARY", "WEIGHT"]
-        assert (row["STABLE"], row["CANARY"], row["WEIGHT"]) == ("1", "2", "50")
+        row = kubectl_table(sandbox.kubectl("get", "-n", ns, "tm", "mnist").stdout)[0]
+        # Issue 25: no STABLE column (VERSION is the served, stable version during a canary); CANARY
+        # and WEIGHT from status.traffic's canary entry; SPLIT-OF and SHARE only on a Gateway's copies.
+        assert list(row)[:8] == [
+            "NAME",
+            "READY",
+            "SERVER",
+            "VERSION",
+            "CANARY",
+            "WEIGHT",
+            "SPLIT-OF",
+            "SHARE",
+        ]
+        assert (row["CANARY"], row["WEIGHT"], row["SPLIT-OF"], row["SHARE"]) == ("2", "50", "", "")
         bad = {"rollout": {"phase": "Paused"}}
         refused = sandbox.kubectl(
             "patch", "-n", ns, "tritonmodel/mnist", "--subresource=status", "--type=merge",

@@ -610,7 +610,7 @@ def test_sandbox_up_names_a_busy_port(sandbox: Sandbox) -> None:
 
 def test_cached_binaries_are_reused_without_go(sandbox: Sandbox, tmp_path: Path) -> None:
     """A second run needs neither Go nor the network: PATH without go, and still the same binaries."""
-    script = REPO_ROOT / "tests" / "sandbox" / "build-binaries.sh"
+    script = REPO_ROOT / "sandbox" / "build-binaries.sh"
     env = {**os.environ, "PATH": "/usr/bin:/bin"}
     warm = subprocess.run(
         ["bash", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False
@@ -621,7 +621,7 @@ def test_cached_binaries_are_reused_without_go(sandbox: Sandbox, tmp_path: Path)
 
 
 def test_build_without_go_says_what_to_do(tmp_path: Path) -> None:
-    script = REPO_ROOT / "tests" / "sandbox" / "build-binaries.sh"
+    script = REPO_ROOT / "sandbox" / "build-binaries.sh"
     env = {**os.environ, "PATH": "/usr/bin:/bin", "TRITON_SANDBOX_CACHE": str(tmp_path)}
     cold = subprocess.run(
         ["bash", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False
@@ -631,7 +631,7 @@ def test_build_without_go_says_what_to_do(tmp_path: Path) -> None:
 
 
 def test_failed_module_download_says_what_to_do(tmp_path: Path) -> None:
-    script = REPO_ROOT / "tests" / "sandbox" / "build-binaries.sh"
+    script = REPO_ROOT / "sandbox" / "build-binaries.sh"
     env = {
         **os.environ,
         "TRITON_SANDBOX_CACHE": str(tmp_path / "cache"),

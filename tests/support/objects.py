@@ -32,6 +32,15 @@ def get_cr(sb: Sandbox, ns: str, plural: str, name: str) -> dict[str, Any] | Non
     return obj
 
 
+def kubectl_table(text: str) -> list[dict[str, str]]:
+    """The rows of `kubectl get`'s table by column: a cell starts under its heading, so an empty cell
+    stays empty instead of shifting the others."""
+    header, *rows = text.splitlines()
+    starts = [i for i, c in enumerate(header) if c != " " and (i == 0 or header[i - 1] == " ")]
+    bounds = list(zip(starts, [*starts[1:], None], strict=True))
+    return [{header[a:b].strip(): row[a:b].strip() for a, b in bounds} for row in rows]
+
+
 def condition(status: dict[str, Any], ctype: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions") or [] if c["type"] == ctype), {})
 

@@ -11,7 +11,7 @@ from triton_operator.api.tritonmodel import TritonModelSpec
 from triton_operator.conditions import DecidedCondition
 from triton_operator.observe.metrics import Scrape
 from triton_operator.observe.rollout import VersionSample, target_counters, traffic_entries, version_window
-from triton_operator.reconcile.routing import read_state, routed_conditions
+from triton_operator.reconcile.routing import RoutingMemory, read_state, routed_conditions, router_everywhere
 from triton_operator.reconcile.traffic import CanaryInputs, TrafficOutcome, canary_pass
 from triton_operator.rollout.spec import command_of, plan_of
 from triton_operator.rollout.state import Phase, RolloutState, settled
@@ -157,3 +157,14 @@ def test_a_gateway_model_with_the_default_strategy_has_a_plan() -> None:
     )
     plan, _ = plan_of(spec)
     assert [(s.weight, s.pause_s) for s in plan.steps] == [(100, 0.0)]
+
+
+def test_a_model_is_ready_once_a_router_is_on_every_replica_whatever_its_weights() -> None:
+    """A weight change reloads the router in place (it keeps serving): the model stays Ready. Only a
+    replica without any router of the model (a new pod, its versions still loading) holds Ready back."""
+    settled_outcome = TrafficOutcome({}, [], None, (False, "RolloutComplete", "serves 100%"))
+    waiting = RoutingMemory(serving={"a"}, on_every_pod=False)
+    held = router_everywhere(settled_outcome, waiting, "scorer")
+    assert held.ready is not None and held.ready[:2] == (False, "RouterLoading")
+    reloading = RoutingMemory(serving={"a", "b"}, on_every_pod=True, applied_at=None)
+    assert router_everywhere(settled_outcome, reloading, "scorer") == settled_outcome

@@ -45,6 +45,11 @@ class RoutingMemory:
     window: WindowStart | None = None
     # When the current weights were in place on every replica (time.monotonic()); None while applying.
     applied_at: float | None = None
+    # Pod uids where a router of this model is loaded, whatever its weights: clients reach it there (a
+    # reload with new weights swaps it in place; a versions reload leaves it loaded).
+    serving: set[str] = field(default_factory=set)
+    # Whether every ready replica has one (the model is not Ready before; RouterLoading).
+    on_every_pod: bool = False
     # (pod uid, staging Job) where a version no longer served was found loaded and a reload was asked
     # (once: a reload that keeps it means its files are still there, and the next retire removes them).
     stale_reloads: set[tuple[str, str]] = field(default_factory=set)
@@ -104,16 +109,20 @@ class Router:
         wanted = (variants, sticky_key)
         problems = []
         everywhere = True
+        up = set()
         for pod in pods:
             uid = pod["metadata"]["uid"]
             ip = (pod.get("status") or {}).get("podIP")
             if not ip or not triton_is_up(pod):
                 continue
+            up.add(uid)
             if memory.routers.get(uid) == wanted:
+                memory.serving.add(uid)
                 continue
             endpoint = triton.TritonEndpoint(ip)
             if uid not in memory.routers and self._serves_already(endpoint, public, target, wanted):
                 memory.routers[uid] = wanted  # loaded before this operator (re)started: no reload
+                memory.serving.add(uid)
                 continue
             everywhere = False
             if stopped():
@@ -132,6 +141,7 @@ class Router:
                 problems.append(f"router on pod {pod['metadata']['name']}: {message}")
                 continue
             memory.routers[uid] = wanted
+            memory.serving.add(uid)
             log.info(
                 "router %s on pod %s: %s",
                 public,
@@ -141,6 +151,8 @@ class Router:
         live = {p["metadata"]["uid"] for p in pods}
         for uid in set(memory.routers) - live:
             del memory.routers[uid]
+        memory.serving &= live
+        memory.on_every_pod = up <= memory.serving
         if everywhere:
             memory.applied_at = memory.applied_at or time.monotonic()
         else:
@@ -195,8 +207,10 @@ def variant_specs(spec: TritonModelSpec) -> list[TritonModelSpec]:
 
 
 def router_everywhere(outcome: TrafficOutcome, memory: RoutingMemory, public: str) -> TrafficOutcome:
-    """Clients reach a routed model only through its router: not Ready before it is on every replica."""
-    if memory.applied_at is not None or outcome.ready is not None:
+    """Clients reach a routed model only through its router: not Ready before one is on every ready
+    replica. A router being reloaded with new weights still serves (Triton swaps it in place), so a
+    weight change alone never makes the model unready."""
+    if memory.on_every_pod or outcome.ready is not None:
         return outcome
     message = f"the router serving {public} is not on every ready replica yet (its versions load first)"
     return replace(outcome, ready=(False, ROUTER_LOADING, message))
