@@ -1,7 +1,9 @@
 """TritonModel: stage its files with a Job, load it on every ready server pod, observe it into status.
 
-One pass (`reconcile`) does everything and is safe to repeat: the create/update/resume handler and the
-model's status loop both call it, one at a time per model.
+One pass (`reconcile`) is safe to repeat: the model's loop (handlers/tritonmodel.py's model_pass) calls
+it on every event and every period, one at a time per model. A routed model's traffic is decided by the
+one rollout engine (reconcile/traffic.py; docs/architecture.md), staging and removal Jobs are
+reconcile/files.py's, loads on each pod reconcile/loading.py's.
 """
 
 from __future__ import annotations

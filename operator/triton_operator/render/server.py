@@ -33,7 +33,8 @@ STARTUP_PERIOD_SECONDS = 10
 GRACE_MARGIN_SECONDS = 15
 # Seconds a deleted pod keeps accepting new connections before Triton gets SIGTERM: on SIGTERM Triton
 # refuses every new connection (it serves only those open), while kube-proxy and a Gateway take a
-# moment to drop the pod's endpoint; requests they still send it would fail (DESIGN.md).
+# moment to drop the pod's endpoint; requests they still send it would fail (measured on real Triton:
+# tests/integration/test_triton_shutdown.py).
 PRESTOP_SLEEP_SECONDS = 5
 # A gRPC client's connection outlives its pod's endpoint: kube-proxy balances connections, not
 # requests. On SIGTERM Triton unloads every model while its gRPC endpoint still answers, so requests on
