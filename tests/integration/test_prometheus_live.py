@@ -131,6 +131,17 @@ def test_a_routed_model_is_counted_once_by_version(triton: RunningTriton, promet
     with triton_grpc.InferenceServerClient(triton.grpc_url) as client:
         tensor = triton_grpc.InferInput("INPUT0", [1, 1], "FP32")
         tensor.set_data_from_numpy(np.ones((1, 1), dtype=np.float32))
+        # The router publishes its counts every second, so its series appears only after its first
+        # request, while Triton's own counter exists from the load: a series that appears midway is
+        # extrapolated from its first sample. One request first, and the measured traffic starts once
+        # Prometheus has scraped the router's series (and once more), so both rates start from a sample
+        # taken before it.
+        client.infer(PUBLIC, [tensor])
+        sent += 1
+        deadline = time.monotonic() + 30
+        while not query(prometheus, "tritonoperator_router_requests_total") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(2)
         end = time.monotonic() + 25  # a steady 40 requests a second, for 25 scrapes
         while time.monotonic() < end:
             client.infer(PUBLIC, [tensor])
