@@ -83,6 +83,7 @@ def sandbox_ns() -> Iterator[tuple[SandboxConfig, str]]:
         assert not leftovers, f"processes of {cfg.name} survived: {leftovers}"
 
 
+@pytest.mark.alone  # timing bounds (the weight flip within its request budget): nothing beside it
 def test_gateway_routes_http_and_grpc_splits(sandbox_ns: tuple[SandboxConfig, str]) -> None:
     cfg, ns = sandbox_ns
     # Builds (cached) happen out here: nothing inside the namespace reaches a registry.
