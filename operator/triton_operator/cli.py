@@ -4,6 +4,9 @@ triton-operator run       run the operator against the cluster of $KUBECONFIG / 
                           (--leader-election: only the holder of a Lease acts, see election.py)
 triton-operator version   print the version
 triton-operator stage     stage one TritonModel version into the model repository (inside its Job)
+triton-operator repository serve|sync
+                          the PerReplica repository: serve the staged PVC's content (one pod), or
+                          mirror it into a Triton pod's /models (its sidecar); see repository/
 """
 
 from __future__ import annotations
@@ -133,6 +136,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from triton_operator.staging.main import add_arguments as add_stage_arguments
 
     add_stage_arguments(sub.add_parser("stage", help="stage a model into the repository (run by the Job)"))
+    from triton_operator.repository.cli import add_arguments as add_repository_arguments
+
+    add_repository_arguments(
+        sub.add_parser("repository", help="serve the model repository, or mirror it into a Triton pod")
+    )
     args = parser.parse_args(argv)
     if args.command == "version":
         print(f"triton-operator {__version__}")
@@ -162,6 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from triton_operator.staging.main import run as run_stage
 
         return run_stage(args)
+    if args.command == "repository":
+        from triton_operator.repository.cli import run as run_repository
+
+        return run_repository(args)
     parser.error(f"unknown command {args.command}")
     return 2
 
