@@ -13,7 +13,7 @@ from triton_operator.api.tritonmodel import TritonModelSpec
 from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.observe.metrics import Scrape
 from triton_operator.observe.rollout import pool_counters, version_window
-from triton_operator.reconcile.split import across_servers, copy_name, copy_spec, read_split_state
+from triton_operator.reconcile.copies import across_servers, copy_name, copy_spec, read_split_state
 from triton_operator.reconcile.traffic import TrafficOutcome
 from triton_operator.render.routes import (
     Backend,
@@ -338,13 +338,13 @@ def test_a_server_may_be_exposed_through_a_gateway() -> None:
 
 
 def test_a_copy_whose_spec_only_gained_defaults_is_not_applied_again() -> None:
-    from triton_operator.reconcile.split import _same_spec
+    from triton_operator.reconcile.copies import same_spec
 
     wanted = {"serverRef": {"name": "b"}, "config": {"inputs": [{"name": "x"}]}, "version": 1}
     defaulted = {"serverRef": {"name": "b"}, "config": {"inputs": [{"name": "x", "dims": [1]}]}, "version": 1}
-    assert _same_spec(defaulted, wanted)
-    assert not _same_spec({**defaulted, "version": 2}, wanted)
-    assert not _same_spec({**defaulted, "config": {"inputs": []}}, wanted)
+    assert same_spec(defaulted, wanted)
+    assert not same_spec({**defaulted, "version": 2}, wanted)
+    assert not same_spec({**defaulted, "config": {"inputs": []}}, wanted)
 
 
 def test_a_refused_route_makes_the_server_degraded_but_not_unready() -> None:
@@ -380,7 +380,7 @@ def test_the_gateway_examples_are_valid_specs() -> None:
 
 
 def _pool(server: str, **kw: Any) -> Any:
-    from triton_operator.reconcile.split import Pool
+    from triton_operator.reconcile.copies import Pool
 
     facts: dict[str, Any] = {"exists": True, "ready_pods": 1, "copy_ready": True, "copy_message": ""}
     return Pool(server, **{**facts, **kw})
@@ -445,7 +445,7 @@ def test_split_conditions_tell_problems_from_progress(
     pools: dict[str, dict[str, Any]], routed: str, expected: tuple[tuple[str, str], ...]
 ) -> None:
     from triton_operator.conditions import DecidedCondition
-    from triton_operator.reconcile.split import split_conditions
+    from triton_operator.reconcile.copies import split_conditions
 
     facts = {"a": _pool("a"), "b": _pool("b", **pools.get("b", {}))}
     outcome = TrafficOutcome(None, [], None, (False, "ExperimentRunning", "holding 90/10"))
@@ -457,7 +457,7 @@ def test_split_conditions_tell_problems_from_progress(
 
 def test_a_rolled_back_split_is_degraded_and_not_ready() -> None:
     from triton_operator.conditions import DecidedCondition
-    from triton_operator.reconcile.split import split_conditions
+    from triton_operator.reconcile.copies import split_conditions
 
     ended = (False, "RolledBack", "canary server b failed")
     outcome = TrafficOutcome({}, [], ended, ended, (True, "RolledBack", "canary server b failed"))

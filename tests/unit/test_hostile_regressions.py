@@ -36,11 +36,12 @@ from triton_operator.handlers.loops import ObjectLoops
 from triton_operator.handlers.tritonmodel import model_pass, staging_changed, track_model
 from triton_operator.handlers.tritonserver import server_pass
 from triton_operator.kube.rest import Kube
+from triton_operator.reconcile.copies import copy_name
 from triton_operator.reconcile.files import RepositoryFiles
 from triton_operator.reconcile.gateway import ROUTE_OWNER_LABEL, route_labels
 from triton_operator.reconcile.model import ModelReconciler
 from triton_operator.reconcile.server import ServerReconciler
-from triton_operator.reconcile.split import SplitReconciler, copy_name
+from triton_operator.reconcile.split import SplitReconciler
 from triton_operator.reconcile.state import OperatorState, owner_name
 from triton_operator.reconcile.status import CONDITION_MESSAGE_MAX_BYTES, fit_message
 from triton_operator.render.labels import MODEL_LABEL, SPLIT_OF_LABEL, name_label, staging_labels

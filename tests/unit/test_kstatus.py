@@ -18,7 +18,7 @@ from triton_operator.conditions import (
     with_kstatus,
 )
 from triton_operator.observe.server import observe_pod
-from triton_operator.reconcile.split import Pool, split_stuck
+from triton_operator.reconcile.copies import Pool, split_stuck
 from triton_operator.reconcile.traffic import TrafficOutcome, canary_outcome
 from triton_operator.rollout.analysis import Assessment, Verdict
 from triton_operator.rollout.machine import decide

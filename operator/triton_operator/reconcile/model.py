@@ -9,7 +9,6 @@ reconcile/files.py's, loads on each pod reconcile/loading.py's.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -21,28 +20,24 @@ from pydantic import ValidationError
 from triton_operator.api.common import (
     ConditionStatus,
 )
-from triton_operator.api.tritonmodel import ModelConditionType, ReplicaState, TritonModelSpec
+from triton_operator.api.tritonmodel import ModelConditionType, TritonModelSpec
 from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.conditions import DecidedCondition, Reason, set_conditions, with_kstatus
 from triton_operator.kube.rest import Kube
 from triton_operator.observe.model import (
     SERVER_GRACE_S,
     ObservedModel,
-    ReplicaFacts,
     ScrapePair,
     StagingOutcome,
     loaded_fraction,
     model_metrics,
 )
-from triton_operator.observe.rollout import target_counters
 from triton_operator.observe.server import created_within
 from triton_operator.reconcile.files import RepositoryFiles, load_token, recorded_staging, recorded_variant
 from triton_operator.reconcile.loading import Loader, settle
 from triton_operator.reconcile.routing import (
-    Router,
+    InServerTraffic,
     model_status_conditions,
-    read_state,
-    router_everywhere,
     variant_specs,
 )
 from triton_operator.reconcile.server import invalid_spec_message
@@ -56,10 +51,7 @@ from triton_operator.reconcile.state import (
 )
 from triton_operator.reconcile.status import now, stamp_metrics, write_status
 from triton_operator.reconcile.traffic import (
-    CanaryInputs,
     TrafficOutcome,
-    canary_pass,
-    experiment_pass,
     with_problem,
 )
 from triton_operator.render.labels import label_selector
@@ -67,11 +59,7 @@ from triton_operator.render.server import service_endpoints
 from triton_operator.render.staging import (
     staging_job_name,
 )
-from triton_operator.rollout.spec import command_of, plan_of
-from triton_operator.rollout.state import Action, Decision
-from triton_operator.rollout.traffic import Variant as ExperimentVariant
 from triton_operator.triton import client as triton
-from triton_operator.triton.client import ModelState
 
 log = logging.getLogger(__name__)
 KIND = "TritonModel"
@@ -117,7 +105,7 @@ class ModelReconciler:
         self.operator_image = operator_image
         self.files = RepositoryFiles(kube, state, operator_image)
         self.loader = Loader(kube, state)
-        self.router = Router(read_index=self._index_of)
+        self.traffic = InServerTraffic(kube, state, self.files, self.loader)
         self.split = SplitReconciler(kube, state)
 
     # -- one pass -----------------------------------------------------------------------------------
@@ -209,7 +197,7 @@ class ModelReconciler:
         )
         routed = None
         if spec.routed and staged is not None:
-            routed = self._route(body, spec, server_spec, memory, replicas, stopped)
+            routed = self.traffic.route(body, spec, server_spec, memory, replicas, stopped)
             if problems:
                 message = "Staging an experiment variant failed: " + "; ".join(problems)
                 routed = with_problem(routed, str(Reason.STAGING_FAILED), message, stalled=True)
@@ -232,131 +220,6 @@ class ModelReconciler:
         return self.state.servers.get(
             (namespace, name), partial(self.kube.get, "TritonServer", namespace, name)
         )
-
-    # -- staging --------------------------------------------------------------------------------------
-    # -- routed models (canary rollouts) --------------------------------------------------------------
-    def _route(
-        self,
-        body: Mapping[str, Any],
-        spec: TritonModelSpec,
-        server_spec: TritonServerSpec,
-        memory: ModelMemory,
-        replicas: list[ReplicaFacts],
-        stopped: Callable[[], bool],
-    ) -> TrafficOutcome:
-        """Decide the weights (the one rollout engine), put them in the router on every replica, and
-        retire a promoted-over version once nothing routes to it."""
-        meta = body["metadata"]
-        name, namespace = meta["name"], meta["namespace"]
-        public, target = spec.resolved_model_name(name), spec.repository_name(name)
-        routing = memory.routing
-        scrapes = dict(self.state.scrapes.get(memory.server) or {}) if memory.server else {}
-        counters = target_counters(scrapes, target, public)
-        pods = self._pods(namespace, spec.server_ref.name)
-        applied = routing.applied_at is not None
-        decision: Decision | None = None
-        if spec.experiment is not None:
-            variants = [
-                ExperimentVariant(f"v{v.version}", str(v.version), v.weight)
-                for v in spec.experiment.version_variants
-            ]
-            routing.window, outcome = experiment_pass(
-                variants, routing.window, applied, counters, time.monotonic()
-            )
-            weights = {v.version: v.weight for v in variants}
-            sticky = spec.experiment.sticky_key or ""
-        else:
-            plan, limits = plan_of(spec)
-            state = read_state(body.get("status") or {})
-            old = state.promoted_over if state is not None else None
-            retired = f"version {old} unloaded" if old is not None and memory.retired == int(old) else None
-            decision, routing.window, outcome = canary_pass(
-                CanaryInputs(
-                    plan,
-                    limits,
-                    state,
-                    requested=str(spec.version),
-                    ready=self._ready_everywhere(name, spec, server_spec, memory, replicas),
-                    waiting_for="its files are staging or loading",
-                    applied=applied,
-                    counters=counters,
-                    window=routing.window,
-                    command=command_of(meta.get("annotations")),
-                    retired=retired,
-                    now=now(),
-                    monotonic=time.monotonic(),
-                )
-            )
-            weights = decision.weights
-            sticky = spec.effective_rollout().sticky_key or ""
-        problems = self.router.apply_router(pods, public, target, weights, sticky, routing, stopped)
-        if problems:
-            outcome = with_problem(outcome, str(Reason.LOAD_FAILED), "; ".join(problems))
-        if decision is not None:
-            self._after_decision(body, spec, server_spec, decision, pods, memory)
-        return router_everywhere(outcome, routing, public)
-
-    @staticmethod
-    def _ready_everywhere(
-        name: str,
-        spec: TritonModelSpec,
-        server_spec: TritonServerSpec,
-        memory: ModelMemory,
-        replicas: list[ReplicaFacts],
-    ) -> bool:
-        """Whether the spec's version is READY on every ready replica (a new version gets no traffic before).
-
-        The facts are about the files staged last: only once those are the spec's version do they say
-        whether that version is READY everywhere (while it stages, they still describe the old one).
-        """
-        ready = [r for r in replicas if r.pod_ready]
-        loaded = [r for r in ready if r.state == ReplicaState.READY and r.current]
-        staged_now = memory.staged is not None and memory.staged.job == staging_job_name(name, spec)
-        return (
-            staged_now and bool(ready) and len(loaded) == len(ready) and len(loaded) >= server_spec.replicas
-        )
-
-    def _after_decision(
-        self,
-        body: Mapping[str, Any],
-        spec: TritonModelSpec,
-        server_spec: TritonServerSpec,
-        decision: Decision,
-        pods: list[dict[str, Any]],
-        memory: ModelMemory,
-    ) -> None:
-        """What a canary's decision asks beyond the router's weights: retire a promotion's old version
-        once the router sends it nothing on every replica (the next pass sees it gone and settles);
-        once one version serves everything, nothing else stays loaded or on disk."""
-        if decision.action is Action.SETTLE:
-            memory.retired = None  # done with; a later promotion over the same version retires it again
-        if decision.retire is not None:
-            if memory.routing.applied_at is not None:
-                self.files.retire(body, spec, server_spec, int(decision.retire), memory)
-            return
-        served = decision.state.canary_version
-        if decision.state.stable_version != served:
-            return
-        target = spec.repository_name(body["metadata"]["name"])
-        on_disk = self.loader.reload_stale_versions(pods, target, served, memory)
-        staged_now = memory.staged is not None and memory.staged.job == staging_job_name(
-            body["metadata"]["name"], spec
-        )
-        if staged_now and str(spec.version) == served:
-            # Files no spec asks for (left in a retained repository by a model deleted while its
-            # server was gone, say): the one version serving everything is all there should be.
-            for version in sorted(on_disk - {str(spec.version)}):
-                self.files.retire(body, spec, server_spec, int(version), memory)
-
-    def _pods(self, namespace: str, server: str) -> list[dict[str, Any]]:
-        read = partial(self.kube.list, "Pod", namespace, label_selector(server))
-        return sorted(
-            self.state.server_pods.get((namespace, server), read), key=lambda p: p["metadata"]["name"]
-        )
-
-    def _index_of(self, pod: Mapping[str, Any]) -> list[ModelState]:
-        """The pod's repository index, read once per period for all its models (the server's pass too)."""
-        return self.state.pod_index(pod)
 
     # -- status ---------------------------------------------------------------------------------------
     def _write(

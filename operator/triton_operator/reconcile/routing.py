@@ -15,44 +15,43 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from triton_operator.api.common import ConditionStatus
-from triton_operator.api.tritonmodel import ModelConditionType, TritonModelSpec
-from triton_operator.conditions import DecidedCondition, with_kstatus
-from triton_operator.observe.model import ObservedModel, model_conditions, model_stuck
-from triton_operator.observe.rollout import WindowStart
+from triton_operator.api.tritonmodel import ModelConditionType, ReplicaState, TritonModelSpec
+from triton_operator.api.tritonserver import TritonServerSpec
+from triton_operator.conditions import DecidedCondition, Reason, with_kstatus
+from triton_operator.kube.rest import Kube
+from triton_operator.observe.model import ObservedModel, ReplicaFacts, model_conditions, model_stuck
+from triton_operator.observe.rollout import target_counters
 from triton_operator.observe.server import triton_is_up
-from triton_operator.reconcile.traffic import TrafficOutcome
+from triton_operator.reconcile.files import RepositoryFiles
+from triton_operator.reconcile.state import ModelMemory, OperatorState, RoutingMemory
+from triton_operator.reconcile.status import now
+from triton_operator.reconcile.traffic import (
+    CanaryInputs,
+    TrafficOutcome,
+    canary_pass,
+    experiment_pass,
+    with_problem,
+)
+from triton_operator.render.labels import label_selector
 from triton_operator.render.router import Variant as RouterVariant
 from triton_operator.render.router import router_config, router_files, router_matches
-from triton_operator.rollout.state import RolloutState, describe_weights
+from triton_operator.render.staging import staging_job_name
+from triton_operator.rollout.spec import command_of, plan_of
+from triton_operator.rollout.state import Action, Decision, RolloutState, describe_weights
+from triton_operator.rollout.traffic import Variant as ExperimentVariant
 from triton_operator.triton import client as triton
 from triton_operator.triton.client import ModelState
 
+if TYPE_CHECKING:  # loading.py reads ready_versions from here
+    from triton_operator.reconcile.loading import Loader
+
 log = logging.getLogger(__name__)
 ROUTER_LOADING = "RouterLoading"
-
-
-@dataclass
-class RoutingMemory:
-    """What one routed model's passes remember (rebuilt after a restart: routers are loaded again)."""
-
-    # Pod uid -> the router config (variants, sticky key) loaded there.
-    routers: dict[str, tuple[tuple[RouterVariant, ...], str]] = field(default_factory=dict)
-    # Where the current window of traffic (a canary step, an experiment's weights) starts.
-    window: WindowStart | None = None
-    # When the current weights were in place on every replica (time.monotonic()); None while applying.
-    applied_at: float | None = None
-    # Pod uids where a router of this model is loaded, whatever its weights: clients reach it there (a
-    # reload with new weights swaps it in place; a versions reload leaves it loaded).
-    serving: set[str] = field(default_factory=set)
-    # Whether every ready replica has one (the model is not Ready before; RouterLoading).
-    on_every_pod: bool = False
-    # (pod uid, staging Job) where a version no longer served was found loaded and a reload was asked
-    # (once: a reload that keeps it means its files are still there, and the next retire removes them).
-    stale_reloads: set[tuple[str, str]] = field(default_factory=set)
 
 
 def read_state(status: Mapping[str, Any]) -> RolloutState | None:
@@ -158,6 +157,138 @@ class Router:
         else:
             memory.applied_at = None
         return problems
+
+
+class InServerTraffic:
+    """The engine's in-server traffic backend: a routed model's weights decided by the one rollout
+    engine (reconcile/traffic.py), put in the router on every replica (`Router`), and what a decision
+    asks beyond them (retiring a promoted-over version, files nothing serves)."""
+
+    def __init__(self, kube: Kube, state: OperatorState, files: RepositoryFiles, loader: Loader):
+        self.kube = kube
+        self.state = state
+        self.files = files
+        self.loader = loader
+        self.router = Router(read_index=state.pod_index)
+
+    def route(
+        self,
+        body: Mapping[str, Any],
+        spec: TritonModelSpec,
+        server_spec: TritonServerSpec,
+        memory: ModelMemory,
+        replicas: list[ReplicaFacts],
+        stopped: Callable[[], bool],
+    ) -> TrafficOutcome:
+        """Decide the weights (the one rollout engine), put them in the router on every replica, and
+        retire a promoted-over version once nothing routes to it."""
+        meta = body["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        public, target = spec.resolved_model_name(name), spec.repository_name(name)
+        routing = memory.routing
+        scrapes = dict(self.state.scrapes.get(memory.server) or {}) if memory.server else {}
+        counters = target_counters(scrapes, target, public)
+        pods = self._pods(namespace, spec.server_ref.name)
+        applied = routing.applied_at is not None
+        decision: Decision | None = None
+        if spec.experiment is not None:
+            variants = [
+                ExperimentVariant(f"v{v.version}", str(v.version), v.weight)
+                for v in spec.experiment.version_variants
+            ]
+            routing.window, outcome = experiment_pass(
+                variants, routing.window, applied, counters, time.monotonic()
+            )
+            weights = {v.version: v.weight for v in variants}
+            sticky = spec.experiment.sticky_key or ""
+        else:
+            plan, limits = plan_of(spec)
+            state = read_state(body.get("status") or {})
+            old = state.promoted_over if state is not None else None
+            retired = f"version {old} unloaded" if old is not None and memory.retired == int(old) else None
+            decision, routing.window, outcome = canary_pass(
+                CanaryInputs(
+                    plan,
+                    limits,
+                    state,
+                    requested=str(spec.version),
+                    ready=self._ready_everywhere(name, spec, server_spec, memory, replicas),
+                    waiting_for="its files are staging or loading",
+                    applied=applied,
+                    counters=counters,
+                    window=routing.window,
+                    command=command_of(meta.get("annotations")),
+                    retired=retired,
+                    now=now(),
+                    monotonic=time.monotonic(),
+                )
+            )
+            weights = decision.weights
+            sticky = spec.effective_rollout().sticky_key or ""
+        problems = self.router.apply_router(pods, public, target, weights, sticky, routing, stopped)
+        if problems:
+            outcome = with_problem(outcome, str(Reason.LOAD_FAILED), "; ".join(problems))
+        if decision is not None:
+            self._after_decision(body, spec, server_spec, decision, pods, memory)
+        return router_everywhere(outcome, routing, public)
+
+    @staticmethod
+    def _ready_everywhere(
+        name: str,
+        spec: TritonModelSpec,
+        server_spec: TritonServerSpec,
+        memory: ModelMemory,
+        replicas: list[ReplicaFacts],
+    ) -> bool:
+        """Whether the spec's version is READY on every ready replica (a new version gets no traffic before).
+
+        The facts are about the files staged last: only once those are the spec's version do they say
+        whether that version is READY everywhere (while it stages, they still describe the old one).
+        """
+        ready = [r for r in replicas if r.pod_ready]
+        loaded = [r for r in ready if r.state == ReplicaState.READY and r.current]
+        staged_now = memory.staged is not None and memory.staged.job == staging_job_name(name, spec)
+        return (
+            staged_now and bool(ready) and len(loaded) == len(ready) and len(loaded) >= server_spec.replicas
+        )
+
+    def _after_decision(
+        self,
+        body: Mapping[str, Any],
+        spec: TritonModelSpec,
+        server_spec: TritonServerSpec,
+        decision: Decision,
+        pods: list[dict[str, Any]],
+        memory: ModelMemory,
+    ) -> None:
+        """What a canary's decision asks beyond the router's weights: retire a promotion's old version
+        once the router sends it nothing on every replica (the next pass sees it gone and settles);
+        once one version serves everything, nothing else stays loaded or on disk."""
+        if decision.action is Action.SETTLE:
+            memory.retired = None  # done with; a later promotion over the same version retires it again
+        if decision.retire is not None:
+            if memory.routing.applied_at is not None:
+                self.files.retire(body, spec, server_spec, int(decision.retire), memory)
+            return
+        served = decision.state.canary_version
+        if decision.state.stable_version != served:
+            return
+        target = spec.repository_name(body["metadata"]["name"])
+        on_disk = self.loader.reload_stale_versions(pods, target, served, memory)
+        staged_now = memory.staged is not None and memory.staged.job == staging_job_name(
+            body["metadata"]["name"], spec
+        )
+        if staged_now and str(spec.version) == served:
+            # Files no spec asks for (left in a retained repository by a model deleted while its
+            # server was gone, say): the one version serving everything is all there should be.
+            for version in sorted(on_disk - {str(spec.version)}):
+                self.files.retire(body, spec, server_spec, int(version), memory)
+
+    def _pods(self, namespace: str, server: str) -> list[dict[str, Any]]:
+        read = partial(self.kube.list, "Pod", namespace, label_selector(server))
+        return sorted(
+            self.state.server_pods.get((namespace, server), read), key=lambda p: p["metadata"]["name"]
+        )
 
 
 def routed_conditions(decided: Sequence[DecidedCondition], routed: TrafficOutcome) -> list[DecidedCondition]:

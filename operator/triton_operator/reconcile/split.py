@@ -12,24 +12,32 @@ commands; this module is the engine's Gateway traffic backend.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
 from typing import Any, cast
 
 import kopf
 
-from triton_operator.api.common import GROUP, ConditionStatus
-from triton_operator.api.tritonmodel import ModelConditionType, RolloutStrategy, TritonModelSpec
-from triton_operator.conditions import DecidedCondition, Reason, set_conditions, with_kstatus
+from triton_operator.api.common import GROUP
+from triton_operator.api.tritonmodel import ModelConditionType, TritonModelSpec
+from triton_operator.conditions import DecidedCondition, set_conditions, with_kstatus
 from triton_operator.kube.rest import Kube
 from triton_operator.observe.rollout import Counters, WindowStart, pool_counters
 from triton_operator.observe.server import pod_is_ready
+from triton_operator.reconcile.copies import (
+    Pool,
+    across_servers,
+    copy_name,
+    copy_spec,
+    read_split_state,
+    same_spec,
+    split_conditions,
+    split_stuck,
+)
 from triton_operator.reconcile.gateway import OwnedRoutes, route_labels, routed_condition
 from triton_operator.reconcile.state import ModelMemory, OperatorState, RouteProblem
 from triton_operator.reconcile.status import now, write_status
@@ -46,177 +54,6 @@ KIND = "TritonModel"
 # After the route sends a retired pool nothing, its copy goes only once requests in flight are done.
 DRAIN_S = 3.0
 STATUS_FIELDS = ("observedGeneration", "conditions", "servedVersion", "endpoints", "rollout", "traffic")
-
-
-def copy_name(parent: str, server: str) -> str:
-    """Name of the model's copy on `server` (hashed when it would exceed a name's 253 characters)."""
-    name = f"{parent}-on-{server}"
-    if len(name) <= 253:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
-    return f"{name[:242]}-{digest}"
-
-
-def copy_spec(spec: TritonModelSpec, public: str, server: str) -> dict[str, Any]:
-    """The copy's spec: the parent's model, version, source and config, on one server.
-
-    Always under strategy Canary (the parent's steps and analysis when it has them): the copy then
-    serves through the operator's in-server router, which counts each client request by outcome, so
-    the pools are judged on the errors clients saw (Triton's own request counters miss error
-    responses); and a new spec.version is canaried inside each pool. Across pools the parent moves
-    the traffic.
-    """
-    rollout = spec.effective_rollout()
-    canary: dict[str, Any] = {"strategy": "Canary"}
-    if rollout.strategy is RolloutStrategy.CANARY:
-        canary = rollout.model_dump(mode="json", by_alias=True, exclude_none=True)
-    out: dict[str, Any] = {
-        "serverRef": {"name": server},
-        "modelName": public,
-        "version": spec.version,
-        "source": spec.source.model_dump(mode="json", by_alias=True, exclude_none=True),
-        "keepFilesOnDelete": spec.keep_files_on_delete,
-        "rollout": canary,
-    }
-    if spec.config is not None:
-        out["config"] = spec.config.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return out
-
-
-@dataclass(frozen=True)
-class Pool:
-    """What one server holding (or about to hold) a copy looks like now."""
-
-    server: str
-    exists: bool
-    ready_pods: int
-    copy_ready: bool
-    copy_message: str
-    # The copy says Degraded (its staging or load failed): a problem, not progress.
-    copy_failed: bool = False
-    # spec.replicas 0 on the server: nothing serves there, on purpose.
-    scaled_to_zero: bool = False
-    # The copy says Stalled (only a change ends its problem: its staging failed, say).
-    copy_stalled: bool = False
-
-    @property
-    def serving(self) -> bool:
-        return self.exists and self.ready_pods > 0 and self.copy_ready
-
-
-PLACING = "PlacingCopies"
-WAITING_FOR_GATEWAY = "WaitingForGateway"
-# (status, reason, message) of a condition, before it is one.
-Said = tuple[bool, str, str]
-
-
-def split_conditions(
-    pools: Mapping[str, Pool],
-    desired: Mapping[str, int],
-    weights: Mapping[str, int],
-    outcome: TrafficOutcome,
-    routed: DecidedCondition,
-) -> list[DecidedCondition]:
-    """Ready, Progressing, Degraded and Routed of a model served through a Gateway (pure).
-
-    Problems (Degraded) are what someone must fix: a server that does not exist, a route the gateway
-    refused, a copy that failed, a pool whose replicas are down. Progress (Progressing, and not Ready
-    for the same reason, which makes its Events Normal) is what time fixes: copies being placed,
-    staged and loaded, the gateway not having answered yet, a rollout's steps.
-    """
-    wanted = [pools[s] for s, w in desired.items() if w > 0 and s in pools]
-    missing = [p for p in pools.values() if not p.exists]
-    failed = [p for p in wanted if p.exists and p.copy_failed]
-    down = [p for p in wanted if p.exists and p.copy_ready and p.ready_pods == 0 and not p.scaled_to_zero]
-    idle = [p for p in wanted if p.exists and p.scaled_to_zero]
-    placing = [p for p in wanted if p.exists and not p.copy_ready and not p.copy_failed]
-    serving = ", ".join(f"{s} {w}%" for s, w in weights.items())
-    problems: list[tuple[str, str]] = [(str(Reason.SERVER_NOT_FOUND), p.copy_message) for p in missing]
-    if routed.status == ConditionStatus.FALSE:
-        problems.append((routed.reason, routed.message))
-    problems += [(str(Reason.LOAD_FAILED), f"server {p.server}: {p.copy_message}") for p in failed]
-    problems += [
-        (str(Reason.REPLICAS_NOT_READY), f"server {p.server} has no ready replica; its share goes elsewhere")
-        for p in down
-    ]
-    waits: list[tuple[str, str]] = [(PLACING, f"server {p.server}: {p.copy_message}") for p in placing]
-    waits += [
-        (str(Reason.SCALED_TO_ZERO), f"server {p.server} is scaled to 0; its share goes elsewhere")
-        for p in idle
-    ]
-    if routed.status == ConditionStatus.UNKNOWN:
-        waits.append((WAITING_FOR_GATEWAY, routed.message))
-    progressing: Said = outcome.progressing
-    if problems:
-        reason = problems[0][0]
-        message = "; ".join(m for _, m in [*problems, *waits])
-        ready: Said = (False, reason, message)
-        degraded: Said = (True, reason, "; ".join(m for _, m in problems))
-    else:
-        degraded = (False, str(Reason.AS_EXPECTED), f"served through the Gateway: {serving}")
-        if waits:
-            ready = (False, waits[0][0], "; ".join(m for _, m in waits))
-            if not progressing[0] and waits[0][0] != Reason.SCALED_TO_ZERO:
-                progressing = (True, waits[0][0], ready[2])
-        else:
-            ready = outcome.ready or (True, "Serving", f"served through the Gateway: {serving}")
-    if outcome.degraded is not None:
-        degraded = outcome.degraded
-        if ready[0] or not problems:
-            ready = outcome.ready or (False, outcome.degraded[1], outcome.degraded[2])
-    return [
-        _condition(ModelConditionType.READY, *ready),
-        _condition(ModelConditionType.PROGRESSING, *progressing),
-        _condition(ModelConditionType.DEGRADED, *degraded),
-        routed,
-    ]
-
-
-def split_stuck(pools: Mapping[str, Pool], desired: Mapping[str, int], outcome: TrafficOutcome) -> bool:
-    """Whether only a change ends a split model's problem: a server it names does not exist, a copy it
-    wants says Stalled, or its rollout across servers rolled back or was aborted."""
-    wanted = [pools[s] for s, w in desired.items() if w > 0 and s in pools]
-    return (
-        outcome.stalled
-        or any(not p.exists for p in pools.values())
-        or any(p.exists and p.copy_failed and p.copy_stalled for p in wanted)
-    )
-
-
-def _condition(ctype: str, ok: bool, reason: str, message: str) -> DecidedCondition:
-    return DecidedCondition(ctype, ConditionStatus.TRUE if ok else ConditionStatus.FALSE, reason, message)
-
-
-def read_split_state(status: Mapping[str, Any]) -> RolloutState | None:
-    """The rollout across servers in status (servers where the machine keeps versions)."""
-    rollout = status.get("rollout")
-    if not rollout or "stableServer" not in rollout or "canaryServer" not in rollout:
-        return None
-    try:
-        keyed = {
-            **rollout,
-            "stableVersion": rollout["stableServer"],
-            "canaryVersion": rollout["canaryServer"],
-        }
-        return RolloutState.from_status(keyed)
-    except ValueError as exc:
-        log.warning("ignoring an unreadable status.rollout: %s", exc)
-        return None
-
-
-def across_servers(outcome: TrafficOutcome, version: int) -> TrafficOutcome:
-    """The engine's outcome keyed by pool, as status shows it: the rollout's servers, and the model
-    version every pool serves."""
-    rollout = outcome.rollout
-    if rollout is not None:
-        rollout = rollout | {
-            "stableServer": rollout["stableVersion"],
-            "canaryServer": rollout["canaryVersion"],
-            "stableVersion": str(version),
-            "canaryVersion": str(version),
-        }
-    traffic = [{**e, "server": e["version"], "version": str(version)} for e in outcome.traffic]
-    return replace(outcome, rollout=rollout, traffic=traffic)
 
 
 class SplitReconciler:
@@ -339,7 +176,7 @@ class SplitReconciler:
                 "spec": copy_spec(spec, public, server),
             }
             existing = copies.get(copy)
-            if existing is not None and _same_spec(existing.get("spec") or {}, manifest["spec"]):
+            if existing is not None and same_spec(existing.get("spec") or {}, manifest["spec"]):
                 continue
             if existing is not None and frozen == server:
                 continue  # the stable of a canary across servers keeps what it serves until it is retired
@@ -469,19 +306,6 @@ class SplitReconciler:
         if any(p.serving for p in pools.values()):
             new["servedVersion"] = spec.version
         return write_status(self.kube, KIND, body, new, STATUS_FIELDS)
-
-
-def _same_spec(existing: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
-    """Whether the copy already has the spec (the apiserver adds defaults: compare what we set)."""
-    return _subset(wanted, existing)
-
-
-def _subset(small: Any, big: Any) -> bool:
-    if isinstance(small, Mapping) and isinstance(big, Mapping):
-        return all(k in big and _subset(v, big[k]) for k, v in small.items())
-    if isinstance(small, list) and isinstance(big, list):
-        return len(small) == len(big) and all(_subset(a, b) for a, b in zip(small, big, strict=True))
-    return bool(small == big)
 
 
 def _weights_text(routes: Sequence[Mapping[str, Any]]) -> str:

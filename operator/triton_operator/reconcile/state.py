@@ -10,9 +10,10 @@ from functools import partial
 from typing import Any
 
 from triton_operator.observe.metrics import Scrape
+from triton_operator.observe.rollout import WindowStart
 from triton_operator.reconcile.cache import SharedReads
-from triton_operator.reconcile.routing import RoutingMemory
 from triton_operator.reconcile.watched import WatchedStaging
+from triton_operator.render.router import Variant as RouterVariant
 from triton_operator.triton import client as triton
 from triton_operator.triton.client import ModelState
 
@@ -75,6 +76,26 @@ class RouteProblem:
 
     reason: str
     message: str
+
+
+@dataclass
+class RoutingMemory:
+    """What one routed model's passes remember (rebuilt after a restart: routers are loaded again)."""
+
+    # Pod uid -> the router config (variants, sticky key) loaded there.
+    routers: dict[str, tuple[tuple[RouterVariant, ...], str]] = field(default_factory=dict)
+    # Where the current window of traffic (a canary step, an experiment's weights) starts.
+    window: WindowStart | None = None
+    # When the current weights were in place on every replica (time.monotonic()); None while applying.
+    applied_at: float | None = None
+    # Pod uids where a router of this model is loaded, whatever its weights: clients reach it there (a
+    # reload with new weights swaps it in place; a versions reload leaves it loaded).
+    serving: set[str] = field(default_factory=set)
+    # Whether every ready replica has one (the model is not Ready before; RouterLoading).
+    on_every_pod: bool = False
+    # (pod uid, staging Job) where a version no longer served was found loaded and a reload was asked
+    # (once: a reload that keeps it means its files are still there, and the next retire removes them).
+    stale_reloads: set[tuple[str, str]] = field(default_factory=set)
 
 
 @dataclass
