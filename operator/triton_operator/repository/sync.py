@@ -29,7 +29,7 @@ import tempfile
 import threading
 import urllib.parse
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import FrameType
 from typing import Any
@@ -254,20 +254,31 @@ class Mirror:
         _discard(self.root / name, self.root, name)
         self.counters.removals += 1
 
-    def apply(self, plan: SyncPlan) -> list[str]:
-        """Carry out a plan; returns one line per model that failed (the others are done)."""
-        problems: list[str] = []
+    def apply(self, plan: SyncPlan) -> Round:
+        """Carry out a plan: each model alone, so one that fails leaves the others done."""
+        done = Round()
         for build in plan.build:
             try:
                 self.build(build)
+                done.built.append(build)
             except (SyncError, OSError, ValueError) as exc:
-                problems.append(f"model {build.name}: {exc}")
+                done.problems.append(f"model {build.name}: {exc}")
         for name in plan.remove:
             try:
                 self.remove(name)
+                done.removed.append(name)
             except OSError as exc:
-                problems.append(f"model {name}: removing failed: {exc}")
-        return problems
+                done.problems.append(f"model {name}: removing failed: {exc}")
+        return done
+
+
+@dataclass
+class Round:
+    """What one round did."""
+
+    built: list[ModelBuild] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
 
 class AgentState:
@@ -354,12 +365,12 @@ class Agent:
             try:
                 source = fetch_content(self.mirror.source, wait)
                 plan = plan_sync(source, held)
-                problems = self.mirror.apply(plan) if not plan.empty else []
+                done = self.mirror.apply(plan) if not plan.empty else Round()
                 held = self.mirror.scan()
-                if not plan.empty:
-                    self._log_round(plan, held, source)
-                if problems:
-                    raise SyncError("; ".join(problems))
+                if done.built or done.removed:
+                    self._log_round(done, held, source)
+                if done.problems:
+                    raise SyncError("; ".join(done.problems))
                 if held.generation != source.generation:
                     raise SyncError(f"held {held.generation} after the round, not {source.generation}")
             except Exception as exc:  # the sidecar stays up: the error shows in /v1/held and the log
@@ -375,18 +386,14 @@ class Agent:
             backoff = BACKOFF_FIRST_S
             wait = source.generation
 
-    def _log_round(self, plan: SyncPlan, held: RepositoryContent, source: RepositoryContent) -> None:
-        built = ", ".join(b.name for b in plan.build) or "none"
-        removed = ", ".join(plan.remove) or "none"
-        downloads = sum(len(b.download) for b in plan.build)
-        links = sum(len(b.reuse) for b in plan.build)
+    def _log_round(self, done: Round, held: RepositoryContent, source: RepositoryContent) -> None:
         log.info(
             "sync to generation %s: built %s (%d files downloaded, %d reused), removed %s; holds %s",
             source.generation,
-            built,
-            downloads,
-            links,
-            removed,
+            ", ".join(b.name for b in done.built) or "none",
+            sum(len(b.download) for b in done.built),
+            sum(len(b.reuse) for b in done.built),
+            ", ".join(done.removed) or "none",
             held.generation,
         )
 
