@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 import pytest
-from triton_operator.render.labels import SPLIT_SHARE_ANNOTATION
+from triton_operator.render.labels import SPLIT_SHARE_ANNOTATION, label_selector
 
 from tests.support.scenario import NS, World, model_spec
 from tests.support.scenarios import (
@@ -137,7 +137,7 @@ def test_a_server_roll_loads_the_model_on_the_new_pods_without_staging_again(wor
     world.checks = {"roll/new-pods": new_pods}
     server_roll(world)
     status = world.status(MODEL)
-    pods = sorted(p for p in world.names("Pod"))
+    pods = sorted(world.names("Pod", label_selector("triton")))  # Triton's pods, not the repository server's
     assert [r["pod"] for r in status["replicas"]] == pods
     assert (status["loaded"], world.condition(MODEL, "Ready")[0]) == ("2/2", "True")
     assert len(world.kube.created("Job")) == 1

@@ -98,6 +98,9 @@ class FakeKube(FakeControllers, Kube):
             return self.add(applied, record=False)
         self.calls.append(Call("apply", kind, meta["name"]))
         new = {**old, **{k: v for k, v in applied.items() if k != "metadata"}}
+        allocated = (old.get("spec") or {}).get("clusterIP")
+        if kind == "Service" and allocated and "clusterIP" not in (new.get("spec") or {}):
+            new["spec"] = {**new["spec"], "clusterIP": allocated}  # the apiserver's field, not the applier's
         new_meta = dict(old["metadata"])
         for field in ("labels", "annotations"):
             if field in meta:
@@ -154,6 +157,10 @@ class FakeKube(FakeControllers, Kube):
         self._remove(key)
 
     # -- what a user (or a test) does -----------------------------------------------------------------
+    def allocate_cluster_ip(self, service: Mapping[str, Any]) -> str | None:
+        """The ClusterIP of a new Service (None: none, as for the Services no test talks to)."""
+        return None
+
     def add(self, obj: Mapping[str, Any], *, record: bool = True) -> Obj:
         """Create an object as `kubectl create` would (status, if given, is kept: a test's fixture)."""
         new = copy.deepcopy(dict(obj))
@@ -167,6 +174,11 @@ class FakeKube(FakeControllers, Kube):
             exc.body = json.dumps({"message": f'{kind} "{meta["name"]}" already exists'})
             raise exc
         meta.update(uid=f"uid-{next(self._uids)}", generation=1, creationTimestamp=rfc3339(self.now()))
+        if kind == "Service" and not (new.get("spec") or {}).get("clusterIP"):
+            # The apiserver allocates a ClusterIP on create; `allocate_cluster_ip` stands in for it.
+            ip = self.allocate_cluster_ip(new)
+            if ip:
+                new.setdefault("spec", {})["clusterIP"] = ip
         if record:
             self.calls.append(Call("create", kind, meta["name"], created=True))
         stored = self._store(key, new, None)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +28,8 @@ from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 from google.protobuf import json_format
+from triton_operator.render.repository import SERVER_PORT as REPOSITORY_SERVER_PORT
+from triton_operator.render.repository import SYNC_PORT
 from triton_operator.triton.metrics import ROUTER_FAMILY
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
@@ -66,6 +68,28 @@ class Repository:
     def remove(self, model: str, version: int) -> None:
         self.versions.get(model, set()).discard(version)
 
+    def content(self) -> dict[str, Any]:
+        """What a repository server or an up-to-date sync sidecar says this repository holds
+        (operator/triton_operator/repository's wire format, without the file lists)."""
+        models = {}
+        for model, versions in sorted(self.versions.items()):
+            digests = {str(v): self.digests.get((model, v)) or f"sha256:{model}{v}" for v in sorted(versions)}
+            models[model] = {"hash": "sha256:" + json.dumps(digests, sort_keys=True), "versions": digests}
+        return {"models": models}
+
+
+class RepositoryServer:
+    """A server's repository server (layout PerReplica): its content on `ip`:8080."""
+
+    def __init__(self, ip: str, repository: Repository) -> None:
+        self.ip = ip
+        self.repository = repository
+        self._http = _json_server((ip, REPOSITORY_SERVER_PORT), "/v1/content", repository.content)
+
+    def stop(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
 
 @dataclass
 class Loaded:
@@ -98,6 +122,9 @@ class FakeTriton(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.routed: dict[tuple[str, str, str], Counts] = {}  # (router, model, version)
         self.lock = threading.Lock()
         self._servers: list[Any] = []
+        # Layout PerReplica: the pod's sync sidecar answers on port 8090; a copy `behind` still holds
+        # what it held when it fell behind (a new replica still copying, a sidecar that cannot reach).
+        self.copy_behind: dict[str, Any] | None = None
 
     # -- what a test does to it -----------------------------------------------------------------------
     def serve(
@@ -273,7 +300,12 @@ class FakeTriton(service_pb2_grpc.GRPCInferenceServiceServicer):
             http.daemon_threads = True
             threading.Thread(target=http.serve_forever, args=(0.05,), daemon=True).start()
             self._servers.append(http)
+        self._servers.append(_json_server((self.ip, SYNC_PORT), "/v1/held", self.held))
         server.start()
+
+    def held(self) -> dict[str, Any]:
+        """What the pod's sync sidecar says its copy holds: the repository's content unless behind."""
+        return self.copy_behind if self.copy_behind is not None else self.repository.content()
 
     def stop(self) -> None:
         """The pod is gone: nothing answers at its address any more."""
@@ -357,6 +389,30 @@ def _handler(triton: FakeTriton) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def _json_server(address: tuple[str, int], path: str, answer: Callable[[], Any]) -> ThreadingHTTPServer:
+    """An HTTP server answering GET `path` (any query) with `answer()` as JSON, serving in a thread."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.split("?")[0] != path:
+                self.send_error(404)
+                return
+            body = json.dumps(answer()).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    http = ThreadingHTTPServer(address, Handler)
+    http.daemon_threads = True
+    threading.Thread(target=http.serve_forever, args=(0.05,), daemon=True).start()
+    return http
+
+
 class TritonPool:
     """Fake Tritons on addresses 127.34.x.y (x chosen at random per pool, so pools of tests run at the
     same time on this machine do not collide); `stop_all` at the end."""
@@ -365,6 +421,7 @@ class TritonPool:
         self.subnet = random.randint(1, 254)
         self._hosts = iter(range(1, 255))
         self.by_ip: dict[str, FakeTriton] = {}
+        self.repository_servers: list[RepositoryServer] = []
 
     def start(self, repository: Repository) -> FakeTriton:
         for host in self._hosts:
@@ -378,6 +435,17 @@ class TritonPool:
             return triton
         raise RuntimeError(f"no free address left in 127.34.{self.subnet}.0/24")
 
+    def start_repository_server(self, repository: Repository) -> RepositoryServer:
+        """A repository server (layout PerReplica) on the next free address of the pool."""
+        for host in self._hosts:
+            try:
+                server = RepositoryServer(f"127.34.{self.subnet}.{host}", repository)
+            except OSError:
+                continue
+            self.repository_servers.append(server)
+            return server
+        raise RuntimeError(f"no free address left in 127.34.{self.subnet}.0/24")
+
     def stop(self, ip: str) -> None:
         triton = self.by_ip.pop(ip, None)
         if triton is not None:
@@ -386,6 +454,9 @@ class TritonPool:
     def stop_all(self) -> None:
         for ip in list(self.by_ip):
             self.stop(ip)
+        for server in self.repository_servers:
+            server.stop()
+        self.repository_servers.clear()
 
     def __iter__(self) -> Iterator[FakeTriton]:
         return iter(list(self.by_ip.values()))

@@ -26,6 +26,7 @@ from triton_operator.reconcile.server import ServerReconciler
 from triton_operator.reconcile.state import OperatorState, object_key, pod_index_key
 from triton_operator.render.labels import SERVER_NAME_LABEL as SERVER_LABEL
 from triton_operator.render.labels import STAGING_LABELS
+from triton_operator.render.repository import REPOSITORY_COMPONENT
 from triton_operator.render.server import deployment_name
 from triton_operator.triton import client as triton_client
 
@@ -102,6 +103,7 @@ class World:
         self.events: list[tuple[str, str, str, str]] = []  # (object, type, reason, message)
         monkeypatch.setattr(kopf, "event", self._event)
         self.kube = FakeKube(now=self.clock.now)
+        self.kube.allocate_cluster_ip = self._cluster_ip  # type: ignore[method-assign]
         self.kube.served[GATEWAY_API] = ["gateways", "httproutes", "grpcroutes"]
         self.tritons = TritonPool()
         self.every_triton: list[FakeTriton] = []
@@ -199,6 +201,15 @@ class World:
         return str(pods[0]["metadata"]["labels"].get("app.kubernetes.io/instance")) if pods else ""
 
     # -- the cluster's controllers ------------------------------------------------------------------
+    def _cluster_ip(self, service: Mapping[str, Any]) -> str | None:
+        """A server's repository-server Service gets the address of a fake repository server (its
+        pod and Service in one); other Services get none: no test talks to them."""
+        labels = service["metadata"].get("labels") or {}
+        if labels.get("app.kubernetes.io/component") != REPOSITORY_COMPONENT:
+            return None
+        server = labels["app.kubernetes.io/instance"]
+        return self.tritons.start_repository_server(self.repositories.setdefault(server, Repository())).ip
+
     def start_pods(self) -> list[str]:
         """Deployments get their pods; each pending pod starts with a fake Triton as its IP."""
         started = []
@@ -359,8 +370,8 @@ class World:
         ]
         return posted + self.events
 
-    def names(self, kind: str) -> list[str]:
-        return [o["metadata"]["name"] for o in self.kube.list(kind, NS)]
+    def names(self, kind: str, selector: str | None = None) -> list[str]:
+        return [o["metadata"]["name"] for o in self.kube.list(kind, NS, selector)]
 
     def statuses(self) -> dict[str, Any]:
         return {n: self.status(n) for n in self.names("TritonModel")}

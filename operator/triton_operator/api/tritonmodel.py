@@ -969,6 +969,24 @@ class ReplicaStatus(StatusModel):
         description="READY, LOADING, UNAVAILABLE, UNLOADED or PENDING (not tried yet)."
     )
     reason: str | None = Field(default=None, max_length=4096, description="Triton's reason when not READY.")
+    node: str | None = Field(default=None, max_length=253, description="Node the pod runs on.")
+    repository: str | None = Field(
+        default=None,
+        max_length=16,
+        description="Where this pod reads the model's files: PVC (the server's repository PVC, layout "
+        "Shared) or OwnCopy (the pod's own copy of it, layout PerReplica).",
+    )
+    copy_digest: str | None = Field(
+        default=None,
+        max_length=128,
+        description="OwnCopy: the staged digest of the wanted version in this pod's copy (unset while "
+        "the copy does not have it).",
+    )
+    copy_current: bool | None = Field(
+        default=None,
+        description="OwnCopy: whether this pod's copy of the model is exactly the repository's (files "
+        "checked by sha256); the model is loaded here only once it is.",
+    )
 
 
 class ModelEndpoints(StatusModel):

@@ -77,6 +77,15 @@ class ServiceType(enum.StrEnum):
     LOAD_BALANCER = "LoadBalancer"
 
 
+class RepositoryLayout(enum.StrEnum):
+    """How the staged models reach each Triton pod."""
+
+    # Every pod mounts the repository PVC: needs a volume many nodes can mount at once.
+    SHARED = "Shared"
+    # One pod (the repository server) mounts the PVC; each Triton pod holds its own verified copy.
+    PER_REPLICA = "PerReplica"
+
+
 class AccessMode(enum.StrEnum):
     """PersistentVolumeClaim access mode."""
 
@@ -178,8 +187,15 @@ class Toleration(ApiModel):
     )
 
 
+SHARED_NEEDS_RWX = (
+    "modelRepository.layout Shared mounts the PVC on every Triton pod's node: set accessModes to "
+    "[ReadWriteMany] (or use an existingClaim that is), or use layout PerReplica"
+)
+
+
 class ModelRepository(ApiModel):
-    """The PersistentVolumeClaim holding Triton's model repository, mounted read-only at /models."""
+    """The PersistentVolumeClaim holding the staged model repository; Triton reads it at /models, through
+    its own copy (layout PerReplica) or the PVC itself (layout Shared)."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -217,6 +233,14 @@ class ModelRepository(ApiModel):
                     field_path=".size",
                     reason="FieldValueInvalid",
                 ),
+                cel(
+                    f"!has(self.layout) || self.layout != '{RepositoryLayout.SHARED.value}' || "
+                    "has(self.existingClaim) || "
+                    "(has(self.accessModes) && 'ReadWriteMany' in self.accessModes)",
+                    SHARED_NEEDS_RWX,
+                    field_path=".layout",
+                    reason="FieldValueInvalid",
+                ),
             ]
         }
     )
@@ -233,8 +257,8 @@ class ModelRepository(ApiModel):
         default=[AccessMode.READ_WRITE_ONCE],
         min_length=1,
         max_length=4,
-        description="Access modes of the PVC. With replicas on several nodes use ReadWriteMany "
-        "or ReadOnlyMany: a ReadWriteOnce volume mounts on one node only.",
+        description="Access modes of the PVC. ReadWriteOnce works with replicas on many nodes (layout "
+        "PerReplica: only the repository server mounts it); ReadWriteMany also allows layout Shared.",
     )
     existing_claim: ObjectName | None = Field(
         default=None,
@@ -245,6 +269,30 @@ class ModelRepository(ApiModel):
         default=True,
         description="Keep the PVC (and the staged models) when the TritonServer is deleted.",
     )
+    layout: RepositoryLayout | None = Field(
+        default=None,
+        description="How staged models reach each Triton pod. PerReplica: one small repository-server "
+        "pod mounts the PVC and every Triton pod keeps its own copy (an emptyDir filled and verified by a "
+        "sync sidecar), so any storage class works with replicas on many nodes. Shared: every Triton pod "
+        "mounts the PVC (needs ReadWriteMany). Unset: Shared with accessModes ReadWriteMany, else "
+        "PerReplica.",
+    )
+
+    @model_validator(mode="after")
+    def _shared_needs_many_nodes(self) -> ModelRepository:
+        """Mirror the CEL rule so a model_validate error names the field too."""
+        many_nodes = bool(self.existing_claim) or AccessMode.READ_WRITE_MANY in self.access_modes
+        if self.layout == RepositoryLayout.SHARED and not many_nodes:
+            raise ValueError(SHARED_NEEDS_RWX)
+        return self
+
+    def resolved_layout(self) -> RepositoryLayout:
+        """The layout in effect: the one set, else Shared only where the volume mounts on many nodes."""
+        if self.layout is not None:
+            return self.layout
+        if not self.existing_claim and AccessMode.READ_WRITE_MANY in self.access_modes:
+            return RepositoryLayout.SHARED
+        return RepositoryLayout.PER_REPLICA
 
 
 class TritonMetrics(ApiModel):

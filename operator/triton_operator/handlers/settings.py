@@ -12,11 +12,12 @@ from triton_operator.api.common import FINALIZER
 from triton_operator.handlers import tritonmodel, tritonserver
 from triton_operator.handlers.loops import ObjectLoops
 from triton_operator.kube.rest import Kube, new_api_client
-from triton_operator.reconcile.model import DEFAULT_OPERATOR_IMAGE, ModelReconciler
 from triton_operator.reconcile.model import KIND as MODEL_KIND
+from triton_operator.reconcile.model import ModelReconciler
 from triton_operator.reconcile.server import KIND as SERVER_KIND
 from triton_operator.reconcile.server import ServerReconciler
 from triton_operator.reconcile.state import OperatorState
+from triton_operator.render.staging import DEFAULT_OPERATOR_IMAGE
 
 # Passes (staging, loads, observation) running at once over all objects of both kinds.
 LOOP_WORKERS = int(os.environ.get("TRITON_OPERATOR_WORKERS", "8"))
@@ -59,10 +60,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     )
     memo.kube = kube
     memo.state = state
-    memo.servers = servers = ServerReconciler(kube, state)
-    memo.models = models = ModelReconciler(
-        kube, state, operator_image=os.environ.get("TRITON_OPERATOR_IMAGE", DEFAULT_OPERATOR_IMAGE)
-    )
+    operator_image = os.environ.get("TRITON_OPERATOR_IMAGE", DEFAULT_OPERATOR_IMAGE)
+    memo.servers = servers = ServerReconciler(kube, state, operator_image=operator_image)
+    memo.models = models = ModelReconciler(kube, state, operator_image=operator_image)
     memo.loops = loops = ObjectLoops(workers=LOOP_WORKERS, name="reconcile")
     server_pass = partial(tritonserver.server_pass, servers)
     loops.register(SERVER_KIND, server_pass, tritonserver.STATUS_PERIOD_S)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from triton_operator.api.common import ConditionStatus
 from triton_operator.api.tritonmodel import ModelConditionType, ReplicaState
 from triton_operator.conditions import DecidedCondition, Reason
+from triton_operator.observe.copies import CopyFacts
 from triton_operator.observe.metrics import Scrape
 from triton_operator.triton.client import ModelState
 from triton_operator.triton.metrics import ModelRates, aggregate, model_rates
@@ -109,6 +110,33 @@ def staging_outcome(job: Obj, pods: Sequence[Obj]) -> StagingOutcome:
     return StagingOutcome("running")
 
 
+REPOSITORY_PVC = "PVC"
+REPOSITORY_OWN_COPY = "OwnCopy"
+
+
+@dataclass(frozen=True)
+class FilesAt:
+    """Where one pod reads its models: its node, the PVC or its own copy, and what that copy holds."""
+
+    node: str | None = None
+    repository: str | None = None
+    copy_digest: str | None = None
+    copy_current: bool | None = None
+
+    def entry(self) -> dict[str, Any]:
+        """Its status.replicas[] fields."""
+        out: dict[str, Any] = {}
+        if self.node:
+            out["node"] = self.node
+        if self.repository:
+            out["repository"] = self.repository
+        if self.copy_digest:
+            out["copyDigest"] = self.copy_digest
+        if self.copy_current is not None:
+            out["copyCurrent"] = self.copy_current
+        return out
+
+
 @dataclass(frozen=True)
 class ReplicaFacts:
     """The model on one server pod, as Triton's repository index and the operator's loads say."""
@@ -125,12 +153,16 @@ class ReplicaFacts:
     # The pod takes traffic (Ready: its models-loaded gate is open too). Loaded into a pod that does
     # not yet, the model is not served through the Service: not counted loaded until it does.
     in_service: bool = True
+    where: FilesAt = FilesAt()
+    # Layout PerReplica: the pod's copy as judged for a load (fresh), when one was wanted.
+    copy: CopyFacts | None = None
 
     def entry(self) -> dict[str, Any]:
         """status.replicas[] entry."""
         out: dict[str, Any] = {"pod": self.pod, "state": str(self.state)}
         if self.ip:
             out["ip"] = self.ip
+        out |= self.where.entry()
         reason = self.load_error or self.reason
         if reason:
             out["reason"] = reason[:4096]

@@ -11,12 +11,21 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from triton_operator.api.tritonmodel import ReplicaState, TritonModelSpec
 from triton_operator.kube.rest import Kube
-from triton_operator.observe.model import ReplicaFacts, replica_state
+from triton_operator.observe.copies import CopyFacts, has_own_copy
+from triton_operator.observe.model import (
+    REPOSITORY_OWN_COPY,
+    REPOSITORY_PVC,
+    FilesAt,
+    ReplicaFacts,
+    replica_state,
+)
 from triton_operator.observe.server import pod_is_ready, triton_is_up, triton_restarts
+from triton_operator.reconcile.pod_copies import Copies
 from triton_operator.reconcile.routing import ready_versions
 from triton_operator.reconcile.state import (
     FailedLoad,
@@ -68,12 +77,23 @@ def settle(
             memory.settled_news = True
 
 
+def where_files_are(pod: Mapping[str, Any], copy: CopyFacts | None) -> FilesAt:
+    """status.replicas[]'s node, repository and copy fields for one pod."""
+    node = (pod.get("spec") or {}).get("nodeName")
+    if not has_own_copy(pod):
+        return FilesAt(node, REPOSITORY_PVC)
+    if copy is None:
+        return FilesAt(node, REPOSITORY_OWN_COPY)
+    return FilesAt(node, REPOSITORY_OWN_COPY, copy.digest, copy.current)
+
+
 class Loader:
     """Loads a model's staged files on every pod; reads each pod's index through the shared cache."""
 
     def __init__(self, kube: Kube, state: OperatorState):
         self.kube = kube
         self.state = state
+        self.copies = Copies(kube, state.read_ttl_s)
 
     def read_index(self, pod: Mapping[str, Any]) -> list[ModelState]:
         """The pod's repository index, read once per period for all its models (the server's pass too)."""
@@ -102,8 +122,10 @@ class Loader:
         )
         live = [pod for pod in pods if not pod["metadata"].get("deletionTimestamp")]
         for pod in live:
-            fact = self._load_on(pod, model, staged, memory, stopped, removal_running)
-            facts.append(replace(fact, in_service=pod_is_ready(pod)))
+            copy = partial(self._copy_of, pod, namespace, server, model, staged)
+            fact = self._load_on(pod, model, staged, memory, stopped, removal_running, copy)
+            where = where_files_are(pod, fact.copy or copy(fresh=False))
+            facts.append(replace(fact, in_service=pod_is_ready(pod), where=where))
         live_uids = {pod["metadata"]["uid"] for pod in live}
         for uid in set(memory.loads) - live_uids:
             memory.loads.pop(uid, None)
@@ -113,6 +135,24 @@ class Loader:
             memory.settled.pop(uid, None)
         return live, facts
 
+    def _copy_of(
+        self,
+        pod: Mapping[str, Any],
+        namespace: str,
+        server: str,
+        model: str,
+        staged: StagedRecord | None,
+        *,
+        fresh: bool,
+    ) -> CopyFacts | None:
+        """The pod's own copy of the model (layout PerReplica), or None where the pod mounts the PVC.
+
+        `fresh` asks the sidecar and the repository server again: answers shared within a period are
+        good for status, but a load must not trust a copy judged before the repository last changed."""
+        if staged is None or not has_own_copy(pod) or not triton_is_up(pod):
+            return None
+        return self.copies.facts(pod, namespace, server, model, staged.version, staged.digest, fresh=fresh)
+
     def _load_on(
         self,
         pod: Mapping[str, Any],
@@ -121,6 +161,7 @@ class Loader:
         memory: ModelMemory,
         stopped: Callable[[], bool],
         removal_running: Callable[[], bool],
+        copy: Callable[..., CopyFacts | None] = lambda fresh: None,
     ) -> ReplicaFacts:
         pod_name, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
         ip = (pod.get("status") or {}).get("podIP")
@@ -151,6 +192,10 @@ class Loader:
             and time.monotonic() - failure.at < retry_failed_load_after(memory, uid, staged.job)
         ):
             return ReplicaFacts(pod_name, ip, True, state, reason, load_error=failure.message)
+        own_copy = copy(fresh=True)
+        if own_copy is not None and not own_copy.current:
+            # Triton would load whatever the pod's copy holds now: a version missing, or half there.
+            return ReplicaFacts(pod_name, ip, True, ReplicaState.LOADING, own_copy.reason, copy=own_copy)
         if removal_running():
             # A version's folder is being removed: a load now could read it half gone (see ModelMemory).
             return ReplicaFacts(

@@ -37,10 +37,13 @@ from triton_operator.reconcile.gateway import OwnedRoutes, route_labels, routed_
 from triton_operator.reconcile.monitoring import PodMonitors
 from triton_operator.reconcile.state import ApplyFailure, Key, OperatorState, object_key
 from triton_operator.reconcile.status import now, stamp_metrics, write_status
-from triton_operator.render.labels import APPLIED_GENERATION_ANNOTATION, label_selector
+from triton_operator.render.labels import APPLIED_GENERATION_ANNOTATION, label_selector, owner_labels
 from triton_operator.render.podmonitor import PodMonitorDefaults, pod_monitor_defaults
+from triton_operator.render.repository import per_replica, render_repository_service, repository_server_name
 from triton_operator.render.routes import server_route_names, server_routes
 from triton_operator.render.server import (
+    Copies,
+    copies_for,
     deployment_name,
     metrics_enabled,
     pvc_name,
@@ -48,6 +51,7 @@ from triton_operator.render.server import (
     service_endpoints,
     wants_models_gate,
 )
+from triton_operator.render.staging import DEFAULT_OPERATOR_IMAGE
 from triton_operator.triton import client as triton
 from triton_operator.triton.metrics import fetch_metrics, parse_metrics
 
@@ -65,8 +69,16 @@ STATUS_FIELDS = (
     "endpoints",
     "metrics",
 )
-# Children that exist only under some specs; removed when the spec no longer renders them.
-OPTIONAL_CHILDREN = ("PodDisruptionBudget",)
+
+
+def optional_children(name: str) -> list[tuple[str, str]]:
+    """Children that exist only under some specs (kind, name); removed when the spec no longer renders
+    them: the PDB of a pool of one, the repository server of layout Shared."""
+    return [
+        ("PodDisruptionBudget", name),
+        ("Deployment", repository_server_name(name)),
+        ("Service", repository_server_name(name)),
+    ]
 
 
 def invalid_spec_message(exc: ValidationError) -> str:
@@ -79,9 +91,16 @@ def invalid_spec_message(exc: ValidationError) -> str:
 
 
 class ServerReconciler:
-    def __init__(self, kube: Kube, state: OperatorState, pod_monitors: PodMonitorDefaults | None = None):
+    def __init__(
+        self,
+        kube: Kube,
+        state: OperatorState,
+        pod_monitors: PodMonitorDefaults | None = None,
+        operator_image: str = DEFAULT_OPERATOR_IMAGE,
+    ):
         self.kube = kube
         self.state = state
+        self.operator_image = operator_image
         self.routes = OwnedRoutes(kube)
         self.pod_monitors = PodMonitors(kube, pod_monitors or pod_monitor_defaults(os.environ))
 
@@ -104,23 +123,24 @@ class ServerReconciler:
         except ValidationError as exc:
             self._fail(body, Reason.INVALID_SPEC, invalid_spec_message(exc))
             raise kopf.PermanentError(f"invalid spec: {invalid_spec_message(exc)}") from exc
-        running = self.kube.get("Deployment", namespace, deployment_name(name))
-        gate = self.state.models_gate and wants_models_gate(name, spec, running)
-        children = render_all(name, namespace, uid, spec, models_gate=gate)
-        rendered_kinds = {c["kind"] for c in children}
-        held = self._hold_scale_to_zero(namespace, name, spec, children)
-        for child in children:
-            if child["kind"] == "Deployment":
-                annotations = child["metadata"].setdefault("annotations", {})
-                annotations[APPLIED_GENERATION_ANNOTATION] = str(generation)
         try:
+            copies = self._copies(body, spec)
+            running = self.kube.get("Deployment", namespace, deployment_name(name))
+            gate = self.state.models_gate and wants_models_gate(name, spec, running, copies)
+            children = render_all(name, namespace, uid, spec, models_gate=gate, copies=copies)
+            rendered = {(c["kind"], c["metadata"]["name"]) for c in children}
+            held = self._hold_scale_to_zero(namespace, name, spec, children)
+            for child in children:
+                if child["kind"] == "Deployment" and child["metadata"]["name"] == deployment_name(name):
+                    annotations = child["metadata"].setdefault("annotations", {})
+                    annotations[APPLIED_GENERATION_ANNOTATION] = str(generation)
             for child in children:
                 if _owned(child, spec):
                     kopf.adopt(child, owner=cast(kopf.Body, body))
                 self.kube.apply(child)
-            for kind in OPTIONAL_CHILDREN:
-                if kind not in rendered_kinds:
-                    self.kube.delete(kind, namespace, name)
+            for kind, child_name in optional_children(name):
+                if (kind, child_name) not in rendered:
+                    self.kube.delete(kind, namespace, child_name)
             exposure = spec.gateway
             wanted = server_routes(name, namespace, name, exposure, route_labels(name)) if exposure else []
             self.state.route_problems[object_key(body)] = self.routes.apply(
@@ -137,6 +157,19 @@ class ServerReconciler:
         self.state.apply_failures.pop(object_key(body), None)
         return held is None
 
+    def _copies(self, body: Mapping[str, Any], spec: TritonServerSpec) -> Copies | None:
+        """Layout PerReplica: apply the repository server's Service first, for the ClusterIP the Triton
+        pods' sync sidecars read from (see render/repository.source_url)."""
+        meta = body["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        if not per_replica(spec):
+            return None
+        service = render_repository_service(name, namespace, owner_labels=owner_labels(name, meta["uid"]))
+        kopf.adopt(service, owner=cast(kopf.Body, body))
+        applied = self.kube.apply(service)
+        cluster_ip = ((applied or {}).get("spec") or {}).get("clusterIP")
+        return copies_for(name, namespace, spec, operator_image=self.operator_image, cluster_ip=cluster_ip)
+
     def _hold_scale_to_zero(
         self, namespace: str, name: str, spec: TritonServerSpec, children: list[dict[str, Any]]
     ) -> str | None:
@@ -152,7 +185,7 @@ class ServerReconciler:
         if current == 0:
             return None
         for child in children:
-            if child["kind"] == "Deployment":
+            if child["kind"] == "Deployment" and child["metadata"]["name"] == deployment_name(name):
                 child["spec"]["replicas"] = current
         log.info("holding %s/%s at %d replicas until %s send it nothing", namespace, name, current, routes)
         return f"scaling to 0 waits for {', '.join(routes)} to send {name} nothing"

@@ -1,4 +1,5 @@
-"""Children of a TritonServer: Deployment, Service, model-repository PVC and PodDisruptionBudget."""
+"""Children of a TritonServer: Deployment, Service, model-repository PVC, PodDisruptionBudget and, in
+layout PerReplica, the repository server (render/repository.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from triton_operator.api.tritonserver import TritonServerSpec
@@ -17,6 +19,14 @@ from triton_operator.render.labels import (
     volume_labels,
 )
 from triton_operator.render.labels import owner_labels as labels_for_owner
+from triton_operator.render.repository import (
+    copy_volume,
+    per_replica,
+    render_repository_deployment,
+    render_repository_service,
+    source_url,
+    sync_container,
+)
 
 CONTAINER_NAME = "tritonserver"
 HTTP_PORT = 8000
@@ -210,7 +220,24 @@ def _node_selector(spec: TritonServerSpec) -> dict[str, str]:
     return selector
 
 
-def _pod_spec(name: str, spec: TritonServerSpec, models_gate: bool = True) -> Manifest:
+@dataclass(frozen=True)
+class Copies:
+    """Layout PerReplica: where each pod's sync sidecar reads, and the image it runs."""
+
+    source: str
+    operator_image: str
+
+
+def copies_for(
+    name: str, namespace: str, spec: TritonServerSpec, *, operator_image: str, cluster_ip: str | None
+) -> Copies | None:
+    """What the Triton pods of `spec` need for their own copies; None in layout Shared."""
+    if not per_replica(spec):
+        return None
+    return Copies(source_url(name, namespace, cluster_ip), operator_image)
+
+
+def _pod_spec(name: str, spec: TritonServerSpec, models_gate: bool, copies: Copies | None) -> Manifest:
     """Pod spec of the Triton pods."""
     pod: Manifest = {}
     if spec.service_account_name:
@@ -241,8 +268,12 @@ def _pod_spec(name: str, spec: TritonServerSpec, models_gate: bool = True) -> Ma
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     pod["containers"] = [_container(spec)]
+    models: Manifest = {"name": "models", "persistentVolumeClaim": {"claimName": pvc_name(name, spec)}}
+    if copies is not None:
+        pod["containers"].append(sync_container(copies.source, copies.operator_image))
+        models = copy_volume(spec)
     pod["volumes"] = [
-        {"name": "models", "persistentVolumeClaim": {"claimName": pvc_name(name, spec)}},
+        models,
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shared_memory_size}},
     ]
     return pod
@@ -268,12 +299,14 @@ def render_deployment(
     *,
     owner_labels: Mapping[str, str],
     models_gate: bool = True,
+    copies: Copies | None = None,
 ) -> Manifest:
-    """The Deployment of Triton pods (`models_gate`: with the models-loaded readiness gate)."""
+    """The Deployment of Triton pods (`models_gate`: with the models-loaded readiness gate; `copies`:
+    each pod holds its own copy of the repository, layout PerReplica)."""
     template_metadata: Manifest = {"labels": {**spec.pod_labels, **standard_labels(name)}}
     if spec.pod_annotations:
         template_metadata["annotations"] = dict(spec.pod_annotations)
-    template: Manifest = {"metadata": template_metadata, "spec": _pod_spec(name, spec, models_gate)}
+    template: Manifest = {"metadata": template_metadata, "spec": _pod_spec(name, spec, models_gate, copies)}
     # The hash covers exactly the pod template, so it changes iff applying the Deployment would roll the pods.
     template_metadata.setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = spec_hash(template)
     return {
@@ -385,24 +418,44 @@ def template_has_models_gate(deployment: Mapping[str, Any]) -> bool:
     return spec_has_models_gate(((deployment.get("spec") or {}).get("template") or {}).get("spec") or {})
 
 
-def wants_models_gate(name: str, spec: TritonServerSpec, running: Mapping[str, Any] | None) -> bool:
+def wants_models_gate(
+    name: str, spec: TritonServerSpec, running: Mapping[str, Any] | None, copies: Copies | None = None
+) -> bool:
     """Whether to render the readiness gate: always, except for pods an older operator started without
     it that run this very spec. Adding it changes the pod template and so rolls every Triton pod; an
     operator upgrade must not restart them, so they get it with their server's next real change."""
     if running is None or template_has_models_gate(running):
         return True
-    gateless = render_deployment(name, "", spec, owner_labels={}, models_gate=False)
+    gateless = render_deployment(name, "", spec, owner_labels={}, models_gate=False, copies=copies)
     return template_hash(running) != template_hash(gateless)
 
 
 def render_all(
-    name: str, namespace: str, uid: str, spec: TritonServerSpec, *, models_gate: bool = True
+    name: str,
+    namespace: str,
+    uid: str,
+    spec: TritonServerSpec,
+    *,
+    models_gate: bool = True,
+    copies: Copies | None = None,
 ) -> list[Manifest]:
-    """Every child of a TritonServer in apply order: PVC, Deployment, Service, PDB (absent ones skipped)."""
+    """Every child of a TritonServer in apply order: PVC, the repository server (layout PerReplica, with
+    `copies`), Deployment, Service, PDB (absent ones skipped)."""
     labels = labels_for_owner(name, uid)
-    children = [
-        render_pvc(name, namespace, spec, owner_labels=volume_labels(name, uid)),
-        render_deployment(name, namespace, spec, owner_labels=labels, models_gate=models_gate),
+    children = [render_pvc(name, namespace, spec, owner_labels=volume_labels(name, uid))]
+    if copies is not None:
+        children += [
+            render_repository_deployment(
+                name,
+                namespace,
+                pvc_name(name, spec),
+                operator_image=copies.operator_image,
+                owner_labels=labels,
+            ),
+            render_repository_service(name, namespace, owner_labels=labels),
+        ]
+    children += [
+        render_deployment(name, namespace, spec, owner_labels=labels, models_gate=models_gate, copies=copies),
         render_service(name, namespace, spec, owner_labels=labels),
         render_pdb(name, namespace, spec, owner_labels=labels),
     ]

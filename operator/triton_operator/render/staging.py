@@ -14,6 +14,9 @@ from typing import Any
 from triton_operator.api.tritonmodel import StagedSpec, TritonModelSpec
 from triton_operator.staging.errors import PERMANENT_EXIT_CODES
 
+# The image of the operator's own programs (staging and removal Jobs, the repository server and sync
+# sidecars); the chart sets TRITON_OPERATOR_IMAGE to the operator's image.
+DEFAULT_OPERATOR_IMAGE = "ghcr.io/tritonoperator/triton-operator:0.1.0"
 CONTAINER_NAME = "stage"
 REPOSITORY_PATH = "/models"
 SOURCE_PATH = "/source"
@@ -152,6 +155,7 @@ def _job(
     env: list[Manifest],
     volumes: tuple[list[Manifest], list[Manifest]],
     deadline_s: int,
+    affinity: Manifest | None,
 ) -> Manifest:
     """A Job running the operator image once, restricted, with the given arguments and volumes."""
     container: Manifest = {
@@ -184,6 +188,8 @@ def _job(
         "containers": [container],
         "volumes": volumes[0],
     }
+    if affinity:
+        pod_spec["affinity"] = affinity
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -207,8 +213,10 @@ def render_staging_job(
     operator_image: str,
     labels: Mapping[str, str],
     capacity_bytes: int | None,
+    affinity: Manifest | None = None,
 ) -> Manifest:
-    """The Job that stages `spec` into the PVC `server_claim`; `model` is the TritonModel's name."""
+    """The Job that stages `spec` into the PVC `server_claim`; `model` is the TritonModel's name;
+    `affinity`: where the PVC can be mounted (render/repository.staging_affinity)."""
     return _job(
         namespace,
         job_name=job_name,
@@ -218,6 +226,7 @@ def render_staging_job(
         env=_env(spec),
         volumes=_volumes(spec, server_claim),
         deadline_s=ACTIVE_DEADLINE_SECONDS,
+        affinity=affinity,
     )
 
 
@@ -230,6 +239,7 @@ def render_removal_job(
     job_name: str,
     operator_image: str,
     labels: Mapping[str, str],
+    affinity: Manifest | None = None,
 ) -> Manifest:
     """The Job that removes `spec`'s version from the PVC `server_claim` (no source, no Secret)."""
     return _job(
@@ -241,4 +251,5 @@ def render_removal_job(
         env=[{"name": "HOME", "value": "/tmp"}],
         volumes=_repository_volumes(server_claim),
         deadline_s=REMOVAL_DEADLINE_SECONDS,
+        affinity=affinity,
     )
