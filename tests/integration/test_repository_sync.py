@@ -273,6 +273,7 @@ def test_agents_mirror_staging_and_removals(tmp_path: Path) -> None:
 
         # A new version (its weights repeat v1's: linked from the held copy, not downloaded again).
         served = get_json(srv.url + "/v1/stats")["files_served"]
+        v1_times = {p: os.stat(a_root / "mnist" / p).st_mtime_ns for p in ("1", "1/extra", "1/model.onnx")}
         started_at = time.monotonic()
         d2 = stage(source_root, "mnist", 2, {"model.onnx": weights, "model.py": b"print(2)\n"})
         watch.until(
@@ -292,6 +293,9 @@ def test_agents_mirror_staging_and_removals(tmp_path: Path) -> None:
             os.stat(a_root / "mnist" / "2" / "model.onnx").st_ino
             == os.stat(a_root / "mnist" / "1" / "model.onnx").st_ino
         )
+        # Triton reloads a version whose folder or files are newer than at its last load: version 1's
+        # times must not move when version 2 arrives.
+        assert {p: os.stat(a_root / "mnist" / p).st_mtime_ns for p in v1_times} == v1_times
 
         # A second model, then version 1 removed, then the second model removed.
         stage(source_root, "other", 3, {"w.bin": b"other"})

@@ -438,3 +438,53 @@ def test_plan_sync(
         assert sorted([f.path for f in b.download] + [r.entry.path for r in b.reuse]) == sorted(
             f.path for f in b.wanted.files
         )
+
+
+@pytest.mark.parametrize(
+    ("wanted", "held", "keep"),
+    [
+        pytest.param(V1, V1, ["1"], id="same content"),
+        pytest.param(
+            model(
+                "m",
+                ("1/.staged.json", 9, A),
+                ("1/w", 4, B),
+                ("2/w", 4, B),
+                ("config.pbtxt", 3, C),
+                versions={1: "sha256:1", 2: None},
+            ),
+            V1,
+            ["1"],
+            id="a version added: the old one keeps its time",
+        ),
+        pytest.param(
+            model("m", ("1/.staged.json", 9, A), ("1/w", 4, C), ("config.pbtxt", 3, C), versions={1: None}),
+            V1,
+            [],
+            id="a file changed: its version is new",
+        ),
+        pytest.param(
+            model("m", ("1/a/b/x", 1, A), ("1/a/y", 1, B), ("1/c/z", 1, C)),
+            model("m", ("1/a/b/x", 1, A), ("1/a/y", 1, B), ("1/c/z", 1, A)),
+            ["1/a/b", "1/a"],
+            id="nested folders, deepest first",
+        ),
+        pytest.param(
+            model("m", ("1/w", 1, A), versions={1: None, 2: None}),
+            model("m", ("1/w", 1, A), versions={1: None, 2: None, 3: None}),
+            ["1", "2"],
+            id="empty version folders",
+        ),
+        pytest.param(model("m", ("2/w", 1, A), versions={2: None}), V1, [], id="nothing in common"),
+    ],
+)
+def test_unchanged_folders_keep_their_times(
+    wanted: ModelContent, held: ModelContent, keep: list[str]
+) -> None:
+    (build,) = plan_sync(repo(wanted), repo(held)).build if wanted != held else (None,)
+    if build is None:
+        from triton_operator.repository.manifest import unchanged_folders
+
+        assert list(unchanged_folders(wanted, held)) == keep
+        return
+    assert list(build.keep_times) == keep

@@ -332,12 +332,14 @@ class Reuse:
 
 @dataclass(frozen=True)
 class ModelBuild:
-    """One model to build anew: the content wanted, what is linked from held files, what is downloaded."""
+    """One model to build anew: the content wanted, what is linked from held files, what is downloaded,
+    and the folders whose content does not change (they keep the held folders' times, see plan_sync)."""
 
     name: str
     wanted: ModelContent
     reuse: tuple[Reuse, ...]
     download: tuple[FileEntry, ...]
+    keep_times: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -381,9 +383,36 @@ def plan_sync(wanted: RepositoryContent, held: RepositoryContent) -> SyncPlan:
                 reuse.append(Reuse(f, source_model, source_path))
             else:
                 download.append(f)
-        builds.append(ModelBuild(name, model, tuple(reuse), tuple(download)))
+        keep = unchanged_folders(model, had) if had is not None else ()
+        builds.append(ModelBuild(name, model, tuple(reuse), tuple(download), keep))
     remove = tuple(sorted(set(held.models) - set(wanted.models)))
     return SyncPlan(tuple(builds), remove)
+
+
+def _folders(model: ModelContent) -> set[str]:
+    """Every folder of a model (relative paths), version folders included even when empty."""
+    found = {str(v) for v in model.versions}
+    for f in model.files:
+        parts = f.path.split("/")[:-1]
+        found.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    return found
+
+
+def _under(model: ModelContent, folder: str) -> set[tuple[str, int, str]]:
+    return {(f.path, f.size, f.sha256) for f in model.files if f.path.startswith(folder + "/")}
+
+
+def unchanged_folders(wanted: ModelContent, held: ModelContent) -> tuple[str, ...]:
+    """Folders held and wanted with the same files beneath them, deepest first.
+
+    Triton decides which versions of a loaded model to reload from modification times: a version whose
+    folder or files are newer than at its last load is reloaded, the others are kept. A rebuilt model's
+    folders are new, so the agent gives these folders their held times back (files are linked, so they
+    keep theirs): adding version 2 must not reload version 1.
+    """
+    both = _folders(wanted) & _folders(held)
+    same = [d for d in both if _under(wanted, d) == _under(held, d)]
+    return tuple(sorted(same, key=lambda d: (-d.count("/"), d)))
 
 
 def safe_join(root: Path, model: str, path: str) -> Path:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import ctypes.util
 import errno
+import functools
 import hashlib
 import http.client
 import logging
@@ -159,20 +159,28 @@ _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
 
+@functools.cache
+def _renameat2() -> Any:
+    """libc's renameat2, or None (not Linux, or a libc without it)."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two folders in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
+    renameat2 = _renameat2()
+    if renameat2 is None:
         return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    renameat2.restype = ctypes.c_int
     if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
         return True
     code = ctypes.get_errno()
     if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EPERM):
-        return False
+        return False  # the filesystem cannot: two renames instead
     raise OSError(code, os.strerror(code), str(a))
 
 
@@ -225,12 +233,18 @@ class Mirror:
                     self.counters.linked += 1
                 except OSError:
                     _copy_checked(held, target, reuse.entry)
+                    st = os.stat(held)
+                    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # as a link would keep it
                     self.counters.copied += 1
             for entry in build.download:
                 target = _target(temp, entry.path)
                 download(self.source, build.name, entry, target)
                 target.chmod(0o644)
                 self.counters.downloaded += 1
+            for folder in build.keep_times:  # after every file is in place: adding one moves the time
+                with contextlib.suppress(FileNotFoundError):
+                    st = os.stat(safe_join(self.root, build.name, folder), follow_symlinks=False)
+                    os.utime(_target(temp, folder), ns=(st.st_atime_ns, st.st_mtime_ns))
             self._swap(temp, build.name)
             self.counters.builds += 1
         finally:
