@@ -29,9 +29,10 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from sandbox.attach import VolumeAttachments
 from sandbox.containerlogs import ContainerLog, logs_object, publish_logs_object
 from sandbox.launch import Launch, Mount, UnsupportedContainer, plan_container
-from sandbox.volumes import VolumeNotReady, container_mounts, prepare_volumes, remove_pod_dir
+from sandbox.volumes import VolumeNotReady, bound_claims, container_mounts, prepare_volumes, remove_pod_dir
 
 PROBE_PERIOD_CAP_S = 2.0
 BACKOFF_START_S = 1.0
@@ -139,9 +140,15 @@ class PodLife:
     """Runs in its own thread from the pod's first sight until it is stopped."""
 
     def __init__(
-        self, core: client.CoreV1Api, pod: dict[str, Any], settings: RuntimeSettings, pods_dir: Path
+        self,
+        core: client.CoreV1Api,
+        pod: dict[str, Any],
+        settings: RuntimeSettings,
+        pods_dir: Path,
+        attachments: VolumeAttachments,
     ):
         self.core = core
+        self.attachments = attachments
         self.pod = pod
         self.settings = settings
         meta = pod["metadata"]
@@ -154,6 +161,8 @@ class PodLife:
         for run in self.init_runs + self.runs:
             run.log = ContainerLog(self.dir, run.name)
         self.stop_event = threading.Event()
+        # Set when the pod is stopped or a volume it waits for is let go: the retry need not wait its second.
+        self.volumes_changed = threading.Event()
         self.thread = threading.Thread(target=self._main, name=f"pod-{self.ns}/{self.name}", daemon=True)
         self.phase = "Pending"
         self.initialized = not self.init_runs
@@ -172,6 +181,7 @@ class PodLife:
 
     def stop(self) -> None:
         self.stop_event.set()
+        self.volumes_changed.set()
 
     def saw(self, pod: dict[str, Any]) -> None:
         """The pod as the API has it now: a kubelet reads its readiness gates' conditions from there."""
@@ -214,6 +224,7 @@ class PodLife:
         finally:
             for run in self.init_runs + self.runs:
                 self._kill(run, reason="Killing")
+            self.attachments.release(self.uid)  # nothing of the pod runs: its volumes may go to another node
             self._pump_logs(final=True)
             # As a kubelet: a finished pod's logs (and volumes) stay until the pod is deleted, and its
             # last status is sent again until the apiserver took it (a Job whose pod ended while the
@@ -224,22 +235,26 @@ class PodLife:
             remove_pod_dir(self.dir)
 
     def _prepare(self) -> bool:
-        """Set up volumes, retrying while a claim is unbound or a secret is missing."""
+        """Set up volumes, retrying while a claim is unbound, a secret is missing or a volume is attached to
+        another node (one Event per distinct problem, as a kubelet and the attach/detach controller)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self._publish_logs()
         warned = ""
         while not self.stop_event.is_set():
+            self.volumes_changed.clear()
             try:
-                self.mounts_by_volume = prepare_volumes(self.core, self.pod, self.dir)
+                claims = bound_claims(self.core, self.pod)
+                self.attachments.attach(self.pod, claims, wake=self.volumes_changed)
+                self.mounts_by_volume = prepare_volumes(self.core, self.pod, self.dir, claims)
                 return True
             except VolumeNotReady as exc:
                 if str(exc) != warned:
                     warned = str(exc)
-                    self._event("Warning", "FailedMount", f"MountVolume.SetUp failed: {exc}")
+                    self._event("Warning", exc.reason, exc.event_message())
                     for run in self.init_runs + self.runs:
                         run.state = {"waiting": {"reason": "ContainerCreating", "message": str(exc)}}
                     self._publish()
-            self.stop_event.wait(1.0)
+            self.volumes_changed.wait(1.0)
         return False
 
     def _run_init_containers(self) -> None:

@@ -21,6 +21,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from sandbox import provisioner
+from sandbox.attach import VolumeAttachments
 from sandbox.config import MARKER_ENV, REPO_ROOT, SandboxConfig
 from sandbox.podlife import PodLife, RuntimeSettings
 from sandbox.tritonserver import triton_dist
@@ -57,6 +58,7 @@ class PodRunner:
             pythonpath=os.pathsep.join([str(REPO_ROOT / "operator"), str(REPO_ROOT)]),
         )
         self.pods: dict[str, PodLife] = {}
+        self.attachments = VolumeAttachments()  # which node holds each ReadWriteOnce volume (attach.py)
         # Pod IP -> the life of a deleted pod whose processes are still stopping; uid -> a new pod with
         # that IP, started once they have stopped.
         self.draining: dict[str, PodLife] = {}
@@ -71,6 +73,7 @@ class PodRunner:
         status = pod.get("status") or {}
         gone = event_type == "DELETED" or pod["metadata"].get("deletionTimestamp")
         handed_over = (pod["metadata"].get("annotations") or {}).get(HAND_OVER_ANNOTATION) == "true"
+        self.attachments.saw(pod, deleted=event_type == "DELETED")
         with self.lock:
             life = self.pods.get(uid)
             if gone or handed_over:
@@ -91,7 +94,7 @@ class PodRunner:
             if runnable and self._ip_still_held(uid, pod):
                 return
             if runnable:
-                life = PodLife(self.core, pod, self.settings, self.cfg.pods_dir)
+                life = PodLife(self.core, pod, self.settings, self.cfg.pods_dir, self.attachments)
                 self.pods[uid] = life
                 life.start()
             elif life is not None:
@@ -141,6 +144,7 @@ class PodRunner:
                     field_selector="spec.nodeName!=", _preload_content=False
                 )
                 listing = json.loads(resp.data)
+                self.attachments.relisted(listing["items"])
                 seen = set()
                 for pod in listing["items"]:
                     seen.add(pod["metadata"]["uid"])

@@ -1,6 +1,7 @@
 """Back a pod's volumes with local folders, as a kubelet's volume manager would.
 
-persistentVolumeClaim -> the folder of the bound PV (made by the provisioner); emptyDir -> a folder of
+persistentVolumeClaim -> the folder of the bound PV (made by the provisioner), once attach.py lets
+the pod's node have it; emptyDir -> a folder of
 the pod; configMap/secret/downwardAPI/projected (incl. service-account tokens) -> files written once.
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,21 @@ from sandbox.launch import Mount
 
 class VolumeNotReady(Exception):
     """A volume cannot be set up yet (claim unbound, object missing); the message says which."""
+
+    reason = "FailedMount"  # the reason of the Warning Event a kubelet sends
+
+    def event_message(self) -> str:
+        return f"MountVolume.SetUp failed: {self}"
+
+
+@dataclass(frozen=True)
+class BoundClaim:
+    """A pod's PersistentVolumeClaim and the PersistentVolume bound to it."""
+
+    claim: str
+    volume: str  # the PV's name (pvc-<claim uid> when provisioned): Kubernetes' Events name it
+    access_modes: tuple[str, ...]  # the PV's, which decide how it attaches (attach.py)
+    folder: Path
 
 
 def _write_files(folder: Path, files: dict[str, bytes], mode: int = 0o644) -> None:
@@ -79,7 +97,7 @@ def _downward(pod: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, byt
     return out
 
 
-def _pvc_folder(core: client.CoreV1Api, ns: str, claim: str) -> Path:
+def _bound_claim(core: client.CoreV1Api, ns: str, claim: str) -> BoundClaim:
     try:
         pvc = core.read_namespaced_persistent_volume_claim(claim, ns)
     except ApiException as exc:
@@ -90,18 +108,32 @@ def _pvc_folder(core: client.CoreV1Api, ns: str, claim: str) -> Path:
     source = pv.spec.host_path or pv.spec.local
     if source is None:
         raise VolumeNotReady(f'persistentvolume "{pv.metadata.name}" has no local path the sandbox can use')
-    return Path(source.path)
+    return BoundClaim(claim, pv.metadata.name, tuple(pv.spec.access_modes or ()), Path(source.path))
 
 
-def prepare_volumes(core: client.CoreV1Api, pod: dict[str, Any], pod_dir: Path) -> dict[str, Path]:
-    """Materialise every volume of `pod`; returns volume name -> local folder."""
+def bound_claims(core: client.CoreV1Api, pod: dict[str, Any]) -> dict[str, BoundClaim]:
+    """The pod's persistentVolumeClaim volumes (volume name -> claim); VolumeNotReady while one is missing
+    or unbound."""
+    ns = pod["metadata"]["namespace"]
+    return {
+        vol["name"]: _bound_claim(core, ns, vol["persistentVolumeClaim"]["claimName"])
+        for vol in pod["spec"].get("volumes") or []
+        if "persistentVolumeClaim" in vol
+    }
+
+
+def prepare_volumes(
+    core: client.CoreV1Api, pod: dict[str, Any], pod_dir: Path, claims: Mapping[str, BoundClaim]
+) -> dict[str, Path]:
+    """Materialise every volume of `pod` (its claims as bound_claims found them, attached to its node);
+    returns volume name -> local folder."""
     ns = pod["metadata"]["namespace"]
     folders: dict[str, Path] = {}
     for vol in pod["spec"].get("volumes") or []:
         name = vol["name"]
         here = pod_dir / "volumes" / name
         if "persistentVolumeClaim" in vol:
-            folders[name] = _pvc_folder(core, ns, vol["persistentVolumeClaim"]["claimName"])
+            folders[name] = claims[name].folder
         elif "emptyDir" in vol:
             here.mkdir(parents=True, exist_ok=True)
             folders[name] = here

@@ -10,6 +10,7 @@ from typing import Any
 
 import urllib3
 
+from sandbox.attach import VolumeAttachments
 from sandbox.podlife import PodLife, RuntimeSettings
 
 POD: dict[str, Any] = {
@@ -37,7 +38,7 @@ class AwayThenBackCore:
 
 
 def life(core: AwayThenBackCore, tmp_path: Path) -> PodLife:
-    return PodLife(core, POD, SETTINGS, tmp_path)
+    return PodLife(core, POD, SETTINGS, tmp_path, VolumeAttachments())
 
 
 def test_a_status_the_apiserver_did_not_take_is_sent_again(tmp_path: Path) -> None:

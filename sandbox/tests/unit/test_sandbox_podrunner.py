@@ -11,6 +11,7 @@ from typing import Any, ClassVar, cast
 import pytest
 
 from sandbox import podrunner
+from sandbox.attach import VolumeAttachments
 from sandbox.podrunner import PodRunner
 
 pytestmark = pytest.mark.unit
@@ -21,7 +22,15 @@ class FakeLife:
 
     started: ClassVar[list[str]] = []
 
-    def __init__(self, core: Any, pod: dict[str, Any], settings: Any, pods_dir: Any, stop_s: float = 0.3):
+    def __init__(
+        self,
+        core: Any,
+        pod: dict[str, Any],
+        settings: Any,
+        pods_dir: Any,
+        attachments: Any,
+        stop_s: float = 0.3,
+    ):
         self.uid, self.pod_ip = pod["metadata"]["uid"], pod["status"]["podIP"]
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(stop_s,), daemon=True)
@@ -53,6 +62,7 @@ def _runner(monkeypatch: pytest.MonkeyPatch) -> PodRunner:
     runner.lock, runner.stopping = threading.Lock(), threading.Event()
     runner.node_names = {"gpu-0"}
     runner.pods, runner.draining, runner.deferred = {}, {}, {}
+    runner.attachments = VolumeAttachments()
     return runner
 
 
