@@ -190,7 +190,9 @@ class VolumeAttachments:
                     self._waiting[uid] = (_keys(namespace, names), wake)
                     raise VolumeNotAttachable(refusal)
             self._waiting.pop(uid, None)
-            self._attached[uid] = ClaimUse(namespace, meta["name"], node, names, True, False, False)
+            self._attached[uid] = ClaimUse(
+                namespace, meta["name"], node, names, started=True, finished=False, deleting=False
+            )
 
     def release(self, uid: str) -> None:
         """The pod's processes have stopped: its volumes are detached (or it stopped waiting for them)."""

@@ -109,6 +109,11 @@ def used_by(volume: str, pod: client.V1Pod) -> str:
     return f'Multi-Attach error for volume "{volume}" Volume is already used by pod(s) {pod.metadata.name}'
 
 
+def both_running(core: client.CoreV1Api, namespace: str) -> list[client.V1Pod] | None:
+    now = pods(core, namespace)
+    return now if len(now) == 2 and all(p.status.phase == "Running" for p in now) else None
+
+
 def holder_and_waiter(core: client.CoreV1Api, namespace: str) -> tuple[client.V1Pod, client.V1Pod] | None:
     """The pod that runs and the pod refused the volume, once there are both."""
     now = pods(core, namespace)
@@ -162,11 +167,7 @@ def test_pods_on_one_node_share_a_readwriteonce_volume(sandbox: Sandbox, namespa
     claim(core, namespace, "ReadWriteOnce")
     deployment(apps, namespace, {"nodeSelector": {"kubernetes.io/hostname": "cpu-node-0"}})
 
-    def both_running() -> list[client.V1Pod] | None:
-        now = pods(core, namespace)
-        return now if len(now) == 2 and all(p.status.phase == "Running" for p in now) else None
-
-    wait_for("both pods running on one node", both_running)
+    wait_for("both pods running on one node", lambda: both_running(core, namespace))
     assert not core.list_namespaced_event(namespace, field_selector="reason=FailedAttachVolume").items
 
 
@@ -175,10 +176,6 @@ def test_a_readwritemany_volume_is_used_on_several_nodes_at_once(sandbox: Sandbo
     claim(core, namespace, "ReadWriteMany")
     deployment(apps, namespace, ON_TWO_NODES)
 
-    def both_running() -> list[client.V1Pod] | None:
-        now = pods(core, namespace)
-        return now if len(now) == 2 and all(p.status.phase == "Running" for p in now) else None
-
-    both = wait_for("both pods running", both_running)
+    both = wait_for("both pods running", lambda: both_running(core, namespace))
     assert both[0].spec.node_name != both[1].spec.node_name
     assert not core.list_namespaced_event(namespace, field_selector="reason=FailedAttachVolume").items
