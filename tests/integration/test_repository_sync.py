@@ -500,3 +500,58 @@ def test_a_restarted_agent_keeps_what_it_holds(tmp_path: Path) -> None:
         assert get_json(srv.url + "/v1/stats")["files_served"] == served
         assert {p: os.stat(a_root / p).st_ino for p in tree(a_root)} == inodes
         assert sorted(os.listdir(a_root)) == ["m", "n"]
+
+
+def _held_copy(root: Path, model: str, files: dict[str, bytes]) -> None:
+    """What an agent's root holds after an earlier round (written directly)."""
+    for rel, data in files.items():
+        (root / model / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / model / rel).write_bytes(data)
+
+
+def test_a_round_links_held_files_before_it_replaces_any(tmp_path: Path) -> None:
+    """Model b's file changes while the new model c repeats b's old bytes: c must get the old bytes
+    (linked before b is swapped), not whatever b holds after its swap."""
+    from triton_operator.repository.manifest import plan_sync
+    from triton_operator.repository.sync import Mirror, Source, fetch_content
+
+    old, new = os.urandom(5000), os.urandom(5000)
+    source_root, a_root = tmp_path / "server", tmp_path / "a"
+    _held_copy(source_root, "b", {"config.pbtxt": b"b", "1/w": new})
+    _held_copy(source_root, "c", {"config.pbtxt": b"c", "1/w": old})
+    _held_copy(a_root, "b", {"config.pbtxt": b"b", "1/w": old})
+    with server(source_root, tmp_path) as srv:
+        mirror = Mirror(a_root, Source.parse(srv.url))
+        wanted = fetch_content(mirror.source, None)
+        plan = plan_sync(wanted, mirror.scan())
+        assert [(r.entry.path, r.model, r.path) for b in plan.build if b.name == "c" for r in b.reuse] == [
+            ("1/w", "b", "1/w")
+        ]
+        done = mirror.apply(plan)
+        assert not done.problems
+        assert mirror.scan() == wanted
+        assert (a_root / "c" / "1" / "w").read_bytes() == old and (
+            a_root / "b" / "1" / "w"
+        ).read_bytes() == new
+
+
+def test_files_are_copied_where_links_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from triton_operator.repository import manifest, sync
+
+    source_root, a_root = tmp_path / "server", tmp_path / "a"
+    _held_copy(source_root, "m", {"config.pbtxt": b"m", "1/w": b"one", "2/w": b"two"})
+    _held_copy(a_root, "m", {"config.pbtxt": b"m", "1/w": b"one"})
+    held_time = os.stat(a_root / "m" / "1" / "w").st_mtime_ns - 10_000_000_000
+    os.utime(a_root / "m" / "1" / "w", ns=(held_time, held_time))
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", refuse)  # the agent calls os.link
+    with server(source_root, tmp_path) as srv:
+        mirror = sync.Mirror(a_root, sync.Source.parse(srv.url))
+        wanted = sync.fetch_content(mirror.source, None)
+        done = mirror.apply(manifest.plan_sync(wanted, mirror.scan()))
+        assert not done.problems and mirror.scan() == wanted
+        assert (mirror.counters.copied, mirror.counters.linked, mirror.counters.downloaded) == (2, 0, 1)
+        assert os.stat(a_root / "m" / "1" / "w").st_mtime_ns == held_time

@@ -41,6 +41,7 @@ from triton_operator.repository.manifest import (
     ModelBuild,
     RepositoryContent,
     SyncPlan,
+    hash_file,
     is_listed_path,
     plan_sync,
     safe_join,
@@ -218,15 +219,27 @@ class Mirror:
     def scan(self) -> RepositoryContent:
         return scan(self.root, self.cache)
 
-    def build(self, build: ModelBuild) -> None:
-        """Build one model beside the held one and swap it in; SyncError leaves the held one as it was."""
+    def _held_file(self, model: str, path: str, entry: FileEntry) -> Path:
+        """The held file to link for `entry`, checked to still hold those bytes (by the hash cache, or
+        read again when the cache does not know it)."""
+        held = safe_join(self.root, model, path)
+        st = os.stat(held, follow_symlinks=False)
+        sha = self.cache.get(str(held), st)
+        if sha is None:
+            _size, sha = hash_file(held, self.cache)
+        if sha != entry.sha256 or st.st_size != entry.size:
+            raise SyncError(f"held {model}/{path} no longer holds what the last scan saw")
+        return held
+
+    def prepare(self, build: ModelBuild) -> Path:
+        """Build one model in a new `.sync-*` folder beside the held ones, which stay as they are."""
         temp = Path(tempfile.mkdtemp(prefix=f"{BUILD_PREFIX}{build.name[:64]}-", dir=self.root))
         try:
             temp.chmod(0o755)  # mkdtemp makes it 0700; Triton may run as another user
             for version in build.wanted.versions:
                 (temp / str(version)).mkdir(mode=0o755, exist_ok=True)
             for reuse in build.reuse:
-                held = safe_join(self.root, reuse.model, reuse.path)
+                held = self._held_file(reuse.model, reuse.path, reuse.entry)
                 target = _target(temp, reuse.entry.path)
                 try:
                     os.link(held, target, follow_symlinks=False)
@@ -245,11 +258,19 @@ class Mirror:
                 with contextlib.suppress(FileNotFoundError):
                     st = os.stat(safe_join(self.root, build.name, folder), follow_symlinks=False)
                     os.utime(_target(temp, folder), ns=(st.st_atime_ns, st.st_mtime_ns))
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        return temp
+
+    def commit(self, temp: Path, build: ModelBuild) -> None:
+        """Swap a prepared model in for the held one."""
+        try:
             self._swap(temp, build.name)
-            self.counters.builds += 1
         finally:
             if temp.exists():
                 shutil.rmtree(temp, ignore_errors=True)
+        self.counters.builds += 1
         for entry in build.wanted.files:  # checked as they came: the next scan need not read them again
             path = safe_join(self.root, build.name, entry.path)
             with contextlib.suppress(OSError):
@@ -269,14 +290,27 @@ class Mirror:
         self.counters.removals += 1
 
     def apply(self, plan: SyncPlan) -> Round:
-        """Carry out a plan: each model alone, so one that fails leaves the others done."""
+        """Carry out a plan: every model is prepared before any is swapped in (a build may link files of
+        another model that this round replaces), then swapped, then the unwanted ones removed. Each model
+        alone: one that fails leaves the others done and its held copy as it was."""
         done = Round()
-        for build in plan.build:
-            try:
-                self.build(build)
-                done.built.append(build)
-            except (SyncError, OSError, ValueError) as exc:
-                done.problems.append(f"model {build.name}: {exc}")
+        prepared: list[tuple[Path, ModelBuild]] = []
+        try:
+            for build in plan.build:
+                try:
+                    prepared.append((self.prepare(build), build))
+                except (SyncError, OSError, ValueError) as exc:
+                    done.problems.append(f"model {build.name}: {exc}")
+            while prepared:
+                temp, build = prepared.pop(0)
+                try:
+                    self.commit(temp, build)
+                    done.built.append(build)
+                except OSError as exc:
+                    done.problems.append(f"model {build.name}: swapping in failed: {exc}")
+        finally:
+            for temp, _build in prepared:  # left by an exit mid-round
+                shutil.rmtree(temp, ignore_errors=True)
         for name in plan.remove:
             try:
                 self.remove(name)
