@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -555,3 +556,48 @@ def test_files_are_copied_where_links_are_refused(tmp_path: Path, monkeypatch: p
         assert not done.problems and mirror.scan() == wanted
         assert (mirror.counters.copied, mirror.counters.linked, mirror.counters.downloaded) == (2, 0, 1)
         assert os.stat(a_root / "m" / "1" / "w").st_mtime_ns == held_time
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (
+            ["-m", "triton_operator.cli", "repository", "sync", "--source", "ftp://x", "--root", "R"],
+            "http://",
+        ),
+        (
+            [
+                "-m",
+                "triton_operator.repository",
+                "sync",
+                "--source",
+                "http://h:1",
+                "--root",
+                "R",
+                "--port",
+                "BUSY",
+            ],
+            "listen",
+        ),
+        (
+            ["-m", "triton_operator.cli", "repository", "serve", "--root", "R", "--rescan-interval", "0"],
+            "interval",
+        ),
+        (["-m", "triton_operator.repository", "serve", "--root", "R", "--port", "BUSY"], "cannot listen"),
+    ],
+)
+def test_bad_arguments_end_with_one_line(tmp_path: Path, args: list[str], problem: str) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT)])}
+    with contextlib.closing(socket.socket()) as busy:
+        busy.bind((HOST, 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        args = [
+            a.replace("BUSY", port).replace("R", str(tmp_path)) if a in ("BUSY", "R") else a for a in args
+        ]
+        done = subprocess.run(
+            [sys.executable, *args, "--address", HOST], env=env, capture_output=True, text=True, timeout=30
+        )
+    assert done.returncode == 2, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and problem in lines[0], done.stderr

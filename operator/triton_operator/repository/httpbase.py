@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 log = logging.getLogger("triton_operator.repository")
 
-# A connection beyond the bound is answered 503 at once instead of queueing a thread.
-DEFAULT_MAX_CONNECTIONS = 64
+# A connection beyond the bound is answered 503 at once instead of queueing a thread. Each sync agent
+# holds one long poll and downloads one file at a time: 128 serves some 60 replicas.
+DEFAULT_MAX_CONNECTIONS = 128
 SOCKET_TIMEOUT_S = 60.0  # a client that stops reading or writing frees its thread after this
 
 
@@ -52,8 +54,6 @@ class BoundedHTTPServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that went away mid-answer is no error of ours; anything else is logged in one line.
-        import sys
-
         exc = sys.exc_info()[1]
         if isinstance(exc, (ConnectionError, TimeoutError)):
             return
