@@ -39,7 +39,7 @@ NEEDS_argocd-binaries := python
 BUILDS_argocd-binaries := argocd
 ENTRY_POINTS := sandbox-up demo bench chaos test test-e2e test-unit lint binaries gateway-binaries argocd-binaries
 
-.PHONY: help venv binaries sandbox-up sandbox-down sandbox-status sandbox-shell test test-unit test-e2e lint fmt crds run demo demo-down bench chaos gateway-binaries argocd-binaries
+.PHONY: help venv binaries sandbox-up sandbox-down sandbox-status sandbox-shell test test-unit test-e2e lint fmt crds dashboard run demo demo-down bench chaos gateway-binaries argocd-binaries
 .PHONY: $(addprefix prereqs-,$(ENTRY_POINTS)) $(addprefix builds-,$(ENTRY_POINTS))
 
 help: ## list targets
@@ -82,16 +82,16 @@ chaos: builds-chaos ## seeded faults on the sandbox: make chaos SEED=<n> KILLS=<
 	CHAOS_SEED=$(SEED) CHAOS_KILLS=$(or $(KILLS),20) $(PY) -m pytest tests/chaos -m chaos -s $(PYTEST_ARGS)
 
 lint: prereqs-lint ## ruff, mypy --strict, import layering (shellcheck on the scripts too, where installed)
-	$(VENV)/bin/ruff check operator model_builders sandbox tests bench .ci
-	$(VENV)/bin/ruff format --check operator model_builders sandbox tests bench .ci
-	$(VENV)/bin/mypy operator/triton_operator model_builders sandbox tests bench .ci/pytest_phases.py .ci/report.py
+	$(VENV)/bin/ruff check operator model_builders sandbox tests bench dashboards .ci
+	$(VENV)/bin/ruff format --check operator model_builders sandbox tests bench dashboards .ci
+	$(VENV)/bin/mypy operator/triton_operator model_builders sandbox tests bench dashboards .ci/pytest_phases.py .ci/report.py
 	$(VENV)/bin/lint-imports
 	@if command -v shellcheck >/dev/null; then shellcheck --severity=warning .ci/run .ci/*.sh sandbox/*.sh; \
 	else echo "lint: shellcheck is not installed (apt-get install shellcheck); the shell scripts are not checked"; fi
 
 fmt: ## format the code
-	$(VENV)/bin/ruff format operator model_builders sandbox tests bench .ci
-	$(VENV)/bin/ruff check --fix operator model_builders sandbox tests bench .ci
+	$(VENV)/bin/ruff format operator model_builders sandbox tests bench dashboards .ci
+	$(VENV)/bin/ruff check --fix operator model_builders sandbox tests bench dashboards .ci
 
 run: ## run the operator in the foreground against $$KUBECONFIG
 	$(VENV)/bin/triton-operator run
@@ -107,6 +107,9 @@ bench: builds-bench ## benchmarks: operator overhead against direct apply, API r
 crds: ## regenerate crds/ and the chart's copies from the API models
 	$(PY) -m triton_operator.api.crdgen --out crds/
 	UPDATE_MANIFESTS=1 $(PY) -m pytest -q tests/unit/test_manifests.py
+
+dashboard: ## regenerate the chart's Grafana dashboard (files/grafana-dashboard.json) from dashboards/serving.py
+	$(PY) -m dashboards.serving
 
 gateway-binaries: builds-gateway-binaries ## build Contour and fetch Envoy and the Gateway API CRDs for the sandbox's Gateway (cached)
 

@@ -25,6 +25,7 @@ MODEL_OF_KIND = {
     "Role": "V1Role",
     "RoleBinding": "V1RoleBinding",
     "Service": "V1Service",
+    "ConfigMap": "V1ConfigMap",
     "Deployment": "V1Deployment",
     "CustomResourceDefinition": "V1CustomResourceDefinition",
 }

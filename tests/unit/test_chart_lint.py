@@ -41,6 +41,9 @@ def test_lint_passes_with_defaults() -> None:
             "metrics.podMonitor.interval": "15s",
             "metrics.prometheusRule.enabled": "true",
             "metrics.prometheusRule.labels.release": "kube-prometheus-stack",
+            "metrics.grafanaDashboard.enabled": "true",
+            "metrics.grafanaDashboard.namespace": "monitoring",
+            "metrics.grafanaDashboard.annotations.grafana_folder": "Triton",
         },
     ],
     ids=[
@@ -90,6 +93,10 @@ def test_lint_passes_with_documented_options(values: dict[str, str]) -> None:
         ({"metrics.podMonitor.labels." + "k" * 64: "v"}, "invalid propertyName '" + "k" * 64),
         ({"metrics.prometheusRule.enabled": "sometimes"}, "/metrics/prometheusRule/enabled'"),
         ({"metrics.prometheusRule.labels.release": "a b"}, "/metrics/prometheusRule/labels/release'"),
+        ({"metrics.grafanaDashboard.enabled": "banana"}, "/metrics/grafanaDashboard/enabled'"),
+        ({"metrics.grafanaDashboard.namespace": "Monitoring"}, "/metrics/grafanaDashboard/namespace'"),
+        ({"metrics.grafanaDashboard.labels.team": "x" * 64}, "/metrics/grafanaDashboard/labels/team'"),
+        ({"metrics.grafanaDashboard.folder": "Triton"}, "additional properties 'folder' not allowed"),
     ],
     ids=lambda v: ",".join(v) if isinstance(v, dict) else "",
 )

@@ -79,6 +79,7 @@ VARIANTS = {
     "standbys": {"replicaCount": "3"},
     "no-election": {"leaderElection.enabled": "false"},
     "servicemonitor": {"metrics.serviceMonitor.enabled": "true"},
+    "grafana-dashboard": {"metrics.grafanaDashboard.enabled": "true"},
     "scheduling": {
         "nodeSelector.kubernetes\\.io/os": "linux",
         "tolerations[0].key": "dedicated",
