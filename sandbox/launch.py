@@ -26,6 +26,12 @@ OPERATOR_IMAGE_MARK = "triton-operator"
 OPERATOR_ENTRYPOINT = "triton-operator"
 # Programs the operator image provides (its console scripts and interpreter).
 OPERATOR_PROGRAMS = {"triton-operator", "model-builders", "python", "python3"}
+# The operator image's programs that listen (their subcommand words) and the flag of their address.
+OPERATOR_LISTENERS = (
+    (("run",), "--health-address"),
+    (("repository", "serve"), "--address"),
+    (("repository", "sync"), "--address"),
+)
 # Mounts programs find by a fixed path, not by an argument: bound there in a private mount namespace.
 FIXED_PATH_MOUNTS = ("/var/run/secrets/", "/run/secrets/")
 # Flags whose paths refer to the image's own layout, which does not exist here.
@@ -160,12 +166,10 @@ def _operator_argv(
             f"command {program!r} is not in the operator image; it provides {sorted(OPERATOR_PROGRAMS)}"
         )
     words = [rewrite_paths(w, mounts) for w in rest + args]
-    # `triton-operator run` listens on all addresses by default; here all pods share one network
-    # namespace, so it binds its pod's IP, as its own network namespace would make it.
-    if (
-        name == OPERATOR_ENTRYPOINT
-        and words[:1] == ["run"]
-        and not any(w.startswith("--health-address") for w in words)
-    ):
-        words.append(f"--health-address={pod_ip}")
+    # The operator's listening programs bind all addresses by default; here all pods share one network
+    # namespace, so each binds its pod's IP, as its own network namespace would make it.
+    if name == OPERATOR_ENTRYPOINT:
+        for subcommand, flag in OPERATOR_LISTENERS:
+            if words[: len(subcommand)] == list(subcommand) and not any(w.startswith(flag) for w in words):
+                words.append(f"{flag}={pod_ip}")
     return [str(Path(bin_dir) / name), *words]

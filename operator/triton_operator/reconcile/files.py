@@ -26,7 +26,7 @@ from triton_operator.observe.model import StagingOutcome, staging_outcome
 from triton_operator.reconcile.state import ModelMemory, OperatorState, StagedRecord
 from triton_operator.reconcile.watched import JOB_NAME_LABEL
 from triton_operator.render.labels import MODEL_LABEL, name_label, staging_labels
-from triton_operator.render.repository import per_replica, staging_affinity
+from triton_operator.render.repository import per_replica, staging_placement
 from triton_operator.render.server import pvc_name
 from triton_operator.render.staging import removal_job_name, render_removal_job, render_staging_job
 
@@ -76,10 +76,10 @@ def recorded_staging(status: Mapping[str, Any], wanted_job: str, version: int) -
     return StagedRecord(str(job), int(served), str(digest))
 
 
-def jobs_affinity(server: str, server_spec: TritonServerSpec) -> dict[str, Any] | None:
+def jobs_placement(server: str, server_spec: TritonServerSpec) -> dict[str, Any] | None:
     """Where a model's Jobs must run to mount the server's PVC: beside the repository server in layout
     PerReplica (its ReadWriteOnce volume is attached to that node); anywhere in layout Shared."""
-    return staging_affinity(server) if per_replica(server_spec) else None
+    return staging_placement(server) if per_replica(server_spec) else None
 
 
 def capacity_bytes(spec: TritonServerSpec) -> int | None:
@@ -128,7 +128,7 @@ class RepositoryFiles:
                 operator_image=self.operator_image,
                 labels=staging_labels(name, spec.server_ref.name),
                 capacity_bytes=capacity_bytes(server_spec),
-                affinity=jobs_affinity(spec.server_ref.name, server_spec),
+                placement=jobs_placement(spec.server_ref.name, server_spec),
             )
             kopf.adopt(manifest, owner=cast(kopf.Body, body))
             log.info("staging %s/%s version %s with Job %s", namespace, name, spec.version, job_name)
@@ -270,7 +270,7 @@ class RepositoryFiles:
             job_name=job_name,
             operator_image=self.operator_image,
             labels=staging_labels(name, spec.server_ref.name),
-            affinity=jobs_affinity(
+            placement=jobs_placement(
                 spec.server_ref.name, TritonServerSpec.model_validate(server.get("spec") or {})
             ),
         )

@@ -101,10 +101,20 @@ def copy_volume(spec: TritonServerSpec) -> Manifest:
     return {"name": "models", "emptyDir": {"sizeLimit": spec.model_repository.size}}
 
 
-def staging_affinity(server: str) -> Manifest:
-    """Staging and removal Jobs run on the repository server's node, where its volume is attached."""
+def staging_placement(server: str) -> Manifest:
+    """Pod spec fields putting staging and removal Jobs on the repository server's node, where its
+    volume is attached (tolerating what it tolerates)."""
     term = {"labelSelector": {"matchLabels": repository_selector(server)}, "topologyKey": HOSTNAME_TOPOLOGY}
-    return {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+    return {
+        "affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}},
+        "tolerations": _tolerations(),
+    }
+
+
+def _tolerations() -> list[Manifest]:
+    # The repository server may join the Triton pods on a GPU node (see _server_affinity); it asks
+    # for no GPU.
+    return [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]
 
 
 def _server_affinity(server: str) -> Manifest:
@@ -150,8 +160,7 @@ def render_repository_deployment(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "affinity": _server_affinity(name),
-        # It may join the Triton pods on a GPU node (see _server_affinity); it asks for no GPU.
-        "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+        "tolerations": _tolerations(),
         "containers": [container],
         "volumes": [{"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}],
     }

@@ -155,9 +155,10 @@ def _job(
     env: list[Manifest],
     volumes: tuple[list[Manifest], list[Manifest]],
     deadline_s: int,
-    affinity: Manifest | None,
+    placement: Manifest | None,
 ) -> Manifest:
-    """A Job running the operator image once, restricted, with the given arguments and volumes."""
+    """A Job running the operator image once, restricted, with the given arguments and volumes
+    (`placement`: pod spec fields saying where it must run)."""
     container: Manifest = {
         "name": CONTAINER_NAME,
         "image": operator_image,
@@ -188,8 +189,7 @@ def _job(
         "containers": [container],
         "volumes": volumes[0],
     }
-    if affinity:
-        pod_spec["affinity"] = affinity
+    pod_spec.update(placement or {})
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -213,10 +213,10 @@ def render_staging_job(
     operator_image: str,
     labels: Mapping[str, str],
     capacity_bytes: int | None,
-    affinity: Manifest | None = None,
+    placement: Manifest | None = None,
 ) -> Manifest:
     """The Job that stages `spec` into the PVC `server_claim`; `model` is the TritonModel's name;
-    `affinity`: where the PVC can be mounted (render/repository.staging_affinity)."""
+    `placement`: where the PVC can be mounted (render/repository.staging_placement)."""
     return _job(
         namespace,
         job_name=job_name,
@@ -226,7 +226,7 @@ def render_staging_job(
         env=_env(spec),
         volumes=_volumes(spec, server_claim),
         deadline_s=ACTIVE_DEADLINE_SECONDS,
-        affinity=affinity,
+        placement=placement,
     )
 
 
@@ -239,7 +239,7 @@ def render_removal_job(
     job_name: str,
     operator_image: str,
     labels: Mapping[str, str],
-    affinity: Manifest | None = None,
+    placement: Manifest | None = None,
 ) -> Manifest:
     """The Job that removes `spec`'s version from the PVC `server_claim` (no source, no Secret)."""
     return _job(
@@ -251,5 +251,5 @@ def render_removal_job(
         env=[{"name": "HOME", "value": "/tmp"}],
         volumes=_repository_volumes(server_claim),
         deadline_s=REMOVAL_DEADLINE_SECONDS,
-        affinity=affinity,
+        placement=placement,
     )

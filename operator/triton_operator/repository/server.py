@@ -6,7 +6,8 @@ a version folder met between staging's two renames is never published.
 
     GET /healthz                           200 once the first scan finished, else 503
     GET /v1/content[?wait=G&timeout=S]     the content (manifest.py's wire format); with `wait`, answered
-                                           when the generation differs from G, or after S s (at most 30)
+                                           when the generation differs from G, or after S s (at most 30);
+                                           with `fresh=1`, after a scan made for the asking
     GET /v1/files/<model>/<path>           a listed file (Content-Length, X-Sha256); 404 for anything else
     GET /v1/stats                          counters: scans, files and bytes served, files refused
 """
@@ -124,6 +125,8 @@ class Scanner(threading.Thread):
         self.cache = HashCache()
         self.stopping = threading.Event()
         self._last_error: str | None = None
+        # One scan at a time: the loop's and those asked for with `fresh` (they share the hash cache).
+        self._scanning = threading.Lock()
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -136,6 +139,10 @@ class Scanner(threading.Thread):
 
     def scan_once(self) -> None:
         """One scan (and its confirmations); errors are logged once each, the last content stays."""
+        with self._scanning:
+            self._scan_and_publish()
+
+    def _scan_and_publish(self) -> None:
         try:
             content = self._scan()
             current, _ = self.published.current()
@@ -172,7 +179,7 @@ class Scanner(threading.Thread):
             self._last_error = None
 
 
-def _make_handler(root: Path, published: Published, stats: Stats) -> type[QuietHandler]:
+def _make_handler(root: Path, published: Published, stats: Stats, scanner: Scanner) -> type[QuietHandler]:
     real_root = os.path.realpath(root)
 
     class Handler(QuietHandler):
@@ -198,6 +205,10 @@ def _make_handler(root: Path, published: Published, stats: Stats) -> type[QuietH
                 self.send_bytes(400, b"timeout must be a number of seconds\n")
                 return
             wait = query.get("wait", [None])[0]
+            if query.get("fresh", ["0"])[0] == "1":
+                # The operator asks before loading a model on a pod: what a staging Job placed a moment
+                # ago must be in the answer, not wait for the next interval's scan.
+                scanner.scan_once()
             if wait is not None:
                 content, body = published.wait_for_change(wait, timeout_s)
             else:
@@ -280,7 +291,7 @@ class RepositoryServer:
         self.published = Published()
         self.stats = Stats()
         self.scanner = Scanner(self.root, self.interval_s, self.published, self.stats)
-        handler = _make_handler(self.root, self.published, self.stats)
+        handler = _make_handler(self.root, self.published, self.stats, self.scanner)
         self.http = BoundedHTTPServer((self.address, self.port), handler, self.max_connections)
         self._thread = threading.Thread(target=self.http.serve_forever, name="http", daemon=True)
 

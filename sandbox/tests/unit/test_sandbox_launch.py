@@ -134,3 +134,16 @@ def test_an_explicit_health_address_and_other_programs_are_left_alone() -> None:
         "stage",
         "--to=/var/sb/pvc-1/m",
     ]
+
+
+def test_the_repository_server_and_sync_sidecar_bind_their_pods_ip() -> None:
+    for words in (
+        ["repository", "serve", "--port", "8080"],
+        ["repository", "sync", "--source", "http://x:8080"],
+    ):
+        container = {"image": "x/triton-operator:1", "args": words}
+        assert plan_container(container, **COMMON).argv == [
+            "/venv/bin/triton-operator",
+            *words,
+            "--address=10.244.1.4",
+        ]
