@@ -601,3 +601,23 @@ def test_bad_arguments_end_with_one_line(tmp_path: Path, args: list[str], proble
     assert done.returncode == 2, done
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and problem in lines[0], done.stderr
+
+
+def test_a_model_that_does_not_fit_is_refused_before_any_download(tmp_path: Path) -> None:
+    from triton_operator.repository import manifest, sync
+
+    source_root, a_root = tmp_path / "server", tmp_path / "a"
+    _held_copy(source_root, "small", {"config.pbtxt": b"s", "1/w": b"s" * 100})
+    _held_copy(source_root, "big", {"config.pbtxt": b"b", "1/w": os.urandom(2_000_000)})
+    a_root.mkdir()
+    with server(source_root, tmp_path) as srv:
+        mirror = sync.Mirror(a_root, sync.Source.parse(srv.url), capacity_bytes=1_000_000)
+        done = mirror.apply(manifest.plan_sync(sync.fetch_content(mirror.source, None), mirror.scan()))
+        assert [b.name for b in done.built] == ["small"]
+        assert (
+            len(done.problems) == 1
+            and done.problems[0].startswith("model big: ")
+            and "--capacity-bytes" in (done.problems[0])
+        )
+        assert get_json(srv.url + "/v1/stats")["files_served"] == 2  # small's two files, none of big's
+        assert sorted(os.listdir(a_root)) == ["small"]

@@ -192,6 +192,20 @@ def _discard(path: Path, root: Path, name: str) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def disk_usage(root: Path) -> int:
+    """Bytes the files under `root` take on disk, each linked file once (as du and the kubelet count)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                st = os.stat(os.path.join(folder, name), follow_symlinks=False)
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_blocks * 512
+    return total
+
+
 @dataclass
 class Counters:
     downloaded: int = 0
@@ -204,11 +218,29 @@ class Counters:
 class Mirror:
     """The agent's root and what it does to it."""
 
-    def __init__(self, root: Path, source: Source) -> None:
+    def __init__(self, root: Path, source: Source, capacity_bytes: int | None = None) -> None:
         self.root = root
         self.source = source
+        self.capacity_bytes = capacity_bytes
         self.cache = HashCache()
         self.counters = Counters()
+
+    def check_space(self, build: ModelBuild) -> None:
+        """Refuse a build whose downloads do not fit, before downloading anything: free space on the
+        volume, and the capacity the pod gives the folder (an emptyDir's sizeLimit is enforced by
+        evicting the pod, not by the filesystem)."""
+        need = sum(entry.size for entry in build.download)
+        st = os.statvfs(self.root)
+        free = st.f_bavail * st.f_frsize
+        if need > free:
+            raise SyncError(f"its new files need {need} bytes, {free} are free in {self.root}")
+        if self.capacity_bytes is not None:
+            used = disk_usage(self.root)
+            if used + need > self.capacity_bytes:
+                raise SyncError(
+                    f"its new files need {need} bytes; {self.root} holds {used} of the "
+                    f"{self.capacity_bytes} bytes of --capacity-bytes: raise the volume's size limit"
+                )
 
     def remove_leftovers(self) -> None:
         """Remove build and trash folders of an earlier run that was killed mid-round."""
@@ -233,6 +265,7 @@ class Mirror:
 
     def prepare(self, build: ModelBuild) -> Path:
         """Build one model in a new `.sync-*` folder beside the held ones, which stay as they are."""
+        self.check_space(build)
         temp = Path(tempfile.mkdtemp(prefix=f"{BUILD_PREFIX}{build.name[:64]}-", dir=self.root))
         try:
             temp.chmod(0o755)  # mkdtemp makes it 0700; Triton may run as another user
@@ -452,6 +485,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", type=Path, default=Path("/models"), help="the folder to mirror into")
     parser.add_argument("--port", type=int, default=8090, help="HTTP port of /v1/held (default: %(default)s)")
     parser.add_argument("--address", default="0.0.0.0", help="HTTP address (default: %(default)s)")
+    parser.add_argument(
+        "--capacity-bytes",
+        type=int,
+        default=None,
+        help="the most bytes the root may hold (the emptyDir's sizeLimit): a model whose files would "
+        "cross it is refused before any download, and the error says so",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -459,6 +499,8 @@ def run(args: argparse.Namespace) -> int:
     setup_logging()
     try:
         source = Source.parse(args.source)
+        if args.capacity_bytes is not None and args.capacity_bytes < 0:
+            raise ValueError("--capacity-bytes must be >= 0")
     except ValueError as exc:
         print(f"triton-operator repository sync: error: {exc}", file=sys.stderr)
         return 2
@@ -473,7 +515,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     threading.Thread(target=http_server.serve_forever, name="http", daemon=True).start()
-    agent = Agent(Mirror(args.root, source), state)
+    agent = Agent(Mirror(args.root, source, args.capacity_bytes), state)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         agent.stopping.set()
