@@ -488,3 +488,13 @@ def test_unchanged_folders_keep_their_times(
         assert list(unchanged_folders(wanted, held)) == keep
         return
     assert list(build.keep_times) == keep
+
+
+def test_an_oversized_marker_is_listed_as_a_file_without_digest(tmp_path: Path) -> None:
+    from triton_operator.repository.manifest import MAX_MARKER_BYTES
+
+    data = json.dumps({"digest": "sha256:x", "pad": "x" * MAX_MARKER_BYTES}).encode()
+    write(tmp_path / "m" / "1" / ".staged.json", data)
+    m = scan(tmp_path, HashCache()).models["m"]
+    assert m.versions == {1: None}
+    assert m.files == (FileEntry("1/.staged.json", len(data), hashlib.sha256(data).hexdigest()),)

@@ -29,6 +29,7 @@ _CHUNK = 1 << 20
 # same timestamp tick as the mtime seen would otherwise go unnoticed (git's "racy" rule).
 RACY_NS = 2_000_000_000
 SCAN_ATTEMPTS = 5
+MAX_MARKER_BYTES = 1 << 16  # staging's markers take a few hundred bytes
 
 
 class ScanUnstable(Exception):
@@ -280,11 +281,11 @@ def scan_model(model_dir: Path, cache: HashCache) -> ModelContent:
             # Small: read whole, every scan; the digest read and the bytes hashed are the same bytes.
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             with os.fdopen(fd, "rb") as handle:
-                data = handle.read(1 << 20)
-            if int(parts[0]) in versions:
+                data = handle.read(MAX_MARKER_BYTES + 1)
+            if len(data) <= MAX_MARKER_BYTES:
                 versions[int(parts[0])] = read_marker_digest(data)
-            files.append(FileEntry(rel, len(data), hashlib.sha256(data).hexdigest()))
-            continue
+                files.append(FileEntry(rel, len(data), hashlib.sha256(data).hexdigest()))
+                continue  # (a larger one is no marker staging wrote: listed as a file, no digest)
         size, sha = hash_file(path, cache)
         files.append(FileEntry(rel, size, sha))
     for folder, state in dirs:
