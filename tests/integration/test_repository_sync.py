@@ -621,3 +621,17 @@ def test_a_model_that_does_not_fit_is_refused_before_any_download(tmp_path: Path
         )
         assert get_json(srv.url + "/v1/stats")["files_served"] == 2  # small's two files, none of big's
         assert sorted(os.listdir(a_root)) == ["small"]
+
+
+def test_fresh_content_includes_what_was_just_staged(tmp_path: Path) -> None:
+    """`?fresh=1` scans for the asking (the operator asks so before it loads a model on a pod)."""
+    source_root = tmp_path / "server"
+    source_root.mkdir()
+    args = ["serve", "--root", str(source_root), "--rescan-interval", "600"]  # no timed scan after the first
+    with started(args, tmp_path / "server.log") as srv:
+        assert get_json(srv.url + "/v1/content")["models"] == {}
+        digest = stage(source_root, "m", 1, {"w": b"w"})
+        assert get_json(srv.url + "/v1/content")["models"] == {}  # the next timed scan is minutes away
+        fresh = get_json(srv.url + "/v1/content?fresh=1")
+        assert fresh["models"]["m"]["versions"] == {"1": digest}
+        assert get_json(srv.url + "/v1/content") == fresh
