@@ -113,6 +113,14 @@ def listen_problem(address: str, ports: Sequence[int]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["repository"]:
+        # The repository server and sync sidecars start with their pods, the sidecar beside a starting
+        # Triton: parse only their arguments, importing none of the operator's API and staging (two
+        # seconds on an idle machine here, past the liveness probe's budget on a busy node).
+        from triton_operator.repository.cli import main as repository_main
+
+        return repository_main(words[1:])
     parser = argparse.ArgumentParser(prog="triton-operator", description="Kubernetes operator for Triton")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("version", help="print the version and exit")
@@ -141,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_repository_arguments(
         sub.add_parser("repository", help="serve the model repository, or mirror it into a Triton pod")
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words)
     if args.command == "version":
         print(f"triton-operator {__version__}")
         return 0

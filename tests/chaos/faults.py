@@ -156,15 +156,22 @@ def s3_outage(sb: Sandbox) -> FaultRecord:
 
 
 def _kill_container(
-    sb: Sandbox, ns: str, pick: Callable[[dict[str, Any]], bool], what: str, fault: str
+    sb: Sandbox,
+    ns: str,
+    pick: Callable[[dict[str, Any]], bool],
+    what: str,
+    fault: str,
+    container: str | None = None,
 ) -> FaultRecord:
+    """SIGKILL of the first running container (by pod, then container name) of the picked pods, or of
+    their `container` (a Triton pod also runs its repository-sync sidecar)."""
     victims = sorted(
         (
             (p["name"], c["name"], c["pid"])
             for p in runner_pods(sb, ns)
             if pick(p)
             for c in p["containers"]
-            if c["pid"]
+            if c["pid"] and container in (None, c["name"])
         ),
     )
     assert victims, f"no running {what} in {ns} to kill"
@@ -195,7 +202,9 @@ def triton_kill(sb: Sandbox, ns: str, server_pod_names: set[str], model: str, se
     for name in server_pod_names:
         with contextlib.suppress(Exception):
             ips[name] = core.read_namespaced_pod(name, ns).status.pod_ip or ""
-    rec = _kill_container(sb, ns, lambda p: p["name"] in server_pod_names, "tritonserver", "triton-kill")
+    rec = _kill_container(
+        sb, ns, lambda p: p["name"] in server_pod_names, "tritonserver", "triton-kill", "tritonserver"
+    )
     pod = rec.target.split()[0].split("/", 1)[1]
     ip = ips.get(pod, "")
     deadline = time.monotonic() + 90

@@ -40,6 +40,7 @@ from tests.support.objects import (
     get_cr,
     runner_pids,
     server_pods,
+    triton_restarts,
     tritonmodel,
     tritonserver,
 )
@@ -220,7 +221,7 @@ def test_a_restarted_triton_rejoins_its_service_only_with_its_model_loaded(
 
     def rejoined() -> bool:
         pod = core.read_namespaced_pod(victim.metadata.name, pool)
-        restarts = pod.status.container_statuses[0].restart_count
+        restarts = triton_restarts(pod)
         ready = kube.pod_condition(pod, "Ready")
         return bool(restarts >= 1 and ready is not None and ready.status == "True")
 

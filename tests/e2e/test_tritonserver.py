@@ -15,7 +15,7 @@ from kubernetes import client
 from sandbox.config import REPO_ROOT
 from tests.e2e import kube
 from tests.e2e.conftest import Operator, Sandbox
-from tests.support.objects import runner_pids
+from tests.support.objects import runner_pids, triton_restarts
 
 EXAMPLE = REPO_ROOT / "examples" / "quickstart" / "tritonserver.yaml"
 GROUP, VERSION, PLURAL = "tritonoperator.dev", "v1alpha1", "tritonservers"
@@ -192,7 +192,7 @@ def test_a_killed_triton_turns_ready_false_and_back(
     assert ready_false.type == "Warning" and victim in ready_false.message
     core = client.CoreV1Api(sandbox.api)
     kube.wait_for(
-        lambda: core.read_namespaced_pod(victim, namespace).status.container_statuses[0].restart_count == 1,
+        lambda: triton_restarts(core.read_namespaced_pod(victim, namespace)) == 1,
         30,
         "the pod to report one container restart, as a kubelet would",
     )

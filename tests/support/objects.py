@@ -50,16 +50,31 @@ def apply(sb: Sandbox, ns: str, *objs: dict[str, Any]) -> None:
 
 
 POD_SELECTOR = f"app.kubernetes.io/instance={SERVER},app.kubernetes.io/component=server"
+TRITON_CONTAINER = "tritonserver"
 
 
 def server_pods(sb: Sandbox, ns: str) -> list[Any]:
     return kube.ready_pods(client.CoreV1Api(sb.api), ns, POD_SELECTOR)
 
 
-def runner_pids(sb: Sandbox, ns: str) -> dict[str, int]:
+def runner_pids(sb: Sandbox, ns: str, container: str = TRITON_CONTAINER) -> dict[str, int]:
+    """The process of each pod's `container` (a Triton pod also runs its repository-sync sidecar), or of
+    its only container, by pod name (the sandbox's pod runner lists them)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{sb.cfg.ports['podrunner']}/pods", timeout=3) as resp:
         pods = json.load(resp)
-    return {p["name"]: c["pid"] for p in pods if p["namespace"] == ns for c in p["containers"] if c["pid"]}
+    pids = {}
+    for pod in (p for p in pods if p["namespace"] == ns):
+        running = [c for c in pod["containers"] if c["pid"]]
+        chosen = [c for c in running if c["name"] == container] or running[:1]
+        if chosen:
+            pids[pod["name"]] = chosen[0]["pid"]
+    return pids
+
+
+def triton_restarts(pod: Any) -> int:
+    """How often a Triton pod's tritonserver container restarted (its status, as the kubelet reports)."""
+    statuses = pod.status.container_statuses or []
+    return next((c.restart_count for c in statuses if c.name == TRITON_CONTAINER), 0)
 
 
 def events(sb: Sandbox, ns: str, name: str) -> list[Any]:

@@ -31,6 +31,7 @@ MOUNT_PATH = "/models"
 # uid/gid the operator image's programs run as (the staging Jobs' too): they read and write one tree.
 FILES_UID = 1000
 HOSTNAME_TOPOLOGY = "kubernetes.io/hostname"
+STARTUP_BUDGET_S = 120
 GPU_TAINT_KEY = "nvidia.com/gpu"
 
 
@@ -73,13 +74,19 @@ def _restricted() -> Manifest:
     }
 
 
-def _health_probe(port: str, *, period: int) -> Manifest:
+def _health_probe(port: str, *, period: int, failure_threshold: int = 3) -> Manifest:
     return {
         "httpGet": {"path": "/healthz", "port": port},
         "periodSeconds": period,
         "timeoutSeconds": 5,
-        "failureThreshold": 3,
+        "failureThreshold": failure_threshold,
     }
+
+
+def _startup_probe(port: str) -> Manifest:
+    """Up to STARTUP_BUDGET_S to listen before liveness counts: on a node busy starting Triton pods a
+    Python program may take tens of seconds to start, and liveness alone killed it over and over."""
+    return _health_probe(port, period=2, failure_threshold=STARTUP_BUDGET_S // 2)
 
 
 def sync_container(source: str, operator_image: str) -> Manifest:
@@ -90,6 +97,7 @@ def sync_container(source: str, operator_image: str) -> Manifest:
         "args": ["repository", "sync", "--source", source, "--root", MOUNT_PATH, "--port", str(SYNC_PORT)],
         "ports": [{"name": SYNC_PORT_NAME, "containerPort": SYNC_PORT, "protocol": "TCP"}],
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "startupProbe": _startup_probe(SYNC_PORT_NAME),
         "livenessProbe": _health_probe(SYNC_PORT_NAME, period=10),
         "volumeMounts": [{"name": "models", "mountPath": MOUNT_PATH}],
         "securityContext": _restricted(),
@@ -144,6 +152,7 @@ def render_repository_deployment(
         "args": ["repository", "serve", "--root", MOUNT_PATH, "--port", str(SERVER_PORT)],
         "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "startupProbe": _startup_probe("http"),
         "readinessProbe": _health_probe("http", period=5),
         "livenessProbe": _health_probe("http", period=10),
         "volumeMounts": [{"name": "models", "mountPath": MOUNT_PATH, "readOnly": True}],
