@@ -119,6 +119,11 @@ class DecidedCondition(NamedTuple):
     reason: str
     message: str
 
+    @classmethod
+    def said(cls, ctype: str, ok: bool, reason: str, message: str) -> DecidedCondition:
+        """True or False as decided, with its reason and message."""
+        return cls(ctype, ConditionStatus.TRUE if ok else ConditionStatus.FALSE, reason, message)
+
 
 def rfc3339(now: datetime) -> str:
     """metav1.Time's wire format (UTC, seconds)."""

@@ -15,7 +15,13 @@ from typing import Any
 
 from triton_operator.observe.metrics import Scrape
 from triton_operator.rollout.analysis import VariantWindow
-from triton_operator.rollout.shares import counter_delta
+
+
+def counter_delta(before: float | None, after: float) -> float:
+    """How much a cumulative counter grew; a smaller value (or a new series) means it restarted at 0."""
+    if before is None or after < before:
+        return after
+    return after - before
 
 
 @dataclass(frozen=True)

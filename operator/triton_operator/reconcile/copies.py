@@ -136,9 +136,9 @@ def split_conditions(
         if ready[0] or not problems:
             ready = outcome.ready or (False, outcome.degraded[1], outcome.degraded[2])
     return [
-        _condition(ModelConditionType.READY, *ready),
-        _condition(ModelConditionType.PROGRESSING, *progressing),
-        _condition(ModelConditionType.DEGRADED, *degraded),
+        DecidedCondition.said(ModelConditionType.READY, *ready),
+        DecidedCondition.said(ModelConditionType.PROGRESSING, *progressing),
+        DecidedCondition.said(ModelConditionType.DEGRADED, *degraded),
         routed,
     ]
 
@@ -152,10 +152,6 @@ def split_stuck(pools: Mapping[str, Pool], desired: Mapping[str, int], outcome: 
         or any(not p.exists for p in pools.values())
         or any(p.exists and p.copy_failed and p.copy_stalled for p in wanted)
     )
-
-
-def _condition(ctype: str, ok: bool, reason: str, message: str) -> DecidedCondition:
-    return DecidedCondition(ctype, ConditionStatus.TRUE if ok else ConditionStatus.FALSE, reason, message)
 
 
 def read_split_state(status: Mapping[str, Any]) -> RolloutState | None:

@@ -53,12 +53,3 @@ def validate_plan(
     if not (math.isfinite(plan.interval_s) and plan.interval_s > 0):
         problems.append(f"{path}.{interval_field}: {plan.interval_s} is not above 0 seconds")
     return problems
-
-
-def validate_versions(stable: str | None, canary: str, path: str = "spec.rollout.canaryVersion") -> list[str]:
-    """A canary must name a version, and another one than the stable."""
-    if not canary:
-        return [f"{path}: a canary version is required"]
-    if canary == stable:
-        return [f"{path}: {canary!r} is the stable version; a canary must be another version"]
-    return []

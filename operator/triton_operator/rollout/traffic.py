@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from triton_operator.rollout.analysis import VariantWindow, format_ms
-from triton_operator.rollout.shares import TrafficShares
 from triton_operator.rollout.state import RolloutReason
 
 
@@ -65,8 +64,8 @@ def validate_variants(variants: Sequence[Variant], path: str = "spec.experiment.
     return problems
 
 
-def _figures(variant: Variant, window: VariantWindow | None, observed: float | None, describe: str) -> str:
-    """'b (version 2, 10%): 1,000 requests, 5 failed (0.005), p99 2.6 ms, 9.8% observed'."""
+def _figures(variant: Variant, window: VariantWindow | None, describe: str) -> str:
+    """'b (version 2, 10%): 1,000 requests, 5 failed (0.005), p99 2.6 ms'."""
     parts = []
     if window is None:
         parts.append("no metrics yet")
@@ -77,32 +76,25 @@ def _figures(variant: Variant, window: VariantWindow | None, observed: float | N
             parts.append(f"p99 {format_ms(window.p99_ms)} ms")
         if window.queue_ms is not None:
             parts.append(f"queue time {format_ms(window.queue_ms)} ms")
-    if observed is not None:
-        parts.append(f"{observed:.1f}% observed")
     return f"{variant.name} ({describe} {variant.version}, {variant.weight}%): {', '.join(parts)}"
 
 
 def hold_experiment(
     variants: Sequence[Variant],
     windows: Mapping[str, VariantWindow] | None = None,
-    shares: TrafficShares | None = None,
     describe: str = "version",
 ) -> Traffic:
     """An A/B experiment's weights, held as written (it never promotes), with every variant's figures.
 
-    `windows` and `shares` are keyed by variant (`Variant.version`): a model version inside a server,
-    a server behind a Gateway; `describe` says which.
+    `windows` is keyed by variant (`Variant.version`): a model version inside a server, a server
+    behind a Gateway; `describe` says which.
     """
     problems = validate_variants(variants, path="variants")
     if problems:
         raise ValueError("; ".join(problems))
     windows = windows or {}
-    percent = shares.percent if shares is not None else {}
     split = " / ".join(f"{variant.name} {variant.weight}%" for variant in variants)
-    figures = "; ".join(
-        _figures(variant, windows.get(variant.version), percent.get(variant.version), describe)
-        for variant in variants
-    )
+    figures = "; ".join(_figures(variant, windows.get(variant.version), describe) for variant in variants)
     return Traffic(
         {variant.name: variant.weight for variant in variants},
         RolloutReason.EXPERIMENT_RUNNING,
