@@ -14,6 +14,7 @@ from triton_operator.api.common import GROUP, VERSION
 from triton_operator.handlers.loops import ObjectLoops
 from triton_operator.opmetrics import measured
 from triton_operator.opmetrics_objects import OBJECT_GAUGES
+from triton_operator.reconcile.leftovers import unload_leftovers
 from triton_operator.reconcile.server import KIND, ServerReconciler
 from triton_operator.reconcile.state import AppliedSpec, OperatorState, object_key, pod_index_key
 from triton_operator.render.labels import APP_NAME, COMPONENT, MANAGED_BY
@@ -82,6 +83,7 @@ def server_pass(
             return None
         with measured(KIND, "observe"):
             written = servers.refresh(body)
+            unload_leftovers(servers.kube, servers.state, key)  # after refresh read each pod's index
         OBJECT_GAUGES.passed(KIND, *key)
         return written
     except kopf.PermanentError:

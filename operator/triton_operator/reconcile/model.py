@@ -24,6 +24,7 @@ from triton_operator.api.tritonmodel import ModelConditionType, TritonModelSpec
 from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.conditions import DecidedCondition, Reason, set_conditions, with_kstatus
 from triton_operator.kube.rest import Kube
+from triton_operator.observe.leftovers import wanted_names
 from triton_operator.observe.model import (
     SERVER_GRACE_S,
     ObservedModel,
@@ -105,7 +106,7 @@ class ModelReconciler:
         self.operator_image = operator_image
         self.files = RepositoryFiles(kube, state, operator_image)
         self.loader = Loader(kube, state)
-        self.traffic = InServerTraffic(kube, state, self.files, self.loader)
+        self.traffic = InServerTraffic(state, self.files, self.loader)
         self.split = SplitReconciler(kube, state)
 
     # -- one pass -----------------------------------------------------------------------------------
@@ -129,6 +130,7 @@ class ModelReconciler:
             message = invalid_spec_message(exc)
             self._write_invalid(body, message)
             raise kopf.PermanentError(f"invalid spec: {message}") from exc
+        memory.wants = wanted_names(spec, name)
         if spec.through_gateway:
             return self.split.reconcile(body, spec, memory)
         server_name = spec.server_ref.name
@@ -197,7 +199,7 @@ class ModelReconciler:
         )
         routed = None
         if spec.routed and staged is not None:
-            routed = self.traffic.route(body, spec, server_spec, memory, replicas, stopped)
+            routed = self.traffic.route(body, spec, server_spec, memory, pods, replicas, stopped)
             if problems:
                 message = "Staging an experiment variant failed: " + "; ".join(problems)
                 routed = with_problem(routed, str(Reason.STAGING_FAILED), message, stalled=True)

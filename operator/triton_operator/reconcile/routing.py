@@ -16,14 +16,11 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from triton_operator.api.common import ConditionStatus
 from triton_operator.api.tritonmodel import ModelConditionType, ReplicaState, TritonModelSpec
 from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.conditions import DecidedCondition, Reason, with_kstatus
-from triton_operator.kube.rest import Kube
 from triton_operator.observe.model import ObservedModel, ReplicaFacts, model_conditions, model_stuck
 from triton_operator.observe.rollout import target_counters
 from triton_operator.observe.server import triton_is_up
@@ -37,7 +34,6 @@ from triton_operator.reconcile.traffic import (
     experiment_pass,
     with_problem,
 )
-from triton_operator.render.labels import label_selector
 from triton_operator.render.router import Variant as RouterVariant
 from triton_operator.render.router import router_config, router_files, router_matches
 from triton_operator.render.staging import staging_job_name
@@ -66,110 +62,15 @@ def ready_versions(index: Sequence[ModelState], target: str) -> set[str]:
     return {row.version for row in index if row.name == target and row.state == "READY" and row.version}
 
 
-class Router:
-    """Puts a routed model's router, with its weights, on every replica."""
-
-    def __init__(self, read_index: Callable[[Mapping[str, Any]], list[ModelState]]):
-        self.read_index = read_index
-
-    @staticmethod
-    def _serves_already(
-        endpoint: triton.TritonEndpoint,
-        public: str,
-        target: str,
-        wanted: tuple[tuple[RouterVariant, ...], str],
-    ) -> bool:
-        """Whether the pod's Triton serves this router already, as its config API says (a pod this
-        process has not loaded a router on: after a restart, the router a predecessor loaded)."""
-        variants, sticky_key = wanted
-        try:
-            loaded = triton.model_config(endpoint, public)
-            config = router_config(
-                public, triton.model_config(endpoint, target), variants, sticky_key=sticky_key
-            )
-        except (triton.TritonError, ValueError):
-            return False  # not loaded, or not a router we could load: the load says why
-        return router_matches(loaded, config)
-
-    def apply_router(
-        self,
-        pods: Sequence[Mapping[str, Any]],
-        public: str,
-        target: str,
-        weights: Mapping[str, int],
-        sticky_key: str,
-        memory: RoutingMemory,
-        stopped: Callable[[], bool],
-    ) -> list[str]:
-        """Load the router with `weights` on every ready pod that serves their versions; problems found."""
-        variants = tuple(
-            RouterVariant(target, int(v), w) for v, w in sorted(weights.items(), key=lambda i: int(i[0]))
-        )
-        wanted = (variants, sticky_key)
-        problems = []
-        everywhere = True
-        up = set()
-        for pod in pods:
-            uid = pod["metadata"]["uid"]
-            ip = (pod.get("status") or {}).get("podIP")
-            if not ip or not triton_is_up(pod):
-                continue
-            up.add(uid)
-            if memory.routers.get(uid) == wanted:
-                memory.serving.add(uid)
-                continue
-            endpoint = triton.TritonEndpoint(ip)
-            if uid not in memory.routers and self._serves_already(endpoint, public, target, wanted):
-                memory.routers[uid] = wanted  # loaded before this operator (re)started: no reload
-                memory.serving.add(uid)
-                continue
-            everywhere = False
-            if stopped():
-                continue
-            needed = {v for v, w in weights.items() if w > 0}
-            missing = needed - ready_versions(self.read_index(pod), target)
-            if missing:
-                continue  # the versions load first (this pass or the next)
-            try:
-                config = router_config(
-                    public, triton.model_config(endpoint, target), variants, sticky_key=sticky_key
-                )
-                triton.load_model(endpoint, public, config_json=json.dumps(config), files=router_files())
-            except (triton.TritonError, ValueError) as exc:
-                message = exc.message if isinstance(exc, triton.TritonError) else str(exc)
-                problems.append(f"router on pod {pod['metadata']['name']}: {message}")
-                continue
-            memory.routers[uid] = wanted
-            memory.serving.add(uid)
-            log.info(
-                "router %s on pod %s: %s",
-                public,
-                pod["metadata"]["name"],
-                describe_weights(weights, "version"),
-            )
-        live = {p["metadata"]["uid"] for p in pods}
-        for uid in set(memory.routers) - live:
-            del memory.routers[uid]
-        memory.serving &= live
-        memory.on_every_pod = up <= memory.serving
-        if everywhere:
-            memory.applied_at = memory.applied_at or time.monotonic()
-        else:
-            memory.applied_at = None
-        return problems
-
-
 class InServerTraffic:
     """The engine's in-server traffic backend: a routed model's weights decided by the one rollout
-    engine (reconcile/traffic.py), put in the router on every replica (`Router`), and what a decision
-    asks beyond them (retiring a promoted-over version, files nothing serves)."""
+    engine (reconcile/traffic.py), put in the router on every replica, and what a decision asks beyond
+    them (retiring a promoted-over version, files nothing serves)."""
 
-    def __init__(self, kube: Kube, state: OperatorState, files: RepositoryFiles, loader: Loader):
-        self.kube = kube
+    def __init__(self, state: OperatorState, files: RepositoryFiles, loader: Loader):
         self.state = state
         self.files = files
         self.loader = loader
-        self.router = Router(read_index=state.pod_index)
 
     def route(
         self,
@@ -177,18 +78,19 @@ class InServerTraffic:
         spec: TritonModelSpec,
         server_spec: TritonServerSpec,
         memory: ModelMemory,
+        pods: list[dict[str, Any]],
         replicas: list[ReplicaFacts],
         stopped: Callable[[], bool],
     ) -> TrafficOutcome:
-        """Decide the weights (the one rollout engine), put them in the router on every replica, and
-        retire a promoted-over version once nothing routes to it."""
+        """Decide the weights (the one rollout engine), put them in the router on every live replica
+        (`pods`, with their `replicas` facts, as loading left them), and retire a promoted-over version
+        once nothing routes to it."""
         meta = body["metadata"]
-        name, namespace = meta["name"], meta["namespace"]
+        name = meta["name"]
         public, target = spec.resolved_model_name(name), spec.repository_name(name)
         routing = memory.routing
         scrapes = dict(self.state.scrapes.get(memory.server) or {}) if memory.server else {}
         counters = target_counters(scrapes, target, public)
-        pods = self._pods(namespace, spec.server_ref.name)
         applied = routing.applied_at is not None
         decision: Decision | None = None
         if spec.experiment is not None:
@@ -225,7 +127,7 @@ class InServerTraffic:
             )
             weights = decision.weights
             sticky = spec.effective_rollout().sticky_key or ""
-        problems = self.router.apply_router(pods, public, target, weights, sticky, routing, stopped)
+        problems = self.apply_router(pods, public, target, weights, sticky, routing, stopped)
         if problems:
             outcome = with_problem(outcome, str(Reason.LOAD_FAILED), "; ".join(problems))
         if decision is not None:
@@ -284,11 +186,91 @@ class InServerTraffic:
             for version in sorted(on_disk - {str(spec.version)}):
                 self.files.retire(body, spec, server_spec, int(version), memory)
 
-    def _pods(self, namespace: str, server: str) -> list[dict[str, Any]]:
-        read = partial(self.kube.list, "Pod", namespace, label_selector(server))
-        return sorted(
-            self.state.server_pods.get((namespace, server), read), key=lambda p: p["metadata"]["name"]
+    @staticmethod
+    def _serves_already(
+        endpoint: triton.TritonEndpoint,
+        public: str,
+        target: str,
+        wanted: tuple[tuple[RouterVariant, ...], str],
+    ) -> bool:
+        """Whether the pod's Triton serves this router already, as its config API says (a pod this
+        process has not loaded a router on: after a restart, the router a predecessor loaded)."""
+        variants, sticky_key = wanted
+        try:
+            loaded = triton.model_config(endpoint, public)
+            config = router_config(
+                public, triton.model_config(endpoint, target), variants, sticky_key=sticky_key
+            )
+        except (triton.TritonError, ValueError):
+            return False  # not loaded, or not a router we could load: the load says why
+        return router_matches(loaded, config)
+
+    def apply_router(
+        self,
+        pods: Sequence[Mapping[str, Any]],
+        public: str,
+        target: str,
+        weights: Mapping[str, int],
+        sticky_key: str,
+        memory: RoutingMemory,
+        stopped: Callable[[], bool],
+    ) -> list[str]:
+        """Load the router with `weights` on every ready pod that serves their versions; problems found."""
+        variants = tuple(
+            RouterVariant(target, int(v), w) for v, w in sorted(weights.items(), key=lambda i: int(i[0]))
         )
+        wanted = (variants, sticky_key)
+        problems = []
+        everywhere = True
+        up = set()
+        for pod in pods:
+            uid = pod["metadata"]["uid"]
+            ip = (pod.get("status") or {}).get("podIP")
+            if not ip or not triton_is_up(pod):
+                continue
+            up.add(uid)
+            if memory.routers.get(uid) == wanted:
+                memory.serving.add(uid)
+                continue
+            endpoint = triton.TritonEndpoint(ip)
+            if uid not in memory.routers and self._serves_already(endpoint, public, target, wanted):
+                memory.routers[uid] = wanted  # loaded before this operator (re)started: no reload
+                memory.serving.add(uid)
+                continue
+            everywhere = False
+            if stopped():
+                continue
+            needed = {v for v, w in weights.items() if w > 0}
+            missing = needed - ready_versions(self.state.pod_index(pod), target)
+            if missing:
+                continue  # the versions load first (this pass or the next)
+            try:
+                config = router_config(
+                    public, triton.model_config(endpoint, target), variants, sticky_key=sticky_key
+                )
+                triton.load_model(endpoint, public, config_json=json.dumps(config), files=router_files())
+            except (triton.TritonError, ValueError) as exc:
+                message = exc.message if isinstance(exc, triton.TritonError) else str(exc)
+                problems.append(f"router on pod {pod['metadata']['name']}: {message}")
+                continue
+            memory.routers[uid] = wanted
+            memory.serving.add(uid)
+            log.info(
+                "router %s on pod %s: %s",
+                public,
+                pod["metadata"]["name"],
+                describe_weights(weights, "version"),
+            )
+        live = {p["metadata"]["uid"] for p in pods}
+        for uid in set(memory.routers) - live:
+            del memory.routers[uid]
+        memory.serving &= live
+        memory.on_every_pod = up <= memory.serving
+        if everywhere:
+            memory.applied_at = memory.applied_at or time.monotonic()
+        else:
+            memory.applied_at = None
+        return problems
 
 
 def routed_conditions(decided: Sequence[DecidedCondition], routed: TrafficOutcome) -> list[DecidedCondition]:
@@ -298,18 +280,14 @@ def routed_conditions(decided: Sequence[DecidedCondition], routed: TrafficOutcom
     returns once the spec's version serves everything); Progressing says where the rollout is.
     """
 
-    def condition(ctype: str, decided_by: tuple[bool, str, str]) -> DecidedCondition:
-        ok, reason, message = decided_by
-        return DecidedCondition(ctype, ConditionStatus.TRUE if ok else ConditionStatus.FALSE, reason, message)
-
     out = []
     for cond in decided:
         if cond.type == ModelConditionType.READY and routed.ready is not None and cond.status == "True":
-            cond = condition(cond.type, routed.ready)
+            cond = DecidedCondition.said(cond.type, *routed.ready)
         elif cond.type == ModelConditionType.DEGRADED and routed.degraded is not None:
-            cond = condition(cond.type, routed.degraded)
+            cond = DecidedCondition.said(cond.type, *routed.degraded)
         out.append(cond)
-    out.append(condition(ModelConditionType.PROGRESSING, routed.progressing))
+    out.append(DecidedCondition.said(ModelConditionType.PROGRESSING, *routed.progressing))
     return out
 
 

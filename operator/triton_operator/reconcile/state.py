@@ -103,6 +103,8 @@ class ModelMemory:
     """What one TritonModel's reconciler remembers between passes."""
 
     server: Key | None = None
+    # The Triton names its spec loads on `server` (the server's pass looks for leftovers beyond them).
+    wants: frozenset[str] = frozenset()
     # The last completed staging (also in status.stagingJob/stagedDigest, which survive a restart).
     staged: StagedRecord | None = None
     # status.stagingJob when first seen: the files a READY pod was loaded from before this process.
@@ -158,6 +160,8 @@ class OperatorState:
     # (server, pod uid) -> the Triton restart count when this process opened the pod's gate.
     gates_opened: dict[tuple[Key, str], int] = field(default_factory=dict)
 
+    # When each server's pass last listed the TritonModels to look for leftovers (reconcile/leftovers.py).
+    leftovers_listed: dict[Key, float] = field(default_factory=dict)
     # TritonModels: what each one's passes remember.
     models: dict[Key, ModelMemory] = field(default_factory=dict)
 
@@ -183,6 +187,7 @@ class OperatorState:
         self.applied.pop(key, None)
         self.route_problems.pop(key, None)
         self.apply_failures.pop(key, None)
+        self.leftovers_listed.pop(key, None)
         for opened in [k for k in self.gates_opened if k[0] == key]:
             del self.gates_opened[opened]
         self.servers.invalidate(key)

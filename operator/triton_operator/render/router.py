@@ -167,6 +167,11 @@ def router_matches(loaded: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool
     )
 
 
+def is_router(config: Mapping[str, Any]) -> bool:
+    """Whether a config read back through the config API is a router's (it names its variants)."""
+    return "variants" in (config.get("parameters") or {})
+
+
 def native_router() -> bool:
     """Whether routers are the native backend: its library is built and TRITON_OPERATOR_ROUTER is not
     "python". `router_config` and `router_files` agree on it."""
