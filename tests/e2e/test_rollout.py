@@ -8,9 +8,7 @@ step's split from Triton's own counters on every pod.
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -37,11 +35,9 @@ from tests.support.objects import (
     tritonmodel,
     tritonserver,
 )
-from tests.support.scorer import MODEL, canary_model, publish, rollout_of
+from tests.support.scorer import MODEL, canary_model, inference_counts, loaded_versions, publish, rollout_of
 
 pytestmark = pytest.mark.e2e
-
-TARGET = f"{MODEL}~versions"
 
 
 # Version 2 that answers right, 20 ms late (the adder takes well under 1 ms here): many times slower.
@@ -55,25 +51,6 @@ def serve_version_1(sb: Sandbox, ns: str, rollout: dict[str, Any]) -> None:
     """The model at version 1 with `rollout`, Ready (its router on every replica)."""
     apply(sb, ns, canary_model(sb, 1, f"{MODEL}/1", rollout))
     sb.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=240s")
-
-
-def inference_counts(ips: list[str]) -> Counter[str]:
-    """nv_inference_count of the versions behind the router, summed over pods, by version."""
-    counts: Counter[str] = Counter()
-    for ip in ips:
-        with urllib.request.urlopen(f"http://{ip}:8002/metrics", timeout=10) as resp:
-            for line in resp.read().decode().splitlines():
-                if line.startswith("nv_inference_count{") and f'model="{TARGET}"' in line:
-                    version = line.split('version="', 1)[1].split('"', 1)[0]
-                    counts[version] += int(float(line.rsplit(" ", 1)[1]))
-    return counts
-
-
-def loaded_versions(ip: str) -> set[str]:
-    req = urllib.request.Request(f"http://{ip}:8000/v2/repository/index", data=b"{}")
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        rows = json.load(resp)
-    return {r["version"] for r in rows if r["name"] == TARGET and r.get("state") == "READY"}
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,9 @@ canary spec, its status.rollout)."""
 
 from __future__ import annotations
 
+import json
+import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,8 @@ from tests.golden.triton.triton_models import write_model
 from tests.support.objects import CREDENTIALS, get_cr, tritonmodel
 
 MODEL = "scorer"
+# The versions a routed scorer serves behind its router.
+VERSIONS = f"{MODEL}~versions"
 
 
 def publish(sb: Sandbox, workdir: Path, prefix: str, model_py: str, version: int) -> None:
@@ -29,3 +34,23 @@ def canary_model(sb: Sandbox, version: int, prefix: str, rollout: dict[str, Any]
 
 def rollout_of(sb: Sandbox, ns: str) -> dict[str, Any]:
     return ((get_cr(sb, ns, "tritonmodels", MODEL) or {}).get("status") or {}).get("rollout") or {}
+
+
+def inference_counts(ips: list[str]) -> Counter[str]:
+    """nv_inference_count of the versions behind the router, summed over pods, by version."""
+    counts: Counter[str] = Counter()
+    for ip in ips:
+        with urllib.request.urlopen(f"http://{ip}:8002/metrics", timeout=10) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith("nv_inference_count{") and f'model="{VERSIONS}"' in line:
+                    version = line.split('version="', 1)[1].split('"', 1)[0]
+                    counts[version] += int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
+def loaded_versions(ip: str) -> set[str]:
+    """The versions behind the router that the Triton at `ip` lists READY."""
+    req = urllib.request.Request(f"http://{ip}:8000/v2/repository/index", data=b"{}")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        rows = json.load(resp)
+    return {r["version"] for r in rows if r["name"] == VERSIONS and r.get("state") == "READY"}
