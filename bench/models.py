@@ -32,6 +32,10 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-sec
 
 
 def _server(name: str) -> dict[str, Any]:
+    # Layout Shared (a ReadWriteMany claim): the Triton pod mounts the PVC, so the by-hand baseline's
+    # files, written into the PVC, are what Triton loads, as they were before layout PerReplica (there
+    # the pod loads from its own copy, which a sidecar fills a moment later: loaded at once, the by-hand
+    # files were not there yet). Both servers alike; bench/scale_out.py measures PerReplica.
     return {
         "apiVersion": "tritonoperator.dev/v1alpha1",
         "kind": "TritonServer",
@@ -39,7 +43,7 @@ def _server(name: str) -> dict[str, Any]:
         "spec": {
             "replicas": 1,
             "resources": {"gpus": 1},
-            "modelRepository": {"size": "1Gi", "retainOnDelete": False},
+            "modelRepository": {"size": "1Gi", "retainOnDelete": False, "accessModes": ["ReadWriteMany"]},
         },
     }
 
@@ -68,7 +72,7 @@ def _apply(sb: Sandbox, ns: str, *objs: dict[str, Any]) -> None:
 
 def _pod(sb: Sandbox, ns: str, server: str) -> Any:
     pods = client.CoreV1Api(sb.api).list_namespaced_pod(
-        ns, label_selector=f"app.kubernetes.io/instance={server}"
+        ns, label_selector=f"app.kubernetes.io/instance={server},app.kubernetes.io/component=server"
     )
     return next(p for p in pods.items if not p.metadata.deletion_timestamp)
 
@@ -152,7 +156,8 @@ def run_model_bench(sb: Sandbox, rounds: int, workdir: Path) -> dict[str, list[f
 
         def replacement_serves(old_uid: str = old.metadata.uid) -> bool:
             pods = core.list_namespaced_pod(
-                ns, label_selector="app.kubernetes.io/instance=via-operator"
+                ns,
+                label_selector="app.kubernetes.io/instance=via-operator,app.kubernetes.io/component=server",
             ).items
             fresh = [
                 p

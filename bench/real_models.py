@@ -46,6 +46,7 @@ from model_builders.targets import parse_target
 from sandbox.mnist import ensure_bucket
 from tests.e2e.conftest import OperatorProcess, Sandbox
 from tests.golden.triton.triton_models import infer_once, write_model
+from tests.support.objects import POD_SELECTOR
 
 GROUP = ("tritonoperator.dev", "v1alpha1")
 SERVER = "triton"
@@ -128,7 +129,8 @@ def _ready_in_index(ip: str) -> set[str] | None:
 
 
 def _server_pods(core: client.CoreV1Api, ns: str) -> list[Any]:
-    pods = core.list_namespaced_pod(ns, label_selector=f"app.kubernetes.io/instance={SERVER}").items
+    """The Triton pods (not the repository server's pod of layout PerReplica: another component)."""
+    pods = core.list_namespaced_pod(ns, label_selector=POD_SELECTOR).items
     return [p for p in pods if not p.metadata.deletion_timestamp and p.status.pod_ip]
 
 

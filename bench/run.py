@@ -2,9 +2,11 @@
 
 Its parts: TritonServer (below), TritonModel (bench/models.py), scale (bench/scale.py: 1,000 models),
 real models (bench/real_models.py: N real python-backend models on one real server, a load storm and
-a scale from 2 to 4 replicas; `--only real-models` runs just that part), the canary/A-B router against
-direct calls with perf_analyzer (bench/router.py), rollouts (bench/rollout.py), through the Gateway
-against direct calls and a weight change across servers (bench/gateway.py).
+a scale from 2 to 4 replicas; `--only real-models` runs just that part), scale out (bench/scale_out.py:
+2 -> 6 replicas across both nodes under load, 1 model and 20; `--only scale-out` runs just that part),
+the canary/A-B router against direct calls with perf_analyzer (bench/router.py), rollouts
+(bench/rollout.py), through the Gateway against direct calls and a weight change across servers
+(bench/gateway.py).
 
 TritonServer:
 - apply -> Deployment created, and apply -> Ready, through the operator, against applying the very
@@ -168,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench.router import run as run_router_bench
     from bench.scale import report as report_scale
     from bench.scale import run_scale_bench
+    from bench.scale_out import DEFAULT_COUNTS, run_scale_out_bench
+    from bench.scale_out import report as report_scale_out
 
     parser = argparse.ArgumentParser(prog="make bench")
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
@@ -186,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--concurrencies", default="1,8,32", help="router clients; the Gateway's, less 32")
     parser.add_argument("--split-requests", type=int, default=SPLIT_REQUESTS)
-    parser.add_argument("--only", choices=["real-models"], default=os.environ.get("BENCH_ONLY") or None)
+    scale_out = os.environ.get("BENCH_SCALE_OUT_MODELS", ",".join(map(str, DEFAULT_COUNTS)))
+    parser.add_argument("--scale-out-models", default=scale_out, help="model counts of the 2 -> 6 runs")
+    parser.add_argument(
+        "--only", choices=["real-models", "scale-out"], default=os.environ.get("BENCH_ONLY") or None
+    )
     parser.add_argument(
         "--smoke",
         action="store_true",
@@ -201,8 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         args.scale_models, args.scale_servers, args.real_models, args.rest_seconds = 6, 2, 2, 5.0
         args.window_seconds, args.concurrencies, args.split_requests = 0.5, "1", 400
         args.router_window_ms = 500  # shorter windows may hold no request on a busy machine
+        args.scale_out_models = "1"
         canary_steps = ((50, 2), (100, 1))
     concurrencies = tuple(int(c) for c in args.concurrencies.split(","))
+    scale_out_counts = tuple(int(c) for c in args.scale_out_models.split(","))
 
     if args.only is None:
         perf_analyzer()  # installed (from PyPI, once) before this process enters the sandbox's network
@@ -216,10 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     sb.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     log_dir = cfg.root / "bench"
     log_dir.mkdir(parents=True, exist_ok=True)
-    if args.only == "real-models":
+    if args.only is not None:
         try:
-            real = run_real_models_bench(sb, log_dir, models=args.real_models, rest_s=args.rest_seconds)
-            report_real_models(real)
+            if args.only == "real-models":
+                real = run_real_models_bench(sb, log_dir, models=args.real_models, rest_s=args.rest_seconds)
+                report_real_models(real)
+            else:
+                report_scale_out(run_scale_out_bench(sb, log_dir, counts=scale_out_counts))
         finally:
             if os.environ.get("BENCH_KEEP") != "1":
                 cluster.down(cfg)
@@ -261,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
         real = run_real_models_bench(sb, log_dir, models=args.real_models, rest_s=args.rest_seconds)
         part("real models", started)
         report_real_models(real)
+        started = time.perf_counter()
+        scaled_out = run_scale_out_bench(sb, log_dir, counts=scale_out_counts)
+        part("scale out", started)
+        report_scale_out(scaled_out)
         started = time.perf_counter()
         router = run_router_bench(
             window_ms=args.router_window_ms, rounds=args.rounds, concurrencies=concurrencies

@@ -28,6 +28,10 @@ PARTS = {
         r"^Real models: 2 python-backend",
         r"storm: every model READY on both replicas\s+([\d.]+) s",
     ),
+    "scale out": (
+        r"^Scale out: 2 -> 6 replicas",
+        r"last replica serves every model \(both above\)\s+([\d.]+)$",
+    ),
     "router": (r"^Router \(canary/A-B\)", r"^grpc_c1\s+([\d.]+)\s+([\d.]+)"),
     "rollouts": (r"^Rollouts$", r"rollback of a canary failing 20%: ([\d.]+) s"),
     "gateway": (r"^Through the Gateway", r"^grpc c1\s+([\d.]+)\s+([\d.]+)"),
