@@ -124,7 +124,15 @@ def infer_through_the_service(env: dict[str, str], onnx_path: Path, period: floa
     ip = service["spec"]["clusterIP"]
     pods = json.loads(
         run(
-            ["kubectl", "get", "pods", "-l", "app.kubernetes.io/instance=triton", "-o", "json"],
+            [
+                "kubectl",
+                "get",
+                "pods",
+                "-l",
+                "app.kubernetes.io/instance=triton,app.kubernetes.io/component=server",
+                "-o",
+                "json",
+            ],
             env,
             capture=True,
         )

@@ -14,6 +14,7 @@ from kubernetes import client
 
 from sandbox.mnist import MODEL, publish_mnist
 from tests.e2e.conftest import Operator, Sandbox
+from tests.support.objects import POD_SELECTOR
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "builder", "AWS_SECRET_ACCESS_KEY": "builder-secret"}
 SERVER = {
@@ -68,11 +69,7 @@ def test_printed_triton_model_applies_as_is_and_matches_onnxruntime(
 
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(5)
-    pods = (
-        client.CoreV1Api(sandbox.api)
-        .list_namespaced_pod(namespace, label_selector="app.kubernetes.io/instance=triton")
-        .items
-    )
+    pods = client.CoreV1Api(sandbox.api).list_namespaced_pod(namespace, label_selector=POD_SELECTOR).items
     assert len(pods) == 2
     for pod in pods:
         for size in (1, 8):  # a single request and a batch
