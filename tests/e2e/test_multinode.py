@@ -13,7 +13,6 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,19 +111,10 @@ def scale(sb: Sandbox, ns: str, replicas: int) -> None:
 
 
 # --- fixtures ------------------------------------------------------------------------------------
-def new_namespace(sb: Sandbox, prefix: str) -> str:
-    core = client.CoreV1Api(sb.api)
-    ns = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": ns, "labels": {"e2e": "true"}}})
-    kube.wait_for(lambda: kube.service_account_exists(core, ns, "default"), 30, "default service account")
-    return ns
-
-
 @pytest.fixture
-def namespace(sandbox: Sandbox, operator: Operator) -> Iterator[str]:
-    ns = new_namespace(sandbox, "mn")
-    yield ns
-    client.CoreV1Api(sandbox.api).delete_namespace(ns)
+def namespace(namespace: str, operator: Operator) -> str:
+    """conftest's fresh namespace, with the operator running."""
+    return namespace
 
 
 @pytest.fixture(scope="module")
