@@ -125,3 +125,20 @@ def test_a_model_triton_serves_for_no_tritonmodel_stays(world: World) -> None:
         t.loaded["by-hand"] = Loaded(("1",), model_config("by-hand"))
     world.rounds(2, advance_s=STEP_S)
     assert loaded(world) == [{MODEL, "by-hand"}] * 2
+
+
+def test_a_model_taken_off_its_gateway_keeps_serving_on_its_server_and_leaves_the_other(
+    world: World, restart: bool
+) -> None:
+    gateway_split(world)
+    copies = [world.body("TritonModel", f"{MODEL}-on-{s}") for s in ("triton-a", "triton-b")]
+    switch(world, model_spec("triton-a"), restart)
+    world.round()
+    assert world.names("TritonModel") == [MODEL] and f"model-{MODEL}" not in world.names("HTTPRoute")
+    for copy in copies:  # each copy's finalizer, as kopf calls it with the copy's last body
+        world.operator.models.delete(copy)
+    world.until(lambda w: served_direct(w, 1, "triton-a") and ready(w), advance_s=STEP_S)
+    world.rounds(2, advance_s=STEP_S)
+    assert loaded(world, "triton-b") == [set()]
+    # On triton-a the copy's finalizer left the name to the model: its router served until replaced.
+    assert [t.unloads for t in world.tritons_of("triton-a")] == [[VERSIONS]]

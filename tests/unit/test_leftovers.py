@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from triton_operator.observe.leftovers import Claim, Unload, claim_of, leftovers
+from triton_operator.observe.leftovers import Claim, Unload, claim_of, leftovers, taken_over
 
 pytestmark = pytest.mark.unit
 V = "m~versions"
@@ -60,3 +60,13 @@ def test_a_claim_says_what_the_spec_loads_and_whether_it_serves_now() -> None:
     assert claim_of(model({}, generation=3)) == Claim("m", "a", frozenset({"m"}), False)  # not observed yet
     assert claim_of(model({}, deletionTimestamp="2026-01-01T00:00:00Z")) is None  # its finalizer unloads it
     assert claim_of(model({"version": "x"})) is None
+
+
+def test_a_name_is_taken_over_by_another_model_on_the_same_server_only() -> None:
+    copy = model({"rollout": {"strategy": "Canary"}, "modelName": "m"}, name="m-on-a")
+    parent_direct = model({})
+    assert taken_over([copy, parent_direct], "m-on-a", "a", "m")
+    assert not taken_over([copy, parent_direct], "m-on-a", "b", "m")  # another server
+    assert not taken_over([copy], "m-on-a", "a", "m")  # only itself
+    gone = model({}, deletionTimestamp="2026-01-01T00:00:00Z")
+    assert not taken_over([copy, gone], "m-on-a", "a", "m")

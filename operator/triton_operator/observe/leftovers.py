@@ -85,3 +85,10 @@ def leftovers(loaded: Iterable[str], server: str, claims: Sequence[Claim]) -> li
         elif owners and all(c.serving for c in owners):  # moved: it serves where it is now
             out.append(Unload(name))
     return out
+
+
+def taken_over(models: Iterable[Mapping[str, Any]], name: str, server: str, public: str) -> bool:
+    """Whether a TritonModel other than `name` wants `public` on `server` now (a model being deleted
+    then leaves it loaded: it is that one's, and the server's pass unloads what it does not want)."""
+    claims = (claim_of(m) for m in models if m["metadata"]["name"] != name)
+    return any(c is not None and c.server == server and public in c.wanted for c in claims)

@@ -5,7 +5,6 @@ outcome spoken of servers (reconcile/split.py is the Gateway traffic backend tha
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -13,10 +12,9 @@ from typing import Any
 from triton_operator.api.common import ConditionStatus
 from triton_operator.api.tritonmodel import ModelConditionType, RolloutStrategy, TritonModelSpec
 from triton_operator.conditions import DecidedCondition, Reason
+from triton_operator.reconcile.routing import read_state
 from triton_operator.reconcile.traffic import TrafficOutcome
 from triton_operator.rollout.state import RolloutState
-
-log = logging.getLogger(__name__)
 
 
 def copy_name(parent: str, server: str) -> str:
@@ -159,16 +157,8 @@ def read_split_state(status: Mapping[str, Any]) -> RolloutState | None:
     rollout = status.get("rollout")
     if not rollout or "stableServer" not in rollout or "canaryServer" not in rollout:
         return None
-    try:
-        keyed = {
-            **rollout,
-            "stableVersion": rollout["stableServer"],
-            "canaryVersion": rollout["canaryServer"],
-        }
-        return RolloutState.from_status(keyed)
-    except ValueError as exc:
-        log.warning("ignoring an unreadable status.rollout: %s", exc)
-        return None
+    keyed = {**rollout, "stableVersion": rollout["stableServer"], "canaryVersion": rollout["canaryServer"]}
+    return read_state({"rollout": keyed})
 
 
 def across_servers(outcome: TrafficOutcome, version: int) -> TrafficOutcome:

@@ -24,7 +24,7 @@ from triton_operator.api.tritonmodel import ModelConditionType, TritonModelSpec
 from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.conditions import DecidedCondition, Reason, set_conditions, with_kstatus
 from triton_operator.kube.rest import Kube
-from triton_operator.observe.leftovers import wanted_names
+from triton_operator.observe.leftovers import taken_over, wanted_names
 from triton_operator.observe.model import (
     SERVER_GRACE_S,
     ObservedModel,
@@ -133,6 +133,8 @@ class ModelReconciler:
         memory.wants = wanted_names(spec, name)
         if spec.through_gateway:
             return self.split.reconcile(body, spec, memory)
+        if any("server" in entry for entry in (body.get("status") or {}).get("traffic") or []):
+            self.split.withdraw(body)  # status still says it was split by a Gateway: no longer
         server_name = spec.server_ref.name
         memory.server = (namespace, server_name)
         wanted = staging_job_name(name, spec)
@@ -315,9 +317,12 @@ class ModelReconciler:
             return []
         memory = self.state.model(object_key(body))
         with memory.lock:
-            unloaded = self._unload_everywhere(body, spec.server_ref.name, spec.resolved_model_name(name))
-            if spec.routed:  # the router went first (it has the public name), then the versions behind it
-                self._unload_everywhere(body, spec.server_ref.name, spec.repository_name(name))
+            public, versions = spec.resolved_model_name(name), spec.repository_name(name)
+            others = self.kube.list("TritonModel", body["metadata"]["namespace"])
+            mine = not taken_over(others, name, spec.server_ref.name, public)  # its parent's now, say
+            unloaded = self._unload_everywhere(body, spec.server_ref.name, public) if mine else []
+            if mine and spec.routed:  # the router went first (it has the public name), then its versions
+                self._unload_everywhere(body, spec.server_ref.name, versions)
             if not spec.keep_files_on_delete:
                 self.files.remove_all(body, spec)
         self.state.forget_model(object_key(body))

@@ -112,6 +112,16 @@ class SplitReconciler:
         return self._write(body, spec, public, pools, desired, weights, outcome, routed)
 
     # -- the copies ---------------------------------------------------------------------------------
+    def withdraw(self, body: Mapping[str, Any]) -> None:
+        """The model is no longer served through a Gateway: its copies and routes go. What the copies
+        loaded their finalizers unload, but for what the model now loads itself (reconcile/leftovers.py)."""
+        meta = body["metadata"]
+        for copy in self._copies(meta["namespace"], meta["name"], meta["uid"]).values():
+            if not copy["metadata"].get("deletionTimestamp"):
+                log.info("removing %s: no Gateway serves %s any more", copy["metadata"]["name"], meta["name"])
+                self.kube.delete("TritonModel", meta["namespace"], copy["metadata"]["name"])
+        self.routes.apply(body, [], model_route_names(meta["name"]))
+
     def _copies(self, namespace: str, parent: str, uid: str) -> dict[str, dict[str, Any]]:
         """The TritonModels this model placed, by name (one with our label but not our uid is not ours)."""
         out = {}
