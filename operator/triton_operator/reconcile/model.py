@@ -58,6 +58,7 @@ from triton_operator.reconcile.traffic import (
 from triton_operator.render.labels import label_selector
 from triton_operator.render.server import service_endpoints
 from triton_operator.render.staging import (
+    DEFAULT_OPERATOR_IMAGE,
     staging_job_name,
 )
 from triton_operator.triton import client as triton
@@ -78,7 +79,6 @@ STATUS_FIELDS = (
     "rollout",
     "traffic",
 )
-DEFAULT_OPERATOR_IMAGE = "ghcr.io/tritonoperator/triton-operator:0.1.0"
 
 
 def invalid_model_conditions(message: str) -> list[DecidedCondition]:
