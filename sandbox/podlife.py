@@ -712,7 +712,10 @@ class PodLife:
             "lastTimestamp": ts,
             "count": 1,
         }
-        with contextlib.suppress(ApiException):
+        # As a kubelet's event recorder: an Event the apiserver cannot take now is dropped. Raised, a
+        # container that exited while the apiserver restarted ended its pod's thread, and the container
+        # was never restarted (chaos seed 497077793: the operator's pod stayed in Error for good).
+        with contextlib.suppress(ApiException, urllib3.exceptions.HTTPError, OSError):
             self.core.create_namespaced_event(self.ns, body)
 
 

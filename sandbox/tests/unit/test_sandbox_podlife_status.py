@@ -36,6 +36,9 @@ class AwayThenBackCore:
                 raise urllib3.exceptions.MaxRetryError(None, "/status", OSError("Connection refused"))
             self.sent.append(body["status"])
 
+    def create_namespaced_event(self, namespace: str, body: dict[str, Any]) -> None:
+        raise urllib3.exceptions.MaxRetryError(None, "/events", OSError("Connection refused"))
+
 
 def life(core: AwayThenBackCore, tmp_path: Path) -> PodLife:
     return PodLife(core, POD, SETTINGS, tmp_path, VolumeAttachments())
@@ -71,3 +74,19 @@ def test_a_finished_pods_last_status_is_sent_until_taken(tmp_path: Path, monkeyp
     pod.thread.join(timeout=10)
     assert [s["phase"] for s in core.sent] == ["Succeeded"]
     assert not pod.thread.is_alive()
+
+
+def test_a_container_that_exits_while_the_apiserver_is_away_is_restarted(tmp_path: Path) -> None:
+    # Its BackOff Event cannot be sent: dropped, as a kubelet's recorder does, and the restart still comes.
+    pod = PodLife(
+        AwayThenBackCore(away=0),
+        {**POD, "spec": {"restartPolicy": "Always", "containers": [{"name": "main", "image": "pause"}]}},
+        SETTINGS,
+        tmp_path,
+        VolumeAttachments(),
+    )
+    run = pod.runs[0]
+    pod._record_exit(run, 2)  # raised before: the pod's thread ended here
+    pod._schedule_restart(run)
+    assert run.restart_at is not None
+    assert run.state["waiting"]["reason"] == "CrashLoopBackOff"
