@@ -446,6 +446,10 @@ class Agent:
             try:
                 source = fetch_content(self.mirror.source, wait)
                 plan = plan_sync(source, held)
+                if not plan.empty:
+                    # Not synced from here until the round ends: /v1/held must not say "synced" for the
+                    # files the round is about to change (a reader saw synced while a model was going).
+                    self._publish(held, source, None)
                 done = self.mirror.apply(plan) if not plan.empty else Round()
                 held = self.mirror.scan()
                 if done.built or done.removed:
