@@ -18,14 +18,15 @@ export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)
 NEEDS_sandbox-up := root python sandbox
 BUILDS_sandbox-up := k8s gateway router
 NEEDS_demo := root python sandbox curl
-BUILDS_demo := k8s gateway helm router
+# MONITORING=1: the demo also runs the Prometheus Operator and Prometheus (sandbox/monitoring.py).
+BUILDS_demo := k8s gateway helm router $(if $(filter 1,$(MONITORING)),prometheus-operator prometheus)
 NEEDS_bench := root python sandbox libb64.so.0d
 BUILDS_bench := k8s gateway router
 NEEDS_chaos := root python sandbox
 BUILDS_chaos := k8s gateway helm router
 NEEDS_test := root python sandbox git redis-server libb64.so.0d
-BUILDS_test := k8s gateway argocd router prometheus-crds
-LAZY_test := helm promtool prometheus
+BUILDS_test := k8s gateway argocd router prometheus-crds prometheus-operator prometheus
+LAZY_test := helm promtool
 NEEDS_test-e2e := $(NEEDS_test)
 BUILDS_test-e2e := $(BUILDS_test) helm
 NEEDS_test-unit := python
@@ -96,8 +97,8 @@ fmt: ## format the code
 run: ## run the operator in the foreground against $$KUBECONFIG
 	$(VENV)/bin/triton-operator run
 
-demo: builds-demo ## local cluster + operator + an example model serving real requests (left running; no Argo CD)
-	$(PY) -m sandbox.demo
+demo: builds-demo ## local cluster + operator + an example model serving real requests (left running; no Argo CD); MONITORING=1 adds Prometheus
+	MONITORING=$(MONITORING) $(PY) -m sandbox.demo
 
 demo-down: sandbox-down ## stop what `make demo` left running (the same as make sandbox-down)
 

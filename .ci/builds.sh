@@ -11,7 +11,9 @@
 #        .ci/builds.sh --cold NAME...   print the names that are not cached, one a line; builds nothing
 #   NAME  venv (.ci/ensure-venv.sh), k8s (sandbox/build-binaries.sh: etcd, kube-*, kubectl, kwok),
 #         gateway (sandbox/build-gateway.sh), argocd (sandbox/build-argocd.sh), helm (.ci/build-helm.sh),
-#         router (.ci/build-router.sh: the native traffic router, a Triton backend in C++)
+#         router (.ci/build-router.sh: the native traffic router, a Triton backend in C++),
+#         prometheus (.ci/build-prometheus.sh), prometheus-operator (.ci/build-prometheus-operator.sh: the
+#         Operator and its config reloader, for the sandbox's monitoring stack, sandbox/monitoring.py)
 # Environment:
 #   BUILDS_QUIET=1    nothing on stderr but the outcome (make test runs the builds behind its first tests);
 #                     otherwise the scripts' own progress lines (build-*: ...) are shown as they come
@@ -31,6 +33,7 @@ declare -A SCRIPT=(
   [promtool]=.ci/build-promtool.sh
   [prometheus-crds]=.ci/fetch-prometheus-crds.sh
   [prometheus]=.ci/build-prometheus.sh
+  [prometheus-operator]=.ci/build-prometheus-operator.sh
   [router]=.ci/build-router.sh
 )
 mode=build
