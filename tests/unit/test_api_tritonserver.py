@@ -16,20 +16,9 @@ from triton_operator.api.tritonserver import (
     TritonServerStatus,
 )
 
+from tests.support.cel import with_defaults
+
 pytestmark = pytest.mark.unit
-
-
-def _apply_schema_defaults(value: Any, schema: dict[str, Any]) -> Any:
-    """What the apiserver's structural defaulting does: fill absent properties from `default`, recursively."""
-    if isinstance(value, dict) and "properties" in schema:
-        for prop, sub in schema["properties"].items():
-            if prop not in value and "default" in sub:
-                value[prop] = _apply_schema_defaults(sub["default"], sub)
-            elif prop in value:
-                value[prop] = _apply_schema_defaults(value[prop], sub)
-    elif isinstance(value, list) and "items" in schema:
-        return [_apply_schema_defaults(v, schema["items"]) for v in value]
-    return value
 
 
 def test_defaults_are_what_the_brief_promises() -> None:
@@ -61,7 +50,7 @@ def test_crd_defaults_match_the_model_defaults() -> None:
     """An empty TritonServer defaulted by the apiserver parses to exactly the pydantic defaults."""
     schema = crd_for(TRITONSERVER)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     spec_schema = schema["properties"]["spec"]
-    defaulted = _apply_schema_defaults(dict(spec_schema["default"]), spec_schema)
+    defaulted = with_defaults(spec_schema, dict(spec_schema["default"]))
     assert TritonServerSpec.model_validate(defaulted) == TritonServerSpec()
     # Everything the model defaults (other than None) is also defaulted by the CRD, so `kubectl get -o yaml`
     # shows the values the operator acts on.

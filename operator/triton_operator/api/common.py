@@ -53,7 +53,12 @@ def preserve_unknown(description: str) -> dict[str, Any]:
 def cel(
     rule: str, message: str, *, field_path: str | None = None, reason: str | None = None
 ) -> dict[str, Any]:
-    """One x-kubernetes-validations entry; reason is one of FieldValueInvalid/Forbidden/Required/Duplicate."""
+    """One x-kubernetes-validations entry; reason is one of FieldValueInvalid/Forbidden/Required/Duplicate.
+
+    A rule's pydantic validator (and the engine's precondition, for steps and weights) repeats it;
+    tests/unit/test_validation_rules.py runs one table of examples through all of them, and fails on a
+    rule without an example.
+    """
     entry: dict[str, Any] = {"rule": rule, "message": message}
     if field_path is not None:
         entry["fieldPath"] = field_path
