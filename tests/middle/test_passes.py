@@ -159,3 +159,15 @@ def test_deleting_a_model_unloads_it_everywhere_and_keeps_or_removes_its_files(
     assert done or world.delete_model(MODEL)
     assert world.names("TritonModel") == [] and world.kube.list("Job", NS) == []
     assert world.repositories["triton"].versions[MODEL] == ({1} if keep else set())
+
+
+def test_each_server_apply_writes_each_child_once(world: World) -> None:
+    """Layout PerReplica applies the repository Service first (its ClusterIP goes into the pods' sync
+    sidecars); the apply that follows must not write it a second time."""
+    world.add_server("triton")
+    world.round(jobs=False)
+    applies = [(c.kind, c.name) for c in world.kube.calls if c.verb == "apply"]
+    deployments = applies.count(("Deployment", "triton"))
+    assert deployments >= 1
+    assert applies.count(("Service", "triton-repository")) == deployments
+    assert applies.count(("Deployment", "triton-repository")) == deployments

@@ -134,7 +134,11 @@ class ServerReconciler:
                 if child["kind"] == "Deployment" and child["metadata"]["name"] == deployment_name(name):
                     annotations = child["metadata"].setdefault("annotations", {})
                     annotations[APPLIED_GENERATION_ANNOTATION] = str(generation)
+            # _copies applied the repository Service already (for its ClusterIP): once per apply is enough.
+            applied_first = {("Service", repository_server_name(name))} if copies else set()
             for child in children:
+                if (child["kind"], child["metadata"]["name"]) in applied_first:
+                    continue
                 if _owned(child, spec):
                     kopf.adopt(child, owner=cast(kopf.Body, body))
                 self.kube.apply(child)
