@@ -15,67 +15,80 @@ from triton_operator.api.common import ConditionStatus, ConditionType
 _CAMEL_CASE = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 
 
+class Severity(enum.Enum):
+    """What a reason says of the object: how an Event with it is told, whether a bad condition is news."""
+
+    # A not-yet state that time fixes (files being staged, a model loading, copies being placed): never
+    # a problem, whatever condition carries it.
+    PROGRESS = "progress"
+    # An action or a state: a Normal Event.
+    NORMAL = "normal"
+    # A problem someone should look at: a Warning Event.
+    WARNING = "warning"
+
+
+PROGRESS, WARNING = Severity.PROGRESS, Severity.WARNING
+
+
 class Reason(enum.StrEnum):
     """Condition and Event reasons of both kinds (one vocabulary: CONVENTIONS 4), each with its severity.
 
-    `warning` is the reason's own severity: True for a problem someone should look at (an Event with
-    it is a Warning), False for an action or progress (Normal). Declared with the reason, so the two
-    cannot drift apart (they used to be a separate list of condition states).
+    Declared with the reason, so the two cannot drift apart (they used to be separate lists of strings).
     """
 
-    warning: bool
+    severity: Severity
 
-    def __new__(cls, value: str, warning: bool = False) -> Reason:
+    def __new__(cls, value: str, severity: Severity = Severity.NORMAL) -> Reason:
         member = str.__new__(cls, value)
         member._value_ = value
-        member.warning = warning
+        member.severity = severity
         return member
 
     # Ready / Available
     ALL_REPLICAS_READY = "AllReplicasReady"
-    REPLICAS_NOT_READY = "ReplicasNotReady", True
-    WAITING_FOR_REPLICAS = "WaitingForReplicas"
-    WAITING_FOR_SERVER = "WaitingForServer"
+    REPLICAS_NOT_READY = "ReplicasNotReady", WARNING
+    WAITING_FOR_REPLICAS = "WaitingForReplicas", PROGRESS
+    WAITING_FOR_SERVER = "WaitingForServer", PROGRESS
     SCALED_TO_ZERO = "ScaledToZero"
     MINIMUM_REPLICAS_AVAILABLE = "MinimumReplicasAvailable"
-    NO_REPLICAS_AVAILABLE = "NoReplicasAvailable", True
+    NO_REPLICAS_AVAILABLE = "NoReplicasAvailable", WARNING
     # Progressing
-    RECONCILING = "Reconciling"
+    RECONCILING = "Reconciling", PROGRESS
     ROLLING_OUT = "RollingOut"
     ROLLOUT_COMPLETE = "RolloutComplete"
-    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded", True
+    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded", WARNING
     # Events only: a TritonServer's replicas changed (kubectl scale, an autoscaler, the spec).
     SCALED = "Scaled"
     # Degraded (or why not Ready)
     AS_EXPECTED = "AsExpected"
-    INVALID_SPEC = "InvalidSpec", True
-    APPLY_FAILED = "ApplyFailed", True
-    MISSING_REFERENCE = "MissingReference", True
-    UNSCHEDULABLE = "Unschedulable", True
-    IMAGE_PULL_FAILED = "ImagePullFailed", True
-    CRASH_LOOPING = "CrashLooping", True
-    TRITON_ERROR = "TritonError", True
+    INVALID_SPEC = "InvalidSpec", WARNING
+    APPLY_FAILED = "ApplyFailed", WARNING
+    MISSING_REFERENCE = "MissingReference", WARNING
+    UNSCHEDULABLE = "Unschedulable", WARNING
+    IMAGE_PULL_FAILED = "ImagePullFailed", WARNING
+    CRASH_LOOPING = "CrashLooping", WARNING
+    TRITON_ERROR = "TritonError", WARNING
     # TritonModel
-    SERVER_NOT_FOUND = "ServerNotFound", True
-    SERVER_NOT_READY = "ServerNotReady", True
-    STAGING = "Staging"
-    LOADING = "Loading"
+    SERVER_NOT_FOUND = "ServerNotFound", WARNING
+    SERVER_NOT_READY = "ServerNotReady", WARNING
+    STAGING = "Staging", PROGRESS
+    LOADING = "Loading", PROGRESS
     LOADED = "Loaded"
     # Events only: the model was unloaded from its replicas (deleted).
     UNLOADED = "Unloaded"
-    LOAD_FAILED = "LoadFailed", True
+    LOAD_FAILED = "LoadFailed", WARNING
     STAGED = "Staged"
-    STAGING_FAILED = "StagingFailed", True
+    STAGING_FAILED = "StagingFailed", WARNING
     # Staging failures: the reasons `triton-operator stage` writes (staging.errors.REASONS).
-    INTERNAL_ERROR = "InternalError", True
-    INVALID_ARGUMENTS = "InvalidArguments", True
-    SOURCE_UNAVAILABLE = "SourceUnavailable", True
-    SOURCE_NOT_FOUND = "SourceNotFound", True
-    ACCESS_DENIED = "AccessDenied", True
-    DIGEST_MISMATCH = "DigestMismatch", True
-    CONFIG_REJECTED = "ConfigRejected", True
-    TOO_LARGE = "TooLarge", True
-    INVALID_ARTIFACT = "InvalidArtifact", True
+    INTERNAL_ERROR = "InternalError", WARNING
+    INVALID_ARGUMENTS = "InvalidArguments", WARNING
+    SOURCE_UNAVAILABLE = "SourceUnavailable", WARNING
+    SOURCE_NOT_FOUND = "SourceNotFound", WARNING
+    ACCESS_DENIED = "AccessDenied", WARNING
+    DIGEST_MISMATCH = "DigestMismatch", WARNING
+    CONFIG_REJECTED = "ConfigRejected", WARNING
+    TOO_LARGE = "TooLarge", WARNING
+    INVALID_ARTIFACT = "InvalidArtifact", WARNING
     # Rollouts: the decisions of rollout.machine.RolloutReason and rollout.traffic that are Events.
     CANARY_STARTED = "CanaryStarted"
     CANARY_REPLACED = "CanaryReplaced"
@@ -83,30 +96,44 @@ class Reason(enum.StrEnum):
     STEP_ADVANCED = "StepAdvanced"
     PROMOTED = "Promoted"
     PROMOTED_BY_COMMAND = "PromotedByCommand"
-    ROLLED_BACK = "RolledBack", True
-    ABORTED_BY_COMMAND = "AbortedByCommand", True
+    ROLLED_BACK = "RolledBack", WARNING
+    ABORTED_BY_COMMAND = "AbortedByCommand", WARNING
     RETRIED = "Retried"
     COMMAND_IGNORED = "CommandIgnored"
     ROLLED_OUT_IMMEDIATELY = "RolledOutImmediately"
     EXPERIMENT_RUNNING = "ExperimentRunning"
+    # Not Ready yet, with no traffic moved: a new variant (or the router before it) loading on every pod.
+    CANARY_LOADING = "CanaryLoading", PROGRESS
+    ROUTER_LOADING = "RouterLoading", PROGRESS
     # Gateway routes and copies (reconcile.gateway, reconcile.split)
     ACCEPTED = "Accepted"
-    GATEWAY_NOT_FOUND = "GatewayNotFound", True
-    GATEWAY_API_MISSING = "GatewayAPIMissing", True
-    ROUTE_CONFLICT = "RouteConflict", True
-    ROUTE_APPLY_FAILED = "RouteApplyFailed", True
+    GATEWAY_NOT_FOUND = "GatewayNotFound", WARNING
+    GATEWAY_API_MISSING = "GatewayAPIMissing", WARNING
+    ROUTE_CONFLICT = "RouteConflict", WARNING
+    ROUTE_APPLY_FAILED = "RouteApplyFailed", WARNING
+    # A model through a Gateway: its copies being placed on each server, the Gateway yet to accept.
+    PLACING_COPIES = "PlacingCopies", PROGRESS
+    WAITING_FOR_GATEWAY = "WaitingForGateway", PROGRESS
     # Monitored: the server's PodMonitor (a missing kind is a cluster without the Prometheus Operator,
     # not a fault of the server: Normal).
     POD_MONITOR_APPLIED = "PodMonitorApplied"
     POD_MONITOR_KIND_MISSING = "PodMonitorKindMissing"
-    POD_MONITOR_FAILED = "PodMonitorFailed", True
-    COPY_CONFLICT = "CopyConflict", True
+    POD_MONITOR_FAILED = "PodMonitorFailed", WARNING
+    COPY_CONFLICT = "CopyConflict", WARNING
+
+
+def is_progress(reason: str) -> bool:
+    """Whether a reason is a not-yet state that time fixes (no problem, whatever the condition)."""
+    try:
+        return Reason(reason).severity is Severity.PROGRESS
+    except ValueError:
+        return False
 
 
 def is_warning(reason: str, default: bool) -> bool:
     """A reason's severity; `default` for a reason outside the vocabulary (a gateway's own, say)."""
     try:
-        return Reason(reason).warning
+        return Reason(reason).severity is Severity.WARNING
     except ValueError:
         return default
 

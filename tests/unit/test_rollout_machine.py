@@ -17,7 +17,6 @@ from triton_operator.rollout.state import (
     Command,
     CommandAction,
     Decision,
-    EventType,
     Phase,
     RolloutReason,
     RolloutState,
@@ -39,7 +38,6 @@ PROGRESSING, PROMOTED, ROLLED_BACK, ABORTED = (
     Phase.ROLLED_BACK,
     Phase.ABORTED,
 )
-NORMAL, WARNING = EventType.NORMAL, EventType.WARNING
 R = RolloutReason
 
 
@@ -54,7 +52,7 @@ def cmd(action: str, token: str = "t1") -> Command:
 
 def test_begin_starts_at_step_one_with_its_weight() -> None:
     decision = begin(PLAN, "1", "2", T0 + timedelta(microseconds=700))
-    assert (decision.action, decision.reason, decision.event) == (Action.START, R.CANARY_STARTED, NORMAL)
+    assert (decision.action, decision.reason) == (Action.START, R.CANARY_STARTED)
     assert decision.weights == {"1": 90, "2": 10}
     assert decision.state == RolloutState(
         PROGRESSING, "1", "2", 0, T0, reason=R.CANARY_STARTED, message=decision.message
@@ -67,7 +65,7 @@ def test_begin_starts_at_step_one_with_its_weight() -> None:
 # id, state, assessment, seconds since the step started, command, the spec's canary version,
 # expected: action reason phase step-index canary-weight event
 TRANSITIONS = [
-    ("passing-during-pause-holds", at(0), PASSING, 10, None, None, "Hold AnalysisPassing Progressing 0 10 -"),
+    ("passing-during-pause-holds", at(0), PASSING, 10, None, None, "Hold AnalysisPassing Progressing 0 10"),
     (
         "passing-after-pause-advances",
         at(0),
@@ -75,7 +73,7 @@ TRANSITIONS = [
         60,
         None,
         None,
-        "Advance StepAdvanced Progressing 1 50 Normal",
+        "Advance StepAdvanced Progressing 1 50",
     ),
     (
         "pause-elapsed-but-inconclusive-holds",
@@ -84,7 +82,7 @@ TRANSITIONS = [
         600,
         None,
         None,
-        "Hold AnalysisInconclusive Progressing 0 10 Normal",
+        "Hold AnalysisInconclusive Progressing 0 10",
     ),
     (
         "still-inconclusive-no-new-event",
@@ -93,7 +91,7 @@ TRANSITIONS = [
         900,
         None,
         None,
-        "Hold AnalysisInconclusive Progressing 0 10 -",
+        "Hold AnalysisInconclusive Progressing 0 10",
     ),
     (
         "no-metrics-holds-never-aborts",
@@ -102,7 +100,7 @@ TRANSITIONS = [
         3_600,
         None,
         None,
-        "Hold WaitingForMetrics Progressing 0 10 -",
+        "Hold WaitingForMetrics Progressing 0 10",
     ),
     (
         "failed-rolls-back-at-once",
@@ -111,10 +109,10 @@ TRANSITIONS = [
         1,
         None,
         None,
-        "Rollback RolledBack RolledBack 0 0 Warning",
+        "Rollback RolledBack RolledBack 0 0",
     ),
-    ("failed-at-step-2", at(1), FAILING, 500, None, None, "Rollback RolledBack RolledBack 1 0 Warning"),
-    ("last-step-passes-promotes", at(2), PASSING, 30, None, None, "Promote Promoted Promoted 2 100 Normal"),
+    ("failed-at-step-2", at(1), FAILING, 500, None, None, "Rollback RolledBack RolledBack 1 0"),
+    ("last-step-passes-promotes", at(2), PASSING, 30, None, None, "Promote Promoted Promoted 2 100"),
     (
         "zero-pause-still-lasts-an-interval",
         at(2),
@@ -122,7 +120,7 @@ TRANSITIONS = [
         29,
         None,
         None,
-        "Hold AnalysisPassing Progressing 2 100 -",
+        "Hold AnalysisPassing Progressing 2 100",
     ),
     (
         "step-started-in-the-future-holds",
@@ -131,7 +129,7 @@ TRANSITIONS = [
         -5,
         None,
         None,
-        "Hold AnalysisPassing Progressing 0 10 -",
+        "Hold AnalysisPassing Progressing 0 10",
     ),
     (
         "promoted-holds-all-canary",
@@ -140,7 +138,7 @@ TRANSITIONS = [
         9_999,
         None,
         None,
-        "Hold Promoted Promoted 2 100 -",
+        "Hold Promoted Promoted 2 100",
     ),
     (
         "rolled-back-holds-all-stable",
@@ -149,10 +147,10 @@ TRANSITIONS = [
         9_999,
         None,
         None,
-        "Hold RolledBack RolledBack 1 0 -",
+        "Hold RolledBack RolledBack 1 0",
     ),
-    ("abort", at(1), PASSING, 500, cmd("abort"), None, "Abort AbortedByCommand Aborted 1 0 Warning"),
-    ("promote-now", at(0), None, 1, cmd("promote"), None, "Promote PromotedByCommand Promoted 0 100 Normal"),
+    ("abort", at(1), PASSING, 500, cmd("abort"), None, "Abort AbortedByCommand Aborted 1 0"),
+    ("promote-now", at(0), None, 1, cmd("promote"), None, "Promote PromotedByCommand Promoted 0 100"),
     (
         "promote-beats-a-failed-analysis",
         at(0),
@@ -160,7 +158,7 @@ TRANSITIONS = [
         1,
         cmd("promote"),
         None,
-        "Promote PromotedByCommand Promoted 0 100 Normal",
+        "Promote PromotedByCommand Promoted 0 100",
     ),
     (
         "promote-after-rollback",
@@ -169,7 +167,7 @@ TRANSITIONS = [
         1,
         cmd("promote"),
         None,
-        "Promote PromotedByCommand Promoted 1 100 Normal",
+        "Promote PromotedByCommand Promoted 1 100",
     ),
     (
         "retry-after-rollback",
@@ -178,7 +176,7 @@ TRANSITIONS = [
         1,
         cmd("retry"),
         None,
-        "Restart Retried Progressing 0 10 Normal",
+        "Restart Retried Progressing 0 10",
     ),
     (
         "retry-after-abort",
@@ -187,7 +185,7 @@ TRANSITIONS = [
         1,
         cmd("retry"),
         None,
-        "Restart Retried Progressing 0 10 Normal",
+        "Restart Retried Progressing 0 10",
     ),
     (
         "retry-while-progressing-ignored",
@@ -196,7 +194,7 @@ TRANSITIONS = [
         500,
         cmd("retry"),
         None,
-        "Hold CommandIgnored Progressing 1 50 Normal",
+        "Hold CommandIgnored Progressing 1 50",
     ),
     (
         "retry-when-promoted-ignored",
@@ -205,7 +203,7 @@ TRANSITIONS = [
         1,
         cmd("retry"),
         None,
-        "Hold CommandIgnored Promoted 2 100 Normal",
+        "Hold CommandIgnored Promoted 2 100",
     ),
     (
         "abort-when-promoted-ignored",
@@ -214,7 +212,7 @@ TRANSITIONS = [
         1,
         cmd("abort"),
         None,
-        "Hold CommandIgnored Promoted 2 100 Normal",
+        "Hold CommandIgnored Promoted 2 100",
     ),
     (
         "abort-when-rolled-back-ignored",
@@ -223,7 +221,7 @@ TRANSITIONS = [
         1,
         cmd("abort"),
         None,
-        "Hold CommandIgnored RolledBack 1 0 Normal",
+        "Hold CommandIgnored RolledBack 1 0",
     ),
     (
         "promote-when-promoted-ignored",
@@ -232,7 +230,7 @@ TRANSITIONS = [
         1,
         cmd("promote"),
         None,
-        "Hold CommandIgnored Promoted 2 100 Normal",
+        "Hold CommandIgnored Promoted 2 100",
     ),
     (
         "handled-token-is-not-redone",
@@ -241,7 +239,7 @@ TRANSITIONS = [
         60,
         cmd("abort"),
         None,
-        "Advance StepAdvanced Progressing 1 50 Normal",
+        "Advance StepAdvanced Progressing 1 50",
     ),
     (
         "same-canary-changes-nothing",
@@ -250,9 +248,9 @@ TRANSITIONS = [
         60,
         None,
         "2",
-        "Advance StepAdvanced Progressing 1 50 Normal",
+        "Advance StepAdvanced Progressing 1 50",
     ),
-    ("new-canary-restarts", at(1), PASSING, 500, None, "3", "Restart CanaryReplaced Progressing 0 10 Normal"),
+    ("new-canary-restarts", at(1), PASSING, 500, None, "3", "Restart CanaryReplaced Progressing 0 10"),
     (
         "new-canary-after-rollback",
         at(1, ROLLED_BACK),
@@ -260,7 +258,7 @@ TRANSITIONS = [
         1,
         None,
         "3",
-        "Restart CanaryReplaced Progressing 0 10 Normal",
+        "Restart CanaryReplaced Progressing 0 10",
     ),
     (
         "new-canary-after-promotion",
@@ -269,7 +267,7 @@ TRANSITIONS = [
         1,
         None,
         "3",
-        "Start CanaryStarted Progressing 0 10 Normal",
+        "Start CanaryStarted Progressing 0 10",
     ),
     (
         "back-to-old-after-promotion",
@@ -278,7 +276,7 @@ TRANSITIONS = [
         1,
         None,
         "1",
-        "Start CanaryStarted Progressing 0 10 Normal",
+        "Start CanaryStarted Progressing 0 10",
     ),
     (
         "new-canary-before-a-command",
@@ -287,9 +285,9 @@ TRANSITIONS = [
         1,
         cmd("promote"),
         "3",
-        "Restart CanaryReplaced Progressing 0 10 Normal",
+        "Restart CanaryReplaced Progressing 0 10",
     ),
-    ("stable-again-withdraws", at(1), PASSING, 500, None, "1", "Abort CanaryWithdrawn Aborted 1 0 Normal"),
+    ("stable-again-withdraws", at(1), PASSING, 500, None, "1", "Abort CanaryWithdrawn Aborted 1 0"),
     (
         "withdrawn-stays",
         at(1, ABORTED, reason=R.CANARY_WITHDRAWN),
@@ -297,7 +295,7 @@ TRANSITIONS = [
         1,
         None,
         "1",
-        "Hold CanaryWithdrawn Aborted 1 0 -",
+        "Hold CanaryWithdrawn Aborted 1 0",
     ),
     (
         "withdrawn-then-asked-again",
@@ -306,7 +304,7 @@ TRANSITIONS = [
         1,
         None,
         "2",
-        "Start CanaryStarted Progressing 0 10 Normal",
+        "Start CanaryStarted Progressing 0 10",
     ),
     (
         "retry-of-a-withdrawn-canary-ignored",
@@ -315,7 +313,7 @@ TRANSITIONS = [
         1,
         cmd("retry"),
         "1",
-        "Hold CommandIgnored Aborted 1 0 Normal",
+        "Hold CommandIgnored Aborted 1 0",
     ),
     (
         "aborted-by-command-stays-aborted",
@@ -324,7 +322,7 @@ TRANSITIONS = [
         1,
         None,
         "2",
-        "Hold AbortedByCommand Aborted 1 0 -",
+        "Hold AbortedByCommand Aborted 1 0",
     ),
 ]
 
@@ -344,8 +342,7 @@ def test_transitions(
     now = T0 + timedelta(seconds=elapsed)
     decision = decide(PLAN, state, assessment, now, command, canary_version=canary)
     new = decision.state
-    event = decision.event or "-"
-    got = f"{decision.action} {decision.reason} {new.phase} {new.step_index} {decision.canary_weight} {event}"
+    got = f"{decision.action} {decision.reason} {new.phase} {new.step_index} {decision.canary_weight}"
     assert got == expected
     assert sum(decision.weights.values()) == 100
     assert new.reason == (state.reason if decision.reason is R.COMMAND_IGNORED else decision.reason)
@@ -536,15 +533,15 @@ def test_deciding_again_on_a_stale_window_right_after_advancing_holds() -> None:
 def test_inconclusive_then_traffic_comes() -> None:
     decision = begin(PLAN, "1", "2", T0)
     timeline = [
-        (30, None, Action.HOLD, R.WAITING_FOR_METRICS, None),
-        (60, INCONCLUSIVE, Action.HOLD, R.ANALYSIS_INCONCLUSIVE, NORMAL),
-        (90, INCONCLUSIVE, Action.HOLD, R.ANALYSIS_INCONCLUSIVE, None),
-        (120, PASSING, Action.ADVANCE, R.STEP_ADVANCED, NORMAL),
+        (30, None, Action.HOLD, R.WAITING_FOR_METRICS),
+        (60, INCONCLUSIVE, Action.HOLD, R.ANALYSIS_INCONCLUSIVE),
+        (90, INCONCLUSIVE, Action.HOLD, R.ANALYSIS_INCONCLUSIVE),
+        (120, PASSING, Action.ADVANCE, R.STEP_ADVANCED),
     ]
-    for elapsed, assessment, action, reason, event in timeline:
+    for elapsed, assessment, action, reason in timeline:
         now = T0 + timedelta(seconds=elapsed)
         decision = decide(PLAN, decision.state, assessment, now)
-        assert (decision.action, decision.reason, decision.event) == (action, reason, event), elapsed
+        assert (decision.action, decision.reason) == (action, reason), elapsed
         assert decision.next_decision_at == now + timedelta(seconds=30)
     assert decision.state.step_started_at == T0 + timedelta(seconds=120)
     assert decision.weights == {"1": 50, "2": 50}
@@ -671,7 +668,7 @@ def test_refuses_naive_times_bad_plans_and_bad_commands() -> None:
 
 
 def test_decision_weights_by_variant() -> None:
-    decision = Decision(at(0), 30, Action.HOLD, "X", "m", None, None)
+    decision = Decision(at(0), 30, Action.HOLD, "X", "m", None)
     assert decision.weights == {"1": 70, "2": 30}
     settled_state = RolloutState(PROMOTED, "2", "2", 0, T0)
-    assert Decision(settled_state, 100, Action.HOLD, "X", "m", None, None).weights == {"2": 100}
+    assert Decision(settled_state, 100, Action.HOLD, "X", "m", None).weights == {"2": 100}

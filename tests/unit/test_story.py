@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from triton_operator.conditions import Reason
 from triton_operator.kube.events import NORMAL, WARNING, Event
-from triton_operator.reconcile.story import deletion_story, event, story
+from triton_operator.reconcile.story import deletion_story, event, is_problem, story
 
 Status = dict[str, Any]
 NOT_STALLED = ("Stalled", "False", "AsExpected", "No problem observed that only a change can end.")
@@ -529,3 +529,19 @@ def test_an_events_type_is_its_reasons_own_severity(reason: Reason, expected: st
 def test_a_reason_outside_the_vocabulary_is_a_warning_only_as_a_problem() -> None:
     assert event("NotAllowedByListeners", "x", problem=True).type == WARNING
     assert event("SomethingNew", "x").type == NORMAL
+
+
+def test_progress_reasons_are_never_a_problem() -> None:
+    """Not ready for a reason time fixes (Reason's severity PROGRESS) tells nothing; a problem does."""
+    for reason in (
+        "Staging",
+        "Loading",
+        "CanaryLoading",
+        "RouterLoading",
+        "PlacingCopies",
+        "WaitingForGateway",
+    ):
+        cond = {"type": "Ready", "status": "False", "reason": reason}
+        assert not is_problem(cond, [cond])
+    failed = {"type": "Ready", "status": "False", "reason": "LoadFailed"}
+    assert is_problem(failed, [failed])

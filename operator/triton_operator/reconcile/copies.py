@@ -73,8 +73,6 @@ class Pool:
         return self.exists and self.ready_pods > 0 and self.copy_ready
 
 
-PLACING = "PlacingCopies"
-WAITING_FOR_GATEWAY = "WaitingForGateway"
 # (status, reason, message) of a condition, before it is one.
 Said = tuple[bool, str, str]
 
@@ -108,13 +106,15 @@ def split_conditions(
         (str(Reason.REPLICAS_NOT_READY), f"server {p.server} has no ready replica; its share goes elsewhere")
         for p in down
     ]
-    waits: list[tuple[str, str]] = [(PLACING, f"server {p.server}: {p.copy_message}") for p in placing]
+    waits: list[tuple[str, str]] = [
+        (Reason.PLACING_COPIES, f"server {p.server}: {p.copy_message}") for p in placing
+    ]
     waits += [
         (str(Reason.SCALED_TO_ZERO), f"server {p.server} is scaled to 0; its share goes elsewhere")
         for p in idle
     ]
     if routed.status == ConditionStatus.UNKNOWN:
-        waits.append((WAITING_FOR_GATEWAY, routed.message))
+        waits.append((Reason.WAITING_FOR_GATEWAY, routed.message))
     progressing: Said = outcome.progressing
     if problems:
         reason = problems[0][0]

@@ -47,7 +47,6 @@ if TYPE_CHECKING:  # loading.py reads ready_versions from here
     from triton_operator.reconcile.loading import Loader
 
 log = logging.getLogger(__name__)
-ROUTER_LOADING = "RouterLoading"
 
 
 def read_state(status: Mapping[str, Any]) -> RolloutState | None:
@@ -322,4 +321,4 @@ def router_everywhere(outcome: TrafficOutcome, memory: RoutingMemory, public: st
     if memory.on_every_pod or outcome.ready is not None:
         return outcome
     message = f"the router serving {public} is not on every ready replica yet (its versions load first)"
-    return replace(outcome, ready=(False, ROUTER_LOADING, message))
+    return replace(outcome, ready=(False, Reason.ROUTER_LOADING, message))

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from triton_operator.conditions import Reason, is_warning
+from triton_operator.conditions import Reason, is_progress, is_warning
 from triton_operator.kube.events import NORMAL, WARNING, Event
 
 Status = Mapping[str, Any]
@@ -31,23 +31,6 @@ _BAD = {
 }
 
 
-# Reasons of a not-yet state that time fixes (files being staged, a model loading, a router being put
-# in place, copies being placed): progress, so Normal Events, whatever the condition.
-PROGRESS_REASONS = frozenset(
-    {
-        "Staging",
-        "Loading",
-        "Reconciling",
-        "CanaryLoading",
-        "RouterLoading",
-        "PlacingCopies",
-        "WaitingForGateway",
-        "WaitingForReplicas",
-        "WaitingForServer",
-    }
-)
-
-
 def is_problem(cond: Mapping[str, Any], conditions: Sequence[Mapping[str, Any]]) -> bool:
     """Whether a condition's new status is a problem (a Warning Event) rather than normal progress.
 
@@ -57,7 +40,7 @@ def is_problem(cond: Mapping[str, Any], conditions: Sequence[Mapping[str, Any]])
     """
     if _BAD.get(str(cond.get("type"))) != cond.get("status"):
         return False
-    if cond.get("reason") in PROGRESS_REASONS:
+    if is_progress(str(cond.get("reason"))):
         return False
     if cond.get("type") not in ("Ready", "Available"):
         return True

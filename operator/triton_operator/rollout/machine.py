@@ -14,7 +14,6 @@ from triton_operator.rollout.state import (
     Command,
     CommandAction,
     Decision,
-    EventType,
     Phase,
     RolloutReason,
     RolloutState,
@@ -76,7 +75,7 @@ def _begin(
     next_at = _next_decision(plan, now, _step_end(plan, started, 0))
     message = f"{what}: {_where(plan, 0)}, next decision at {rfc3339(next_at)}"
     state = RolloutState(Phase.PROGRESSING, stable, canary, 0, started, None, "", token, reason, message)
-    return Decision(state, plan.steps[0].weight, action, reason, message, EventType.NORMAL, next_at)
+    return Decision(state, plan.steps[0].weight, action, reason, message, next_at)
 
 
 def begin(plan: RolloutPlan, stable: str, canary: str, now: datetime) -> Decision:
@@ -88,7 +87,7 @@ def begin(plan: RolloutPlan, stable: str, canary: str, now: datetime) -> Decisio
 
 def _ended(plan: RolloutPlan, state: RolloutState) -> Decision:
     """An ended rollout holds its weights and repeats its cause; nothing changes, nothing is due."""
-    return Decision(state, _weight(plan, state), Action.HOLD, state.reason, state.message, None, None)
+    return Decision(state, _weight(plan, state), Action.HOLD, state.reason, state.message, None)
 
 
 def _new_canary(plan: RolloutPlan, state: RolloutState, canary: str, now: datetime) -> Decision | None:
@@ -101,7 +100,7 @@ def _new_canary(plan: RolloutPlan, state: RolloutState, canary: str, now: dateti
             f"{plan.subject} {canary} serves 100% (strategy Immediate); {plan.subject} {base} is retired next"
         )
         promoted = RolloutState(Phase.PROMOTED, base, canary, 0, now, None, "", token, reason, message)
-        return Decision(promoted, 100, Action.PROMOTE, reason, message, EventType.NORMAL, None)
+        return Decision(promoted, 100, Action.PROMOTE, reason, message, None)
     if canary != base:
         if state.phase is Phase.PROMOTED or canary == state.canary_version:
             what = f"canary {plan.subject} {canary} against stable {base}"
@@ -116,7 +115,7 @@ def _new_canary(plan: RolloutPlan, state: RolloutState, canary: str, now: dateti
     )
     reason = RolloutReason.CANARY_WITHDRAWN
     ended = replace(state, phase=Phase.ABORTED, reason=reason, message=message)
-    return Decision(ended, 0, Action.ABORT, reason, message, EventType.NORMAL, None)
+    return Decision(ended, 0, Action.ABORT, reason, message, None)
 
 
 def _base(state: RolloutState) -> str:
@@ -134,7 +133,7 @@ def _loading(plan: RolloutPlan, state: RolloutState, canary: str, waiting_for: s
         f"{plan.subject} {canary} gets traffic once it is ready on every replica{why}; until then: {until}"
     )
     reason = RolloutReason.CANARY_LOADING
-    return Decision(state, weight, Action.HOLD, reason, message, None, None)
+    return Decision(state, weight, Action.HOLD, reason, message, None)
 
 
 def _settle(plan: RolloutPlan, state: RolloutState, retired: str, now: datetime) -> Decision:
@@ -149,7 +148,7 @@ def _settle(plan: RolloutPlan, state: RolloutState, retired: str, now: datetime)
         reason=reason,
         message=message,
     )
-    return Decision(done, 100, Action.SETTLE, reason, message, EventType.NORMAL, None)
+    return Decision(done, 100, Action.SETTLE, reason, message, None)
 
 
 _ENDED_AS = {Phase.ROLLED_BACK: "was rolled back", Phase.ABORTED: "was aborted"}
@@ -160,9 +159,7 @@ def _ignored(plan: RolloutPlan, handled: RolloutState, command: Command, why: st
     message = f"command {command.action} {command.token!r} ignored: {why}"
     next_at = now if handled.phase is Phase.PROGRESSING else None
     weight = _weight(plan, handled)
-    return Decision(
-        handled, weight, Action.HOLD, RolloutReason.COMMAND_IGNORED, message, EventType.NORMAL, next_at
-    )
+    return Decision(handled, weight, Action.HOLD, RolloutReason.COMMAND_IGNORED, message, next_at)
 
 
 def _command(plan: RolloutPlan, state: RolloutState, command: Command, now: datetime) -> Decision:
@@ -183,13 +180,13 @@ def _command(plan: RolloutPlan, state: RolloutState, command: Command, now: date
         message = f"promoted {plan.subject} {state.canary_version} {by} at {where}{after}"
         reason = RolloutReason.PROMOTED_BY_COMMAND
         promoted = replace(handled, phase=Phase.PROMOTED, reason=reason, message=message)
-        return Decision(promoted, 100, Action.PROMOTE, reason, message, EventType.NORMAL, None)
+        return Decision(promoted, 100, Action.PROMOTE, reason, message, None)
     if action is CommandAction.ABORT:
         if state.phase is Phase.PROGRESSING:
             message = f"aborted {by} at {where}: 100% to stable {plan.subject} {state.stable_version}"
             reason = RolloutReason.ABORTED_BY_COMMAND
             aborted = replace(handled, phase=Phase.ABORTED, reason=reason, message=message)
-            return Decision(aborted, 0, Action.ABORT, reason, message, EventType.WARNING, None)
+            return Decision(aborted, 0, Action.ABORT, reason, message, None)
         if state.phase is Phase.PROMOTED:
             why = (
                 f"{plan.subject} {state.canary_version} is already promoted; "
@@ -224,7 +221,6 @@ def _hold(
     assessment: Assessment | None,
     reason: RolloutReason,
     message: str,
-    event: EventType | None,
     next_at: datetime,
 ) -> Decision:
     """Stay at this step; remember the verdict."""
@@ -236,7 +232,7 @@ def _hold(
         reason=reason,
         message=message,
     )
-    return Decision(held, weight, Action.HOLD, reason, message, event, next_at)
+    return Decision(held, weight, Action.HOLD, reason, message, next_at)
 
 
 def _progress(
@@ -250,7 +246,7 @@ def _progress(
     last = index == len(plan.steps) - 1
     if assessment is None:
         message = f"{where}: waiting for metrics; next decision at {rfc3339(next_at)}"
-        return _hold(state, index, weight, None, RolloutReason.WAITING_FOR_METRICS, message, None, next_at)
+        return _hold(state, index, weight, None, RolloutReason.WAITING_FOR_METRICS, message, next_at)
     verdict, measured = assessment.verdict, assessment.message
     if verdict is Verdict.FAILED:
         reason = RolloutReason.ROLLED_BACK
@@ -264,19 +260,18 @@ def _progress(
             reason=reason,
             message=message,
         )
-        return Decision(rolled_back, 0, Action.ROLLBACK, reason, message, EventType.WARNING, None)
+        return Decision(rolled_back, 0, Action.ROLLBACK, reason, message, None)
     if verdict is Verdict.INCONCLUSIVE:
         reason = RolloutReason.ANALYSIS_INCONCLUSIVE
         message = f"{where}: holding, {measured}; next decision at {rfc3339(next_at)}"
-        event = EventType.NORMAL if state.reason != reason else None  # once, when it starts holding
-        return _hold(state, index, weight, assessment, reason, message, event, next_at)
+        return _hold(state, index, weight, assessment, reason, message, next_at)
     if now < end:
         verb = "promotes" if last else "advances"
         when = f"{verb} at {rfc3339(end)}"
         if next_at != end:
             when += f", next check at {rfc3339(next_at)}"
         message = f"{where}: canary passing, {when}; {measured}"
-        return _hold(state, index, weight, assessment, RolloutReason.ANALYSIS_PASSING, message, None, next_at)
+        return _hold(state, index, weight, assessment, RolloutReason.ANALYSIS_PASSING, message, next_at)
     passed = f"{where} passed: {measured}"
     if last:
         reason = RolloutReason.PROMOTED
@@ -293,7 +288,7 @@ def _progress(
             reason=reason,
             message=message,
         )
-        return Decision(promoted, 100, Action.PROMOTE, reason, message, EventType.NORMAL, None)
+        return Decision(promoted, 100, Action.PROMOTE, reason, message, None)
     started, following = _whole_second(now), index + 1
     following_next = _next_decision(plan, now, _step_end(plan, started, following))
     reason = RolloutReason.STEP_ADVANCED
@@ -308,7 +303,7 @@ def _progress(
         message=message,
     )
     weight = plan.steps[following].weight
-    return Decision(advanced, weight, Action.ADVANCE, reason, message, EventType.NORMAL, following_next)
+    return Decision(advanced, weight, Action.ADVANCE, reason, message, following_next)
 
 
 def assess_step(

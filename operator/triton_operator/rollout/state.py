@@ -44,13 +44,6 @@ class CommandAction(enum.StrEnum):
     RETRY = "retry"
 
 
-class EventType(enum.StrEnum):
-    """A Kubernetes Event's type."""
-
-    NORMAL = "Normal"
-    WARNING = "Warning"
-
-
 class RolloutReason(enum.StrEnum):
     """Reasons of rollout decisions: CamelCase, fit for a condition's reason and an Event's."""
 
@@ -167,15 +160,14 @@ class RolloutState:
 
 @dataclass(frozen=True)
 class Decision:
-    """The next state, the weights to apply, and what to tell: a reason, a message, maybe an Event."""
+    """The next state, the weights to apply, and why: a reason and a message (an Event's type is the
+    reason's own severity, conditions.Reason)."""
 
     state: RolloutState
     canary_weight: int
     action: Action
     reason: str
     message: str
-    # An Event is due (of this type) or not (None).
-    event: EventType | None
     # When decide should run again; None once the rollout has ended.
     next_decision_at: datetime | None
 
