@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from datetime import datetime
 
-from triton_operator.reconcile.watched import JOB_NAME_LABEL
+from triton_operator.render.labels import JOB_NAME_LABEL
 from triton_operator.render.server import CONTAINER_NAME
 
 from tests.support.kubesemantics import Key, Obj, Objs, condition_of, rfc3339

@@ -20,12 +20,12 @@ from typing import Any
 
 import kopf
 import pytest
-from triton_operator.handlers.tritonserver import CHILD_LABELS, server_pass
+from triton_operator.handlers.tritonserver import server_pass
 from triton_operator.reconcile.model import ModelReconciler
 from triton_operator.reconcile.server import ServerReconciler
 from triton_operator.reconcile.state import OperatorState, object_key, pod_index_key
+from triton_operator.render.labels import CHILD_LABELS, STAGING_LABELS
 from triton_operator.render.labels import SERVER_NAME_LABEL as SERVER_LABEL
-from triton_operator.render.labels import STAGING_LABELS
 from triton_operator.render.repository import REPOSITORY_COMPONENT
 from triton_operator.render.server import deployment_name
 from triton_operator.triton import client as triton_client

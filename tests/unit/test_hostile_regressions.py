@@ -38,13 +38,19 @@ from triton_operator.handlers.tritonserver import server_pass
 from triton_operator.kube.rest import Kube
 from triton_operator.reconcile.copies import copy_name
 from triton_operator.reconcile.files import RepositoryFiles
-from triton_operator.reconcile.gateway import ROUTE_OWNER_LABEL, route_labels
+from triton_operator.reconcile.gateway import route_labels
 from triton_operator.reconcile.model import ModelReconciler
 from triton_operator.reconcile.server import ServerReconciler
 from triton_operator.reconcile.split import SplitReconciler
 from triton_operator.reconcile.state import OperatorState, owner_name
 from triton_operator.reconcile.status import CONDITION_MESSAGE_MAX_BYTES, fit_message
-from triton_operator.render.labels import MODEL_LABEL, SPLIT_OF_LABEL, name_label, staging_labels
+from triton_operator.render.labels import (
+    MODEL_LABEL,
+    ROUTE_OWNER_LABEL,
+    SPLIT_OF_LABEL,
+    name_label,
+    staging_labels,
+)
 from triton_operator.render.labels import SERVER_NAME_LABEL as SERVER_LABEL
 
 pytestmark = pytest.mark.unit

@@ -10,25 +10,20 @@ from typing import Any
 
 import kopf
 
-from triton_operator.api.common import GROUP, VERSION
+from triton_operator.api.common import GROUP, LABEL_INSTANCE, VERSION
 from triton_operator.handlers.loops import ObjectLoops
 from triton_operator.opmetrics import measured
 from triton_operator.opmetrics_objects import OBJECT_GAUGES
 from triton_operator.reconcile.leftovers import unload_leftovers
 from triton_operator.reconcile.server import KIND, ServerReconciler
 from triton_operator.reconcile.state import AppliedSpec, OperatorState, object_key, pod_index_key
-from triton_operator.render.labels import APP_NAME, COMPONENT, MANAGED_BY
+from triton_operator.render.labels import CHILD_LABELS
 
 PLURAL = "tritonservers"
 # How often each server's status (pods, Triton health, metrics) is refreshed without any event.
 STATUS_PERIOD_S = float(os.environ.get("TRITON_OPERATOR_STATUS_PERIOD", "10"))
 # How often the children are re-applied if nothing else triggered it (repairs manual edits).
 DRIFT_PERIOD_S = float(os.environ.get("TRITON_OPERATOR_DRIFT_PERIOD", "300"))
-CHILD_LABELS = {
-    "app.kubernetes.io/name": APP_NAME,
-    "app.kubernetes.io/component": COMPONENT,
-    "app.kubernetes.io/managed-by": MANAGED_BY,
-}
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -104,7 +99,7 @@ async def child_changed(
     """A server's pod or Deployment changed: the server and its models look at once, with fresh reads."""
     state: OperatorState = memo.state
     loops: ObjectLoops = memo.loops
-    instance = labels.get("app.kubernetes.io/instance")
+    instance = labels.get(LABEL_INSTANCE)
     if not (instance and namespace):
         return
     server = (namespace, instance)

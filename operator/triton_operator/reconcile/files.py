@@ -24,8 +24,7 @@ from triton_operator.kube.events import WARNING, Event, recorder_for
 from triton_operator.kube.rest import Kube
 from triton_operator.observe.model import StagingOutcome, staging_outcome
 from triton_operator.reconcile.state import ModelMemory, OperatorState, StagedRecord
-from triton_operator.reconcile.watched import JOB_NAME_LABEL
-from triton_operator.render.labels import MODEL_LABEL, name_label, staging_labels
+from triton_operator.render.labels import JOB_NAME_LABEL, MODEL_LABEL, name_label, staging_labels
 from triton_operator.render.repository import per_replica, staging_placement
 from triton_operator.render.server import pvc_name
 from triton_operator.render.staging import removal_job_name, render_removal_job, render_staging_job

@@ -16,7 +16,6 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from triton_operator.api.common import (
-    GROUP,
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
     LABEL_NAME,
@@ -27,12 +26,11 @@ from triton_operator.api.gateway import GatewayExposure
 from triton_operator.conditions import DecidedCondition
 from triton_operator.kube.rest import Kube
 from triton_operator.reconcile.state import RouteProblem
-from triton_operator.render.labels import APP_NAME, MANAGED_BY, name_label
+from triton_operator.render.labels import APP_NAME, MANAGED_BY, ROUTE_OWNER_LABEL, name_label
 from triton_operator.render.routes import RouteVerdict, route_verdict, routes_verdict
 
 log = logging.getLogger(__name__)
 ROUTE_COMPONENT = "route"
-ROUTE_OWNER_LABEL = f"{GROUP}/route-of"
 
 
 def route_labels(owner: str) -> dict[str, str]:

@@ -14,9 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from triton_operator.render.labels import JOB_NAME_LABEL
+
 Key = tuple[str, str]  # (namespace, name)
 Obj = dict[str, Any]
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 MAX_AGE_S = 300.0  # kopf's watch timeout: every watch re-lists at least this often
 
 

@@ -1,5 +1,6 @@
-"""The operator's label keys and values, all in one place: the children of a TritonServer, the staging
-and removal Jobs of a TritonModel, the copies of a model split across servers."""
+"""The operator's label and annotation keys and values, all in one place: the children of a TritonServer,
+the staging and removal Jobs of a TritonModel, the copies of a model split across servers, the routes of
+a Gateway, the labels of others the operator reads (Kubernetes' Jobs, NVIDIA's GPU nodes)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,17 @@ STAGING_LABELS = {LABEL_NAME: APP_NAME, LABEL_COMPONENT: STAGING_COMPONENT, LABE
 SPLIT_OF_LABEL = f"{GROUP}/split-of"
 # ... and its current percent of that model's traffic through the Gateway (kubectl get's SHARE column).
 SPLIT_SHARE_ANNOTATION = f"{GROUP}/split-share"
+# The server's children, any server (what the operator watches them by): the selector without the instance.
+CHILD_LABELS = {LABEL_NAME: APP_NAME, LABEL_COMPONENT: COMPONENT, LABEL_MANAGED_BY: MANAGED_BY}
+# On each HTTPRoute and GRPCRoute the operator owns: the object it routes to.
+ROUTE_OWNER_LABEL = f"{GROUP}/route-of"
+# On a TritonModel, a manual rollout command: `kubectl annotate tritonmodel NAME
+# tritonoperator.dev/rollout="promote $(date +%s)" --overwrite` (rollout/spec.command_of).
+COMMAND_ANNOTATION = f"{GROUP}/rollout"
+# Kubernetes puts it on a Job's pods.
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+# NVIDIA's GPU feature discovery puts it on GPU nodes (spec.gpuProduct selects by it).
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 # A label value is at most 63 characters.
 LABEL_VALUE_MAX = 63
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.render.labels import (
+    GPU_PRODUCT_LABEL,
     MODELS_LOADED_GATE,
     SPEC_HASH_ANNOTATION,
     selector_labels,
@@ -35,7 +36,6 @@ METRICS_PORT = 8002
 MODEL_REPOSITORY_PATH = "/models"
 SHM_PATH = "/dev/shm"
 GPU_RESOURCE = "nvidia.com/gpu"
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 # uid/gid of the triton-server user in NVIDIA's Triton images.
 TRITON_UID = 1000
 STARTUP_PERIOD_SECONDS = 10

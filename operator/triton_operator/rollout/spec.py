@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from triton_operator.api.common import GROUP
 from triton_operator.api.tritonmodel import RolloutStrategy, TritonModelSpec
+from triton_operator.render.labels import COMMAND_ANNOTATION
 from triton_operator.rollout.analysis import AnalysisLimits
 from triton_operator.rollout.plan import RolloutPlan, Step
 from triton_operator.rollout.state import Command, CommandAction
 
-# `kubectl annotate tritonmodel NAME tritonoperator.dev/rollout="promote $(date +%s)" --overwrite`:
-# the value is the command and anything after it (a timestamp) makes each command new; one is done once.
-COMMAND_ANNOTATION = f"{GROUP}/rollout"
+# The annotation's value is the command and anything after it (a timestamp) makes each command new; one
+# is done once.
 
 
 def plan_of(spec: TritonModelSpec, subject: str = "version") -> tuple[RolloutPlan, AnalysisLimits]:
