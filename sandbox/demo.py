@@ -20,13 +20,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from sandbox import cluster
+from sandbox import cluster, monitoring
 from sandbox import gateway as gw
 from sandbox.config import REPO_ROOT, SandboxConfig
 from sandbox.mnist import BUCKET, PREFIX, publish_mnist
@@ -258,11 +260,68 @@ def warning_events(env: dict[str, str]) -> list[str]:
     ]
 
 
+# MONITORING=1 (make demo MONITORING=1): the chart's monitoring, as README's "Monitoring with Prometheus"
+# turns it on, labelled for the sandbox's kube-prometheus-stack-like Prometheus, scraped every 2 s.
+MONITORING_VALUES = {
+    "metrics.podMonitor.enabled": "true",
+    "metrics.podMonitor.interval": f"{monitoring.SCRAPE_INTERVAL_S}s",
+    "metrics.serviceMonitor.enabled": "true",
+    "metrics.serviceMonitor.interval": f"{monitoring.SCRAPE_INTERVAL_S}s",
+    "metrics.serviceMonitor.scrapeTimeout": f"{monitoring.SCRAPE_INTERVAL_S}s",
+    "metrics.prometheusRule.enabled": "true",
+    **{
+        f"metrics.{kind}.labels.{k}": v
+        for kind in ("podMonitor", "serviceMonitor", "prometheusRule")
+        for k, v in monitoring.SELECTOR_LABELS.items()
+    },
+}
+RECORDED = "namespace_tritonserver_model:triton_requests:rate5m"
+
+
+def turn_on_monitoring(env: dict[str, str]) -> None:
+    sets = [arg for key, value in MONITORING_VALUES.items() for arg in ("--set", f"{key}={value}")]
+    cmd = ["helm", "upgrade", "triton-operator", "charts/triton-operator", "-n", "triton-operator"]
+    cmd += ["--reuse-values", *sets, "--wait"]
+    print("  $ " + " ".join(cmd))
+    subprocess.run(cmd, env=env, cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
+
+
+def prometheus_get(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        answer: dict[str, Any] = json.load(resp)["data"]
+    return answer
+
+
+def show_scrape(prometheus: str, timeout_s: float = 60) -> None:
+    """Prometheus's targets (each Triton pod and the operator up) and one recorded series with a value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        targets = prometheus_get(f"{prometheus}/api/v1/targets?state=active")["activeTargets"]
+        ours = [t for t in targets if t["labels"].get("namespace") in ("default", "triton-operator")]
+        query = urllib.parse.urlencode({"query": f'{RECORDED}{{namespace="default"}} > 0'})
+        recorded = prometheus_get(f"{prometheus}/api/v1/query?{query}")["result"]
+        pods = [t for t in ours if t["labels"].get("tritonserver")]
+        done = pods and all(t["health"] == "up" for t in ours) and len(ours) > len(pods) and recorded
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    print(f"  $ curl {prometheus}/api/v1/targets")
+    for t in ours:
+        print(f"  {t['scrapePool']:<45} {t['scrapeUrl']:<40} {t['health']}")
+    for r in recorded:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(r["metric"].items()) if k != "__name__")
+        print(f"  {RECORDED}{{{labels}}} {float(r['value'][1]):.3f}")
+    if not done:
+        raise SystemExit("demo: Prometheus did not show every target up and the recorded request rate")
+
+
 def main() -> int:
     cfg = SandboxConfig.from_env(os.environ.get("SANDBOX_NAME", "default"))
     say(f"starting the sandbox '{cfg.name}' (first run builds Kubernetes from Go modules: 10-20 min)")
     helm = helm_binary()
     bins = cluster.up(cfg)
+    with_monitoring = os.environ.get("MONITORING") == "1"
+    monitoring_bins = monitoring.ensure_binaries() if with_monitoring else None  # outside: the module proxy
     # Inside the sandbox's network namespace from here on (and so is every command we run): the
     # Service's ClusterIP and the pods answer there, as in a cluster.
     cluster.enter(cfg)
@@ -276,6 +335,16 @@ def main() -> int:
     }
     say("installing the operator as README says (helm install of charts/triton-operator)")
     install_operator(env)
+    prometheus = ""
+    if monitoring_bins is not None:
+        say("the Prometheus Operator and Prometheus (sandbox/monitoring.py), and the chart's monitoring on")
+        started = time.monotonic()
+        prometheus = monitoring.up(cfg, cfg.kubeconfig, kubectl=bins.path("kubectl"), bins=monitoring_bins)
+        turn_on_monitoring(env)
+        print(
+            f"  Prometheus at {prometheus} (inside), up with the chart's monitors in "
+            f"{time.monotonic() - started:.1f}s"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         say(f"building the MNIST MLP and publishing it to s3://{BUCKET}/{PREFIX} ({cfg.s3_endpoint})")
@@ -298,6 +367,9 @@ def main() -> int:
             f"{REQUEST_RATE:g}/s until the operator's status shows them (it refreshes every {period:g}s)"
         )
         infer_through_the_service(env, onnx_path, period)
+    if prometheus:
+        say("what Prometheus scrapes and records (every Triton pod and the operator up)")
+        show_scrape(prometheus)
     say("kubectl get tritonservers,tritonmodels")
     run(["kubectl", "get", "tritonservers,tritonmodels"], env)
     say("kubectl get events -A --field-selector=type=Warning")

@@ -3,7 +3,12 @@
 An image stands for a program we have here:
 - an image whose name contains `tritonserver` -> the real tritonserver from the nvidia-pytriton wheel;
 - an image whose name contains `triton-operator` -> this repository's Python entry points;
-- a `pause` image (the placeholder container of real clusters) -> a process that sleeps until stopped.
+- a `pause` image (the placeholder container of real clusters) -> a process that sleeps until stopped;
+- an image named `prometheus` or `prometheus-config-reloader` (what the Prometheus Operator's StatefulSet
+  runs) -> Prometheus 3.16 (.ci/build-prometheus.sh) and the Operator's config reloader
+  (.ci/build-prometheus-operator.sh), from the build cache; missing there, the container cannot start.
+  Their mounts under /etc/prometheus are bound at their container paths too (the configuration the
+  Operator renders names its rule files there); the empty mount points are made on this machine.
 Paths under a container's volumeMounts are rewritten to the local folders that back them, because
 processes share this machine's file system. The one exception is a mount under /var/run/secrets (the
 ServiceAccount token, CA and namespace a kubelet gives every pod): client libraries read it at that fixed
@@ -34,6 +39,10 @@ OPERATOR_LISTENERS = (
 )
 # Mounts programs find by a fixed path, not by an argument: bound there in a private mount namespace.
 FIXED_PATH_MOUNTS = ("/var/run/secrets/", "/run/secrets/")
+# Images of the Prometheus Operator's StatefulSet, by name -> the program that stands in for each.
+PROMETHEUS_IMAGES = {"prometheus": "prometheus", "prometheus-config-reloader": "prometheus-config-reloader"}
+PROMETHEUS_FIXED_PATH_MOUNTS = (*FIXED_PATH_MOUNTS, "/etc/prometheus/")
+PROMETHEUS_PORT = 9090
 # Flags whose paths refer to the image's own layout, which does not exist here.
 TRITON_IMAGE_LAYOUT_FLAGS = ("--backend-directory", "--repoagent-directory", "--cache-directory")
 
@@ -62,9 +71,12 @@ def image_kind(image: str) -> str:
         return "operator"
     if name == "pause":
         return "pause"
+    if name in PROMETHEUS_IMAGES:
+        return name
     raise UnsupportedContainer(
         f"image {image!r} has no local stand-in: the sandbox runs images named *{TRITON_IMAGE_MARK}* "
-        f"(real tritonserver), *{OPERATOR_IMAGE_MARK}* (this repository's entry points) and pause"
+        f"(real tritonserver), *{OPERATOR_IMAGE_MARK}* (this repository's entry points), pause, "
+        f"{' and '.join(PROMETHEUS_IMAGES)}"
     )
 
 
@@ -105,8 +117,10 @@ def plan_container(
     triton_library_path: str,
     operator_bin_dir: str,
     base_env: Mapping[str, str],
+    programs: Mapping[str, str] | None = None,
 ) -> Launch:
-    """Decide the argv and environment of one container's process."""
+    """Decide the argv and environment of one container's process. `programs`: image name -> local
+    program, for the Prometheus images."""
     kind = image_kind(str(container.get("image", "")))
     command = [expand_kube_vars(str(c), env) for c in container.get("command") or []]
     args = [expand_kube_vars(str(a), env) for a in container.get("args") or []]
@@ -118,15 +132,21 @@ def plan_container(
         )
     elif kind == "pause":
         argv = ["sleep", "infinity"]
+    elif kind in PROMETHEUS_IMAGES:
+        argv = _prometheus_argv(kind, command, args, pod_ip, (programs or {}).get(kind, ""), mounts)
+        return Launch(argv=with_fixed_path_mounts(argv, mounts, PROMETHEUS_FIXED_PATH_MOUNTS), env=full_env)
     else:
         argv = _operator_argv(command, args, operator_bin_dir, mounts, pod_ip)
     return Launch(argv=with_fixed_path_mounts(argv, mounts), env=full_env)
 
 
-def with_fixed_path_mounts(argv: list[str], mounts: Sequence[Mount]) -> list[str]:
-    """Wrap argv so that mounts under FIXED_PATH_MOUNTS appear at their container paths (see the module
-    doc). The mount points are made on this machine if missing (empty folders; the bind is private)."""
-    binds = [m for m in mounts if m.container_path.startswith(FIXED_PATH_MOUNTS)]
+def with_fixed_path_mounts(
+    argv: list[str], mounts: Sequence[Mount], prefixes: tuple[str, ...] = FIXED_PATH_MOUNTS
+) -> list[str]:
+    """Wrap argv so that mounts under `prefixes` appear at their container paths (see the module doc).
+    The mount points are made on this machine if missing (empty folders; the bind is private)."""
+    # A file mounted by subPath is reached through the rewritten paths only.
+    binds = [m for m in mounts if m.container_path.startswith(prefixes) and not os.path.isfile(m.local_path)]
     if not binds:
         return argv
     steps = [
@@ -154,6 +174,28 @@ def _triton_argv(
         if not any(w.startswith(flag) for w in words):
             words.append(f"{flag}={pod_ip}")
     return [binary, *words, f"--backend-directory={backend_dir}"]
+
+
+def _prometheus_argv(
+    image: str, command: list[str], args: list[str], pod_ip: str, program: str, mounts: Sequence[Mount]
+) -> list[str]:
+    if not program or not os.access(program, os.X_OK):
+        build = ".ci/build-prometheus.sh" if image == "prometheus" else ".ci/build-prometheus-operator.sh"
+        raise UnsupportedContainer(f"image {image!r} stands for a local build that is not there: run {build}")
+    if command and os.path.basename(command[0]) != image:
+        raise UnsupportedContainer(
+            f"command {command[0]!r} is not {image}; the sandbox runs only {image} here"
+        )
+    words = [rewrite_paths(w, mounts) for w in command[1:] + args]
+    # All pods share one network namespace: each listens on its pod's IP, and `localhost` (the pod's own
+    # namespace in a cluster) is that IP.
+    words = [
+        re.sub(r"^(--listen-address=):", rf"\g<1>{pod_ip}:", w) if image != "prometheus" else w for w in words
+    ]
+    words = [re.sub(r"//(localhost|127\.0\.0\.1):", f"//{pod_ip}:", w) for w in words]
+    if image == "prometheus" and not any(w.startswith("--web.listen-address") for w in words):
+        words.append(f"--web.listen-address={pod_ip}:{PROMETHEUS_PORT}")
+    return [program, *words]
 
 
 def _operator_argv(

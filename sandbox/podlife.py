@@ -32,7 +32,14 @@ from kubernetes.client.exceptions import ApiException
 from sandbox.attach import VolumeAttachments
 from sandbox.containerlogs import ContainerLog, logs_object, publish_logs_object
 from sandbox.launch import Launch, Mount, UnsupportedContainer, plan_container
-from sandbox.volumes import VolumeNotReady, bound_claims, container_mounts, prepare_volumes, remove_pod_dir
+from sandbox.volumes import (
+    VolumeNotReady,
+    bound_claims,
+    container_mounts,
+    prepare_volumes,
+    refresh_volumes,
+    remove_pod_dir,
+)
 
 PROBE_PERIOD_CAP_S = 2.0
 BACKOFF_START_S = 1.0
@@ -40,6 +47,10 @@ BACKOFF_CAP_S = 20.0
 GRACE_CAP_S = 10.0
 PRESTOP_CAP_S = 5.0
 TICK_S = 0.25
+# How often a running pod's configMap and secret volumes are brought up to date. A kubelet takes up to its
+# sync period plus its cache's TTL (about a minute); the sandbox is quicker, so that a configuration change
+# (the Prometheus Operator's, for one) is seen within seconds.
+VOLUME_REFRESH_S = 2.0
 log = logging.getLogger("podrunner")
 
 
@@ -59,6 +70,7 @@ class RuntimeSettings:
     apiserver_port: int
     marker_env: dict[str, str]
     pythonpath: str
+    programs: dict[str, str] = field(default_factory=dict)  # image name -> local program (launch.py)
 
 
 @dataclass
@@ -287,10 +299,16 @@ class PodLife:
                 self.stop_event.wait()
                 return
         self.phase = "Running"
+        refresh_at = time.monotonic() + VOLUME_REFRESH_S
+        refreshed = any("configMap" in v or "secret" in v for v in self.pod["spec"].get("volumes") or [])
         while not self.stop_event.is_set():
             now = time.monotonic()
             for run in self.runs:
                 self._tick(run, now)
+            if refreshed and now >= refresh_at:
+                refresh_at = now + VOLUME_REFRESH_S
+                with contextlib.suppress(Exception):  # the apiserver may be away: the files stay as they are
+                    refresh_volumes(self.core, self.pod, self.mounts_by_volume)
             self._pump_logs()
             if all(r.process is None and r.restart_at is None for r in self.runs):
                 failed = any(r.state.get("terminated", {}).get("exitCode", 0) != 0 for r in self.runs)
@@ -356,6 +374,7 @@ class PodLife:
                 triton_library_path=self.settings.triton_library_path,
                 operator_bin_dir=self.settings.operator_bin_dir,
                 base_env=self._base_env(run),
+                programs=self.settings.programs,
             )
         except UnsupportedContainer as exc:
             run.state = {"waiting": {"reason": "SandboxUnsupportedImage", "message": str(exc)}}

@@ -20,7 +20,7 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from sandbox import provisioner
+from sandbox import monitoring, provisioner
 from sandbox.attach import VolumeAttachments
 from sandbox.config import MARKER_ENV, REPO_ROOT, SandboxConfig
 from sandbox.podlife import PodLife, RuntimeSettings
@@ -56,6 +56,7 @@ class PodRunner:
             apiserver_port=443,
             marker_env={MARKER_ENV: str(cfg.root)},
             pythonpath=os.pathsep.join([str(REPO_ROOT / "operator"), str(REPO_ROOT)]),
+            programs=monitoring.programs(),
         )
         self.pods: dict[str, PodLife] = {}
         self.attachments = VolumeAttachments()  # which node holds each ReadWriteOnce volume (attach.py)

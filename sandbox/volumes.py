@@ -2,7 +2,9 @@
 
 persistentVolumeClaim -> the folder of the bound PV (made by the provisioner), once attach.py lets
 the pod's node have it; emptyDir -> a folder of
-the pod; configMap/secret/downwardAPI/projected (incl. service-account tokens) -> files written once.
+the pod; configMap/secret/downwardAPI/projected (incl. service-account tokens) -> files written at the
+start; a configMap or secret volume is then kept up to date (refresh_volumes), as a kubelet does: the
+Prometheus Operator's StatefulSet reads the configuration it renders from such volumes.
 """
 
 from __future__ import annotations
@@ -161,6 +163,58 @@ def prepare_volumes(
     return folders
 
 
+def refresh_volumes(core: client.CoreV1Api, pod: dict[str, Any], folders: Mapping[str, Path]) -> list[str]:
+    """Bring each configMap and secret volume of `pod` (not subPath mounts, as a kubelet) to the object's
+    current data: a changed file is replaced atomically, a key gone is removed. Returns the names of the
+    volumes that changed. An object gone or unreadable leaves its files as they are."""
+    ns = pod["metadata"]["namespace"]
+    changed = []
+    for vol in pod["spec"].get("volumes") or []:
+        here = folders.get(vol["name"])
+        if here is None:
+            continue
+        try:
+            if "configMap" in vol:
+                src = vol["configMap"]
+                data = _configmap_data(core, ns, src["name"], bool(src.get("optional")))
+                files = _select(data, src.get("items"))
+                mode = 0o644
+            elif "secret" in vol:
+                src = vol["secret"]
+                data = _secret_data(core, ns, src["secretName"], bool(src.get("optional")))
+                files = _select(data, src.get("items"))
+                mode = 0o600
+            else:
+                continue
+        except (ApiException, VolumeNotReady, OSError):
+            continue
+        if _sync_files(here, files, mode):
+            changed.append(vol["name"])
+    return changed
+
+
+def _sync_files(folder: Path, files: dict[str, bytes], mode: int) -> bool:
+    if not folder.is_dir():
+        return False
+    changed = False
+    for rel, data in files.items():
+        target = folder / rel
+        if target.is_file() and target.read_bytes() == data:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Rewritten in place, not renamed over: a program that watches the file itself (the Prometheus
+        # config reloader adds the file's inode to inotify) keeps seeing its changes. A kubelet swaps a
+        # symlinked folder instead, and such a watcher then relies on its periodic check (3 min).
+        target.write_bytes(data)
+        target.chmod(mode)
+        changed = True
+    for old in folder.rglob("*"):
+        if old.is_file() and old.relative_to(folder).as_posix() not in files:
+            old.unlink()
+            changed = True
+    return changed
+
+
 def _projected(core: client.CoreV1Api, pod: dict[str, Any], spec: dict[str, Any]) -> dict[str, bytes]:
     ns = pod["metadata"]["namespace"]
     files: dict[str, bytes] = {}
@@ -203,7 +257,8 @@ def container_mounts(container: dict[str, Any], folders: dict[str, Path]) -> lis
         local = folders[vm["name"]]
         if vm.get("subPath"):
             local = local / vm["subPath"]
-            local.mkdir(parents=True, exist_ok=True)
+            if not local.is_file():  # a subPath may name one file of the volume (a secret's key)
+                local.mkdir(parents=True, exist_ok=True)
         mounts.append(Mount(container_path=vm["mountPath"], local_path=str(local)))
     return mounts
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from sandbox.launch import Mount, UnsupportedContainer, expand_kube_vars, plan_container, rewrite_paths
@@ -147,3 +149,47 @@ def test_the_repository_server_and_sync_sidecar_bind_their_pods_ip() -> None:
             *words,
             "--address=10.244.1.4",
         ]
+
+
+def test_prometheus_operator_images_run_the_local_programs_on_the_pod_ip(tmp_path: Any) -> None:
+    """The Prometheus Operator's StatefulSet: Prometheus listens on the pod's IP, the reloader too and
+    reaches Prometheus there; mounts under /etc/prometheus are bound where the rendered config names them."""
+    prometheus, reloader = tmp_path / "prometheus", tmp_path / "prometheus-config-reloader"
+    for program in (prometheus, reloader):
+        program.write_text("")
+        program.chmod(0o755)
+    programs = {"prometheus": str(prometheus), "prometheus-config-reloader": str(reloader)}
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    mounts = [
+        Mount("/etc/prometheus/rules/prometheus-sandbox-rulefiles-0", str(rules)),
+        Mount("/prometheus", "/var/sb/db"),
+    ]
+    common = {**COMMON, "mounts": mounts, "programs": programs}
+    plan = plan_container(
+        {"image": "quay.io/prometheus/prometheus:v3.16.0", "args": ["--storage.tsdb.path=/prometheus"]},
+        **common,
+    )
+    assert plan.argv[-3:] == [
+        str(prometheus),
+        "--storage.tsdb.path=/var/sb/db",
+        "--web.listen-address=10.244.1.4:9090",
+    ]
+    assert (
+        plan.argv[0] == "unshare" and "/etc/prometheus/rules/prometheus-sandbox-rulefiles-0" in plan.argv[-5]
+    )
+    plan = plan_container(
+        {
+            "image": "quay.io/prometheus-operator/prometheus-config-reloader:v0.85.0",
+            "command": ["/bin/prometheus-config-reloader"],
+            "args": ["--listen-address=:8080", "--reload-url=http://localhost:9090/-/reload"],
+        },
+        **common,
+    )
+    assert plan.argv[-3:] == [
+        str(reloader),
+        "--listen-address=10.244.1.4:8080",
+        "--reload-url=http://10.244.1.4:9090/-/reload",
+    ]
+    with pytest.raises(UnsupportedContainer, match=r"build-prometheus\.sh"):
+        plan_container({"image": "prometheus:v3"}, **{**common, "programs": {}})
