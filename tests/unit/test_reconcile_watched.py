@@ -82,3 +82,19 @@ def test_a_read_that_raced_an_event_is_not_kept() -> None:
 
     assert watched.job("ml", "j1", racing_read)["status"]["state"] == "running"  # what the caller read
     assert watched.job("ml", "j1", never)["status"]["state"] == "complete"  # what is kept: the event's
+
+
+def test_a_pod_listing_that_raced_a_pod_event_is_not_kept() -> None:
+    watched = WatchedStaging()
+    reads: list[str] = []
+
+    def racing_list() -> list[dict[str, Any]]:
+        reads.append("list")
+        watched.saw_pod("ADDED", pod("b", "j1"))  # lands while the LIST is in flight
+        return [pod("a", "j1")]
+
+    assert [p["metadata"]["name"] for p in watched.pods("ml", "j1", racing_list)] == ["a"]
+    listed_again = [
+        p["metadata"]["name"] for p in watched.pods("ml", "j1", lambda: [pod("a", "j1"), pod("b", "j1")])
+    ]
+    assert (listed_again, reads) == (["a", "b"], ["list"])

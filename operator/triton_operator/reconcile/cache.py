@@ -77,6 +77,15 @@ class SharedReads(Generic[T]):
             epoch = self._epochs[key] = self._epochs.get(key, 0) + 1
             self._entries[key] = _Cached(value, self.clock(), epoch)
 
+    def update(self, key: Hashable, change: Callable[[T], T]) -> None:
+        """Apply a watch event to a kept value (it keeps the age of the read it came from); with nothing
+        kept there is nothing to change, but reads in flight are dropped all the same."""
+        with self._lock:
+            epoch = self._epochs[key] = self._epochs.get(key, 0) + 1
+            cached = self._entries.get(key)
+            if cached is not None:
+                self._entries[key] = _Cached(change(cached.value), cached.fetched_at, epoch)
+
     def _sweep(self) -> None:
         """Drop long-expired entries (deleted pods and servers are never asked for again)."""
         horizon = self.clock() - EXPIRED_AFTER_TTLS * self.ttl_s
