@@ -41,6 +41,8 @@ def test_lint_passes_with_defaults() -> None:
             "metrics.podMonitor.interval": "15s",
             "metrics.prometheusRule.enabled": "true",
             "metrics.prometheusRule.labels.release": "kube-prometheus-stack",
+            "metrics.prometheusRule.alertFor.TritonModelFailureRatioHigh": "2m",
+            "metrics.prometheusRule.alertFor.TritonOperatorDown": "1h30m",
             "metrics.grafanaDashboard.enabled": "true",
             "metrics.grafanaDashboard.namespace": "monitoring",
             "metrics.grafanaDashboard.annotations.grafana_folder": "Triton",
@@ -93,6 +95,18 @@ def test_lint_passes_with_documented_options(values: dict[str, str]) -> None:
         ({"metrics.podMonitor.labels." + "k" * 64: "v"}, "invalid propertyName '" + "k" * 64),
         ({"metrics.prometheusRule.enabled": "sometimes"}, "/metrics/prometheusRule/enabled'"),
         ({"metrics.prometheusRule.labels.release": "a b"}, "/metrics/prometheusRule/labels/release'"),
+        (
+            {"metrics.prometheusRule.alertFor.TritonOperatorDown": "banana"},
+            "/metrics/prometheusRule/alertFor/TritonOperatorDown'",
+        ),
+        (
+            {"metrics.prometheusRule.alertFor.TritonModelFailureRatioHigh": "5"},
+            "/metrics/prometheusRule/alertFor/TritonModelFailureRatioHigh': got number, want string",
+        ),
+        (
+            {"metrics.prometheusRule.alertFor.TritonOperatorGone": "1m"},
+            "additional properties 'TritonOperatorGone' not allowed",
+        ),
         ({"metrics.grafanaDashboard.enabled": "banana"}, "/metrics/grafanaDashboard/enabled'"),
         ({"metrics.grafanaDashboard.namespace": "Monitoring"}, "/metrics/grafanaDashboard/namespace'"),
         ({"metrics.grafanaDashboard.labels.team": "x" * 64}, "/metrics/grafanaDashboard/labels/team'"),

@@ -5,6 +5,7 @@ SRE needs and a runbook that exists, and the two shipped copies (chart Prometheu
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.chart import CHART, render_chart
+from tests.support.chart import CHART, render_chart, set_args
 from tests.support.promtool import promtool
 
 pytestmark = pytest.mark.unit
@@ -131,3 +132,58 @@ def test_chart_prometheus_rule_carries_the_rules_and_labels() -> None:
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
     assert rule["metadata"]["labels"]["release"] == "prom"
     assert rule["spec"]["groups"] == groups()
+
+
+def test_alert_for_overrides_each_alerts_hold_and_what_it_says(tmp_path: Path) -> None:
+    """metrics.prometheusRule.alertFor: every alert can hold for another duration; its summary and
+    description then name that one, never the rules' own; the rest of the rules is unchanged, and
+    promtool accepts the result."""
+    own = {rule["alert"]: rule for rule in rules("alert")}
+    holds = {alert: f"{index + 2}m30s" for index, alert in enumerate(sorted(own))}
+    values = {f"metrics.prometheusRule.alertFor.{alert}": hold for alert, hold in holds.items()}
+    objects = render_chart("--set", "metrics.prometheusRule.enabled=true", *set_args(values))
+    (rule,) = [obj for obj in objects if obj["kind"] == "PrometheusRule"]
+    rendered = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"] if "alert" in r}
+    for alert, hold in holds.items():
+        assert rendered[alert]["for"] == hold
+        words = f"for {own[alert]['for'].removesuffix('m')} minutes"
+        said = rendered[alert]["annotations"]["summary"] + rendered[alert]["annotations"]["description"]
+        assert words not in said, (alert, said)
+        if words in own[alert]["annotations"]["description"]:
+            assert f"for {hold}" in said, (alert, said)
+        assert {**rendered[alert], "for": own[alert]["for"], "annotations": {}} == {
+            **own[alert],
+            "annotations": {},
+        }
+    assert [r for group in rule["spec"]["groups"] for r in group["rules"] if "record" in r] == rules("record")
+    checked = tmp_path / "rules.yaml"
+    checked.write_text(yaml.safe_dump(rule["spec"]))
+    done = promtool("check", "rules", str(checked))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_alert_for_says_a_short_hold_in_words() -> None:
+    objects = render_chart(
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+        "--set",
+        "metrics.prometheusRule.alertFor.TritonOperatorDown=1m",
+        "--set",
+        "metrics.prometheusRule.alertFor.TritonModelFailureRatioHigh=90s",
+    )
+    (rule,) = [obj for obj in objects if obj["kind"] == "PrometheusRule"]
+    rendered = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"] if "alert" in r}
+    assert rendered["TritonOperatorDown"]["annotations"]["summary"] == (
+        "No triton-operator has been scraped for 1 minute."
+    )
+    assert rendered["TritonModelFailureRatioHigh"]["annotations"]["description"].endswith(
+        "and more than 5 % over the last minute, for 90 seconds."
+    )
+
+
+def test_the_schema_knows_every_alert_by_name() -> None:
+    """alertFor refuses names that are no alert (a typo would silently change nothing)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    alert_for = schema["properties"]["metrics"]["properties"]["prometheusRule"]["properties"]["alertFor"]
+    assert alert_for["additionalProperties"] is False
+    assert set(alert_for["properties"]) == {rule["alert"] for rule in rules("alert")}

@@ -114,3 +114,38 @@ Rules for the namespaced kinds the operator reconciles and the children it owns;
   resources: ["namespaces"]
   verbs: ["get", "list", "watch"]
 {{- end }}
+
+{{/* A Prometheus duration as the alerts' annotations say it: 10m "10 minutes", 1m "1 minute", 30s
+"30 seconds", 2h "2 hours"; anything else (1h30m) as written. */}}
+{{- define "triton-operator.durationWords" -}}
+{{- $units := dict "s" "second" "m" "minute" "h" "hour" }}
+{{- $parts := regexFindAll "^[0-9]+|[smh]$" . -1 }}
+{{- if and (regexMatch "^[0-9]+[smh]$" .) (eq (len $parts) 2) }}
+{{- $n := index $parts 0 }}
+{{- printf "%s %s%s" $n (get $units (index $parts 1)) (ternary "" "s" (eq $n "1")) }}
+{{- else }}
+{{- . }}
+{{- end }}
+{{- end }}
+
+{{/* The rule groups of files/prometheus-rules.yaml with metrics.prometheusRule.alertFor applied: each
+named alert holds for the given duration instead of its own, and its summary and description, which
+say "for <its own hold>", say the new one. */}}
+{{- define "triton-operator.prometheusRuleGroups" -}}
+{{- $rules := .Files.Get "files/prometheus-rules.yaml" | fromYaml }}
+{{- $alertFor := .Values.metrics.prometheusRule.alertFor | default dict }}
+{{- range $group := $rules.groups }}
+{{- range $rule := $group.rules }}
+{{- if and (hasKey $rule "alert") (hasKey $alertFor $rule.alert) }}
+{{- $hold := get $alertFor $rule.alert }}
+{{- $was := printf "for %s" (include "triton-operator.durationWords" $rule.for) }}
+{{- $now := printf "for %s" (include "triton-operator.durationWords" $hold) }}
+{{- $_ := set $rule "for" $hold }}
+{{- range $key := list "summary" "description" }}
+{{- $_ := set $rule.annotations $key (replace $was $now (get $rule.annotations $key)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toYaml (dict "groups" $rules.groups) }}
+{{- end }}
