@@ -23,13 +23,17 @@ from triton_operator.conditions import (
     ObservedServerState,
     set_conditions,
 )
-from triton_operator.observe.model import ObservedModel, ReplicaFacts, StagingOutcome, staging_outcome
-from triton_operator.observe.server import observe_server
-from triton_operator.reconcile.model import invalid_model_conditions
-from triton_operator.reconcile.routing import model_status_conditions, read_state
-from triton_operator.reconcile.server import server_status_conditions
-from triton_operator.reconcile.state import ApplyFailure
-from triton_operator.reconcile.traffic import CanaryInputs, TrafficOutcome, canary_pass
+from triton_operator.observe.model import (
+    ObservedModel,
+    ReplicaFacts,
+    StagingOutcome,
+    invalid_model_conditions,
+    model_status_conditions,
+    staging_outcome,
+)
+from triton_operator.observe.rollout import TrafficOutcome
+from triton_operator.observe.server import ApplyFailure, observe_server, server_status_conditions
+from triton_operator.reconcile.traffic import CanaryInputs, canary_pass, read_state
 from triton_operator.render.labels import APPLIED_GENERATION_ANNOTATION
 from triton_operator.rollout.spec import command_of, plan_of
 from triton_operator.rollout.state import Phase, RolloutReason, RolloutState, settled

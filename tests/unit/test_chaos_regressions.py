@@ -6,9 +6,9 @@ from typing import Any, cast
 
 import pytest
 from triton_operator.kube.rest import Kube
-from triton_operator.reconcile.files import recorded_staging
+from triton_operator.observe.model import StagedRecord, recorded_staging
 from triton_operator.reconcile.loading import Loader
-from triton_operator.reconcile.state import ModelMemory, OperatorState, StagedRecord
+from triton_operator.reconcile.state import ModelMemory, OperatorState
 from triton_operator.triton.client import ModelState
 
 pytestmark = pytest.mark.unit

@@ -7,16 +7,16 @@ from typing import Any
 import pytest
 from triton_operator.api.tritonmodel import ReplicaState
 from triton_operator.api.tritonserver import TritonServerSpec
-from triton_operator.observe.model import ReplicaFacts
-from triton_operator.observe.server import triton_started_after_gate
-from triton_operator.reconcile.gates import GateChange, gate_change, model_settled_on
+from triton_operator.observe.model import ReplicaFacts, StagedRecord
+from triton_operator.observe.server import GateChange, gate_change, triton_started_after_gate
+from triton_operator.reconcile.gates import model_settled_on
 from triton_operator.reconcile.loading import (
     RETRY_FAILED_LOAD_S,
     RETRY_LOCAL_FAILED_LOAD_S,
     retry_failed_load_after,
     settle,
 )
-from triton_operator.reconcile.state import ModelMemory, StagedRecord
+from triton_operator.reconcile.state import ModelMemory
 from triton_operator.render.labels import MODELS_LOADED_GATE
 from triton_operator.render.server import render_deployment, wants_models_gate
 

@@ -12,9 +12,9 @@ from triton_operator.api.gateway import GatewayExposure
 from triton_operator.api.tritonmodel import TritonModelSpec
 from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.observe.metrics import Scrape
-from triton_operator.observe.rollout import pool_counters, version_window
-from triton_operator.reconcile.copies import across_servers, copy_name, copy_spec, read_split_state
-from triton_operator.reconcile.traffic import TrafficOutcome
+from triton_operator.observe.pools import across_servers
+from triton_operator.observe.rollout import TrafficOutcome, pool_counters, version_window
+from triton_operator.reconcile.traffic import read_state
 from triton_operator.render.routes import (
     Backend,
     RouteVerdict,
@@ -23,6 +23,7 @@ from triton_operator.render.routes import (
     routes_verdict,
     server_routes,
 )
+from triton_operator.render.split import copy_name, copy_spec
 from triton_operator.rollout.machine import begin, decide
 from triton_operator.rollout.plan import RolloutPlan, Step
 from triton_operator.rollout.pools import placed_pools, serving_weights
@@ -278,8 +279,8 @@ def test_the_split_rollout_status_round_trips_with_servers() -> None:
     assert written is not None
     assert (written["stableServer"], written["canaryServer"]) == ("pool-a", "pool-b")
     assert (written["stableVersion"], written["canaryVersion"]) == ("3", "3")
-    assert read_split_state({"rollout": written}) == rollout
-    assert read_split_state({"rollout": {"stableVersion": "1"}}) is None
+    assert read_state({"rollout": written}, subject="server") == rollout
+    assert read_state({"rollout": {"stableVersion": "1"}}, subject="server") is None
 
 
 # -- admission (the pydantic mirror of the CRD's CEL rules) ----------------------------------------------
@@ -338,7 +339,7 @@ def test_a_server_may_be_exposed_through_a_gateway() -> None:
 
 
 def test_a_copy_whose_spec_only_gained_defaults_is_not_applied_again() -> None:
-    from triton_operator.reconcile.copies import same_spec
+    from triton_operator.observe.pools import same_spec
 
     wanted = {"serverRef": {"name": "b"}, "config": {"inputs": [{"name": "x"}]}, "version": 1}
     defaulted = {"serverRef": {"name": "b"}, "config": {"inputs": [{"name": "x", "dims": [1]}]}, "version": 1}
@@ -350,7 +351,7 @@ def test_a_copy_whose_spec_only_gained_defaults_is_not_applied_again() -> None:
 def test_a_refused_route_makes_the_server_degraded_but_not_unready() -> None:
     from triton_operator.api.common import ConditionStatus
     from triton_operator.conditions import DecidedCondition
-    from triton_operator.reconcile.server import with_route_problem
+    from triton_operator.observe.server import with_route_problem
 
     ready = DecidedCondition("Ready", ConditionStatus.TRUE, "AllReplicasReady", "2/2")
     degraded = DecidedCondition("Degraded", ConditionStatus.FALSE, "AsExpected", "")
@@ -380,7 +381,7 @@ def test_the_gateway_examples_are_valid_specs() -> None:
 
 
 def _pool(server: str, **kw: Any) -> Any:
-    from triton_operator.reconcile.copies import Pool
+    from triton_operator.observe.pools import Pool
 
     facts: dict[str, Any] = {"exists": True, "ready_pods": 1, "copy_ready": True, "copy_message": ""}
     return Pool(server, **{**facts, **kw})
@@ -445,7 +446,7 @@ def test_split_conditions_tell_problems_from_progress(
     pools: dict[str, dict[str, Any]], routed: str, expected: tuple[tuple[str, str], ...]
 ) -> None:
     from triton_operator.conditions import DecidedCondition
-    from triton_operator.reconcile.copies import split_conditions
+    from triton_operator.observe.pools import split_conditions
 
     facts = {"a": _pool("a"), "b": _pool("b", **pools.get("b", {}))}
     outcome = TrafficOutcome(None, [], None, (False, "ExperimentRunning", "holding 90/10"))
@@ -457,7 +458,7 @@ def test_split_conditions_tell_problems_from_progress(
 
 def test_a_rolled_back_split_is_degraded_and_not_ready() -> None:
     from triton_operator.conditions import DecidedCondition
-    from triton_operator.reconcile.copies import split_conditions
+    from triton_operator.observe.pools import split_conditions
 
     ended = (False, "RolledBack", "canary server b failed")
     outcome = TrafficOutcome({}, [], ended, ended, (True, "RolledBack", "canary server b failed"))
@@ -473,7 +474,7 @@ def test_a_rolled_back_split_is_degraded_and_not_ready() -> None:
 
 
 def test_weight_to_sums_a_services_share_over_rules() -> None:
-    from triton_operator.reconcile.gateway import weight_to
+    from triton_operator.render.routes import weight_to
 
     route = {
         "spec": {

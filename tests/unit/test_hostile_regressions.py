@@ -36,9 +36,7 @@ from triton_operator.handlers.loops import ObjectLoops
 from triton_operator.handlers.tritonmodel import model_pass, staging_changed, track_model
 from triton_operator.handlers.tritonserver import server_pass
 from triton_operator.kube.rest import Kube
-from triton_operator.reconcile.copies import copy_name
 from triton_operator.reconcile.files import RepositoryFiles
-from triton_operator.reconcile.gateway import route_labels
 from triton_operator.reconcile.model import ModelReconciler
 from triton_operator.reconcile.server import ServerReconciler
 from triton_operator.reconcile.split import SplitReconciler
@@ -49,9 +47,11 @@ from triton_operator.render.labels import (
     ROUTE_OWNER_LABEL,
     SPLIT_OF_LABEL,
     name_label,
+    route_labels,
     staging_labels,
 )
 from triton_operator.render.labels import SERVER_NAME_LABEL as SERVER_LABEL
+from triton_operator.render.split import copy_name
 
 pytestmark = pytest.mark.unit
 

@@ -17,9 +17,10 @@ from triton_operator.conditions import (
     server_stuck,
     with_kstatus,
 )
+from triton_operator.observe.pools import Pool, split_stuck
+from triton_operator.observe.rollout import TrafficOutcome
 from triton_operator.observe.server import observe_pod
-from triton_operator.reconcile.copies import Pool, split_stuck
-from triton_operator.reconcile.traffic import TrafficOutcome, canary_outcome
+from triton_operator.reconcile.traffic import canary_outcome
 from triton_operator.rollout.analysis import Assessment, Verdict
 from triton_operator.rollout.machine import decide
 from triton_operator.rollout.spec import plan_of

@@ -9,13 +9,8 @@ import pytest
 from triton_operator.api.common import ConditionStatus
 from triton_operator.conditions import DecidedCondition, set_conditions, with_kstatus
 from triton_operator.kube.rest import Kube
-from triton_operator.reconcile.status import (
-    is_problem,
-    stamp_metrics,
-    transitions,
-    with_removals,
-    write_status,
-)
+from triton_operator.observe.story import is_problem, transitions
+from triton_operator.reconcile.status import stamp_metrics, with_removals, write_status
 from triton_operator.reconcile.traffic import canary_outcome
 from triton_operator.rollout.analysis import Assessment, Verdict
 from triton_operator.rollout.machine import decide

@@ -10,14 +10,13 @@ from pydantic import ValidationError
 from triton_operator.api.tritonmodel import TritonModelSpec
 from triton_operator.api.tritonserver import RepositoryLayout, TritonServerSpec
 from triton_operator.observe.copies import CopyFacts, copy_facts, has_own_copy
-from triton_operator.reconcile.files import jobs_placement
 from triton_operator.render.repository import (
     SYNC_CONTAINER,
     repository_selector,
     source_url,
 )
 from triton_operator.render.server import Copies, copies_for, render_all
-from triton_operator.render.staging import render_staging_job
+from triton_operator.render.staging import jobs_placement, render_staging_job
 
 
 def server(**repository: Any) -> TritonServerSpec:

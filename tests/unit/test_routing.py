@@ -10,10 +10,17 @@ from triton_operator.api.common import ConditionStatus
 from triton_operator.api.tritonmodel import TritonModelSpec
 from triton_operator.conditions import DecidedCondition
 from triton_operator.observe.metrics import Scrape
-from triton_operator.observe.rollout import VersionSample, target_counters, traffic_entries, version_window
-from triton_operator.reconcile.routing import read_state, routed_conditions, router_everywhere
+from triton_operator.observe.model import routed_conditions
+from triton_operator.observe.rollout import (
+    TrafficOutcome,
+    VersionSample,
+    target_counters,
+    traffic_entries,
+    version_window,
+)
+from triton_operator.reconcile.routing import router_everywhere
 from triton_operator.reconcile.state import RoutingMemory
-from triton_operator.reconcile.traffic import CanaryInputs, TrafficOutcome, canary_pass
+from triton_operator.reconcile.traffic import CanaryInputs, canary_pass, read_state
 from triton_operator.rollout.spec import command_of, plan_of
 from triton_operator.rollout.state import Phase, RolloutState, settled
 from triton_operator.triton.metrics import MetricsSnapshot, ModelCounters, RoutedCounts

@@ -1,4 +1,4 @@
-"""The Events a status write tells (reconcile/story.py): per kind, the story of a fresh deploy, a canary, a
+"""The Events a status write tells (observe/story.py): per kind, the story of a fresh deploy, a canary, a
 rollback and a deletion, in order, from statuses as the operator writes them (taken from an e2e run on
 the sandbox, trimmed to the fields the story reads)."""
 
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from triton_operator.conditions import Reason
 from triton_operator.kube.events import NORMAL, WARNING, Event
-from triton_operator.reconcile.story import deletion_story, event, is_problem, story
+from triton_operator.observe.story import deletion_story, event, is_problem, story
 
 Status = dict[str, Any]
 NOT_STALLED = ("Stalled", "False", "AsExpected", "No problem observed that only a change can end.")

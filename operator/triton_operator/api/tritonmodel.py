@@ -888,6 +888,16 @@ class TritonModelSpec(ApiModel):
         variants = self.experiment.version_variants if self.experiment is not None else []
         return next((v.source for v in variants if v.version == version), None)
 
+    def variant_specs(self) -> list[TritonModelSpec]:
+        """The spec of each experiment variant other than spec.version: its version from its own source."""
+        if self.experiment is None:
+            return []
+        return [
+            self.model_copy(update={"version": v.version, "source": v.source})
+            for v in self.experiment.version_variants
+            if v.version != self.version and v.source is not None
+        ]
+
     def resolved_model_name(self, resource_name: str) -> str:
         """modelName, or the resource's name when unset: the name clients call."""
         return self.model_name or resource_name

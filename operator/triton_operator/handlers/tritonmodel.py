@@ -12,13 +12,13 @@ from kubernetes.client.exceptions import ApiException
 from triton_operator.api.common import GROUP, VERSION
 from triton_operator.handlers.loops import ObjectLoops
 from triton_operator.kube.events import recorder_for
+from triton_operator.kube.rest import namespace_terminating
+from triton_operator.observe.story import deletion_story
 from triton_operator.opmetrics import measured
 from triton_operator.opmetrics_objects import OBJECT_GAUGES
-from triton_operator.reconcile.files import namespace_terminating
 from triton_operator.reconcile.model import KIND, ModelReconciler
 from triton_operator.reconcile.server import KIND as SERVER_KIND
 from triton_operator.reconcile.state import OperatorState, object_key, owner_name
-from triton_operator.reconcile.story import deletion_story
 from triton_operator.render.labels import MODEL_LABEL, SPLIT_OF_LABEL, STAGING_LABELS
 
 PLURAL = "tritonmodels"

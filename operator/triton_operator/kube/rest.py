@@ -204,3 +204,35 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+# What the operator quotes of an apiserver error in a condition: enough to name the field; the apiserver
+# may echo a whole value (a deeply nested affinity printed in full made a message over the condition's
+# limit).
+API_MESSAGE_MAX = 2048
+# Server-side apply answers a value of the wrong type inside a free-form field (spec.affinity,
+# env valueFrom) with 500 "failed to create typed patch object": no retry can make that apply.
+_TYPED_PATCH_FAILED = "failed to create typed patch object"
+
+
+def api_message(exc: ApiException, limit: int | None = None) -> str:
+    """The apiserver's own message in an error (its reason when there is none), cut to `limit`."""
+    try:
+        text = str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except ValueError:
+        text = str(exc.reason)
+    return text if limit is None or len(text) <= limit else text[:limit] + " ... (truncated)"
+
+
+def apply_cannot_succeed(exc: ApiException) -> bool:
+    """Whether applying again cannot help until the spec changes (a 4xx but conflicts and throttling, or
+    a server-side apply type error)."""
+    status = exc.status or 0
+    if 400 <= status < 500:
+        return status not in (409, 429)
+    return status == 500 and _TYPED_PATCH_FAILED in api_message(exc, API_MESSAGE_MAX)
+
+
+def namespace_terminating(exc: ApiException) -> bool:
+    """Whether the apiserver refused to create something because its namespace is being deleted."""
+    return exc.status == 403 and "being terminated" in str(exc.body)

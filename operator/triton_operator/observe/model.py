@@ -13,9 +13,10 @@ from typing import Any, Literal
 
 from triton_operator.api.common import ConditionStatus
 from triton_operator.api.tritonmodel import ModelConditionType, ReplicaState
-from triton_operator.conditions import DecidedCondition, Reason
+from triton_operator.conditions import DecidedCondition, Reason, with_kstatus
 from triton_operator.observe.copies import CopyFacts
 from triton_operator.observe.metrics import Scrape
+from triton_operator.observe.rollout import TrafficOutcome
 from triton_operator.triton.client import ModelState
 from triton_operator.triton.metrics import ModelRates, aggregate, model_rates
 
@@ -167,6 +168,11 @@ class ReplicaFacts:
         if reason:
             out["reason"] = reason[:4096]
         return out
+
+
+def ready_versions(index: Sequence[ModelState], target: str) -> set[str]:
+    """The versions of `target` a pod's repository index lists READY."""
+    return {row.version for row in index if row.name == target and row.state == "READY" and row.version}
 
 
 def replica_state(rows: Sequence[ModelState], model: str, version: int) -> tuple[ReplicaState, str | None]:
@@ -419,3 +425,87 @@ def model_metrics(scrapes: Mapping[str, ScrapePair], model: str, version: int) -
 
 def _ms(us: float | None) -> float | None:
     return None if us is None else round(us / 1000.0, 3)
+
+
+@dataclass(frozen=True)
+class StagedRecord:
+    """A staging Job that completed: its files are in the server's repository."""
+
+    job: str
+    version: int
+    digest: str | None
+
+
+def recorded_staging(status: Mapping[str, Any], wanted_job: str, version: int) -> StagedRecord | None:
+    """What status says was staged (after an operator restart): stagedDigest is set only on completion."""
+    job, digest = status.get("stagingJob"), status.get("stagedDigest")
+    if not job or not digest:
+        return None
+    if job == wanted_job:
+        # This spec's Job staged this spec's version. Not servedVersion: mid-canary that is still the
+        # old one, and a restarted operator then checked new pods for a version whose files a promotion
+        # had removed ("loaded, but version 1 is not ready"; chaos seed 49025936 kill 2).
+        return StagedRecord(str(job), version, str(digest))
+    served = status.get("servedVersion")
+    if served is None:
+        return None  # staged for an older spec whose version is not known: stage again
+    return StagedRecord(str(job), int(served), str(digest))
+
+
+def recorded_variant(status: Mapping[str, Any], wanted_job: str, version: int) -> StagedRecord | None:
+    """What status says an experiment variant's Job staged, if it is the Job this spec wants."""
+    for entry in status.get("stagedVariants") or []:
+        if entry.get("version") == version and entry.get("job") == wanted_job:
+            return StagedRecord(wanted_job, version, entry.get("digest"))
+    return None
+
+
+def load_token(staged: StagedRecord | None, variants: Mapping[int, StagedRecord]) -> StagedRecord | None:
+    """What every pod must have loaded: the spec's staged files and, for an experiment, each variant's
+    (the token names all their Jobs: the versions reload once any of them changes)."""
+    if staged is None or not variants:
+        return staged
+    jobs = sorted([staged.job, *(record.job for record in variants.values())])
+    return StagedRecord("+".join(jobs), staged.version, staged.digest)
+
+
+def routed_conditions(decided: Sequence[DecidedCondition], routed: TrafficOutcome) -> list[DecidedCondition]:
+    """A routed model's conditions: its own (staging, loading), then what the rollout says on top.
+
+    Ready is False while a rollout runs or after a rollback (`kubectl wait --for=condition=Ready`
+    returns once the spec's version serves everything); Progressing says where the rollout is.
+    """
+
+    out = []
+    for cond in decided:
+        if cond.type == ModelConditionType.READY and routed.ready is not None and cond.status == "True":
+            cond = DecidedCondition.said(cond.type, *routed.ready)
+        elif cond.type == ModelConditionType.DEGRADED and routed.degraded is not None:
+            cond = DecidedCondition.said(cond.type, *routed.degraded)
+        out.append(cond)
+    out.append(DecidedCondition.said(ModelConditionType.PROGRESSING, *routed.progressing))
+    return out
+
+
+def model_status_conditions(
+    observed: ObservedModel, routed: TrafficOutcome | None = None
+) -> list[DecidedCondition]:
+    """Every condition a TritonModel (not through a Gateway) writes: its own from the observed facts, a
+    routed model's rollout on top, and Reconciling and Stalled for kstatus (Flux) from both."""
+    decided = model_conditions(observed)
+    stuck = model_stuck(observed)
+    if routed is not None:
+        decided = routed_conditions(decided, routed)
+        stuck = stuck or routed.stalled
+    return with_kstatus(decided, stuck)
+
+
+def invalid_model_conditions(message: str) -> list[DecidedCondition]:
+    """A TritonModel whose spec does not validate: not Ready, Degraded, and Stalled (only a new spec ends
+    it); its other conditions stay as they were."""
+    reason = Reason.INVALID_SPEC
+    decided = [
+        DecidedCondition(ModelConditionType.READY, ConditionStatus.FALSE, reason, message),
+        DecidedCondition(ModelConditionType.DEGRADED, ConditionStatus.TRUE, reason, message),
+    ]
+    return with_kstatus(decided, stuck=True)

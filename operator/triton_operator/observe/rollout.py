@@ -194,3 +194,23 @@ def pool_counters(
                 p99_us=_max([c.request_p99_us for c in rows]),
             )
     return samples
+
+
+# (status, reason, message) of a condition, before it is one.
+Said = tuple[bool, str, str]
+
+
+@dataclass(frozen=True)
+class TrafficOutcome:
+    """What status says about a model's traffic, and how its conditions read."""
+
+    rollout: dict[str, Any] | None
+    traffic: list[dict[str, Any]]
+    # Said for Ready, Progressing and Degraded; None keeps what the model's own facts say.
+    ready: Said | None
+    progressing: Said
+    degraded: Said | None = None
+    # The variant most traffic goes to.
+    served: str | None = None
+    # Only a change ends what it says (a rollback, an abort, a variant whose staging failed): Stalled.
+    stalled: bool = False

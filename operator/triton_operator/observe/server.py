@@ -1,4 +1,5 @@
-"""What a TritonServer's children say: facts for its conditions and the per-pod status entries.
+"""What a TritonServer's children say: facts, its conditions, the per-pod status entries, and what
+to write on each pod's models-loaded gate.
 
 Pure: takes the Deployment and pods as the API returned them and each pod's Triton health as the
 operator read it; no I/O here.
@@ -12,7 +13,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from triton_operator.conditions import CLAIM_BIND_GRACE_S, ObservedPod, ObservedServerState
+from triton_operator.api.common import ConditionStatus, ConditionType
+from triton_operator.conditions import (
+    CLAIM_BIND_GRACE_S,
+    DecidedCondition,
+    ObservedPod,
+    ObservedServerState,
+    server_conditions,
+    server_stuck,
+    with_kstatus,
+)
 from triton_operator.render.labels import APPLIED_GENERATION_ANNOTATION, MODELS_LOADED_GATE
 from triton_operator.render.server import CONTAINER_NAME, spec_has_models_gate
 from triton_operator.triton.client import Health, ModelState
@@ -296,3 +306,114 @@ def _pod_message(observed: ObservedPod, triton: PodTriton | None) -> str | None:
     if triton and triton.unreachable:
         return f"Triton not reachable: {triton.unreachable}"
     return "starting"
+
+
+@dataclass(frozen=True)
+class ApplyFailure:
+    """Applying a TritonServer's children failed for this generation: why, as its conditions say."""
+
+    generation: int
+    reason: str
+    message: str
+    # Applying again cannot help until the spec changes (an invalid spec, a 4xx): Stalled=True.
+    permanent: bool = True
+
+
+def server_status_conditions(
+    observed: ObservedServerState,
+    generation: int,
+    failure: ApplyFailure | None = None,
+    routed: DecidedCondition | None = None,
+) -> list[DecidedCondition]:
+    """Every condition an observing pass writes: the observed ones, an apply failure of this generation
+    over them, Routed with spec.gateway, and Reconciling and Stalled for kstatus (Flux) from all that."""
+    decided = server_conditions(observed, generation)
+    stuck = server_stuck(observed)
+    if failure is not None and failure.generation == generation:
+        decided = with_apply_failure(decided, failure)
+        stuck = failure.permanent
+    if routed is not None:
+        decided = with_route_problem(decided, routed)
+    return with_kstatus(decided, stuck)
+
+
+def failed_conditions(failure: ApplyFailure) -> list[DecidedCondition]:
+    """Ready, Progressing and Degraded of a server whose spec could not be applied."""
+    reason, message = failure.reason, failure.message
+    return [
+        DecidedCondition(ConditionType.READY, ConditionStatus.FALSE, reason, message),
+        DecidedCondition(ConditionType.PROGRESSING, ConditionStatus.FALSE, reason, message),
+        DecidedCondition(ConditionType.DEGRADED, ConditionStatus.TRUE, reason, message),
+    ]
+
+
+def with_apply_failure(decided: list[DecidedCondition], failure: ApplyFailure) -> list[DecidedCondition]:
+    """The observed conditions, but Ready, Progressing and Degraded say why the apply failed."""
+    failed = {c.type: c for c in failed_conditions(failure)}
+    return [failed.get(c.type, c) for c in decided]
+
+
+def with_route_problem(decided: list[DecidedCondition], routed: DecidedCondition) -> list[DecidedCondition]:
+    """Add Routed; a route the gateway refused also makes the server Degraded (its pods may still serve
+    in-cluster clients, so Ready stays as the pods say)."""
+    out = list(decided)
+    if routed.status == ConditionStatus.FALSE:
+        out = [
+            DecidedCondition(c.type, ConditionStatus.TRUE, routed.reason, routed.message)
+            if c.type == ConditionType.DEGRADED and c.status != ConditionStatus.TRUE
+            else c
+            for c in out
+        ]
+    return [*out, routed]
+
+
+LISTED_WAITING = 5  # models named in the condition's message
+
+
+@dataclass(frozen=True)
+class GateChange:
+    """The gate condition to write on one pod."""
+
+    status: str  # "True" / "False"
+    reason: str
+    message: str
+
+
+def gate_change(
+    *,
+    has_gate: bool,
+    triton_up: bool,
+    gate: str | None,
+    restarts: int,
+    granted_at_restarts: int | None,
+    waiting_for: Sequence[str],
+    loaded: int,
+    started_after_gate: bool = False,
+) -> GateChange | None:
+    """What to write on a pod's gate, None to leave it as it is.
+
+    `gate`: the condition's status now (None: not set yet); `granted_at_restarts`: the Triton restart
+    count when this process opened the gate (None: not opened by this process); `waiting_for`: the
+    server's models not loaded (or refused) into this Triton yet; `loaded`: how many are;
+    `started_after_gate`: the pod's timestamps say its Triton started after the gate opened (asked
+    only of a gate this process did not open: its restart count says it better, whatever the clocks).
+    """
+    if not has_gate:
+        return None  # a pod of an older template: Kubernetes does not wait for the gate
+    if gate == "True":
+        if not triton_up:
+            return GateChange("False", "TritonNotReady", "Triton stopped answering; its models load again.")
+        restarted = restarts > granted_at_restarts if granted_at_restarts is not None else started_after_gate
+        if restarted:
+            return GateChange("False", "TritonRestarted", f"Triton restarted ({restarts} restarts); loading.")
+        return None
+    if not triton_up:
+        return None  # not Ready anyway (its containers are not); loading starts once Triton answers
+    if waiting_for:
+        if gate is not None:
+            return None  # said so already; one write per pod start, not one per model loaded
+        listed = ", ".join(waiting_for[:LISTED_WAITING])
+        more = f" and {len(waiting_for) - LISTED_WAITING} more" if len(waiting_for) > LISTED_WAITING else ""
+        return GateChange("False", "LoadingModels", f"Loading {len(waiting_for)} models: {listed}{more}.")
+    said = {0: "No model to load.", 1: "1 model loaded."}.get(loaded, f"{loaded} models loaded.")
+    return GateChange("True", "ModelsLoaded", said)

@@ -14,20 +14,24 @@ from typing import Any, cast
 
 import kopf
 from kubernetes.client.exceptions import ApiException
-from kubernetes.utils import parse_quantity
 from pydantic import ValidationError
 
 from triton_operator.api.tritonmodel import TritonModelSpec
 from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.conditions import Reason
 from triton_operator.kube.events import WARNING, Event, recorder_for
-from triton_operator.kube.rest import Kube
+from triton_operator.kube.rest import Kube, namespace_terminating
 from triton_operator.observe.model import StagingOutcome, staging_outcome
-from triton_operator.reconcile.state import ModelMemory, OperatorState, StagedRecord
+from triton_operator.reconcile.state import ModelMemory, OperatorState
 from triton_operator.render.labels import JOB_NAME_LABEL, MODEL_LABEL, name_label, staging_labels
-from triton_operator.render.repository import per_replica, staging_placement
 from triton_operator.render.server import pvc_name
-from triton_operator.render.staging import removal_job_name, render_removal_job, render_staging_job
+from triton_operator.render.staging import (
+    capacity_bytes,
+    jobs_placement,
+    removal_job_name,
+    render_removal_job,
+    render_staging_job,
+)
 
 log = logging.getLogger(__name__)
 KIND = "TritonModel"
@@ -35,58 +39,6 @@ KIND = "TritonModel"
 # removal Job, and how long after a failed removal.
 REMOVAL_POLL_S = 2.0
 REMOVAL_RETRY_S = 30.0
-
-
-def namespace_terminating(exc: ApiException) -> bool:
-    """Whether the apiserver refused to create something because its namespace is being deleted."""
-    return exc.status == 403 and "being terminated" in str(exc.body)
-
-
-def recorded_variant(status: Mapping[str, Any], wanted_job: str, version: int) -> StagedRecord | None:
-    """What status says an experiment variant's Job staged, if it is the Job this spec wants."""
-    for entry in status.get("stagedVariants") or []:
-        if entry.get("version") == version and entry.get("job") == wanted_job:
-            return StagedRecord(wanted_job, version, entry.get("digest"))
-    return None
-
-
-def load_token(staged: StagedRecord | None, variants: Mapping[int, StagedRecord]) -> StagedRecord | None:
-    """What every pod must have loaded: the spec's staged files and, for an experiment, each variant's
-    (the token names all their Jobs: the versions reload once any of them changes)."""
-    if staged is None or not variants:
-        return staged
-    jobs = sorted([staged.job, *(record.job for record in variants.values())])
-    return StagedRecord("+".join(jobs), staged.version, staged.digest)
-
-
-def recorded_staging(status: Mapping[str, Any], wanted_job: str, version: int) -> StagedRecord | None:
-    """What status says was staged (after an operator restart): stagedDigest is set only on completion."""
-    job, digest = status.get("stagingJob"), status.get("stagedDigest")
-    if not job or not digest:
-        return None
-    if job == wanted_job:
-        # This spec's Job staged this spec's version. Not servedVersion: mid-canary that is still the
-        # old one, and a restarted operator then checked new pods for a version whose files a promotion
-        # had removed ("loaded, but version 1 is not ready"; chaos seed 49025936 kill 2).
-        return StagedRecord(str(job), version, str(digest))
-    served = status.get("servedVersion")
-    if served is None:
-        return None  # staged for an older spec whose version is not known: stage again
-    return StagedRecord(str(job), int(served), str(digest))
-
-
-def jobs_placement(server: str, server_spec: TritonServerSpec) -> dict[str, Any] | None:
-    """Where a model's Jobs must run to mount the server's PVC: beside the repository server in layout
-    PerReplica (its ReadWriteOnce volume is attached to that node); anywhere in layout Shared."""
-    return staging_placement(server) if per_replica(server_spec) else None
-
-
-def capacity_bytes(spec: TritonServerSpec) -> int | None:
-    """The repository's size (an existing claim's size is not known: no limit)."""
-    repo = spec.model_repository
-    if repo.existing_claim:
-        return None
-    return int(parse_quantity(repo.size))  # type: ignore[no-untyped-call]
 
 
 class RepositoryFiles:
@@ -115,8 +67,7 @@ class RepositoryFiles:
         if memory.cleaned_for != keep:
             self.remove_other_jobs(namespace, name, keep)
             memory.cleaned_for = keep
-        staging = self.state.staging
-        job = staging.job(namespace, job_name, partial(self.kube.get, "Job", namespace, job_name))
+        job = self._job(namespace, job_name)
         if job is None:
             manifest = render_staging_job(
                 name,
@@ -133,13 +84,24 @@ class RepositoryFiles:
             log.info("staging %s/%s version %s with Job %s", namespace, name, spec.version, job_name)
             self.kube.apply(manifest)
             return StagingOutcome("running")
-        read_pods = partial(self.kube.list, "Pod", namespace, f"{JOB_NAME_LABEL}={job_name}")
-        outcome = staging_outcome(job, staging.pods(namespace, job_name, read_pods))
+        outcome = self._outcome(namespace, job, job_name)
         if outcome.phase == "complete":
             # Status remembers it (stagingJob, stagedDigest); the finished Job is only clutter now.
-            self.kube.delete("Job", namespace, job_name)
-            staging.deleted_job(namespace, job_name)
+            self._delete_job(namespace, job_name)
         return outcome
+
+    def _job(self, namespace: str, job_name: str) -> dict[str, Any] | None:
+        """A staging or removal Job, as the watch keeps it."""
+        return self.state.staging.job(namespace, job_name, partial(self.kube.get, "Job", namespace, job_name))
+
+    def _outcome(self, namespace: str, job: Mapping[str, Any], job_name: str) -> StagingOutcome:
+        """How the Job is doing, from it and its pods (as the watch keeps them)."""
+        read_pods = partial(self.kube.list, "Pod", namespace, f"{JOB_NAME_LABEL}={job_name}")
+        return staging_outcome(job, self.state.staging.pods(namespace, job_name, read_pods))
+
+    def _delete_job(self, namespace: str, job_name: str) -> None:
+        self.kube.delete("Job", namespace, job_name)
+        self.state.staging.deleted_job(namespace, job_name)
 
     def remove_other_jobs(self, namespace: str, name: str, keep: frozenset[str]) -> None:
         """Delete this model's staging Jobs for earlier specs (a failed one stays until the spec changes)."""
@@ -152,8 +114,7 @@ class RepositoryFiles:
         """Whether the model's removal Job still runs (one no pass looks after any more does not count)."""
         if not memory.removing:
             return False
-        job_name = memory.removing
-        job = self.state.staging.job(namespace, job_name, partial(self.kube.get, "Job", namespace, job_name))
+        job = self._job(namespace, memory.removing)
         status = (job or {}).get("status") or {}
         if job is None or status.get("succeeded") or status.get("failed"):
             memory.removing = None
@@ -172,8 +133,7 @@ class RepositoryFiles:
         name, namespace = meta["name"], meta["namespace"]
         old = spec.model_copy(update={"version": version})
         job_name = removal_job_name(name, old)
-        staging = self.state.staging
-        job = staging.job(namespace, job_name, partial(self.kube.get, "Job", namespace, job_name))
+        job = self._job(namespace, job_name)
         if job is None:
             if memory.retired == version:
                 memory.removing = None
@@ -185,12 +145,10 @@ class RepositoryFiles:
             self._start_removal(body, old, server, claim, job_name)
             memory.removing = job_name
             return False
-        read_pods = partial(self.kube.list, "Pod", namespace, f"{JOB_NAME_LABEL}={job_name}")
-        outcome = staging_outcome(job, staging.pods(namespace, job_name, read_pods))
+        outcome = self._outcome(namespace, job, job_name)
         memory.removing = job_name if outcome.phase not in ("complete", "failed", "blocked") else None
         if outcome.phase == "complete":
-            self.kube.delete("Job", namespace, job_name)
-            staging.deleted_job(namespace, job_name)
+            self._delete_job(namespace, job_name)
             memory.retired = version
             for uid in memory.loads:  # reload from disk on every pod: Triton unloads the removed version
                 memory.loads[uid] = ""

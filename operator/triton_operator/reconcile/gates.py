@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
 from triton_operator.kube.rest import Kube
 from triton_operator.observe.server import (
+    GateChange,
+    gate_change,
     gate_status,
     has_models_gate,
     triton_is_up,
@@ -36,57 +37,6 @@ from triton_operator.reconcile.status import now
 from triton_operator.render.labels import MODELS_LOADED_GATE
 
 log = logging.getLogger(__name__)
-
-LISTED_WAITING = 5  # models named in the condition's message
-
-
-@dataclass(frozen=True)
-class GateChange:
-    """The gate condition to write on one pod."""
-
-    status: str  # "True" / "False"
-    reason: str
-    message: str
-
-
-def gate_change(
-    *,
-    has_gate: bool,
-    triton_up: bool,
-    gate: str | None,
-    restarts: int,
-    granted_at_restarts: int | None,
-    waiting_for: Sequence[str],
-    loaded: int,
-    started_after_gate: bool = False,
-) -> GateChange | None:
-    """What to write on a pod's gate, None to leave it as it is.
-
-    `gate`: the condition's status now (None: not set yet); `granted_at_restarts`: the Triton restart
-    count when this process opened the gate (None: not opened by this process); `waiting_for`: the
-    server's models not loaded (or refused) into this Triton yet; `loaded`: how many are;
-    `started_after_gate`: the pod's timestamps say its Triton started after the gate opened (asked
-    only of a gate this process did not open: its restart count says it better, whatever the clocks).
-    """
-    if not has_gate:
-        return None  # a pod of an older template: Kubernetes does not wait for the gate
-    if gate == "True":
-        if not triton_up:
-            return GateChange("False", "TritonNotReady", "Triton stopped answering; its models load again.")
-        restarted = restarts > granted_at_restarts if granted_at_restarts is not None else started_after_gate
-        if restarted:
-            return GateChange("False", "TritonRestarted", f"Triton restarted ({restarts} restarts); loading.")
-        return None
-    if not triton_up:
-        return None  # not Ready anyway (its containers are not); loading starts once Triton answers
-    if waiting_for:
-        if gate is not None:
-            return None  # said so already; one write per pod start, not one per model loaded
-        listed = ", ".join(waiting_for[:LISTED_WAITING])
-        more = f" and {len(waiting_for) - LISTED_WAITING} more" if len(waiting_for) > LISTED_WAITING else ""
-        return GateChange("False", "LoadingModels", f"Loading {len(waiting_for)} models: {listed}{more}.")
-    said = {0: "No model to load.", 1: "1 model loaded."}.get(loaded, f"{loaded} models loaded.")
-    return GateChange("True", "ModelsLoaded", said)
 
 
 def model_settled_on(memory: ModelMemory | None, status: Mapping[str, Any], uid: str, restarts: int) -> bool:

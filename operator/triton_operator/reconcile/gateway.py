@@ -7,7 +7,6 @@ name made by someone else (or by GitOps) is reported as a conflict and left alon
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
@@ -18,41 +17,22 @@ from kubernetes.client.exceptions import ApiException
 from triton_operator.api.common import (
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
-    LABEL_NAME,
     ConditionStatus,
     ConditionType,
 )
 from triton_operator.api.gateway import GatewayExposure
 from triton_operator.conditions import DecidedCondition
-from triton_operator.kube.rest import Kube
+from triton_operator.kube.rest import Kube, api_message
 from triton_operator.reconcile.state import RouteProblem
-from triton_operator.render.labels import APP_NAME, MANAGED_BY, ROUTE_OWNER_LABEL, name_label
-from triton_operator.render.routes import RouteVerdict, route_verdict, routes_verdict
+from triton_operator.render.labels import MANAGED_BY, ROUTE_COMPONENT
+from triton_operator.render.routes import RouteVerdict, route_verdict, routes_verdict, weight_to
 
 log = logging.getLogger(__name__)
-ROUTE_COMPONENT = "route"
-
-
-def route_labels(owner: str) -> dict[str, str]:
-    """Labels of the operator's routes (not app.kubernetes.io/instance: GitOps tools track by it)."""
-    return {
-        LABEL_NAME: APP_NAME,
-        LABEL_COMPONENT: ROUTE_COMPONENT,
-        LABEL_MANAGED_BY: MANAGED_BY,
-        ROUTE_OWNER_LABEL: name_label(owner),
-    }
 
 
 def owned_by(obj: Mapping[str, Any], owner_uid: str) -> bool:
     refs = (obj.get("metadata") or {}).get("ownerReferences") or []
     return any(ref.get("uid") == owner_uid for ref in refs)
-
-
-def _api_message(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
-    except ValueError:
-        return str(exc.reason)
 
 
 def problem_of(exc: ApiException, kind: str) -> RouteProblem:
@@ -66,21 +46,10 @@ def problem_of(exc: ApiException, kind: str) -> RouteProblem:
     if exc.status == 403:
         return RouteProblem(
             "Forbidden",
-            f"the operator may not write {kind}s here ({_api_message(exc)}): grant its ServiceAccount "
+            f"the operator may not write {kind}s here ({api_message(exc)}): grant its ServiceAccount "
             "httproutes and grpcroutes in gateway.networking.k8s.io (the chart's RBAC does)",
         )
-    return RouteProblem("RouteApplyFailed", f"applying the {kind} failed: {exc.status} {_api_message(exc)}")
-
-
-def weight_to(route: Mapping[str, Any], service: str) -> int:
-    """The weight a route gives a Service, summed over its rules (0 when it names it nowhere)."""
-    rules = (route.get("spec") or {}).get("rules") or []
-    return sum(
-        int(ref.get("weight", 1))
-        for rule in rules
-        for ref in rule.get("backendRefs") or []
-        if ref.get("name") == service and ref.get("kind", "Service") == "Service"
-    )
+    return RouteProblem("RouteApplyFailed", f"applying the {kind} failed: {exc.status} {api_message(exc)}")
 
 
 def routes_sending_to(kube: Kube, namespace: str, service: str) -> list[str]:

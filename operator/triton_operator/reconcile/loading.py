@@ -22,16 +22,16 @@ from triton_operator.observe.model import (
     REPOSITORY_PVC,
     FilesAt,
     ReplicaFacts,
+    StagedRecord,
+    ready_versions,
     replica_state,
 )
 from triton_operator.observe.server import pod_is_ready, triton_is_up, triton_restarts
 from triton_operator.reconcile.pod_copies import Copies
-from triton_operator.reconcile.routing import ready_versions
 from triton_operator.reconcile.state import (
     FailedLoad,
     ModelMemory,
     OperatorState,
-    StagedRecord,
     pod_index_key,
 )
 from triton_operator.render.labels import label_selector

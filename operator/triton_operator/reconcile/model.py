@@ -17,50 +17,38 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from triton_operator.api.common import (
-    ConditionStatus,
-)
-from triton_operator.api.tritonmodel import ModelConditionType, TritonModelSpec
+from triton_operator.api.tritonmodel import TritonModelSpec
 from triton_operator.api.tritonserver import TritonServerSpec
-from triton_operator.conditions import DecidedCondition, Reason, set_conditions, with_kstatus
+from triton_operator.conditions import Reason, set_conditions
 from triton_operator.kube.rest import Kube
 from triton_operator.observe.leftovers import taken_over, wanted_names
 from triton_operator.observe.model import (
     SERVER_GRACE_S,
     ObservedModel,
     ScrapePair,
+    StagedRecord,
     StagingOutcome,
+    invalid_model_conditions,
+    load_token,
     loaded_fraction,
     model_metrics,
-)
-from triton_operator.observe.server import created_within
-from triton_operator.reconcile.files import RepositoryFiles, load_token, recorded_staging, recorded_variant
-from triton_operator.reconcile.loading import Loader, settle
-from triton_operator.reconcile.routing import (
-    InServerTraffic,
     model_status_conditions,
-    variant_specs,
+    recorded_staging,
+    recorded_variant,
 )
+from triton_operator.observe.rollout import TrafficOutcome
+from triton_operator.observe.server import created_within
+from triton_operator.reconcile.files import RepositoryFiles
+from triton_operator.reconcile.loading import Loader, settle
+from triton_operator.reconcile.routing import InServerTraffic
 from triton_operator.reconcile.server import invalid_spec_message
 from triton_operator.reconcile.split import SplitReconciler
-from triton_operator.reconcile.state import (
-    ModelMemory,
-    OperatorState,
-    StagedRecord,
-    object_key,
-    pod_index_key,
-)
-from triton_operator.reconcile.status import now, stamp_metrics, write_status
-from triton_operator.reconcile.traffic import (
-    TrafficOutcome,
-    with_problem,
-)
+from triton_operator.reconcile.state import ModelMemory, OperatorState, object_key, pod_index_key
+from triton_operator.reconcile.status import now, stamp_metrics, write_conditions, write_status
+from triton_operator.reconcile.traffic import with_problem
 from triton_operator.render.labels import label_selector
 from triton_operator.render.server import service_endpoints
-from triton_operator.render.staging import (
-    DEFAULT_OPERATOR_IMAGE,
-    staging_job_name,
-)
+from triton_operator.render.staging import DEFAULT_OPERATOR_IMAGE, staging_job_name
 from triton_operator.triton import client as triton
 
 log = logging.getLogger(__name__)
@@ -79,17 +67,6 @@ STATUS_FIELDS = (
     "rollout",
     "traffic",
 )
-
-
-def invalid_model_conditions(message: str) -> list[DecidedCondition]:
-    """A TritonModel whose spec does not validate: not Ready, Degraded, and Stalled (only a new spec ends
-    it); its other conditions stay as they were."""
-    reason = Reason.INVALID_SPEC
-    decided = [
-        DecidedCondition(ModelConditionType.READY, ConditionStatus.FALSE, reason, message),
-        DecidedCondition(ModelConditionType.DEGRADED, ConditionStatus.TRUE, reason, message),
-    ]
-    return with_kstatus(decided, stuck=True)
 
 
 def staged_variants(memory: ModelMemory, variants: list[TritonModelSpec]) -> dict[int, StagedRecord]:
@@ -128,7 +105,7 @@ class ModelReconciler:
             spec = TritonModelSpec.model_validate(body.get("spec") or {})
         except ValidationError as exc:
             message = invalid_spec_message(exc)
-            self._write_invalid(body, message)
+            write_conditions(self.kube, KIND, body, invalid_model_conditions(message), STATUS_FIELDS)
             raise kopf.PermanentError(f"invalid spec: {message}") from exc
         memory.wants = wanted_names(spec, name)
         if spec.through_gateway:
@@ -138,7 +115,7 @@ class ModelReconciler:
         server_name = spec.server_ref.name
         memory.server = (namespace, server_name)
         wanted = staging_job_name(name, spec)
-        variants = variant_specs(spec)  # an experiment's other versions, each from its own source
+        variants = spec.variant_specs()  # an experiment's other versions, each from its own source
         status = body.get("status") or {}
         if memory.staged is None:
             memory.staged = recorded_staging(status, wanted, spec.version)
@@ -177,7 +154,7 @@ class ModelReconciler:
 
         keep = frozenset([wanted, *(staging_job_name(name, v) for v in variants)])
         outcome: StagingOutcome | None = None
-        if memory.staged is None or memory.staged.job != wanted:
+        if not memory.has_staged(wanted):
             outcome = self.files.stage(body, spec, server_spec, wanted, memory, keep)
             if outcome.phase == "complete":
                 memory.staged = StagedRecord(
@@ -248,7 +225,7 @@ class ModelReconciler:
                 new["stagedDigest"] = staged.digest
         elif observed.wanted_job and observed.server_found:
             new["stagingJob"] = observed.wanted_job
-        variants = staged_variants(memory, variant_specs(spec))
+        variants = staged_variants(memory, spec.variant_specs())
         if variants:
             new["stagedVariants"] = [
                 {"version": version, "job": record.job} | ({"digest": record.digest} if record.digest else {})
@@ -286,17 +263,6 @@ class ModelReconciler:
         current = dict(self.state.scrapes.get(memory.server) or {})
         previous = self.state.previous_scrapes.get(memory.server) or {}
         return {pod: (previous.get(pod), scrape) for pod, scrape in current.items()}
-
-    def _write_invalid(self, body: Mapping[str, Any], message: str) -> None:
-        generation = int(body["metadata"].get("generation", 1))
-        old = body.get("status") or {}
-        decided = invalid_model_conditions(message)
-        new = {k: v for k, v in old.items() if k in STATUS_FIELDS}
-        new |= {
-            "observedGeneration": generation,
-            "conditions": set_conditions(old.get("conditions") or [], decided, generation, now()),
-        }
-        write_status(self.kube, KIND, body, new, STATUS_FIELDS)
 
     # -- delete ---------------------------------------------------------------------------------------
     def delete(self, body: Mapping[str, Any]) -> list[str]:

@@ -19,8 +19,8 @@ from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.conditions import DecidedCondition, Reason
 from triton_operator.kube.events import recorder_for
 from triton_operator.kube.rest import Kube
+from triton_operator.observe.story import event
 from triton_operator.reconcile.state import Key, object_key
-from triton_operator.reconcile.story import event
 from triton_operator.render.podmonitor import (
     POD_MONITOR_API_VERSION,
     POD_MONITOR_KIND,

@@ -16,49 +16,29 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from triton_operator.api.tritonmodel import ModelConditionType, ReplicaState, TritonModelSpec
+from triton_operator.api.tritonmodel import ReplicaState, TritonModelSpec
 from triton_operator.api.tritonserver import TritonServerSpec
-from triton_operator.conditions import DecidedCondition, Reason, with_kstatus
-from triton_operator.observe.model import ObservedModel, ReplicaFacts, model_conditions, model_stuck
-from triton_operator.observe.rollout import target_counters
+from triton_operator.conditions import Reason
+from triton_operator.observe.model import (
+    ReplicaFacts,
+    ready_versions,
+)
+from triton_operator.observe.rollout import TrafficOutcome, target_counters
 from triton_operator.observe.server import triton_is_up
 from triton_operator.reconcile.files import RepositoryFiles
+from triton_operator.reconcile.loading import Loader
 from triton_operator.reconcile.state import ModelMemory, OperatorState, RoutingMemory
-from triton_operator.reconcile.status import now
-from triton_operator.reconcile.traffic import (
-    CanaryInputs,
-    TrafficOutcome,
-    canary_pass,
-    experiment_pass,
-    with_problem,
-)
+from triton_operator.reconcile.traffic import experiment_pass, read_state, spec_canary_pass, with_problem
 from triton_operator.render.router import Variant as RouterVariant
 from triton_operator.render.router import router_config, router_files, router_matches
 from triton_operator.render.staging import staging_job_name
-from triton_operator.rollout.spec import command_of, plan_of
-from triton_operator.rollout.state import Action, Decision, RolloutState, describe_weights
+from triton_operator.rollout.state import Action, Decision, describe_weights
 from triton_operator.rollout.traffic import Variant as ExperimentVariant
 from triton_operator.triton import client as triton
-from triton_operator.triton.client import ModelState
-
-if TYPE_CHECKING:  # loading.py reads ready_versions from here
-    from triton_operator.reconcile.loading import Loader
 
 log = logging.getLogger(__name__)
-
-
-def read_state(status: Mapping[str, Any]) -> RolloutState | None:
-    try:
-        return RolloutState.from_status(status["rollout"]) if status.get("rollout") else None
-    except ValueError as exc:
-        log.warning("ignoring an unreadable status.rollout: %s", exc)
-        return None
-
-
-def ready_versions(index: Sequence[ModelState], target: str) -> set[str]:
-    return {row.version for row in index if row.name == target and row.state == "READY" and row.version}
 
 
 class InServerTraffic:
@@ -90,39 +70,33 @@ class InServerTraffic:
         routing = memory.routing
         scrapes = dict(self.state.scrapes.get(memory.server) or {}) if memory.server else {}
         counters = target_counters(scrapes, target, public)
-        applied = routing.applied_at is not None
         decision: Decision | None = None
         if spec.experiment is not None:
             variants = [
                 ExperimentVariant(f"v{v.version}", str(v.version), v.weight)
                 for v in spec.experiment.version_variants
             ]
+            applied = routing.applied_at is not None
             routing.window, outcome = experiment_pass(
                 variants, routing.window, applied, counters, time.monotonic()
             )
             weights = {v.version: v.weight for v in variants}
             sticky = spec.experiment.sticky_key or ""
         else:
-            plan, limits = plan_of(spec)
             state = read_state(body.get("status") or {})
             old = state.promoted_over if state is not None else None
             retired = f"version {old} unloaded" if old is not None and memory.retired == int(old) else None
-            decision, routing.window, outcome = canary_pass(
-                CanaryInputs(
-                    plan,
-                    limits,
-                    state,
-                    requested=str(spec.version),
-                    ready=self._ready_everywhere(name, spec, server_spec, memory, replicas),
-                    waiting_for="its files are staging or loading",
-                    applied=applied,
-                    counters=counters,
-                    window=routing.window,
-                    command=command_of(meta.get("annotations")),
-                    retired=retired,
-                    now=now(),
-                    monotonic=time.monotonic(),
-                )
+            decision, outcome = spec_canary_pass(
+                spec,
+                meta.get("annotations"),
+                routing,
+                counters,
+                state,
+                subject="version",
+                requested=str(spec.version),
+                ready=self._ready_everywhere(name, spec, server_spec, memory, replicas),
+                waiting_for="its files are staging or loading",
+                retired=retired,
             )
             weights = decision.weights
             sticky = spec.effective_rollout().sticky_key or ""
@@ -148,9 +122,11 @@ class InServerTraffic:
         """
         ready = [r for r in replicas if r.pod_ready]
         loaded = [r for r in ready if r.state == ReplicaState.READY and r.current]
-        staged_now = memory.staged is not None and memory.staged.job == staging_job_name(name, spec)
         return (
-            staged_now and bool(ready) and len(loaded) == len(ready) and len(loaded) >= server_spec.replicas
+            memory.has_staged(staging_job_name(name, spec))
+            and bool(ready)
+            and len(loaded) == len(ready)
+            and len(loaded) >= server_spec.replicas
         )
 
     def _after_decision(
@@ -176,9 +152,7 @@ class InServerTraffic:
             return
         target = spec.repository_name(body["metadata"]["name"])
         on_disk = self.loader.reload_stale_versions(pods, target, served, memory)
-        staged_now = memory.staged is not None and memory.staged.job == staging_job_name(
-            body["metadata"]["name"], spec
-        )
+        staged_now = memory.has_staged(staging_job_name(body["metadata"]["name"], spec))
         if staged_now and str(spec.version) == served:
             # Files no spec asks for (left in a retained repository by a model deleted while its
             # server was gone, say): the one version serving everything is all there should be.
@@ -270,48 +244,6 @@ class InServerTraffic:
         else:
             memory.applied_at = None
         return problems
-
-
-def routed_conditions(decided: Sequence[DecidedCondition], routed: TrafficOutcome) -> list[DecidedCondition]:
-    """A routed model's conditions: its own (staging, loading), then what the rollout says on top.
-
-    Ready is False while a rollout runs or after a rollback (`kubectl wait --for=condition=Ready`
-    returns once the spec's version serves everything); Progressing says where the rollout is.
-    """
-
-    out = []
-    for cond in decided:
-        if cond.type == ModelConditionType.READY and routed.ready is not None and cond.status == "True":
-            cond = DecidedCondition.said(cond.type, *routed.ready)
-        elif cond.type == ModelConditionType.DEGRADED and routed.degraded is not None:
-            cond = DecidedCondition.said(cond.type, *routed.degraded)
-        out.append(cond)
-    out.append(DecidedCondition.said(ModelConditionType.PROGRESSING, *routed.progressing))
-    return out
-
-
-def model_status_conditions(
-    observed: ObservedModel, routed: TrafficOutcome | None = None
-) -> list[DecidedCondition]:
-    """Every condition a TritonModel (not through a Gateway) writes: its own from the observed facts, a
-    routed model's rollout on top, and Reconciling and Stalled for kstatus (Flux) from both."""
-    decided = model_conditions(observed)
-    stuck = model_stuck(observed)
-    if routed is not None:
-        decided = routed_conditions(decided, routed)
-        stuck = stuck or routed.stalled
-    return with_kstatus(decided, stuck)
-
-
-def variant_specs(spec: TritonModelSpec) -> list[TritonModelSpec]:
-    """The spec of each experiment variant other than spec.version: its version from its own source."""
-    if spec.experiment is None:
-        return []
-    return [
-        spec.model_copy(update={"version": v.version, "source": v.source})
-        for v in spec.experiment.version_variants
-        if v.version != spec.version and v.source is not None
-    ]
 
 
 def router_everywhere(outcome: TrafficOutcome, memory: RoutingMemory, public: str) -> TrafficOutcome:

@@ -12,32 +12,35 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from triton_operator.api.common import ConditionStatus, ConditionType
 from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.conditions import (
-    DecidedCondition,
-    ObservedServerState,
     Reason,
-    server_conditions,
-    server_stuck,
     set_conditions,
     with_kstatus,
 )
-from triton_operator.kube.rest import Kube
+from triton_operator.kube.rest import API_MESSAGE_MAX, Kube, api_message, apply_cannot_succeed
 from triton_operator.observe.metrics import Scrape, pod_summary, total_summary
 from triton_operator.observe.server import (
+    ApplyFailure,
     PodTriton,
     claim_binding,
+    failed_conditions,
     observe_server,
     pod_entries,
+    server_status_conditions,
     waits_for_claim,
 )
 from triton_operator.reconcile.gates import sync_gates
-from triton_operator.reconcile.gateway import OwnedRoutes, route_labels, routed_condition, routes_sending_to
+from triton_operator.reconcile.gateway import OwnedRoutes, routed_condition, routes_sending_to
 from triton_operator.reconcile.monitoring import PodMonitors
-from triton_operator.reconcile.state import ApplyFailure, Key, OperatorState, object_key
-from triton_operator.reconcile.status import now, stamp_metrics, write_status
-from triton_operator.render.labels import APPLIED_GENERATION_ANNOTATION, label_selector, owner_labels
+from triton_operator.reconcile.state import Key, OperatorState, object_key
+from triton_operator.reconcile.status import now, stamp_metrics, write_conditions, write_status
+from triton_operator.render.labels import (
+    APPLIED_GENERATION_ANNOTATION,
+    label_selector,
+    owner_labels,
+    route_labels,
+)
 from triton_operator.render.podmonitor import PodMonitorDefaults, pod_monitor_defaults
 from triton_operator.render.repository import per_replica, render_repository_service, repository_server_name
 from triton_operator.render.routes import server_route_names, server_routes
@@ -152,8 +155,8 @@ class ServerReconciler:
             )
             self.pod_monitors.apply(body, spec)  # its own failures go to Monitored, never fail the server
         except ApiException as exc:
-            message = f"applying children failed: {exc.status} {_api_message(exc)}"
-            permanent = _permanent(exc)
+            message = f"applying children failed: {exc.status} {api_message(exc, API_MESSAGE_MAX)}"
+            permanent = apply_cannot_succeed(exc)
             self._fail(body, Reason.APPLY_FAILED, message, permanent=permanent)
             if permanent:
                 raise kopf.PermanentError(message) from exc  # the spec must change; retrying cannot help
@@ -197,17 +200,13 @@ class ServerReconciler:
     def _fail(self, body: Mapping[str, Any], reason: Reason, message: str, permanent: bool = True) -> None:
         """Ready/Degraded say why the spec could not be applied; the rest of the status stays."""
         generation = int(body["metadata"].get("generation", 1))
-        old = body.get("status") or {}
         failure = ApplyFailure(generation, str(reason), message, permanent)
         # Remembered: the observing passes that follow keep saying it (they would otherwise see no
         # Deployment and report Reconciling with Degraded=False, hiding the apiserver's refusal until
         # the drift period applies again).
         self.state.apply_failures[object_key(body)] = failure
         decided = with_kstatus(failed_conditions(failure), failure.permanent)
-        conditions = set_conditions(old.get("conditions") or [], decided, generation, now())
-        new = {k: v for k, v in old.items() if k in STATUS_FIELDS}
-        new |= {"observedGeneration": generation, "conditions": conditions}
-        write_status(self.kube, KIND, body, new, STATUS_FIELDS)
+        write_conditions(self.kube, KIND, body, decided, STATUS_FIELDS)
 
     # -- observe ------------------------------------------------------------------------------------
     def refresh(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -295,83 +294,8 @@ class ServerReconciler:
         return answers, summaries
 
 
-def server_status_conditions(
-    observed: ObservedServerState,
-    generation: int,
-    failure: ApplyFailure | None = None,
-    routed: DecidedCondition | None = None,
-) -> list[DecidedCondition]:
-    """Every condition an observing pass writes: the observed ones, an apply failure of this generation
-    over them, Routed with spec.gateway, and Reconciling and Stalled for kstatus (Flux) from all that."""
-    decided = server_conditions(observed, generation)
-    stuck = server_stuck(observed)
-    if failure is not None and failure.generation == generation:
-        decided = with_apply_failure(decided, failure)
-        stuck = failure.permanent
-    if routed is not None:
-        decided = with_route_problem(decided, routed)
-    return with_kstatus(decided, stuck)
-
-
-def failed_conditions(failure: ApplyFailure) -> list[DecidedCondition]:
-    """Ready, Progressing and Degraded of a server whose spec could not be applied."""
-    reason, message = failure.reason, failure.message
-    return [
-        DecidedCondition(ConditionType.READY, ConditionStatus.FALSE, reason, message),
-        DecidedCondition(ConditionType.PROGRESSING, ConditionStatus.FALSE, reason, message),
-        DecidedCondition(ConditionType.DEGRADED, ConditionStatus.TRUE, reason, message),
-    ]
-
-
-def with_apply_failure(decided: list[DecidedCondition], failure: ApplyFailure) -> list[DecidedCondition]:
-    """The observed conditions, but Ready, Progressing and Degraded say why the apply failed."""
-    failed = {c.type: c for c in failed_conditions(failure)}
-    return [failed.get(c.type, c) for c in decided]
-
-
-def with_route_problem(decided: list[DecidedCondition], routed: DecidedCondition) -> list[DecidedCondition]:
-    """Add Routed; a route the gateway refused also makes the server Degraded (its pods may still serve
-    in-cluster clients, so Ready stays as the pods say)."""
-    out = list(decided)
-    if routed.status == ConditionStatus.FALSE:
-        out = [
-            DecidedCondition(c.type, ConditionStatus.TRUE, routed.reason, routed.message)
-            if c.type == ConditionType.DEGRADED and c.status != ConditionStatus.TRUE
-            else c
-            for c in out
-        ]
-    return [*out, routed]
-
-
 def _owned(child: Mapping[str, Any], spec: TritonServerSpec) -> bool:
     """Children get an owner reference (and so die with the server) except a retained model PVC."""
     if child["kind"] != "PersistentVolumeClaim":
         return True
     return not spec.model_repository.retain_on_delete
-
-
-# What the operator quotes of an apiserver error: enough to name the field; the apiserver may echo a
-# whole value (a deeply nested affinity printed in full made a message over the condition's limit).
-API_MESSAGE_MAX = 2048
-# Server-side apply answers a value of the wrong type inside a free-form field (spec.affinity,
-# env valueFrom) with 500 "failed to create typed patch object": no retry can make that apply.
-_TYPED_PATCH_FAILED = "failed to create typed patch object"
-
-
-def _permanent(exc: ApiException) -> bool:
-    """Whether applying again cannot help until the spec changes (a 4xx but conflicts and throttling, or
-    a server-side apply type error)."""
-    status = exc.status or 0
-    if 400 <= status < 500:
-        return status not in (409, 429)
-    return status == 500 and _TYPED_PATCH_FAILED in _api_message(exc)
-
-
-def _api_message(exc: ApiException) -> str:
-    import json
-
-    try:
-        text = str(json.loads(exc.body or "{}").get("message") or exc.reason)
-    except ValueError:
-        text = str(exc.reason)
-    return text if len(text) <= API_MESSAGE_MAX else text[:API_MESSAGE_MAX] + " ... (truncated)"

@@ -16,36 +16,31 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from functools import partial
 from typing import Any, cast
 
 import kopf
 
-from triton_operator.api.common import GROUP
 from triton_operator.api.tritonmodel import ModelConditionType, TritonModelSpec
 from triton_operator.conditions import DecidedCondition, set_conditions, with_kstatus
 from triton_operator.kube.rest import Kube
-from triton_operator.observe.rollout import Counters, WindowStart, pool_counters
+from triton_operator.observe.pools import Pool, across_servers, same_spec, split_conditions, split_stuck
+from triton_operator.observe.rollout import Counters, TrafficOutcome, pool_counters
 from triton_operator.observe.server import pod_is_ready
-from triton_operator.reconcile.copies import (
-    Pool,
-    across_servers,
-    copy_name,
-    copy_spec,
-    read_split_state,
-    same_spec,
-    split_conditions,
-    split_stuck,
-)
-from triton_operator.reconcile.gateway import OwnedRoutes, route_labels, routed_condition
-from triton_operator.reconcile.state import ModelMemory, OperatorState, RouteProblem
+from triton_operator.reconcile.gateway import OwnedRoutes, routed_condition
+from triton_operator.reconcile.state import ModelMemory, OperatorState, RouteProblem, RoutingMemory
 from triton_operator.reconcile.status import now, write_status
-from triton_operator.reconcile.traffic import CanaryInputs, TrafficOutcome, canary_pass, experiment_pass
-from triton_operator.render.labels import SPLIT_OF_LABEL, SPLIT_SHARE_ANNOTATION, label_selector, name_label
+from triton_operator.reconcile.traffic import experiment_pass, read_state, spec_canary_pass
+from triton_operator.render.labels import (
+    SPLIT_OF_LABEL,
+    SPLIT_SHARE_ANNOTATION,
+    label_selector,
+    name_label,
+    route_labels,
+)
 from triton_operator.render.routes import Backend, model_route_names, model_routes
+from triton_operator.render.split import copy_name, render_copy
 from triton_operator.rollout.pools import placed_pools, serving_weights
-from triton_operator.rollout.spec import command_of, plan_of
 from triton_operator.rollout.state import Decision, RolloutState
 from triton_operator.rollout.traffic import Variant
 
@@ -69,10 +64,9 @@ class SplitReconciler:
         name, namespace = meta["name"], meta["namespace"]
         public = spec.resolved_model_name(name)
         status: Mapping[str, Any] = body.get("status") or {}
-        when = now()
         requested = spec.server_ref.name
         experiment = spec.pool_weights()
-        state = None if experiment is not None else read_split_state(status)
+        state = None if experiment is not None else read_state(status, subject="server")
         placed = placed_pools(experiment, state, requested)
         memory.server = (namespace, requested)
         memory.pools = frozenset((namespace, pool) for pool in placed)
@@ -93,7 +87,7 @@ class SplitReconciler:
             )
             desired = dict(experiment)
         else:
-            decision, routing.window, keyed = self._canary(body, spec, pools, memory, state, counters, when)
+            decision, keyed = self._canary(body, spec, pools, routing, state, counters)
             desired = decision.weights
         outcome = across_servers(keyed, spec.version)
         weights = serving_weights(desired, {s: p.serving for s, p in pools.items()})
@@ -175,16 +169,7 @@ class SplitReconciler:
         name, namespace = meta["name"], meta["namespace"]
         wanted = {copy_name(name, server): server for server, pool in pools.items() if pool.exists}
         for copy, server in wanted.items():
-            manifest: dict[str, Any] = {
-                "apiVersion": f"{GROUP}/v1alpha1",
-                "kind": "TritonModel",
-                "metadata": {
-                    "name": copy,
-                    "namespace": namespace,
-                    "labels": {SPLIT_OF_LABEL: name_label(name)},
-                },
-                "spec": copy_spec(spec, public, server),
-            }
+            manifest = render_copy(name, namespace, server, spec, public)
             existing = copies.get(copy)
             if existing is not None and same_spec(existing.get("spec") or {}, manifest["spec"]):
                 continue
@@ -247,15 +232,11 @@ class SplitReconciler:
         body: Mapping[str, Any],
         spec: TritonModelSpec,
         pools: Mapping[str, Pool],
-        memory: ModelMemory,
+        routing: RoutingMemory,
         state: RolloutState | None,
         counters: Counters,
-        when: datetime,
-    ) -> tuple[Decision, WindowStart | None, TrafficOutcome]:
+    ) -> tuple[Decision, TrafficOutcome]:
         """The engine's pass across servers: the pool spec.serverRef names is the canary."""
-        requested = spec.server_ref.name
-        plan, limits = plan_of(spec, subject="server")
-        routing = memory.routing
         retired = None
         old = state.promoted_over if state is not None else None
         applied = routing.applied_at
@@ -263,23 +244,18 @@ class SplitReconciler:
             # The gateway sends the old pool nothing and requests in flight had time to finish: the
             # rollout settles, and the next pass no longer places the old pool's copy.
             retired = f"the copy on server {old} is removed"
-        pool = pools[requested]
-        return canary_pass(
-            CanaryInputs(
-                plan,
-                limits,
-                state,
-                requested=requested,
-                ready=pool.serving,
-                waiting_for=pool.copy_message or "no ready replica",
-                applied=routing.applied_at is not None,
-                counters=counters,
-                window=routing.window,
-                command=command_of(body["metadata"].get("annotations")),
-                retired=retired,
-                now=when,
-                monotonic=time.monotonic(),
-            )
+        pool = pools[spec.server_ref.name]
+        return spec_canary_pass(
+            spec,
+            body["metadata"].get("annotations"),
+            routing,
+            counters,
+            state,
+            subject="server",
+            requested=spec.server_ref.name,
+            ready=pool.serving,
+            waiting_for=pool.copy_message or "no ready replica",
+            retired=retired,
         )
 
     # -- status ---------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ from functools import partial
 from typing import Any
 
 from triton_operator.observe.metrics import Scrape
+from triton_operator.observe.model import StagedRecord
 from triton_operator.observe.rollout import WindowStart
+from triton_operator.observe.server import ApplyFailure
 from triton_operator.reconcile.cache import SharedReads
 from triton_operator.reconcile.watched import WatchedStaging
 from triton_operator.render.router import Variant as RouterVariant
@@ -42,32 +44,12 @@ def object_key(body: Mapping[str, Any]) -> Key:
 
 
 @dataclass(frozen=True)
-class StagedRecord:
-    """A staging Job that completed: its files are in the server's repository."""
-
-    job: str
-    version: int
-    digest: str | None
-
-
-@dataclass(frozen=True)
 class FailedLoad:
     """Triton refused to load the files of `job` on one pod (not retried for a while)."""
 
     job: str
     message: str
     at: float  # time.monotonic()
-
-
-@dataclass(frozen=True)
-class ApplyFailure:
-    """Applying a TritonServer's children failed for this generation: why, as its conditions say."""
-
-    generation: int
-    reason: str
-    message: str
-    # Applying again cannot help until the spec changes (an invalid spec, a 4xx): Stalled=True.
-    permanent: bool = True
 
 
 @dataclass(frozen=True)
@@ -135,6 +117,10 @@ class ModelMemory:
     # ... and the servers holding its copies (their pods' events wake it too).
     pools: frozenset[Key] = frozenset()
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def has_staged(self, job: str) -> bool:
+        """Whether the last completed staging is `job`'s."""
+        return self.staged is not None and self.staged.job == job
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,10 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from triton_operator.conditions import rfc3339
+from triton_operator.conditions import DecidedCondition, rfc3339, set_conditions
 from triton_operator.kube.events import recorder_for
 from triton_operator.kube.rest import Kube
-from triton_operator.reconcile.story import is_problem, story, transitions
-
-__all__ = ["is_problem", "transitions", "write_status"]  # the story's tests read them here too
+from triton_operator.observe.story import story
 
 # The CRDs' limit on a condition's message (Condition.message, in bytes as the apiserver counts them).
 CONDITION_MESSAGE_MAX_BYTES = 32768
@@ -92,6 +90,22 @@ def _drop_gone_keys(patch: dict[str, Any], old: Mapping[str, Any], new: Mapping[
             gone = [k for k in keys if k in before and k not in after]
             if gone:
                 patch[field] = {**after, **dict.fromkeys(gone)}
+
+
+def write_conditions(
+    kube: Kube,
+    kind: str,
+    body: Mapping[str, Any],
+    decided: Sequence[DecidedCondition],
+    owned_fields: Sequence[str],
+) -> None:
+    """Write the `decided` conditions of this generation; the rest of the status stays as it is."""
+    generation = int(body["metadata"].get("generation", 1))
+    old: Mapping[str, Any] = body.get("status") or {}
+    new = {k: v for k, v in old.items() if k in owned_fields}
+    new["observedGeneration"] = generation
+    new["conditions"] = set_conditions(old.get("conditions") or [], decided, generation, now())
+    write_status(kube, kind, body, new, owned_fields)
 
 
 def write_status(

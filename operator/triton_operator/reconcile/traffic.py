@@ -10,43 +10,33 @@ writes (status.rollout, status.traffic, the conditions).
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from triton_operator.api.tritonmodel import TritonModelSpec
 from triton_operator.conditions import Reason, rfc3339
 from triton_operator.observe.rollout import (
     Counters,
+    TrafficOutcome,
     VersionWindow,
     WindowStart,
     step_windows,
     traffic_entries,
 )
+from triton_operator.reconcile.state import RoutingMemory
+from triton_operator.reconcile.status import now
 from triton_operator.rollout.analysis import AnalysisLimits
 from triton_operator.rollout.machine import assess_step, decide
 from triton_operator.rollout.plan import RolloutPlan
+from triton_operator.rollout.spec import command_of, plan_of
 from triton_operator.rollout.state import Command, Decision, Phase, RolloutReason, RolloutState, settled
 from triton_operator.rollout.traffic import Variant, hold_experiment
 
-# (status, reason, message) of a condition, before it is one.
-Said = tuple[bool, str, str]
-
-
-@dataclass(frozen=True)
-class TrafficOutcome:
-    """What status says about a model's traffic, and how its conditions read."""
-
-    rollout: dict[str, Any] | None
-    traffic: list[dict[str, Any]]
-    # Said for Ready, Progressing and Degraded; None keeps what the model's own facts say.
-    ready: Said | None
-    progressing: Said
-    degraded: Said | None = None
-    # The variant most traffic goes to.
-    served: str | None = None
-    # Only a change ends what it says (a rollback, an abort, a variant whose staging failed): Stalled.
-    stalled: bool = False
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,6 +60,61 @@ class CanaryInputs:
     retired: str | None
     now: datetime
     monotonic: float
+
+
+def read_state(status: Mapping[str, Any], subject: str = "version") -> RolloutState | None:
+    """The rollout status keeps; across servers (`subject` "server") its variants are stableServer and
+    canaryServer, where the machine keeps versions. None when there is none or it cannot be read."""
+    rollout = status.get("rollout")
+    if subject == "server":
+        if not rollout or "stableServer" not in rollout or "canaryServer" not in rollout:
+            return None
+        rollout = {
+            **rollout,
+            "stableVersion": rollout["stableServer"],
+            "canaryVersion": rollout["canaryServer"],
+        }
+    try:
+        return RolloutState.from_status(rollout) if rollout else None
+    except ValueError as exc:
+        log.warning("ignoring an unreadable status.rollout: %s", exc)
+        return None
+
+
+def spec_canary_pass(
+    spec: TritonModelSpec,
+    annotations: Mapping[str, str] | None,
+    routing: RoutingMemory,
+    counters: Counters,
+    state: RolloutState | None,
+    *,
+    subject: str,
+    requested: str,
+    ready: bool,
+    waiting_for: str,
+    retired: str | None,
+) -> tuple[Decision, TrafficOutcome]:
+    """What both backends call: `canary_pass` for spec.rollout and the annotation's command, now, on
+    what the backend observed; the step's window is kept in `routing` for the next pass."""
+    plan, limits = plan_of(spec, subject=subject)
+    decision, routing.window, outcome = canary_pass(
+        CanaryInputs(
+            plan,
+            limits,
+            state,
+            requested=requested,
+            ready=ready,
+            waiting_for=waiting_for,
+            applied=routing.applied_at is not None,
+            counters=counters,
+            window=routing.window,
+            command=command_of(annotations),
+            retired=retired,
+            now=now(),
+            monotonic=time.monotonic(),
+        )
+    )
+    return decision, outcome
 
 
 def canary_pass(seen: CanaryInputs) -> tuple[Decision, WindowStart | None, TrafficOutcome]:

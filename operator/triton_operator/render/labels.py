@@ -97,3 +97,16 @@ def volume_labels(name: str, uid: str) -> dict[str, str]:
 def label_selector(name: str) -> str:
     """selector_labels as a label-selector string, for status.selector (scale subresource, HPA)."""
     return ",".join(f"{key}={value}" for key, value in sorted(selector_labels(name).items()))
+
+
+ROUTE_COMPONENT = "route"
+
+
+def route_labels(owner: str) -> dict[str, str]:
+    """Labels of the operator's routes (not app.kubernetes.io/instance: GitOps tools track by it)."""
+    return {
+        LABEL_NAME: APP_NAME,
+        LABEL_COMPONENT: ROUTE_COMPONENT,
+        LABEL_MANAGED_BY: MANAGED_BY,
+        ROUTE_OWNER_LABEL: name_label(owner),
+    }

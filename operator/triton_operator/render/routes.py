@@ -198,3 +198,14 @@ def routes_verdict(verdicts: Sequence[RouteVerdict]) -> RouteVerdict:
             return verdict
     message = "the Gateway accepted the routes and resolved every backend"
     return RouteVerdict(True, "Accepted", message, current)
+
+
+def weight_to(route: Mapping[str, Any], service: str) -> int:
+    """The weight a route gives a Service, summed over its rules (0 when it names it nowhere)."""
+    rules = (route.get("spec") or {}).get("rules") or []
+    return sum(
+        int(ref.get("weight", 1))
+        for rule in rules
+        for ref in rule.get("backendRefs") or []
+        if ref.get("name") == service and ref.get("kind", "Service") == "Service"
+    )

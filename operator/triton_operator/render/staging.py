@@ -11,7 +11,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from kubernetes.utils import parse_quantity
+
 from triton_operator.api.tritonmodel import StagedSpec, TritonModelSpec
+from triton_operator.api.tritonserver import TritonServerSpec
+from triton_operator.render.repository import per_replica, staging_placement
 from triton_operator.staging.errors import PERMANENT_EXIT_CODES
 
 # The image of the operator's own programs (staging and removal Jobs, the repository server and sync
@@ -253,3 +257,17 @@ def render_removal_job(
         deadline_s=REMOVAL_DEADLINE_SECONDS,
         placement=placement,
     )
+
+
+def jobs_placement(server: str, server_spec: TritonServerSpec) -> dict[str, Any] | None:
+    """Where a model's Jobs must run to mount the server's PVC: beside the repository server in layout
+    PerReplica (its ReadWriteOnce volume is attached to that node); anywhere in layout Shared."""
+    return staging_placement(server) if per_replica(server_spec) else None
+
+
+def capacity_bytes(spec: TritonServerSpec) -> int | None:
+    """The repository's size (an existing claim's size is not known: no limit)."""
+    repo = spec.model_repository
+    if repo.existing_claim:
+        return None
+    return int(parse_quantity(repo.size))  # type: ignore[no-untyped-call]

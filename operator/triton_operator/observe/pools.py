@@ -1,55 +1,16 @@
-"""The copies of a TritonModel split across servers through a Gateway, and the pure decisions about
-them: each copy's name and spec, the pools they form, the split's conditions, and the engine's
-outcome spoken of servers (reconcile/split.py is the Gateway traffic backend that uses them)."""
+"""A TritonModel split across servers through a Gateway: what each pool (a server holding, or about to
+hold, the model's copy) looks like, and the split's conditions from that and the engine's outcome (pure)."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from triton_operator.api.common import ConditionStatus
-from triton_operator.api.tritonmodel import ModelConditionType, RolloutStrategy, TritonModelSpec
+from triton_operator.api.tritonmodel import ModelConditionType
 from triton_operator.conditions import DecidedCondition, Reason
-from triton_operator.reconcile.routing import read_state
-from triton_operator.reconcile.traffic import TrafficOutcome
-from triton_operator.rollout.state import RolloutState
-
-
-def copy_name(parent: str, server: str) -> str:
-    """Name of the model's copy on `server` (hashed when it would exceed a name's 253 characters)."""
-    name = f"{parent}-on-{server}"
-    if len(name) <= 253:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
-    return f"{name[:242]}-{digest}"
-
-
-def copy_spec(spec: TritonModelSpec, public: str, server: str) -> dict[str, Any]:
-    """The copy's spec: the parent's model, version, source and config, on one server.
-
-    Always under strategy Canary (the parent's steps and analysis when it has them): the copy then
-    serves through the operator's in-server router, which counts each client request by outcome, so
-    the pools are judged on the errors clients saw (Triton's own request counters miss error
-    responses); and a new spec.version is canaried inside each pool. Across pools the parent moves
-    the traffic.
-    """
-    rollout = spec.effective_rollout()
-    canary: dict[str, Any] = {"strategy": "Canary"}
-    if rollout.strategy is RolloutStrategy.CANARY:
-        canary = rollout.model_dump(mode="json", by_alias=True, exclude_none=True)
-    out: dict[str, Any] = {
-        "serverRef": {"name": server},
-        "modelName": public,
-        "version": spec.version,
-        "source": spec.source.model_dump(mode="json", by_alias=True, exclude_none=True),
-        "keepFilesOnDelete": spec.keep_files_on_delete,
-        "rollout": canary,
-    }
-    if spec.config is not None:
-        out["config"] = spec.config.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return out
+from triton_operator.observe.rollout import Said, TrafficOutcome
 
 
 @dataclass(frozen=True)
@@ -71,10 +32,6 @@ class Pool:
     @property
     def serving(self) -> bool:
         return self.exists and self.ready_pods > 0 and self.copy_ready
-
-
-# (status, reason, message) of a condition, before it is one.
-Said = tuple[bool, str, str]
 
 
 def split_conditions(
@@ -150,15 +107,6 @@ def split_stuck(pools: Mapping[str, Pool], desired: Mapping[str, int], outcome: 
         or any(not p.exists for p in pools.values())
         or any(p.exists and p.copy_failed and p.copy_stalled for p in wanted)
     )
-
-
-def read_split_state(status: Mapping[str, Any]) -> RolloutState | None:
-    """The rollout across servers in status (servers where the machine keeps versions)."""
-    rollout = status.get("rollout")
-    if not rollout or "stableServer" not in rollout or "canaryServer" not in rollout:
-        return None
-    keyed = {**rollout, "stableVersion": rollout["stableServer"], "canaryVersion": rollout["canaryServer"]}
-    return read_state({"rollout": keyed})
 
 
 def across_servers(outcome: TrafficOutcome, version: int) -> TrafficOutcome:
