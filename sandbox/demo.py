@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,29 @@ def run(cmd: list[str], env: dict[str, str], capture: bool = False, quiet: bool 
     """Run a command as the user would, failing loudly; returns its stdout when captured."""
     stdout = subprocess.PIPE if capture else subprocess.DEVNULL if quiet else None
     return subprocess.run(cmd, env=env, check=True, text=True, stdout=stdout).stdout or ""
+
+
+def apply_quickstart(s3_endpoint: str, env: dict[str, str]) -> None:
+    """`kubectl apply -f examples/quickstart/`; the files name the `default` sandbox's S3 endpoint, so in
+    another sandbox (SANDBOX_NAME) the model's endpoint is that sandbox's."""
+    texts = [path.read_text() for path in sorted(QUICKSTART.glob("*.yaml"))]
+    named = {
+        m for text in texts for m in re.findall(r"^[ \t]*endpoint:[ \t]*(\S+)[ \t]*$", text, re.MULTILINE)
+    }
+    if named <= {s3_endpoint}:
+        run(["kubectl", "apply", "-f", str(QUICKSTART)], env)
+        return
+    print(
+        f"  (this sandbox's S3 is {s3_endpoint}: the model's endpoint is set to it, "
+        f"not {', '.join(sorted(named))})"
+    )
+    mine = [
+        re.sub(r"^([ \t]*endpoint:[ \t]*)\S+[ \t]*$", rf"\g<1>{s3_endpoint}", t, flags=re.MULTILINE)
+        for t in texts
+    ]
+    subprocess.run(
+        ["kubectl", "apply", "-f", "-"], env=env, check=True, text=True, input="\n---\n".join(mine)
+    )
 
 
 def helm_binary() -> str:
@@ -350,7 +374,7 @@ def main() -> int:
         say(f"building the MNIST MLP and publishing it to s3://{BUCKET}/{PREFIX} ({cfg.s3_endpoint})")
         onnx_path = publish_mnist(cfg.s3_endpoint, workdir, S3_ENV)
         say("kubectl apply -f examples/quickstart/")
-        run(["kubectl", "apply", "-f", str(QUICKSTART)], env)
+        apply_quickstart(cfg.s3_endpoint, env)
         run(["kubectl", "wait", "--for=condition=Ready", "tritonserver/triton", "--timeout=300s"], env)
         run(["kubectl", "wait", "--for=condition=Ready", "tritonmodel/mnist", "--timeout=300s"], env)
         say(f"exposing it through the sandbox's Gateway {gw.GATEWAY_NAMESPACE}/{gw.GATEWAY_NAME}")
