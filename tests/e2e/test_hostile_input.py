@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from kubernetes import client
@@ -467,6 +468,7 @@ class Sent:
     body: dict[str, Any]
     status: int = 0  # 201 admitted, else the HTTP status of the refusal
     message: str = ""
+    transport_failures: list[str] = field(default_factory=list)  # attempts the client's connection lost
 
 
 def prepare(cases_: list[Case], namespaces: list[str], real_classes: set[str]) -> list[Sent]:
@@ -499,7 +501,15 @@ def prepare(cases_: list[Case], namespaces: list[str], real_classes: set[str]) -
 
 
 def create(api: client.CustomObjectsApi, sent: Sent) -> Sent:
-    """POST it as kubectl would (strict field validation); 429/5xx are retried, a refusal is recorded."""
+    """POST it as kubectl would (strict field validation); 429/5xx are retried, a refusal is recorded.
+
+    A connection the client lost before any answer (urllib3's SSLEOFError, a reset) is no verdict of the
+    apiserver on the manifest: it is retried too, on a new connection, and reported (Report.transport).
+    Three clean-clone CI runs lost one such POST each, after a few hundred had passed: four new
+    connections in a row, within milliseconds, ended in EOF before any answer, while the apiserver
+    counted no TLS handshake error and audited no such request (cause not found; the closing note of
+    the session that added this retry has the evidence).
+    """
     for attempt in range(5):
         try:
             api.create_namespaced_custom_object(
@@ -512,6 +522,8 @@ def create(api: client.CustomObjectsApi, sent: Sent) -> Sent:
                 _request_timeout=60,
             )
         except ApiException as exc:
+            if exc.status == 409 and sent.transport_failures:
+                break  # names are unique to the run: the attempt whose answer was lost created it
             if exc.status in (429, 500, 503, 504) and attempt < 4:
                 time.sleep(1 + attempt)
                 continue
@@ -521,8 +533,14 @@ def create(api: client.CustomObjectsApi, sent: Sent) -> Sent:
             except ValueError:
                 sent.message = str(exc.body or exc.reason)
             return sent
-        sent.status = 201
-        return sent
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            sent.transport_failures.append(f"{time.strftime('%H:%M:%S')} {type(exc).__name__}: {exc}"[:300])
+            if attempt < 4:
+                time.sleep(1 + attempt)
+                continue
+            raise
+        break
+    sent.status = 201
     return sent
 
 
@@ -715,6 +733,7 @@ class Report:
     unnamed_refusals: list[dict[str, Any]] = field(default_factory=list)
     invalid_spec: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    transport: list[str] = field(default_factory=list)  # POSTs whose connection was lost, then retried
 
     def text(self) -> str:
         data = {k: (dict(v.most_common()) if isinstance(v, Counter) else v) for k, v in self.__dict__.items()}
@@ -770,6 +789,7 @@ def run_hostile(sb: Sandbox, operator: ChartOperator, namespaces: list[str], rep
     admitted = [s for s in done if s.status == 201]
     refused = [s for s in done if s.status != 201]
     report.generated = len(done)
+    report.transport = [f"{s.name}: {failure}" for s in done for failure in s.transport_failures]
     report.by_kind = Counter(s.case.kind for s in done)
     report.by_style = Counter(s.case.style for s in done)
     report.refused = len(refused)
