@@ -1,14 +1,19 @@
 """Issue 20 on a real monitoring stack: the Prometheus Operator v0.85.0 renders the configuration of a real
 Prometheus 3.16 (sandbox/monitoring.py) from the PodMonitor the operator makes for a TritonServer and the
 chart's ServiceMonitor, loads the chart's PrometheusRule, and scrapes the real Triton pods and the
-operator every 2 s. What an SRE checks: each pod and the operator are `up` targets, and the recorded
-request rates are what the clients sent."""
+operator every 2 s. What an SRE checks: each pod and the operator are `up` targets, the recorded
+request rates are what the clients sent, a canary's recorded split is the one its status shows, and the
+alerts fire and resolve: a canary failing 30 % of its requests (resolved about a minute after its rollback,
+by the alert's 1m window) and the operator scaled to 0. The chart's rules hold those two alerts 10 s
+instead of minutes (metrics.prometheusRule.alertFor, stack.ALERT_FOR)."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,12 +24,15 @@ from tests.e2e.conftest import Operator, Sandbox
 from tests.golden.triton.triton_models import ADDER_PY
 from tests.support import monitoring_stack as stack
 from tests.support.chart import NAMESPACE as CHART_NAMESPACE
+from tests.support.chart import RELEASE as CHART_RELEASE
 from tests.support.load import Load, service_clients
-from tests.support.objects import POD_SELECTOR, apply, credentials_secret, tritonmodel, tritonserver
+from tests.support.models import FAILING_30_PY
+from tests.support.objects import POD_SELECTOR, apply, credentials_secret, get_cr, tritonmodel, tritonserver
 from tests.support.prometheus_http import query
-from tests.support.scorer import MODEL, publish
+from tests.support.scorer import MODEL, canary_model, publish, rollout_command, rollout_of
 
 pytestmark = pytest.mark.e2e
+ALERT = "TritonModelFailureRatioHigh"
 # A rate5m rule at time T is the increase over (T - 5 min, T] / 300 s; the test reads it within 5 min of
 # the pods' start, so the whole load lies in the window.
 RATE_WINDOW_S = 300
@@ -102,15 +110,9 @@ def test_pods_and_operator_scraped_and_rules_record_what_clients_sent(
     assert all(delay <= 2 * interval for delay in late.values()), f"seconds from Ready to up: {late}"
 
     # The operator's own /metrics, through the chart's ServiceMonitor.
-    def operator_targets() -> list[str]:
-        return [
-            t["health"]
-            for t in stack.targets(prometheus)
-            if t["labels"].get("namespace") == CHART_NAMESPACE
-            and t["scrapePool"].startswith(f"serviceMonitor/{CHART_NAMESPACE}/")
-        ]
-
-    stack.wait_until(lambda: operator_targets() == ["up"], 30, "the operator's target up")
+    stack.wait_until(
+        lambda: stack.operator_target_health(prometheus) == ["up"], 30, "the operator's target up"
+    )
 
     # (b) Under load, the recorded request rates (per pod, server, model and version) are what the
     # clients sent. The load stops before the rules are read, and they are read once two scrapes and two
@@ -143,3 +145,183 @@ def test_pods_and_operator_scraped_and_rules_record_what_clients_sent(
     assert all(abs(o) <= 0.05 for o in off.values()), f"clients sent {sent}; rules counted {counted}"
     failures = f"namespace_tritonserver_model:triton_request_failure:ratio_rate5m{{{model_sel}}}"
     assert value(prometheus, failures) == 0.0
+
+
+def traffic_of(sb: Sandbox, ns: str) -> dict[str, dict[str, Any]]:
+    """status.traffic by version."""
+    status = (get_cr(sb, ns, "tritonmodels", MODEL) or {}).get("status") or {}
+    return {entry["version"]: entry for entry in status.get("traffic") or []}
+
+
+@pytest.mark.alone  # the Prometheus Operator's CRDs, cluster-wide
+def test_a_canary_split_as_status_says_and_its_failures_alerted_until_the_rollback(
+    sandbox: Sandbox, prometheus: str, pool: str, tmp_path: Path
+) -> None:
+    """(e) During a canary, Prometheus's per-version request rates split as status.traffic's observed
+    share says (within 2 pp, over the same requests); (c) the canary failing 30 % of its requests fires
+    TritonModelFailureRatioHigh, and the alert resolves within about a minute of the rollback."""
+    ns = pool
+    interval = stack.INTERVAL_S
+    publish(sandbox, tmp_path, f"{MODEL}-failing/2", FAILING_30_PY, 2)
+    rollout = {
+        "strategy": "Canary",
+        "steps": [{"weight": 30, "pauseSeconds": 600}, {"weight": 100}],
+        # The analysis lets 30 % failures pass (limit 50 %): the alert is what sees them, and the canary is
+        # rolled back by hand (`abort`) once it fired.
+        "analysis": {
+            "intervalSeconds": 5,
+            "minRequests": 100,
+            "maxFailureRatio": 0.5,
+            "maxLatencyRatio": 20,
+        },
+    }
+    apply(sandbox, ns, watched_server(2))
+    sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", "tritonserver/triton", "--timeout=240s")
+    apply(sandbox, ns, canary_model(sandbox, 1, f"{MODEL}/1", rollout))
+    sandbox.kubectl("wait", "-n", ns, "--for=condition=Ready", f"tritonmodel/{MODEL}", "--timeout=240s")
+    apply(sandbox, ns, canary_model(sandbox, 2, f"{MODEL}-failing/2", rollout))
+    # No request before the operator's window for this step has started (status.traffic shows its
+    # counts): then its window and Prometheus's 5m window hold the same requests.
+    stack.wait_until(
+        lambda: (
+            rollout_of(sandbox, ns).get("phase") == "Progressing"
+            and all("requests" in e for e in traffic_of(sandbox, ns).values())
+            and len(traffic_of(sandbox, ns)) == 2
+        ),
+        240,
+        "the canary's step and its traffic window",
+    )
+    step_started = datetime.fromisoformat(rollout_of(sandbox, ns)["stepStartedAt"]).timestamp()
+    load = Load(service_clients(sandbox, ns), max_s=240).start()
+    load_started = time.monotonic()
+    fired_at: float | None = None
+    try:
+        deadline = load_started + 20
+        while time.monotonic() < deadline:
+            if (
+                fired_at is None
+                and stack.alert_state(prometheus, ALERT, namespace=ns, version="2") == "firing"
+            ):
+                fired_at = time.monotonic()
+            time.sleep(0.5)
+    finally:
+        load.finish()
+    sent = sum(load.ok.values()) + len(load.failed)
+    assert sent > 200, f"too few requests to compare: {sent}"
+
+    # (e) Once the operator and Prometheus have both seen the last request: the same requests, the split.
+    def counts(traffic: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return {v: (e.get("requests"), e.get("observedShare")) for v, e in traffic.items()}
+
+    deadline = time.monotonic() + 60
+    while True:
+        first = counts(traffic_of(sandbox, ns))
+        time.sleep(4)  # longer than the operator's status period in tests (3 s)
+        traffic = traffic_of(sandbox, ns)
+        counted = sum(e.get("requests", 0) for e in traffic.values())
+        if first == counts(traffic) and counted >= sent * 0.95:
+            break
+        assert time.monotonic() < deadline, (
+            f"status.traffic never settled on the {sent} requests the clients sent: {first} then "
+            f"{counts(traffic)}; rollout {rollout_of(sandbox, ns)}"
+        )
+    time.sleep(2 * interval + 1)
+    assert time.monotonic() - load_started < RATE_WINDOW_S - 10, "the load left the rate window"
+    rates = {
+        v: value(
+            prometheus,
+            f'namespace_tritonserver_model_version:triton_requests:rate5m{{namespace="{ns}",model="{MODEL}",version="{v}"}}',
+        )
+        for v in ("1", "2")
+    }
+    recorded_share = 100.0 * rates["2"] / (rates["1"] + rates["2"])
+    status_share = float(traffic["2"]["observedShare"])
+    print(
+        f"\ncanary share: recorded {recorded_share:.2f} %, status.traffic {status_share:.1f} % "
+        f"(status counted {traffic['1'].get('requests')} + {traffic['2'].get('requests')} requests, "
+        f"clients sent {sent}; step started {time.time() - step_started:.0f} s ago)",
+        flush=True,
+    )
+    assert abs(recorded_share - status_share) <= 2, (recorded_share, status_share, traffic, rates)
+
+    # (c) The alert fired for the failing version (or does, on the same recorded failures).
+    if fired_at is None:
+        stack.wait_until(
+            lambda: stack.alert_state(prometheus, ALERT, namespace=ns, version="2") == "firing",
+            30,
+            f"{ALERT} firing for version 2",
+        )
+        fired_at = time.monotonic()
+    (alert,) = stack.alerts(prometheus, ALERT, namespace=ns, version="2")
+    assert alert["labels"]["model"] == MODEL and alert["labels"]["severity"] == "critical", alert
+    assert "version 2" in alert["annotations"]["description"], alert
+    print(
+        f"{ALERT} firing {fired_at - load_started:.1f} s after the failing load began: {alert['annotations']}"
+    )
+
+    # The rollback (`abort`: the stable version takes all traffic back), then the alert resolves.
+    load = Load(service_clients(sandbox, ns), max_s=240).start()
+    try:
+        time.sleep(3)
+        rollout_command(sandbox, ns, "abort")
+        stack.wait_until(lambda: rollout_of(sandbox, ns).get("phase") == "Aborted", 60, "the rollback")
+        rolled_back_at = time.monotonic()
+        time.sleep(5)  # every replica's router back at 100 % stable
+    finally:
+        load.finish()
+    assert stack.alert_state(prometheus, ALERT, namespace=ns, version="2") == "firing"
+    stack.wait_until(
+        lambda: stack.alert_state(prometheus, ALERT, namespace=ns, version="2") == "inactive",
+        120,
+        f"{ALERT} resolved after the rollback",
+    )
+    resolved_after = time.monotonic() - rolled_back_at
+    long_window = query(
+        prometheus,
+        f'namespace_tritonserver_model_version:triton_request_failure:ratio_rate5m{{namespace="{ns}",version="2"}}',
+    )
+    print(
+        f"{ALERT} resolved {resolved_after:.1f} s after the rollback; the 5m failure ratio of version 2 "
+        f"then: {[s['value'][1] for s in long_window]}",
+        flush=True,
+    )
+    assert resolved_after <= 60 + 4 * interval + 10, resolved_after
+
+
+@pytest.mark.alone  # scales the shared operator to 0
+def test_operator_down_alert_fires_when_it_is_scaled_to_zero(
+    sandbox: Sandbox, prometheus: str, operator: Operator
+) -> None:
+    """(d) The chart's operator Deployment scaled to 0: TritonOperatorDown fires; back at 1 (and leading),
+    it resolves."""
+    stack.wait_until(
+        lambda: stack.operator_target_health(prometheus) == ["up"], 60, "the operator's target up"
+    )
+    assert stack.alert_state(prometheus, "TritonOperatorDown") == "inactive"
+    fired_after = None
+    try:
+        sandbox.kubectl("scale", "-n", CHART_NAMESPACE, f"deployment/{CHART_RELEASE}", "--replicas=0")
+        stopped = time.monotonic()
+        stack.wait_until(
+            lambda: stack.alert_state(prometheus, "TritonOperatorDown") == "firing",
+            120,
+            "TritonOperatorDown firing",
+        )
+        fired_after = time.monotonic() - stopped
+        (alert,) = stack.alerts(prometheus, "TritonOperatorDown")
+        assert alert["labels"]["severity"] == "critical", alert
+        assert alert["annotations"]["summary"] == "No triton-operator has been scraped for 10 seconds.", alert
+    finally:
+        operator.start()  # scale to 1 and wait for its ready pod
+        stack.wait_until(stack.operator_leading(sandbox), 90, "the operator back and leading")
+    back = time.monotonic()
+    stack.wait_until(
+        lambda: stack.alert_state(prometheus, "TritonOperatorDown") == "inactive",
+        60,
+        "TritonOperatorDown resolved",
+    )
+    print(
+        f"\nTritonOperatorDown firing {fired_after:.1f} s after the scale to 0 (hold 10 s); "
+        f"resolved {time.monotonic() - back:.1f} s after the operator led again",
+        flush=True,
+    )

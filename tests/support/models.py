@@ -29,6 +29,10 @@ class TritonPythonModel:
         return responses
 """
 
+# The same, failing 3 requests in 10 (30 %): the failure ratio of the monitoring tests' broken canary.
+FAILING_30_PY = FAILING_PY.replace("if self.served % 5 == 0:", "if self.served % 10 in (3, 6, 9):")
+assert FAILING_30_PY != FAILING_PY
+
 
 INIT_SLEEP_S = 1.5
 # The adder, with an `initialize` that takes INIT_SLEEP_S: a load that takes a while on purpose.

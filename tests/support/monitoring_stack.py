@@ -8,21 +8,25 @@ import time
 from typing import Any
 
 import yaml
+from kubernetes import client
 
 from sandbox import monitoring, netns
 from tests.e2e.conftest import Sandbox
 from tests.support.chart import NAMESPACE as CHART_NAMESPACE
+from tests.support.chart import RELEASE as CHART_RELEASE
 from tests.support.chart import render_chart, set_args
 from tests.support.prometheus_http import api
 
 INTERVAL_S = monitoring.SCRAPE_INTERVAL_S
 RELEASE_LABEL = next(iter(monitoring.SELECTOR_LABELS.items()))
 CRD_GROUP = "monitoring.coreos.com"
+# The holds the tests give the alerts they watch (metrics.prometheusRule.alertFor), instead of minutes.
+ALERT_FOR = {"TritonModelFailureRatioHigh": "10s", "TritonOperatorDown": "10s"}
 
 
 def chart_monitoring_objects() -> list[dict[str, Any]]:
     """The chart's ServiceMonitor (the operator's /metrics) and PrometheusRule, as a user turns them on for
-    kube-prometheus-stack, scraped every INTERVAL_S."""
+    kube-prometheus-stack, scraped every INTERVAL_S, the alerts of ALERT_FOR holding that long."""
     key, value = RELEASE_LABEL
     values = {
         "metrics.serviceMonitor.enabled": "true",
@@ -31,6 +35,7 @@ def chart_monitoring_objects() -> list[dict[str, Any]]:
         "metrics.serviceMonitor.scrapeTimeout": f"{INTERVAL_S}s",
         "metrics.prometheusRule.enabled": "true",
         f"metrics.prometheusRule.labels.{key}": value,
+        **{f"metrics.prometheusRule.alertFor.{alert}": hold for alert, hold in ALERT_FOR.items()},
     }
     docs = render_chart(*set_args(values))
     return [d for d in docs if d["kind"] in ("ServiceMonitor", "PrometheusRule")]
@@ -70,6 +75,52 @@ def pod_target_health(prometheus: str, ns: str) -> dict[str, str]:
         for t in targets(prometheus)
         if t["labels"].get("namespace") == ns and "pod" in t["labels"]
     }
+
+
+def alerts(prometheus: str, name: str, **labels: str) -> list[dict[str, Any]]:
+    """The pending and firing alerts `name` whose labels include `labels` (Prometheus's /api/v1/alerts)."""
+    found: list[dict[str, Any]] = api(prometheus, "/api/v1/alerts", [])["alerts"]
+    return [
+        a
+        for a in found
+        if a["labels"].get("alertname") == name and all(a["labels"].get(k) == v for k, v in labels.items())
+    ]
+
+
+def alert_state(prometheus: str, name: str, **labels: str) -> str:
+    """firing, pending or inactive (no such alert), as Prometheus's alerts page says."""
+    states = {a["state"] for a in alerts(prometheus, name, **labels)}
+    return "firing" if "firing" in states else "pending" if states else "inactive"
+
+
+def operator_target_health(prometheus: str) -> list[str]:
+    """The health of each target of the chart's ServiceMonitor (the operator's /metrics)."""
+    return [
+        t["health"]
+        for t in targets(prometheus)
+        if t["labels"].get("namespace") == CHART_NAMESPACE
+        and t["scrapePool"].startswith(f"serviceMonitor/{CHART_NAMESPACE}/")
+    ]
+
+
+def operator_leading(sb: Sandbox) -> Any:
+    """A check: one ready operator pod of the chart, holding the chart's Lease (it acts, a standby
+    would not)."""
+
+    def check() -> str | None:
+        core = client.CoreV1Api(sb.api)
+        selector = f"app.kubernetes.io/name=triton-operator,app.kubernetes.io/instance={CHART_RELEASE}"
+        pods = [
+            p.metadata.name
+            for p in core.list_namespaced_pod(CHART_NAMESPACE, label_selector=selector).items
+            if not p.metadata.deletion_timestamp
+            and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        ]
+        lease = client.CoordinationV1Api(sb.api).read_namespaced_lease(CHART_RELEASE, CHART_NAMESPACE)
+        holder = str(lease.spec.holder_identity or "")
+        return f"{pods} led by {holder!r}" if len(pods) == 1 and holder.startswith(pods[0]) else None
+
+    return check
 
 
 def wait_until(check: Any, timeout_s: float, what: str, period_s: float = 0.5) -> Any:

@@ -5,10 +5,13 @@ canary spec, its status.rollout)."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from triton_operator.render.labels import COMMAND_ANNOTATION
 
 from sandbox.mnist import publish_folder
 from tests.e2e.conftest import Sandbox
@@ -34,6 +37,12 @@ def canary_model(sb: Sandbox, version: int, prefix: str, rollout: dict[str, Any]
 
 def rollout_of(sb: Sandbox, ns: str) -> dict[str, Any]:
     return ((get_cr(sb, ns, "tritonmodels", MODEL) or {}).get("status") or {}).get("rollout") or {}
+
+
+def rollout_command(sb: Sandbox, ns: str, command: str) -> None:
+    """A manual rollout command (abort, retry, promote) on the model, as README says to give it."""
+    value = f"{command} {time.time_ns()}"
+    sb.kubectl("annotate", "-n", ns, f"tritonmodel/{MODEL}", f"{COMMAND_ANNOTATION}={value}", "--overwrite")
 
 
 def inference_counts(ips: list[str]) -> Counter[str]:
