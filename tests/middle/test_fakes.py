@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from kubernetes.client.exceptions import ApiException
-from triton_operator.observe.model import staging_outcome
+from triton_operator.observe.staging import staging_outcome
 from triton_operator.render.labels import JOB_NAME_LABEL
 from triton_operator.triton import client as triton
 from triton_operator.triton.metrics import fetch_metrics, parse_metrics

@@ -26,13 +26,12 @@ from triton_operator.conditions import (
 from triton_operator.observe.model import (
     ObservedModel,
     ReplicaFacts,
-    StagingOutcome,
     invalid_model_conditions,
     model_status_conditions,
-    staging_outcome,
 )
 from triton_operator.observe.rollout import TrafficOutcome
 from triton_operator.observe.server import ApplyFailure, observe_server, server_status_conditions
+from triton_operator.observe.staging import StagingOutcome, staging_outcome
 from triton_operator.reconcile.traffic import CanaryInputs, canary_pass, read_state
 from triton_operator.render.labels import APPLIED_GENERATION_ANNOTATION
 from triton_operator.rollout.spec import command_of, plan_of

@@ -6,7 +6,7 @@ from typing import Any, cast
 
 import pytest
 from triton_operator.kube.rest import Kube
-from triton_operator.observe.model import StagedRecord, recorded_staging
+from triton_operator.observe.staging import StagedRecord, recorded_staging
 from triton_operator.reconcile.loading import Loader
 from triton_operator.reconcile.state import ModelMemory, OperatorState
 from triton_operator.triton.client import ModelState

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 from triton_operator.api.tritonmodel import ReplicaState
 from triton_operator.api.tritonserver import TritonServerSpec
-from triton_operator.observe.model import ReplicaFacts, StagedRecord
+from triton_operator.observe.model import ReplicaFacts
 from triton_operator.observe.server import GateChange, gate_change, triton_started_after_gate
+from triton_operator.observe.staging import StagedRecord
 from triton_operator.reconcile.gates import model_settled_on
 from triton_operator.reconcile.loading import (
     RETRY_FAILED_LOAD_S,

@@ -1,4 +1,5 @@
-"""observe/model.py: staging Job outcomes, per-replica states, TritonModel conditions and metrics (pure)."""
+"""observe/staging.py and observe/model.py: staging Job outcomes, per-replica states, TritonModel
+conditions and metrics (pure)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,12 @@ from triton_operator.observe.metrics import Scrape
 from triton_operator.observe.model import (
     ObservedModel,
     ReplicaFacts,
-    StagingOutcome,
-    failure_reason,
     loaded_fraction,
     model_conditions,
     model_metrics,
     replica_state,
-    staging_outcome,
 )
+from triton_operator.observe.staging import StagingOutcome, failure_reason, staging_outcome
 from triton_operator.render.labels import MODEL_LABEL, selector_labels, staging_labels
 from triton_operator.render.labels import SERVER_NAME_LABEL as SERVER_LABEL
 from triton_operator.triton.client import ModelState

@@ -21,7 +21,7 @@ from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.conditions import Reason
 from triton_operator.kube.events import WARNING, Event, recorder_for
 from triton_operator.kube.rest import Kube, namespace_terminating
-from triton_operator.observe.model import StagingOutcome, staging_outcome
+from triton_operator.observe.staging import StagingOutcome, staging_outcome
 from triton_operator.reconcile.state import ModelMemory, OperatorState
 from triton_operator.render.labels import JOB_NAME_LABEL, MODEL_LABEL, name_label, staging_labels
 from triton_operator.render.server import pvc_name

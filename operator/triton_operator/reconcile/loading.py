@@ -22,11 +22,11 @@ from triton_operator.observe.model import (
     REPOSITORY_PVC,
     FilesAt,
     ReplicaFacts,
-    StagedRecord,
     ready_versions,
     replica_state,
 )
 from triton_operator.observe.server import pod_is_ready, triton_is_up, triton_restarts
+from triton_operator.observe.staging import StagedRecord
 from triton_operator.reconcile.pod_copies import Copies
 from triton_operator.reconcile.state import (
     FailedLoad,

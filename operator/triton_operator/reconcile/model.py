@@ -26,18 +26,20 @@ from triton_operator.observe.model import (
     SERVER_GRACE_S,
     ObservedModel,
     ScrapePair,
-    StagedRecord,
-    StagingOutcome,
     invalid_model_conditions,
-    load_token,
     loaded_fraction,
     model_metrics,
     model_status_conditions,
-    recorded_staging,
-    recorded_variant,
 )
 from triton_operator.observe.rollout import TrafficOutcome
 from triton_operator.observe.server import created_within
+from triton_operator.observe.staging import (
+    StagedRecord,
+    StagingOutcome,
+    load_token,
+    recorded_staging,
+    recorded_variant,
+)
 from triton_operator.reconcile.files import RepositoryFiles
 from triton_operator.reconcile.loading import Loader, settle
 from triton_operator.reconcile.routing import InServerTraffic

@@ -10,9 +10,9 @@ from functools import partial
 from typing import Any
 
 from triton_operator.observe.metrics import Scrape
-from triton_operator.observe.model import StagedRecord
 from triton_operator.observe.rollout import WindowStart
 from triton_operator.observe.server import ApplyFailure
+from triton_operator.observe.staging import StagedRecord
 from triton_operator.reconcile.cache import SharedReads
 from triton_operator.reconcile.watched import WatchedStaging
 from triton_operator.render.router import Variant as RouterVariant
