@@ -215,7 +215,10 @@ def test_a_replica_added_during_a_canary_step_serves_the_canary_before_it_takes_
     rollout = {
         "strategy": "Canary",
         "steps": [{"weight": 50, "pauseSeconds": 3600}, {"weight": 100, "pauseSeconds": 0}],
-        "analysis": {"intervalSeconds": 5, "minRequests": 10},
+        # The latency check is off: a replica starting on a busy 2-core machine can make the canary's
+        # p99 twice the stable's for a window, and a rollback is not what this test is about (a CI run
+        # saw 0 requests reach version 2 in the measured 15 s; the phase is asserted below).
+        "analysis": {"intervalSeconds": 5, "minRequests": 10, "maxLatencyRatio": 100},
     }
     serve_scorer(sandbox, ns, 2, rollout)
     apply(sandbox, ns, canary_model(sandbox, 2, f"{MODEL}/2", rollout))
@@ -243,6 +246,8 @@ def test_a_replica_added_during_a_canary_step_serves_the_canary_before_it_takes_
         load.finish()
     served = {v: after[v] - before[v] for v in ("1", "2")}
     total = sum(served.values())
+    state = rollout_of(sandbox, ns)
+    assert (state.get("phase"), state.get("stepIndex")) == ("Progressing", 0), state
     assert total >= 500, served
     assert abs(100 * served["2"] / total - 50) <= 2, served
     assert load.failed == [], load.failed[:5]
