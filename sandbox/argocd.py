@@ -37,7 +37,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from sandbox import procs
 from sandbox.config import REPO_ROOT, SandboxConfig
@@ -70,14 +70,6 @@ START_TIMEOUT_S = 90.0
 
 def log(msg: str) -> None:
     print(f"argocd: {msg}", file=sys.stderr, flush=True)
-
-
-class Spawn(Protocol):
-    """How processes start: `procs.spawn`, or a wrapper that runs them in the sandbox's network namespace."""
-
-    def __call__(
-        self, cfg: SandboxConfig, name: str, argv: Sequence[str], env: dict[str, str] | None = None
-    ) -> int: ...
 
 
 class ArgoCDError(RuntimeError):
@@ -272,7 +264,7 @@ def component_env(
 def up(
     cfg: SandboxConfig,
     kubeconfig: Path,
-    spawn: Spawn = procs.spawn,
+    spawn: procs.Spawn = procs.spawn,
     *,
     kubectl: str | None = None,
     bins: ArgoCDBinaries | None = None,

@@ -29,7 +29,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sandbox import procs
 from sandbox.config import REPO_ROOT, SandboxConfig
@@ -61,14 +61,6 @@ BUILD_SCRIPT = REPO_ROOT / "sandbox" / "build-gateway.sh"
 
 def log(msg: str) -> None:
     print(f"gateway: {msg}", file=sys.stderr, flush=True)
-
-
-class Spawn(Protocol):
-    """How processes start: `procs.spawn`, or a wrapper that runs them in the sandbox's network namespace."""
-
-    def __call__(
-        self, cfg: SandboxConfig, name: str, argv: Sequence[str], env: dict[str, str] | None = None
-    ) -> int: ...
 
 
 class GatewayError(RuntimeError):
@@ -247,7 +239,7 @@ def envoy_argv(cfg: SandboxConfig, bins: GatewayBinaries, bootstrap: Path) -> li
 def up(
     cfg: SandboxConfig,
     kubeconfig: Path,
-    spawn: Spawn = procs.spawn,
+    spawn: procs.Spawn = procs.spawn,
     *,
     kubectl: str | None = None,
     bins: GatewayBinaries | None = None,

@@ -32,7 +32,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sandbox import procs
 from sandbox.config import CACHE_ROOT, REPO_ROOT, SandboxConfig
@@ -59,12 +59,6 @@ PROMETHEUS_DIR = CACHE_ROOT / f"prometheus-{PROMETHEUS_MODULE_VERSION}"
 
 def log(msg: str) -> None:
     print(f"monitoring: {msg}", file=sys.stderr, flush=True)
-
-
-class Spawn(Protocol):
-    def __call__(
-        self, cfg: SandboxConfig, name: str, argv: Sequence[str], env: dict[str, str] | None = None
-    ) -> int: ...
 
 
 class MonitoringError(RuntimeError):
@@ -194,7 +188,7 @@ def operator_argv(cfg: SandboxConfig, bins: MonitoringBinaries) -> list[str]:
 def up(
     cfg: SandboxConfig,
     kubeconfig: Path,
-    spawn: Spawn = procs.spawn,
+    spawn: procs.Spawn = procs.spawn,
     *,
     kubectl: str,
     bins: MonitoringBinaries | None = None,

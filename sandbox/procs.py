@@ -16,9 +16,18 @@ import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from sandbox import netns
 from sandbox.config import MARKER_ENV, SandboxConfig
+
+
+class Spawn(Protocol):
+    """How a sandbox part starts its processes: `spawn` below, or a test's wrapper around it."""
+
+    def __call__(
+        self, cfg: SandboxConfig, name: str, argv: Sequence[str], env: dict[str, str] | None = None
+    ) -> int: ...
 
 
 def spawn(cfg: SandboxConfig, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
