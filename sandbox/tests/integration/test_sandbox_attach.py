@@ -59,15 +59,7 @@ def claim(core: client.CoreV1Api, namespace: str, mode: str) -> str:
 def deployment(apps: client.AppsV1Api, namespace: str, placement: dict[str, Any]) -> None:
     """Two `pause` pods mounting the claim `data`, placed as `placement` (pod spec fields) says."""
     labels = {"app": "web"}
-    spec = {
-        "containers": [
-            {"name": "main", "image": "pause", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}
-        ],
-        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
-        "tolerations": [GPU_TOLERATION],  # every node of the sandbox will do
-        "terminationGracePeriodSeconds": 1,
-        **placement,
-    }
+    spec = pod_spec(placement)
     body = {
         "metadata": {"name": "web"},
         "spec": {
@@ -77,6 +69,34 @@ def deployment(apps: client.AppsV1Api, namespace: str, placement: dict[str, Any]
         },
     }
     apps.create_namespaced_deployment(namespace, body)
+
+
+def pod_spec(placement: dict[str, Any]) -> dict[str, Any]:
+    """A `pause` container mounting the claim `data`, placed as `placement` (pod spec fields) says."""
+    return {
+        "containers": [
+            {"name": "main", "image": "pause", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}
+        ],
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+        "tolerations": [GPU_TOLERATION],  # every node of the sandbox will do
+        "terminationGracePeriodSeconds": 1,
+        **placement,
+    }
+
+
+def let_go_of_pods(core: client.CoreV1Api, apps: client.AppsV1Api, namespace: str) -> None:
+    """The Deployment and its ReplicaSet go and their pods stay: none is replaced any more."""
+    apps.delete_namespaced_deployment("web", namespace, propagation_policy="Orphan")
+    wait_for("the Deployment gone", lambda: not apps.list_namespaced_deployment(namespace).items or None)
+    for rs in apps.list_namespaced_replica_set(namespace).items:
+        apps.delete_namespaced_replica_set(rs.metadata.name, namespace, propagation_policy="Orphan")
+
+    def orphaned() -> bool | None:
+        if apps.list_namespaced_replica_set(namespace).items:
+            return None
+        return all(not p.metadata.owner_references for p in pods(core, namespace)) or None
+
+    wait_for("the pods orphaned", orphaned)
 
 
 ON_TWO_NODES = {
@@ -143,6 +163,10 @@ def test_a_readwriteonce_volume_goes_to_one_node_at_a_time(sandbox: Sandbox, nam
     assert len(attach_events(core, namespace, waiter.metadata.name)) == 1  # one Event, not one per retry
 
     # The holder goes: once its process has stopped, the volume is detached and the waiting pod starts.
+    # Nothing replaces the holder: a ReplicaSet's replacement lands on the holder's node, where the volume
+    # is still attached until the holder's process stops, and may take it first (so on a real cluster
+    # too; a clean-clone CI rehearsal saw the waiter still waiting after 30 s).
+    let_go_of_pods(core, apps, namespace)
     core.delete_namespaced_pod(holder.metadata.name, namespace)
     wait_for(
         "the waiting pod started",
@@ -150,16 +174,16 @@ def test_a_readwriteonce_volume_goes_to_one_node_at_a_time(sandbox: Sandbox, nam
         timeout_s=30,
     )
 
-    # The ReplicaSet's replacement for the deleted pod now waits for the volume in its turn.
-    def replacement_refused() -> client.CoreV1Event | None:
-        for p in pods(core, namespace):
-            if p.metadata.name not in (holder.metadata.name, waiter.metadata.name):
-                events = attach_events(core, namespace, p.metadata.name)
-                return events[0] if events else None
-        return None
-
-    event = wait_for("the replacement refused the volume", replacement_refused, timeout_s=30)
+    # A pod started on the holder's node now waits for the volume in its turn.
+    on_holders_node = {"nodeSelector": {"kubernetes.io/hostname": holder.spec.node_name}}
+    core.create_namespaced_pod(namespace, {"metadata": {"name": "late"}, "spec": pod_spec(on_holders_node)})
+    event = wait_for(
+        "the late pod refused the volume",
+        lambda: next(iter(attach_events(core, namespace, "late")), None),
+        timeout_s=30,
+    )
     assert event.message == used_by(volume, waiter)
+    assert core.read_namespaced_pod("late", namespace).status.phase == "Pending"
 
 
 def test_pods_on_one_node_share_a_readwriteonce_volume(sandbox: Sandbox, namespace: str) -> None:
