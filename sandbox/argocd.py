@@ -34,7 +34,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -286,7 +286,14 @@ def up(
         raise ArgoCDError(f"no manifests in {bins.dir}; delete it and re-run {BUILD_SCRIPT.name}")
     # The Application CRD is too big for client-side apply's last-applied annotation.
     applied = _kubectl(
-        kubectl, kubeconfig, "apply", "--server-side", "--force-conflicts", "-o", "name", *_files(bins.crds)
+        kubectl,
+        kubeconfig,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-o",
+        "name",
+        *procs.file_args(bins.crds),
     )
     crd_names = [line for line in applied.split() if line.startswith("customresourcedefinition")]
     # Right after the create, a CRD's status.conditions is null and `kubectl wait` fails instead of
@@ -310,7 +317,7 @@ def up(
         "--force-conflicts",
         "-n",
         NAMESPACE,
-        *_files(bins.base_config),
+        *procs.file_args(bins.base_config),
     )
     _kubectl(kubectl, kubeconfig, "apply", "--server-side", "-f", "-", stdin=json.dumps(app_project()))
     ensure_secret_key(kubectl, kubeconfig)
@@ -466,22 +473,8 @@ def default_kubectl() -> str:
     return ensure_binaries().path("kubectl")
 
 
-def _files(paths: Sequence[Path]) -> list[str]:
-    return [arg for p in paths for arg in ("-f", str(p))]
-
-
 def _kubectl(kubectl: str, kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
-    proc = subprocess.run(
-        [kubectl, f"--kubeconfig={kubeconfig}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    if proc.returncode != 0:
-        raise ArgoCDError(f"kubectl {' '.join(args[:3])} failed: {proc.stderr.strip()}")
-    return proc.stdout
+    return procs.kubectl(kubectl, kubeconfig, *args, stdin=stdin, error=ArgoCDError, shown=3)
 
 
 def _wait(what: str, check: Callable[[], bool], cfg: SandboxConfig, deadline: float) -> None:

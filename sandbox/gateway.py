@@ -261,7 +261,14 @@ def up(
             f"no CRDs in {bins.dir / 'crds'}; delete {bins.dir} and re-run {BUILD_SCRIPT.name}"
         )
     applied = _kubectl(
-        kubectl, kubeconfig, "apply", "--server-side", "--force-conflicts", "-o", "name", *_files(crds)
+        kubectl,
+        kubeconfig,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-o",
+        "name",
+        *procs.file_args(crds),
     )
     # The standard install also holds a ValidatingAdmissionPolicy (safe upgrades): wait on the CRDs only.
     crd_names = [line for line in applied.split() if line.startswith("customresourcedefinition")]
@@ -439,26 +446,12 @@ def default_kubectl() -> str:
     return ensure_binaries().path("kubectl")
 
 
-def _files(paths: Sequence[Path]) -> list[str]:
-    return [arg for p in paths for arg in ("-f", str(p))]
-
-
 def _as_list(objects: Sequence[dict[str, Any]]) -> str:
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)})
 
 
 def _kubectl(kubectl: str, kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
-    proc = subprocess.run(
-        [kubectl, f"--kubeconfig={kubeconfig}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    if proc.returncode != 0:
-        raise GatewayError(f"kubectl {' '.join(args[:2])} failed: {proc.stderr.strip()}")
-    return proc.stdout
+    return procs.kubectl(kubectl, kubeconfig, *args, stdin=stdin, error=GatewayError, shown=2)
 
 
 def _wait(what: str, check: Any, cfg: SandboxConfig, deadline: float) -> None:

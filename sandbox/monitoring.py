@@ -29,7 +29,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,7 +203,9 @@ def up(
     deadline = time.monotonic() + timeout_s
     if not procs.pid_of(cfg, OPERATOR):
         # Big CRDs: server-side apply (client-side apply's annotation would not fit).
-        _kubectl(kubectl, kubeconfig, "apply", "--server-side", "--force-conflicts", *_files(bins.crds))
+        _kubectl(
+            kubectl, kubeconfig, "apply", "--server-side", "--force-conflicts", *procs.file_args(bins.crds)
+        )
         _kubectl(kubectl, kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
         _apply(kubectl, kubeconfig, rbac())
         spawn(cfg, OPERATOR, operator_argv(cfg, bins), {**os.environ, "KUBECONFIG": str(kubeconfig)})
@@ -302,27 +304,13 @@ def _get_ok(url: str) -> bool:
         return False
 
 
-def _files(paths: Sequence[Path]) -> list[str]:
-    return [arg for p in paths for arg in ("-f", str(p))]
-
-
 def _apply(kubectl: str, kubeconfig: Path, objects: list[dict[str, Any]]) -> None:
     stream = "\n".join(json.dumps(o) for o in objects)
     _kubectl(kubectl, kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=stream)
 
 
 def _kubectl(kubectl: str, kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
-    proc = subprocess.run(
-        [kubectl, f"--kubeconfig={kubeconfig}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    if proc.returncode != 0:
-        raise MonitoringError(f"kubectl {' '.join(args[:3])} failed: {proc.stderr.strip()}")
-    return proc.stdout
+    return procs.kubectl(kubectl, kubeconfig, *args, stdin=stdin, error=MonitoringError, shown=3)
 
 
 def _wait(what: str, check: Callable[[], bool], cfg: SandboxConfig, deadline: float) -> None:

@@ -22,6 +22,34 @@ from sandbox import netns
 from sandbox.config import MARKER_ENV, SandboxConfig
 
 
+def kubectl(
+    program: str,
+    kubeconfig: Path,
+    *args: str,
+    stdin: str | None = None,
+    error: type[Exception] = RuntimeError,
+    shown: int = 3,
+) -> str:
+    """kubectl's output for `args` against `kubeconfig`; a failure raises `error` with the command's first
+    `shown` words and kubectl's own message (each sandbox part raises its own error type)."""
+    proc = subprocess.run(
+        [program, f"--kubeconfig={kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if proc.returncode != 0:
+        raise error(f"kubectl {' '.join(args[:shown])} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def file_args(paths: Sequence[Path]) -> list[str]:
+    """`-f path` for each path, as kubectl takes several files."""
+    return [arg for p in paths for arg in ("-f", str(p))]
+
+
 class Spawn(Protocol):
     """How a sandbox part starts its processes: `spawn` below, or a test's wrapper around it."""
 
