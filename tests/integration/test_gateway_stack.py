@@ -49,13 +49,13 @@ APP_NS = "gwtest"
 BACKEND_IPS = {"a": "10.244.9.1", "b": "10.244.9.2"}
 HTTP_PORT, GRPC_PORT = 9000, 9001
 GRPC_SERVICE, GRPC_METHOD = "sandbox.Echo", "Who"
-REQUESTS = 2000
 SPLIT = (90, 10)
-# Envoy picks a weighted cluster at random for each request: the minor share of REQUESTS is binomial,
-# sigma = sqrt(p(1-p)/n) = 0.67 pp here. The bound was 2 pp, 3 sigma: a right split failed one run in
-# about 200 (a clean-clone rehearsal drew 12.20 %). Five sigma (3.35 pp) fails a right split about once in
-# 1.7 million runs, and still fails any wrong one (equal weights, a flipped or ignored split) every time.
-SHARE_TOLERANCE_PP = 5 * 100 * math.sqrt(SPLIT[1] / 100 * (1 - SPLIT[1] / 100) / REQUESTS)
+SHARE_TOLERANCE_PP = 2.0
+# Envoy picks a weighted cluster at random for each request: the minor share of n requests is binomial,
+# sigma = sqrt(p(1-p)/n). With 2,000 requests 2 pp was only 3 sigma, and a right split failed about one
+# run in 200 (a clean-clone rehearsal drew 12.20 %). Enough requests that 2 pp is 5 sigma: a right split
+# fails about once in 1.7 million runs (5,625 requests for 90/10).
+REQUESTS = math.ceil(25 * (SPLIT[1] / 100) * (1 - SPLIT[1] / 100) / (SHARE_TOLERANCE_PP / 100) ** 2)
 SCENARIO_TIMEOUT_S = 170
 FLIP_TIMEOUT_S = 10.0
 SLOT = 40  # any: the ports are those of the test's own namespace
