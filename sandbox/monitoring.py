@@ -46,6 +46,11 @@ SERVICE_ACCOUNT = "prometheus"
 # kube-prometheus-stack's Prometheus selects monitors and rules by its release label; so does this one.
 SELECTOR_LABELS = {"release": "kube-prometheus-stack"}
 SCRAPE_INTERVAL_S = 2
+# How long a new pod can take to become a scrape target, whatever the scrape interval: Prometheus's
+# discovery manager hands target changes on at most every 5 s (fixed in its code), and its scrape manager
+# applies them every --scrape.discovery-reload-interval (5 s by default; 1 s here, set below).
+DISCOVERY_RELOAD_S = 1
+DISCOVERY_DELAY_S = 5 + DISCOVERY_RELOAD_S
 OPERATOR = "prometheus-operator"
 COMPONENTS = (OPERATOR,)
 PORT_OFFSETS = {"operator-web": 5}  # of cfg.extra_base_port (Argo CD has 0-3)
@@ -171,6 +176,9 @@ def prometheus_resource() -> dict[str, Any]:
             "ruleNamespaceSelector": {},
             # The sandbox's nodes are GPU nodes with the nvidia.com/gpu taint.
             "tolerations": [{"operator": "Exists"}],
+            "additionalArgs": [
+                {"name": "scrape.discovery-reload-interval", "value": f"{DISCOVERY_RELOAD_S}s"}
+            ],
         },
     }
 

@@ -27,7 +27,15 @@ from tests.support.chart import NAMESPACE as CHART_NAMESPACE
 from tests.support.chart import RELEASE as CHART_RELEASE
 from tests.support.load import Load, service_clients
 from tests.support.models import FAILING_30_PY
-from tests.support.objects import POD_SELECTOR, apply, credentials_secret, get_cr, tritonmodel, tritonserver
+from tests.support.objects import (
+    POD_SELECTOR,
+    SERVER,
+    apply,
+    credentials_secret,
+    get_cr,
+    tritonmodel,
+    tritonserver,
+)
 from tests.support.prometheus_http import query
 from tests.support.scorer import MODEL, canary_model, publish, rollout_command, rollout_of
 
@@ -91,23 +99,32 @@ def test_pods_and_operator_scraped_and_rules_record_what_clients_sent(
     interval = stack.INTERVAL_S
     apply(sandbox, ns, watched_server(2))
 
-    # (a) Each Triton pod is an `up` target within two scrape intervals of being Ready (watched together,
-    # every 0.25 s, from before any pod exists).
+    # (a) Each Triton pod is an `up` target within two scrape intervals of being Ready, plus the time
+    # Prometheus itself takes to turn a discovered pod into a target (stack.DISCOVERY_DELAY_S: its
+    # discovery manager batches changes every 5 s, a constant of its code); the operator's part is that the
+    # PodMonitor is there before any pod is Ready. Watched together, every 0.25 s, from before any pod exists.
     ready_at: dict[str, float] = {}
     up_at: dict[str, float] = {}
+    monitor_before_ready: bool | None = None
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and (len(ready_at) < 2 or set(up_at) < set(ready_at)):
         now = time.monotonic()
+        monitor_exists = stack.pod_monitor_exists(sandbox, ns, SERVER)
         for pod in ready_pod_names(sandbox, ns):
             ready_at.setdefault(pod, now)
+            if monitor_before_ready is None:
+                monitor_before_ready = monitor_exists
         for pod, health in stack.pod_target_health(prometheus, ns).items():
             if health == "up":
                 up_at.setdefault(pod, now)
         time.sleep(0.25)
     assert len(ready_at) == 2, f"2 ready Triton pods expected, saw {sorted(ready_at)}"
     assert set(ready_at) <= set(up_at), f"pods never an up target: {set(ready_at) - set(up_at)}"
+    assert monitor_before_ready, "the PodMonitor did not exist when the first pod was Ready"
     late = {pod: round(up_at[pod] - ready_at[pod], 2) for pod in ready_at}
-    assert all(delay <= 2 * interval for delay in late.values()), f"seconds from Ready to up: {late}"
+    bound = 2 * interval + stack.DISCOVERY_DELAY_S
+    print(f"seconds from Ready to an up target: {late} (bound {bound} s)")
+    assert all(d <= bound for d in late.values()), f"seconds from Ready to up (bound {bound} s): {late}"
 
     # The operator's own /metrics, through the chart's ServiceMonitor.
     stack.wait_until(

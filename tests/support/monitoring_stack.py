@@ -18,6 +18,7 @@ from tests.support.chart import render_chart, set_args
 from tests.support.prometheus_http import api
 
 INTERVAL_S = monitoring.SCRAPE_INTERVAL_S
+DISCOVERY_DELAY_S = monitoring.DISCOVERY_DELAY_S
 RELEASE_LABEL = next(iter(monitoring.SELECTOR_LABELS.items()))
 CRD_GROUP = "monitoring.coreos.com"
 # The holds the tests give the alerts they watch (metrics.prometheusRule.alertFor), instead of minutes.
@@ -66,6 +67,16 @@ def targets(prometheus: str) -> list[dict[str, Any]]:
     data: dict[str, Any] = api(prometheus, "/api/v1/targets", [("state", "active")])
     found: list[dict[str, Any]] = data["activeTargets"]
     return found
+
+
+def pod_monitor_exists(sb: Sandbox, ns: str, name: str) -> bool:
+    try:
+        client.CustomObjectsApi(sb.api).get_namespaced_custom_object(CRD_GROUP, "v1", ns, "podmonitors", name)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
 
 
 def pod_target_health(prometheus: str, ns: str) -> dict[str, str]:
