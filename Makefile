@@ -18,8 +18,10 @@ export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)
 NEEDS_sandbox-up := root python sandbox
 BUILDS_sandbox-up := k8s gateway router
 NEEDS_demo := root python sandbox curl
-# MONITORING=1: the demo also runs the Prometheus Operator and Prometheus (sandbox/monitoring.py).
-BUILDS_demo := k8s gateway helm router $(if $(filter 1,$(MONITORING)),prometheus-operator prometheus)
+# The demo also runs the Prometheus Operator and Prometheus (sandbox/monitoring.py); MONITORING=0 leaves
+# them out (and their builds).
+MONITORING ?= 1
+BUILDS_demo := k8s gateway helm router $(if $(filter 0,$(MONITORING)),,prometheus-operator prometheus)
 NEEDS_bench := root python sandbox libb64.so.0d
 BUILDS_bench := k8s gateway router
 NEEDS_chaos := root python sandbox
@@ -97,7 +99,7 @@ fmt: ## format the code
 run: ## run the operator in the foreground against $$KUBECONFIG
 	$(VENV)/bin/triton-operator run
 
-demo: builds-demo ## local cluster + operator + an example model serving real requests (left running; no Argo CD); MONITORING=1 adds Prometheus
+demo: builds-demo ## local cluster + operator + an example model serving real requests (left running; no Argo CD); with Prometheus unless MONITORING=0
 	MONITORING=$(MONITORING) $(PY) -m sandbox.demo
 
 demo-down: sandbox-down ## stop what `make demo` left running (the same as make sandbox-down)

@@ -284,8 +284,9 @@ def warning_events(env: dict[str, str]) -> list[str]:
     ]
 
 
-# MONITORING=1 (make demo MONITORING=1): the chart's monitoring, as README's "Monitoring with Prometheus"
-# turns it on, labelled for the sandbox's kube-prometheus-stack-like Prometheus, scraped every 2 s.
+# The demo's monitoring (unless make demo MONITORING=0): the chart's, as README's "Monitoring with
+# Prometheus" turns it on, labelled for the sandbox's kube-prometheus-stack-like Prometheus, scraped
+# every 2 s.
 MONITORING_VALUES = {
     "metrics.podMonitor.enabled": "true",
     "metrics.podMonitor.interval": f"{monitoring.SCRAPE_INTERVAL_S}s",
@@ -299,7 +300,9 @@ MONITORING_VALUES = {
         for k, v in monitoring.SELECTOR_LABELS.items()
     },
 }
-RECORDED = "namespace_tritonserver_model:triton_requests:rate5m"
+# Requests per second over the last minute, per model and version: the demo has sent requests for less
+# than a minute when it reads this (a 5-minute rate would read a fifth of what it sends).
+RECORDED = "namespace_tritonserver_model_version:triton_requests:rate1m"
 
 
 def turn_on_monitoring(env: dict[str, str]) -> None:
@@ -335,6 +338,8 @@ def show_scrape(prometheus: str, timeout_s: float = 60) -> None:
     for r in recorded:
         labels = ",".join(f'{k}="{v}"' for k, v in sorted(r["metric"].items()) if k != "__name__")
         print(f"  {RECORDED}{{{labels}}} {float(r['value'][1]):.3f}")
+    if recorded:
+        print("  (per second over the last minute, of which the demo's requests took only the last seconds)")
     if not done:
         raise SystemExit("demo: Prometheus did not show every target up and the recorded request rate")
 
@@ -344,7 +349,7 @@ def main() -> int:
     say(f"starting the sandbox '{cfg.name}' (first run builds Kubernetes from Go modules: 10-20 min)")
     helm = helm_binary()
     bins = cluster.up(cfg)
-    with_monitoring = os.environ.get("MONITORING") == "1"
+    with_monitoring = os.environ.get("MONITORING", "1") != "0"
     monitoring_bins = monitoring.ensure_binaries() if with_monitoring else None  # outside: the module proxy
     # Inside the sandbox's network namespace from here on (and so is every command we run): the
     # Service's ClusterIP and the pods answer there, as in a cluster.
