@@ -9,7 +9,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.kube.rest import Kube
-from triton_operator.reconcile import monitoring
+from triton_operator.reconcile import optional
 from triton_operator.reconcile.monitoring import PodMonitors
 from triton_operator.render.podmonitor import PodMonitorDefaults
 
@@ -61,7 +61,7 @@ class Recorder:
 @pytest.fixture
 def events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     recorder = Recorder()
-    monkeypatch.setattr(monitoring, "recorder_for", lambda kube: recorder)
+    monkeypatch.setattr(optional, "recorder_for", lambda kube: recorder)
     return recorder.posted
 
 

@@ -1,26 +1,21 @@
 """A TritonServer's PodMonitor: applied where the API server serves the kind, and said in `Monitored`.
 
 A cluster without the Prometheus Operator (no monitoring.coreos.com/v1 PodMonitor) is no fault of the
-server: it stays Ready, `Monitored=False` says why, and one Normal Event tells it the first time. The
-check runs with each apply of the spec (a new generation, or the drift period), never in a retry loop.
+server: it stays Ready, `Monitored=False` says why, and one Normal Event tells it the first time
+(reconcile/optional.py, shared with the autoscaler's ScaledObject).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
-from typing import Any, cast
-
-import kopf
-from kubernetes.client.exceptions import ApiException
+from typing import Any
 
 from triton_operator.api.common import ConditionStatus, ConditionType
 from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.conditions import DecidedCondition, Reason
-from triton_operator.kube.events import recorder_for
 from triton_operator.kube.rest import Kube
-from triton_operator.observe.story import event
-from triton_operator.reconcile.state import Key, object_key
+from triton_operator.reconcile.optional import OptionalChildren, OptionalKind
+from triton_operator.reconcile.state import Key
 from triton_operator.render.podmonitor import (
     POD_MONITOR_API_VERSION,
     POD_MONITOR_KIND,
@@ -29,8 +24,16 @@ from triton_operator.render.podmonitor import (
     wanted_pod_monitor,
 )
 
-log = logging.getLogger(__name__)
 PLURAL = "podmonitors"
+POD_MONITORS = OptionalKind(
+    api_version=POD_MONITOR_API_VERSION,
+    kind=POD_MONITOR_KIND,
+    plural=PLURAL,
+    condition=ConditionType.MONITORED,
+    missing=Reason.POD_MONITOR_KIND_MISSING,
+    failed=Reason.POD_MONITOR_FAILED,
+    unaffected="the pods serve as before",
+)
 
 
 def kind_missing_message() -> str:
@@ -52,64 +55,30 @@ class PodMonitors:
     def __init__(self, kube: Kube, defaults: PodMonitorDefaults):
         self.kube = kube
         self.defaults = defaults
-        self.verdicts: dict[Key, DecidedCondition] = {}
+        self.children = OptionalChildren(kube, POD_MONITORS)
 
     def condition(self, key: Key) -> DecidedCondition | None:
         """The server's Monitored condition; None when it wants no PodMonitor (or none was applied yet)."""
-        return self.verdicts.get(key)
+        return self.children.condition(key)
 
     def forget(self, key: Key) -> None:
-        self.verdicts.pop(key, None)
+        self.children.forget(key)
 
     def apply(self, owner: Mapping[str, Any], spec: TritonServerSpec) -> None:
         """Apply the PodMonitor the spec and the operator's defaults want, or delete one no longer wanted."""
         meta = owner["metadata"]
-        name, namespace, key = meta["name"], meta["namespace"], object_key(owner)
         wanted = wanted_pod_monitor(spec, self.defaults)
-        try:
-            if wanted is None:
-                self.verdicts.pop(key, None)
-                # 404 (none there, or the kind not served) is success.
-                self.kube.delete(POD_MONITOR_KIND, namespace, name)
-                return
-            if PLURAL not in (self.kube.served_resources(POD_MONITOR_API_VERSION) or []):
-                self._decide(
-                    owner,
-                    monitored(ConditionStatus.FALSE, Reason.POD_MONITOR_KIND_MISSING, kind_missing_message()),
-                )
-                return
-            manifest = render_pod_monitor(name, namespace, meta["uid"], wanted)
-            kopf.adopt(manifest, owner=cast(kopf.Body, owner))
-            self.kube.apply(manifest)
-        except ApiException as exc:
-            message = (
-                f"applying PodMonitor {name} failed: {exc.status} {exc.reason}; the pods serve as before"
-            )
-            log.warning("%s/%s: %s", namespace, name, message)
-            self._decide(owner, monitored(ConditionStatus.FALSE, Reason.POD_MONITOR_FAILED, message))
+        if wanted is None:
+            self.children.remove(owner)
             return
-        self._decide(
+        name = meta["name"]
+        self.children.apply(
             owner,
-            monitored(
+            render_pod_monitor(name, meta["namespace"], meta["uid"], wanted),
+            missing=kind_missing_message(),
+            applied=monitored(
                 ConditionStatus.TRUE,
                 Reason.POD_MONITOR_APPLIED,
                 f"PodMonitor {name} has Prometheus scrape the pods' metrics port every {wanted.interval}",
             ),
         )
-
-    def _decide(self, owner: Mapping[str, Any], verdict: DecidedCondition) -> None:
-        key = object_key(owner)
-        before = self.verdicts.get(key)
-        self.verdicts[key] = verdict
-        if verdict.reason != Reason.POD_MONITOR_KIND_MISSING or (
-            before is not None and before.reason == verdict.reason
-        ):
-            return
-        written = [
-            c for c in (owner.get("status") or {}).get("conditions") or [] if c.get("type") == verdict.type
-        ]
-        if written and written[0].get("reason") == verdict.reason:
-            return  # said before this process started
-        # Once: a Normal Event (nothing is wrong with the server; the cluster has no Prometheus Operator).
-        told = event(str(verdict.reason), verdict.message[:1].upper() + verdict.message[1:] + ".")
-        recorder_for(self.kube).record({"kind": "TritonServer", **owner}, told)
