@@ -2,9 +2,11 @@
 
 `FakeKube` is the operator's `Kube` (kube/rest.py) over a dict of objects, with the API server's
 semantics a pass depends on: resourceVersion on every write, generation bumped only by a spec change,
-status only through its subresource (apply ignores it), label selectors, owner references with
-background garbage collection, and a record of every write (`calls`) so a test counts the Jobs a pass
-created. It also plays the controllers a pass waits on, one explicit step at a time (fakecontrollers.py,
+status only through its subresource (apply ignores it), server-side apply's field ownership (a field
+an apply leaves out goes only if no other manager holds it; `scale` writes as the HPA does), label
+selectors, owner references with background garbage collection, and a record of every write (`calls`)
+so a test counts the Jobs a pass created. It also plays the controllers a pass waits on, one explicit
+step at a time (fakecontrollers.py,
 mixed in): the Job controller (`complete_job`, `fail_job`), the Deployment controller (`sync_deployment`,
 `roll_deployment`) and the kubelet (`start_pod`, `restart_container`; Ready follows ContainersReady and
 the readiness gates).
@@ -21,11 +23,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
-from triton_operator.kube.rest import KINDS, Kube
+from triton_operator.kube.rest import FIELD_MANAGER, KINDS, Kube
 
 from tests.support.fakecontrollers import FakeControllers
 from tests.support.kubesemantics import (
     Call,
+    FieldOwners,
     Key,
     Names,
     Obj,
@@ -51,6 +54,7 @@ class FakeKube(FakeControllers, Kube):
         self.served: dict[str, Names] = {}  # group version -> resources (discovery)
         # kind -> the error the API server answers every apply of that kind with (a webhook, a quota).
         self.refusals: dict[str, ApiException] = {}
+        self.fields = FieldOwners()
         self._versions = itertools.count(1)
         self._uids = itertools.count(1)
 
@@ -82,8 +86,12 @@ class FakeKube(FakeControllers, Kube):
             and all(t(obj["metadata"].get("labels") or {}) for t in tests)
         ]
 
-    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply (force): creates, or takes the applied fields over; status is ignored."""
+    def apply(
+        self, obj: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER, force: bool = True
+    ) -> dict[str, Any]:
+        """Server-side apply as `field_manager`: creates, or sets the applied fields (taking them from
+        other managers with `force`, else 409 where one holds another value) and removes those this
+        manager alone held and no longer applies; status is ignored."""
         kind, meta = obj["kind"], obj["metadata"]
         if kind not in KINDS:
             raise NotImplementedError(f"FakeKube: unknown kind {kind}")
@@ -93,11 +101,15 @@ class FakeKube(FakeControllers, Kube):
         key = (kind, meta.get("namespace") or "", meta["name"])
         old = self.objects.get(key)
         applied = {k: copy.deepcopy(v) for k, v in obj.items() if k != "status"}
+        body = self.fields.apply(
+            key, spec_part(old or {}), spec_part(applied), field_manager, force=force or old is None
+        )
         if old is None:
             self.calls.append(Call("apply", kind, meta["name"], created=True))
             return self.add(applied, record=False)
         self.calls.append(Call("apply", kind, meta["name"]))
-        new = {**old, **{k: v for k, v in applied.items() if k != "metadata"}}
+        new = {k: v for k, v in old.items() if k in ("apiVersion", "kind", "metadata", "status")}
+        new.update({k: v for k, v in applied.items() if k in ("apiVersion", "kind")}, **body)
         allocated = (old.get("spec") or {}).get("clusterIP")
         if kind == "Service" and allocated and "clusterIP" not in (new.get("spec") or {}):
             new["spec"] = {**new["spec"], "clusterIP": allocated}  # the apiserver's field, not the applier's
@@ -146,6 +158,17 @@ class FakeKube(FakeControllers, Kube):
             raise not_found(kind, name)
         self.calls.append(Call("patch", kind, name))
         new = merge_patch(old, {k: v for k, v in patch.items() if k != "status"})
+        self.fields.update(key, spec_part(old), spec_part(new), "merge-patch")
+        return self._store(key, new, old)
+
+    def scale(self, kind: str, namespace: str, name: str, replicas: int, manager: str) -> Obj:
+        """Write spec.replicas through the scale subresource, as an HPA (kube-controller-manager) does."""
+        key = (kind, namespace, name)
+        old = self.objects[key]
+        self.calls.append(Call("scale", kind, name))
+        new = copy.deepcopy(old)
+        new.setdefault("spec", {})["replicas"] = replicas
+        self.fields.update(key, spec_part(old), spec_part(new), manager)
         return self._store(key, new, old)
 
     def delete(self, kind: str, namespace: str | None, name: str) -> None:
@@ -209,6 +232,8 @@ class FakeKube(FakeControllers, Kube):
     # -- inside ---------------------------------------------------------------------------------------
     def _store(self, key: Key, new: Obj, old: Obj | None) -> Obj:
         meta = new["metadata"]
+        if key[0] == "Deployment":  # the apiserver's default (owned by no manager)
+            new.setdefault("spec", {}).setdefault("replicas", 1)
         if old is not None and spec_part(old) != spec_part(new):
             meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
         if key[0] == "Pod":
@@ -228,6 +253,7 @@ class FakeKube(FakeControllers, Kube):
         obj = self.objects.pop(key, None)
         if obj is None:
             return
+        self.fields.forget(key)
         self._emit("DELETED", obj)
         uid = obj["metadata"]["uid"]
         for dep_key, dep in list(self.objects.items()):

@@ -94,3 +94,113 @@ def condition_of(obj: Mapping[str, Any], ctype: str) -> Obj | None:
     return next(
         (c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == ctype), None
     )
+
+
+# -- server-side apply's field ownership (what a pass that leaves a field out relies on) ---------------
+Path = tuple[str, ...]
+
+
+def leaf_paths(obj: Mapping[str, Any], prefix: Path = ()) -> set[Path]:
+    """The fields an object sets, as paths to its leaves (a list, or an empty map, is one field)."""
+    out: set[Path] = set()
+    for key, value in obj.items():
+        if isinstance(value, Mapping) and value:
+            out |= leaf_paths(value, (*prefix, key))
+        else:
+            out.add((*prefix, key))
+    return out
+
+
+def value_at(obj: Mapping[str, Any], path: Path) -> Any:
+    for key in path:
+        if not isinstance(obj, Mapping) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
+
+
+def drop_path(obj: Obj, path: Path) -> None:
+    """Remove a field, and the maps it leaves empty."""
+    parents = [obj]
+    for key in path[:-1]:
+        child = parents[-1].get(key)
+        if not isinstance(child, dict):
+            return
+        parents.append(child)
+    parents[-1].pop(path[-1], None)
+    for depth in range(len(parents) - 1, 0, -1):
+        if not parents[depth]:
+            parents[depth - 1].pop(path[depth - 1], None)
+
+
+def deep_merge(target: Obj, applied: Mapping[str, Any]) -> Obj:
+    """`applied` over `target`: maps merge, anything else replaces."""
+    out = copy.deepcopy(target)
+    for key, value in applied.items():
+        if isinstance(value, Mapping) and value and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def conflict(kind: str, name: str, paths: list[str], manager: str) -> ApiException:
+    exc = ApiException(status=409, reason="Conflict")
+    exc.body = json.dumps(
+        {
+            "message": f'Apply failed with {len(paths)} conflict: conflict with "{manager}": '
+            + ", ".join(paths),
+            "reason": "Conflict",
+            "code": 409,
+        }
+    )
+    return exc
+
+
+class FieldOwners:
+    """Which field manager owns which fields of each object's body (all but metadata and status), as
+    server-side apply keeps them in managedFields: an apply that leaves out a field its manager alone
+    owned deletes it; a field another manager owns stays; an update (a scale, a merge patch) takes the
+    fields it changes from everyone."""
+
+    def __init__(self) -> None:
+        self.owners: dict[Key, dict[str, set[Path]]] = {}
+
+    def apply(self, key: Key, old_body: Obj, applied_body: Obj, manager: str, *, force: bool) -> Obj:
+        """The body after `manager` applied `applied_body` (409 on a conflict without force)."""
+        owners = self.owners.setdefault(key, {})
+        mine_before, mine_now = owners.get(manager, set()), leaf_paths(applied_body)
+        for other, paths in owners.items():
+            if other == manager:
+                continue
+            clashing = sorted(
+                p for p in paths & mine_now if value_at(old_body, p) != value_at(applied_body, p)
+            )
+            if clashing and not force:
+                raise conflict(key[0], key[2], [".".join(p) for p in clashing], other)
+            paths.difference_update(clashing)
+        others = set().union(*(paths for other, paths in owners.items() if other != manager))
+        body = copy.deepcopy(old_body)
+        for path in mine_before - mine_now:
+            if path not in others:
+                drop_path(body, path)
+        owners[manager] = mine_now
+        return deep_merge(body, applied_body)
+
+    def update(self, key: Key, old_body: Obj, new_body: Obj, manager: str) -> None:
+        """A non-apply write by `manager`: the fields whose value it changed are its own now."""
+        owners = self.owners.setdefault(key, {})
+        changed = {
+            p
+            for p in leaf_paths(new_body) | leaf_paths(old_body)
+            if value_at(old_body, p) != value_at(new_body, p)
+        }
+        for paths in owners.values():
+            paths.difference_update(changed)
+        owners.setdefault(manager, set()).update(p for p in changed if value_at(new_body, p) is not None)
+
+    def owners_of(self, key: Key, path: Path) -> list[str]:
+        return sorted(m for m, paths in self.owners.get(key, {}).items() if path in paths)
+
+    def forget(self, key: Key) -> None:
+        self.owners.pop(key, None)
