@@ -119,6 +119,14 @@ class Reason(enum.StrEnum):
     POD_MONITOR_APPLIED = "PodMonitorApplied"
     POD_MONITOR_KIND_MISSING = "PodMonitorKindMissing"
     POD_MONITOR_FAILED = "PodMonitorFailed", WARNING
+    # Autoscaled: the server's KEDA ScaledObject and the HPA KEDA made of it (a missing kind is a cluster
+    # without KEDA: Normal, the pool keeps its size).
+    SCALING_ACTIVE = "ScalingActive"
+    SCALED_OBJECT_KIND_MISSING = "ScaledObjectKindMissing"
+    SCALED_OBJECT_FAILED = "ScaledObjectFailed", WARNING
+    PROMETHEUS_ADDRESS_MISSING = "PrometheusAddressMissing", WARNING
+    WAITING_FOR_AUTOSCALER = "WaitingForAutoscaler", PROGRESS
+    SCALING_INACTIVE = "ScalingInactive", WARNING
     COPY_CONFLICT = "CopyConflict", WARNING
 
 

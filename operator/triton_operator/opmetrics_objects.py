@@ -22,6 +22,8 @@ from typing import Any
 from prometheus_client import Gauge
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 
+from triton_operator.api.autoscaling import wanted_replicas
+
 SERVER = "TritonServer"
 MODEL = "TritonModel"
 # Every replica state the model's status knows (api/tritonmodel.py ReplicaState): each is exported,
@@ -97,13 +99,19 @@ def _conditions(gauge: str, own: Mapping[str, str], status: Mapping[str, Any]) -
     return samples
 
 
+def _wanted(spec: Mapping[str, Any], status: Mapping[str, Any]) -> int:
+    """The pods asked for; under autoscaling before the HPA was read, the pods there are (kept as is)."""
+    wanted = wanted_replicas(spec, status)
+    return wanted if wanted is not None else int(status.get("replicas") or 0)
+
+
 def _server_samples(namespace: str, name: str, body: Mapping[str, Any]) -> list[Sample]:
     spec = body.get("spec") or {}
     status = body.get("status") or {}
     own = {"namespace": namespace, "tritonserver": name}
     samples = [
         Sample(
-            "triton_operator_tritonserver_spec_replicas", tuple(own.items()), float(spec.get("replicas", 1))
+            "triton_operator_tritonserver_spec_replicas", tuple(own.items()), float(_wanted(spec, status))
         ),
         Sample(
             "triton_operator_tritonserver_status_ready_replicas",

@@ -52,6 +52,8 @@ def can_i(sandbox: Sandbox, verb: str, resource: str, namespace: str = "default"
         ("delete", "poddisruptionbudgets.policy"),
         ("list", "pods"),
         ("create", "events"),
+        ("patch", "scaledobjects.keda.sh"),  # RBAC needs no CRD: can-i answers (with a warning) without KEDA
+        ("get", "horizontalpodautoscalers.autoscaling"),
     ],
 )
 def test_the_operator_may_do_its_work(
@@ -68,6 +70,7 @@ def test_the_operator_may_do_its_work(
         ("create", "pods"),  # pods come from Deployments and Jobs, not from the operator
         ("delete", "nodes"),
         ("patch", "tritonservers.tritonoperator.dev/scale"),
+        ("patch", "horizontalpodautoscalers.autoscaling"),  # KEDA owns the HPA; the operator reads it
         ("create", "clusterroles.rbac.authorization.k8s.io"),
         ("*", "*"),
     ],

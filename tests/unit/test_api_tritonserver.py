@@ -24,7 +24,8 @@ pytestmark = pytest.mark.unit
 def test_defaults_are_what_the_brief_promises() -> None:
     spec = TritonServerSpec()
     assert spec.image == DEFAULT_IMAGE == "nvcr.io/nvidia/tritonserver:24.10-py3"
-    assert spec.replicas == 1
+    # Unset (no schema default, so that spec.autoscaling can exclude it): one pod.
+    assert spec.replicas is None and spec.replica_count() == 1 and spec.autoscaling is None
     assert spec.resources.gpus == 1
     assert spec.model_repository.size == "10Gi"
     assert [m.value for m in spec.model_repository.access_modes] == ["ReadWriteOnce"]
@@ -168,6 +169,30 @@ def test_gpu_bounds_inclusive(gpus: int) -> None:
             {"startup": {"budgetSeconds": 5}}, ("startup", "budgetSeconds"), "greater than", id="budget"
         ),
         pytest.param({"image": "has space:1"}, ("image",), "pattern", id="image-with-space"),
+        pytest.param(
+            {"autoscaling": {"maxReplicas": 4, "target": {"value": 0}}},
+            ("autoscaling", "target", "value"),
+            "greater than or equal to 1",
+            id="autoscaling-target-0",
+        ),
+        pytest.param(
+            {"autoscaling": {"maxReplicas": 4, "target": {"metric": "gpuUtilization", "value": 1}}},
+            ("autoscaling", "target", "metric"),
+            "'pendingRequestsPerReplica' or 'queueTimePerRequest'",
+            id="autoscaling-unknown-metric",
+        ),
+        pytest.param(
+            {"autoscaling": {"minReplicas": 0, "maxReplicas": 4, "target": {"value": 1}}},
+            ("autoscaling", "minReplicas"),
+            "greater than or equal to 1",
+            id="autoscaling-to-zero",
+        ),
+        pytest.param(
+            {"autoscaling": {"maxReplicas": 4, "target": {"value": 1}, "prometheusAddress": "prom:9090"}},
+            ("autoscaling", "prometheusAddress"),
+            "pattern",
+            id="autoscaling-address-without-scheme",
+        ),
     ],
 )
 def test_bad_spec_is_rejected_with_field_path(
@@ -206,3 +231,28 @@ def test_status_tolerates_unknown_fields_and_dumps_camel_case() -> None:
     assert dumped["metrics"]["total"] == {"p99LatencyMs": 12.5}
     assert dumped["metrics"]["perPod"] == [{"pod": "a", "inferenceRate": 3.0}]
     assert "fieldFromNewerOperator" not in dumped
+
+
+def test_autoscaling_bounds_are_in_the_crd_schema() -> None:
+    """A target of 0, a pool autoscaled to zero and an unknown metric are refused by the CRD's schema
+    itself (the apiserver names the field: spec.autoscaling.target.value ... should be greater than or
+    equal to 1); min above max and spec.replicas beside autoscaling by CEL (test_validation_rules.py)."""
+    schema = crd_for(TRITONSERVER)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    autoscaling = schema["properties"]["spec"]["properties"]["autoscaling"]
+    target = autoscaling["properties"]["target"]["properties"]
+    assert target["value"]["minimum"] == 1
+    assert target["metric"]["enum"] == ["pendingRequestsPerReplica", "queueTimePerRequest"]
+    assert target["metric"]["default"] == "pendingRequestsPerReplica"
+    assert autoscaling["properties"]["minReplicas"]["minimum"] == 1
+    assert autoscaling["required"] == ["maxReplicas", "target"]
+    assert "default" not in schema["properties"]["spec"]["properties"]["replicas"]
+
+
+def test_replica_counts_with_and_without_autoscaling() -> None:
+    auto = {"minReplicas": 2, "maxReplicas": 6, "target": {"value": 4}}
+    scaled = TritonServerSpec.model_validate({"autoscaling": auto})
+    assert (scaled.replica_count(), scaled.fewest_replicas(), scaled.most_replicas()) == (None, 2, 6)
+    fixed = TritonServerSpec.model_validate({"replicas": 3})
+    assert (fixed.replica_count(), fixed.fewest_replicas(), fixed.most_replicas()) == (3, 3, 3)
+    zero = TritonServerSpec.model_validate({"replicas": 0})
+    assert zero.replica_count() == 0

@@ -90,6 +90,7 @@ def test_lint_passes_with_documented_options(values: dict[str, str]) -> None:
         ({"peering.enabled": "true"}, "additional properties 'peering' not allowed"),
         ({"rbac.create": "true", "rbac.secrets": "true"}, "additional properties 'secrets' not allowed"),
         ({"metrics.podMonitor.interval": "banana"}, "/metrics/podMonitor/interval'"),
+        ({"autoscaling.prometheusAddress": "prometheus:9090"}, "/autoscaling/prometheusAddress'"),
         ({"metrics.podMonitor.labels.release": "x" * 64}, "/metrics/podMonitor/labels/release'"),
         # helm's schema library names the key, under a wrong path; the key is what the user must fix.
         ({"metrics.podMonitor.labels." + "k" * 64: "v"}, "invalid propertyName '" + "k" * 64),

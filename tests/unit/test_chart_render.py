@@ -44,6 +44,13 @@ WORKLOAD_RULES = [
         "resources": ["podmonitors"],
         "verbs": ["get", "create", "update", "patch", "delete"],
     },
+    {
+        "apiGroups": ["keda.sh"],
+        "resources": ["scaledobjects"],
+        "verbs": ["get", "create", "update", "patch", "delete"],
+    },
+    # Read by name only (status.autoscaling): it never lists, watches or writes an HPA.
+    {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["get"]},
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": CRUD},
     {"apiGroups": [""], "resources": ["pods"], "verbs": READ},
     {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch"]},
@@ -354,6 +361,18 @@ def test_pod_monitor_setting_reaches_the_operator() -> None:
         }
     )
     assert env(on) == dict(zip(POD_MONITOR_ENV, ("true", '{"release":"kps"}', "15s"), strict=True))
+
+
+def test_prometheus_address_reaches_the_operator_only_when_set() -> None:
+    """autoscaling.prometheusAddress becomes the environment render/autoscaling.py reads."""
+
+    def address(objects: list[dict[str, Any]]) -> list[str]:
+        env = _container(objects)["env"]
+        return [var["value"] for var in env if var["name"] == "TRITON_OPERATOR_PROMETHEUS_ADDRESS"]
+
+    assert address(_render()) == []
+    prom = "http://prometheus-operated.monitoring:9090"
+    assert address(_render({"autoscaling.prometheusAddress": prom})) == [prom]
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))

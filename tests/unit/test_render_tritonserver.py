@@ -297,6 +297,30 @@ def test_pdb_only_for_several_replicas(replicas: int, has_pdb: bool) -> None:
         assert pdb["spec"]["maxUnavailable"] == 1
 
 
+@pytest.mark.parametrize(("max_replicas", "has_pdb"), [(1, False), (2, True)])
+def test_pdb_for_an_autoscaled_pool_that_may_grow(max_replicas: int, has_pdb: bool) -> None:
+    spec = TritonServerSpec.model_validate(
+        {"autoscaling": {"maxReplicas": max_replicas, "target": {"value": 4}}}
+    )
+    assert (render_pdb("llm", "serving", spec, owner_labels=owner_labels("llm", UID)) is not None) == has_pdb
+
+
+@pytest.mark.parametrize(
+    ("raw", "replicas"),
+    [
+        ({}, 1),
+        ({"replicas": 3}, 3),
+        ({"replicas": 0}, 0),
+        ({"autoscaling": {"maxReplicas": 4, "target": {"value": 4}}}, None),
+    ],
+)
+def test_deployment_replicas_left_out_under_autoscaling(raw: dict[str, Any], replicas: int | None) -> None:
+    """Under spec.autoscaling the HPA owns the count: the applied Deployment does not set it at all."""
+    deployment = _by_kind(_render(raw))["Deployment"]
+    assert deployment["spec"].get("replicas") == replicas
+    assert ("replicas" in deployment["spec"]) == (replicas is not None)
+
+
 def test_scheduling_fields() -> None:
     pod = _by_kind(_render(MAXIMAL))["Deployment"]["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {

@@ -44,6 +44,7 @@ V2 = {"version": 2, "weight": 10, "source": S3_V2}
 EXPERIMENT = {"variants": [V1, V2]}
 SERVERS = {"servers": [{"name": "triton-a", "weight": 90}, {"name": "triton-b", "weight": 10}]}
 PYTHON = {"backend": "python"}
+AUTOSCALING = {"minReplicas": 2, "maxReplicas": 6, "target": {"value": 4}}
 
 
 def _model(name: str = "mnist", **spec: Any) -> Obj:
@@ -408,6 +409,26 @@ BAD = [
         "set either value or valueFrom, not both",
     ),
     Bad(
+        "autoscaling-min-above-max",
+        _server(autoscaling={**AUTOSCALING, "minReplicas": 7}),
+        "spec.autoscaling.minReplicas",
+        "autoscaling.minReplicas must not exceed autoscaling.maxReplicas: lower minReplicas or raise",
+    ),
+    Bad(
+        "autoscaling-max-under-default-min",
+        _server(autoscaling={"maxReplicas": 0, "target": {"value": 4}}),
+        "spec.autoscaling.minReplicas",
+        "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+        # pydantic refuses maxReplicas 0 by its own bound first (so does the schema's minimum)
+        model_says="greater than or equal to 1",
+    ),
+    Bad(
+        "replicas-with-autoscaling",
+        _server(replicas=2, autoscaling=AUTOSCALING),
+        "spec.replicas",
+        "remove spec.replicas: the autoscaler owns the replica count",
+    ),
+    Bad(
         "env-from-neither",
         _server(envFrom=[{"prefix": "X_"}]),
         "spec.envFrom[0]",
@@ -465,6 +486,10 @@ GOOD = [
     ),
     Good("model-name-set-on-metadata-that-is-no-model-name", _model("m" * 201, modelName="m")),
     Good("server", _server()),
+    Good("autoscaled-server", _server(autoscaling=AUTOSCALING)),
+    Good("autoscaled-min-equals-max", _server(autoscaling={**AUTOSCALING, "minReplicas": 6})),
+    Good("autoscaled-default-min", _server(autoscaling={"maxReplicas": 1, "target": {"value": 1}})),
+    Good("scaled-server", _server(replicas=0)),
     Good("server-name-63", _server("t" * 63, podLabels={"team": "a"}, nodeSelector={"k" * 317: "v"})),
     Good(
         "request-equals-limit",

@@ -87,6 +87,14 @@ Rules for the namespaced kinds the operator reconciles and the children it owns;
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["podmonitors"]
   verbs: ["get", "create", "update", "patch", "delete"]
+# Each TritonServer's KEDA ScaledObject (spec.autoscaling), and the HPA KEDA makes of it, read by name
+# into status.autoscaling.
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["get", "create", "update", "patch", "delete"]
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]

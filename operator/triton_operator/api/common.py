@@ -104,6 +104,8 @@ class ConditionType(enum.StrEnum):
     ROUTED = "Routed"
     # Only on servers whose pods are to be scraped through a PodMonitor: whether it is in place.
     MONITORED = "Monitored"
+    # Only on servers with spec.autoscaling: whether the autoscaler is in place and can read its metric.
+    AUTOSCALED = "Autoscaled"
     # What kstatus (Flux, kpt, cli-utils) reads: True while the operator works toward the spec, and True
     # when only a change to the spec (or an object it names) can end a problem. Never both True.
     RECONCILING = "Reconciling"

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from kubernetes.utils import parse_quantity
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from triton_operator.api.autoscaling import Autoscaling
 from triton_operator.api.common import (
     OPERATOR_LABEL_KEYS,
     ApiModel,
@@ -50,6 +51,12 @@ OPERATOR_OWNED_FLAGS = (
     "--grpc-header-forward-pattern",
     "--allow-grpc",
     "--grpc-address",
+)
+
+
+REPLICAS_WITH_AUTOSCALING = (
+    "spec.replicas and spec.autoscaling cannot both be set: remove spec.replicas: the autoscaler owns the "
+    "replica count"
 )
 
 
@@ -485,7 +492,13 @@ class TritonServerSpec(ApiModel):
                     + ", ".join(OPERATOR_LABEL_KEYS),
                     field_path=".podLabels",
                     reason="FieldValueForbidden",
-                )
+                ),
+                cel(
+                    "!(has(self.replicas) && has(self.autoscaling))",
+                    REPLICAS_WITH_AUTOSCALING,
+                    field_path=".replicas",
+                    reason="FieldValueForbidden",
+                ),
             ]
         }
     )
@@ -503,12 +516,20 @@ class TritonServerSpec(ApiModel):
     image_pull_secrets: list[LocalObjectReference] = Field(
         default=[], max_length=16, description="Secrets with registry credentials, e.g. for nvcr.io."
     )
-    replicas: int = Field(
-        default=1,
+    # No schema default: a defaulted replicas would be set on every object, and the rule refusing it
+    # beside spec.autoscaling would refuse them all. Unset is 1 (replica_count).
+    replicas: int | None = Field(
+        default=None,
         ge=0,
         le=MAX_REPLICAS,
-        description="Number of Triton pods; kubectl scale, HPA and KEDA change it through the scale "
-        "subresource.",
+        description="Number of Triton pods (unset: 1); kubectl scale, HPA and KEDA change it through the "
+        "scale subresource. Leave it out with spec.autoscaling: the autoscaler owns the count.",
+    )
+    autoscaling: Autoscaling | None = Field(
+        default=None,
+        description="Scale the pool on Triton's load: the operator makes a KEDA ScaledObject "
+        "(keda.sh/v1alpha1) whose HPA scales the pool's Deployment, never this object, so what Git holds "
+        "never changes. Excludes spec.replicas. Unset: spec.replicas (the ScaledObject is removed).",
     )
     resources: Resources = Field(
         default_factory=Resources,
@@ -574,6 +595,31 @@ class TritonServerSpec(ApiModel):
     service_account_name: ObjectName | None = Field(
         default=None, description="ServiceAccount the pods run as; unset uses the namespace's default."
     )
+
+    @model_validator(mode="after")
+    def _replicas_or_autoscaling(self) -> TritonServerSpec:
+        """Mirror the CEL rule: one owner of the replica count."""
+        if self.replicas is not None and self.autoscaling is not None:
+            raise ValueError(REPLICAS_WITH_AUTOSCALING)
+        return self
+
+    def replica_count(self) -> int | None:
+        """The count the operator applies to the Deployment; None under autoscaling (the HPA owns it)."""
+        if self.autoscaling is not None:
+            return None
+        return 1 if self.replicas is None else self.replicas
+
+    def fewest_replicas(self) -> int:
+        """The fewest pods the pool runs with (what a model waits to be loaded on)."""
+        if self.autoscaling is not None:
+            return self.autoscaling.min_replicas
+        return 1 if self.replicas is None else self.replicas
+
+    def most_replicas(self) -> int:
+        """The most pods the pool may run with."""
+        if self.autoscaling is not None:
+            return self.autoscaling.max_replicas
+        return 1 if self.replicas is None else self.replicas
 
     @field_validator("pod_labels")
     @classmethod
@@ -647,6 +693,38 @@ class ServerMetrics(StatusModel):
     )
 
 
+class AutoscalingStatus(StatusModel):
+    """What the autoscaler (the HPA KEDA made from the ScaledObject) says; with spec.autoscaling only."""
+
+    scaled_object: str | None = Field(default=None, max_length=253, description="The KEDA ScaledObject.")
+    horizontal_pod_autoscaler: str | None = Field(
+        default=None, max_length=253, description="The HPA KEDA made from it (keda-hpa-<ScaledObject>)."
+    )
+    current_replicas: int | None = Field(default=None, ge=0, description="Pods the HPA last saw.")
+    desired_replicas: int | None = Field(default=None, ge=0, description="Pods the HPA wants now.")
+    metric: str | None = Field(default=None, max_length=64, description="spec.autoscaling.target.metric.")
+    current_value: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The metric as the HPA last read it (a quantity: per replica for "
+        "pendingRequestsPerReplica, microseconds for queueTimePerRequest).",
+    )
+    target_value: str | None = Field(
+        default=None, max_length=64, description="spec.autoscaling.target.value."
+    )
+    last_scale_time: str | None = Field(
+        default=None,
+        max_length=64,
+        description="When the HPA last changed the replica count (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
+    message: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="Why the HPA cannot scale (e.g. Prometheus answered no series), from its conditions.",
+    )
+
+
 class TritonServerStatus(StatusModel):
     """Observed state of a TritonServer, written by the operator."""
 
@@ -680,6 +758,9 @@ class TritonServerStatus(StatusModel):
     )
     endpoints: Endpoints | None = Field(default=None, description="Addresses clients use.")
     metrics: ServerMetrics | None = Field(default=None, description="Live traffic and latency.")
+    autoscaling: AutoscalingStatus | None = Field(
+        default=None, description="The autoscaler's view, with spec.autoscaling."
+    )
     kopf: dict[str, Any] | None = Field(
         default=None, **preserve_unknown("Bookkeeping of the operator framework (kopf); not for users.")
     )
@@ -698,7 +779,8 @@ TRITONSERVER = register_kind(
         status_model=TritonServerStatus,
         printer_columns=(
             PrinterColumn("Ready", "string", f"{_READY}.status", "Whether every replica serves."),
-            PrinterColumn("Replicas", "integer", ".spec.replicas", "Desired pods."),
+            # The Deployment's pods: spec.replicas or, with spec.autoscaling, the autoscaler's count.
+            PrinterColumn("Replicas", "integer", ".status.replicas", "Pods of the pool."),
             PrinterColumn("Available", "integer", ".status.readyReplicas", "Pods whose Triton is ready."),
             PrinterColumn("Version", "string", ".status.tritonVersion", "Triton version of the pods."),
             PrinterColumn("Req/s", "number", ".status.metrics.total.inferenceRate", "Inferences per second."),
@@ -710,6 +792,20 @@ TRITONSERVER = register_kind(
                 "Reason", "string", f"{_READY}.reason", "Reason of the Ready condition.", priority=1
             ),
             PrinterColumn("Image", "string", ".spec.image", "Triton image.", priority=1),
+            PrinterColumn(
+                "Desired",
+                "integer",
+                ".status.autoscaling.desiredReplicas",
+                "Pods the autoscaler wants (spec.autoscaling).",
+                priority=1,
+            ),
+            PrinterColumn(
+                "Load",
+                "string",
+                ".status.autoscaling.currentValue",
+                "The autoscaling metric as the HPA last read it.",
+                priority=1,
+            ),
             PrinterColumn(
                 "Routed",
                 "string",

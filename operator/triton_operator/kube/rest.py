@@ -67,6 +67,8 @@ KINDS = {
     "GRPCRoute": Kind("gateway.networking.k8s.io/v1", "grpcroutes"),
     "Gateway": Kind("gateway.networking.k8s.io/v1", "gateways"),
     "PodMonitor": Kind("monitoring.coreos.com/v1", "podmonitors"),
+    "ScaledObject": Kind("keda.sh/v1alpha1", "scaledobjects"),
+    "HorizontalPodAutoscaler": Kind("autoscaling/v2", "horizontalpodautoscalers"),
 }
 
 
@@ -147,14 +149,17 @@ class Kube:
         items: list[dict[str, Any]] = self._call("GET", KINDS[kind].path(namespace), query=query)["items"]
         return items
 
-    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply as the operator's field manager, taking over fields it owns (force)."""
+    def apply(
+        self, obj: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER, force: bool = True
+    ) -> dict[str, Any]:
+        """Server-side apply as `field_manager` (the operator's), taking over the fields it sets (`force`;
+        without it, a field another manager holds at another value is a 409 conflict)."""
         meta = obj["metadata"]
         path = KINDS[obj["kind"]].path(meta.get("namespace"), meta["name"])
         result: dict[str, Any] = self._call(
             "PATCH",
             path,
-            query={"fieldManager": FIELD_MANAGER, "force": "true"},
+            query={"fieldManager": field_manager, "force": "true" if force else "false"},
             body=dict(obj),
             content_type="application/apply-patch+yaml",
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from triton_operator.api.autoscaling import wanted_replicas
 from triton_operator.conditions import Reason, is_progress, is_warning
 from triton_operator.kube.events import NORMAL, WARNING, Event
 
@@ -165,7 +166,7 @@ def _starting_pods_explain(old: Status, new: Status, spec: Mapping[str, Any]) ->
     lost = _names(old, ready=True) & _names(new, ready=False)
     if lost:
         return False
-    wanted, had = spec.get("replicas"), old.get("replicas")
+    wanted, had = wanted_replicas(spec, new), old.get("replicas")
     scaling_up = isinstance(wanted, int) and isinstance(had, int) and wanted > had
     return scaling_up or bool(_names(new) - _names(old))
 
@@ -174,7 +175,7 @@ def server_story(old: Status, new: Status, spec: Mapping[str, Any]) -> list[Even
     out: list[Event] = []
     ready_before = _conditions(old).get("Ready") or {}
     ready = _conditions(new).get("Ready") or {}
-    wanted = spec.get("replicas")
+    wanted = wanted_replicas(spec, new)
     had = old.get("replicas")
     scaled = (
         isinstance(wanted, int)

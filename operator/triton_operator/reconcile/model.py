@@ -194,7 +194,7 @@ class ModelReconciler:
             staged_version=staged.version if staged else None,
             staging=outcome,
             replicas=tuple(replicas),
-            wanted_replicas=server_spec.replicas,
+            wanted_replicas=server_spec.fewest_replicas(),
         )
         return self._write(body, spec, observed, server_spec, memory, routed)
 

@@ -126,7 +126,7 @@ class InServerTraffic:
             memory.has_staged(staging_job_name(name, spec))
             and bool(ready)
             and len(loaded) == len(ready)
-            and len(loaded) >= server_spec.replicas
+            and len(loaded) >= server_spec.fewest_replicas()
         )
 
     def _after_decision(

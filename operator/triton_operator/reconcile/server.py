@@ -12,6 +12,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from triton_operator.api.common import ConditionType
 from triton_operator.api.tritonserver import TritonServerSpec
 from triton_operator.conditions import (
     Reason,
@@ -30,11 +31,13 @@ from triton_operator.observe.server import (
     server_status_conditions,
     waits_for_claim,
 )
+from triton_operator.reconcile.autoscaling import Autoscalers, handover_count
 from triton_operator.reconcile.gates import sync_gates
 from triton_operator.reconcile.gateway import OwnedRoutes, routed_condition, routes_sending_to
 from triton_operator.reconcile.monitoring import PodMonitors
 from triton_operator.reconcile.state import Key, OperatorState, object_key
 from triton_operator.reconcile.status import now, stamp_metrics, write_conditions, write_status
+from triton_operator.render.autoscaling import prometheus_address_default
 from triton_operator.render.labels import (
     APPLIED_GENERATION_ANNOTATION,
     label_selector,
@@ -71,6 +74,7 @@ STATUS_FIELDS = (
     "pods",
     "endpoints",
     "metrics",
+    "autoscaling",
 )
 
 
@@ -100,12 +104,17 @@ class ServerReconciler:
         state: OperatorState,
         pod_monitors: PodMonitorDefaults | None = None,
         operator_image: str = DEFAULT_OPERATOR_IMAGE,
+        prometheus_address: str | None = None,
     ):
         self.kube = kube
         self.state = state
         self.operator_image = operator_image
         self.routes = OwnedRoutes(kube)
-        self.pod_monitors = PodMonitors(kube, pod_monitors or pod_monitor_defaults(os.environ))
+        monitor_defaults = pod_monitors or pod_monitor_defaults(os.environ)
+        self.pod_monitors = PodMonitors(kube, monitor_defaults)
+        self.autoscalers = Autoscalers(
+            kube, prometheus_address or prometheus_address_default(os.environ), monitor_defaults
+        )
 
     # -- apply --------------------------------------------------------------------------------------
     def apply(self, body: Mapping[str, Any]) -> bool:
@@ -139,12 +148,17 @@ class ServerReconciler:
                     annotations[APPLIED_GENERATION_ANNOTATION] = str(generation)
             # _copies applied the repository Service already (for its ClusterIP): once per apply is enough.
             applied_first = {("Service", repository_server_name(name))} if copies else set()
+            handover = handover_count(spec, running)
+            if handover is not None and running is not None:  # before the apply that lets the count go
+                self.autoscalers.hand_over_replicas(body, handover)
             for child in children:
                 if (child["kind"], child["metadata"]["name"]) in applied_first:
                     continue
                 if _owned(child, spec):
                     kopf.adopt(child, owner=cast(kopf.Body, body))
                 self.kube.apply(child)
+            if handover is not None and running is None:  # a new Deployment starts at the fewest replicas
+                self.autoscalers.hand_over_replicas(body, handover)
             for kind, child_name in optional_children(name):
                 if (kind, child_name) not in rendered:
                     self.kube.delete(kind, namespace, child_name)
@@ -154,6 +168,7 @@ class ServerReconciler:
                 body, wanted, server_route_names(name)
             )
             self.pod_monitors.apply(body, spec)  # its own failures go to Monitored, never fail the server
+            self.autoscalers.apply(body, spec)  # ... and to Autoscaled
         except ApiException as exc:
             message = f"applying children failed: {exc.status} {api_message(exc, API_MESSAGE_MAX)}"
             permanent = apply_cannot_succeed(exc)
@@ -182,7 +197,7 @@ class ServerReconciler:
     ) -> str | None:
         """Scaling to zero a pool a model's route still sends traffic to: keep its pods until the route
         says 0 (the model zeroes it at once on seeing spec.replicas 0), else its share would fail."""
-        if spec.replicas != 0:
+        if spec.replica_count() != 0:
             return None
         routes = routes_sending_to(self.kube, namespace, name)
         if not routes:
@@ -242,8 +257,14 @@ class ServerReconciler:
         watched = self.pod_monitors.condition(key)
         if watched is not None:  # told apart from kstatus's view: scraping never makes a server unready
             decided.append(watched)
-        conditions = set_conditions(old.get("conditions") or [], decided, generation, now())
         dep_status = (deployment or {}).get("status") or {}
+        autoscaling, autoscaled = self.autoscalers.observe(body, spec, int(dep_status.get("replicas") or 0))
+        if autoscaled is not None:  # nor does its autoscaler: the pool serves at the size it has
+            decided.append(autoscaled)
+        before = old.get("conditions") or []
+        if spec.autoscaling is None:  # turned off: no condition about it left behind
+            before = [c for c in before if c.get("type") != ConditionType.AUTOSCALED]
+        conditions = set_conditions(before, decided, generation, now())
         entries = pod_entries(pods, triton_by_pod)
         versions = sorted({e["tritonVersion"] for e in entries if "tritonVersion" in e})
         new: dict[str, Any] = {
@@ -258,6 +279,8 @@ class ServerReconciler:
         }
         if versions:
             new["tritonVersion"] = ", ".join(versions)
+        if autoscaling is not None:
+            new["autoscaling"] = autoscaling
         if summaries:
             per_pod = [{"pod": pod, **s} for pod, s in sorted(summaries.items())]
             new["metrics"] = {"perPod": per_pod, "total": total_summary(per_pod)}

@@ -309,18 +309,23 @@ def render_deployment(
     template: Manifest = {"metadata": template_metadata, "spec": _pod_spec(name, spec, models_gate, copies)}
     # The hash covers exactly the pod template, so it changes iff applying the Deployment would roll the pods.
     template_metadata.setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = spec_hash(template)
+    deployment_spec: Manifest = {
+        "replicas": spec.replica_count(),
+        "selector": {"matchLabels": selector_labels(name)},
+        "strategy": _strategy(spec),
+        "progressDeadlineSeconds": spec.startup.budget_seconds + PROGRESS_MARGIN_SECONDS,
+        "revisionHistoryLimit": 3,
+        "template": template,
+    }
+    if deployment_spec["replicas"] is None:
+        # Under spec.autoscaling the HPA owns the count: an apply that leaves the field out (server-side
+        # apply) never sets it back, and drops the operator's claim on it (see reconcile/autoscaling.py).
+        del deployment_spec["replicas"]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": deployment_name(name), "namespace": namespace, "labels": dict(owner_labels)},
-        "spec": {
-            "replicas": spec.replicas,
-            "selector": {"matchLabels": selector_labels(name)},
-            "strategy": _strategy(spec),
-            "progressDeadlineSeconds": spec.startup.budget_seconds + PROGRESS_MARGIN_SECONDS,
-            "revisionHistoryLimit": 3,
-            "template": template,
-        },
+        "spec": deployment_spec,
     }
 
 
@@ -385,7 +390,7 @@ def render_pdb(
     name: str, namespace: str, spec: TritonServerSpec, *, owner_labels: Mapping[str, str]
 ) -> Manifest | None:
     """A PodDisruptionBudget letting node drains take one pod at a time; None for a single replica."""
-    if spec.replicas <= 1:
+    if spec.most_replicas() <= 1:
         # With one replica maxUnavailable 1 protects nothing, and minAvailable 1 would block every drain.
         return None
     return {
