@@ -57,7 +57,7 @@ SCALED_OBJECT = OptionalKind(
 def kind_missing_message() -> str:
     return (
         "spec.autoscaling is set but the API server does not serve "
-        f"{SCALED_OBJECT_API_VERSION} {SCALED_OBJECT_KIND}: install KEDA (v2.12 or later), or remove "
+        f"{SCALED_OBJECT_API_VERSION} {SCALED_OBJECT_KIND}: install KEDA, or remove "
         "spec.autoscaling and set spec.replicas; the pool keeps its current size"
     )
 
