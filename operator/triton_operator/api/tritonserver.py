@@ -523,7 +523,8 @@ class TritonServerSpec(ApiModel):
         ge=0,
         le=MAX_REPLICAS,
         description="Number of Triton pods (unset: 1); kubectl scale, HPA and KEDA change it through the "
-        "scale subresource. Leave it out with spec.autoscaling: the autoscaler owns the count.",
+        "scale subresource (an HPA of your own reads the scale, which needs it set). Leave it out with "
+        "spec.autoscaling: the autoscaler owns the count.",
     )
     autoscaling: Autoscaling | None = Field(
         default=None,
