@@ -152,7 +152,11 @@ def test_without_keda_the_pool_keeps_its_size_and_says_so_once(world: World) -> 
     assert "install KEDA" in told[0][3] and "the pool keeps its current size" in told[0][3]
     # Not the server's fault: it serves.
     assert world.condition("triton", "Ready", "TritonServer")[0] == "True"
-    assert world.status("triton", "TritonServer")["autoscaling"]["scaledObject"] == "triton"
+    # status.autoscaling names no ScaledObject that is not there.
+    assert world.status("triton", "TritonServer")["autoscaling"] == {
+        "metric": "pendingRequestsPerReplica",
+        "targetValue": "4",
+    }
 
 
 def test_without_a_prometheus_address_the_condition_names_both_places(world: World) -> None:

@@ -38,6 +38,11 @@ def test_status_before_keda_made_the_hpa() -> None:
     }
 
 
+def test_status_names_no_scaled_object_that_is_not_in_place() -> None:
+    status = autoscaling_status("pool", "keda-hpa-pool", AUTO, None, in_place=False)
+    assert status == {"metric": "pendingRequestsPerReplica", "targetValue": "2"}
+
+
 def test_status_from_a_working_hpa() -> None:
     found = hpa(currentReplicas=2, desiredReplicas=3, lastScaleTime="2026-12-08T01:00:00Z")
     assert autoscaling_status("pool", "keda-hpa-pool", AUTO, found) == {

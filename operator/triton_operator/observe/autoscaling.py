@@ -39,14 +39,17 @@ def cannot_scale(hpa: Obj) -> str | None:
     return f"{active.get('reason') or 'ScalingInactive'}: {active.get('message') or 'no reason given'}"
 
 
-def autoscaling_status(name: str, hpa_name: str, autoscaling: Autoscaling, hpa: Obj | None) -> dict[str, Any]:
-    """status.autoscaling: the spec's target and, once KEDA made it, what the HPA says."""
+def autoscaling_status(
+    name: str, hpa_name: str, autoscaling: Autoscaling, hpa: Obj | None, *, in_place: bool = True
+) -> dict[str, Any]:
+    """status.autoscaling: the spec's target, the ScaledObject and HPA names once it is `in_place` (not
+    where KEDA is missing), and, once KEDA made it, what the HPA says."""
     out: dict[str, Any] = {
-        "scaledObject": name,
-        "horizontalPodAutoscaler": hpa_name,
         "metric": autoscaling.target.metric.value,
         "targetValue": str(autoscaling.target.value),
     }
+    if in_place:
+        out = {"scaledObject": name, "horizontalPodAutoscaler": hpa_name, **out}
     if hpa is None:
         return out
     status = hpa.get("status") or {}

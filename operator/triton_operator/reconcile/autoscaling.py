@@ -159,7 +159,8 @@ class Autoscalers:
         if spec.autoscaling is None or applied is None:
             return None, None
         hpa = None
-        if applied.status == ConditionStatus.TRUE:
+        in_place = applied.status == ConditionStatus.TRUE
+        if in_place:
             try:
                 hpa = self.kube.get("HorizontalPodAutoscaler", namespace, hpa_name(name))
             except ApiException as exc:
@@ -168,5 +169,5 @@ class Autoscalers:
                 )
                 log.warning("%s/%s: %s", namespace, name, message)
                 applied = autoscaled(ConditionStatus.FALSE, Reason.SCALED_OBJECT_FAILED, message)
-        status = autoscaling_status(name, hpa_name(name), spec.autoscaling, hpa)
+        status = autoscaling_status(name, hpa_name(name), spec.autoscaling, hpa, in_place=in_place)
         return status, autoscaled_condition(applied, hpa_name(name), spec.autoscaling, hpa, replicas)
