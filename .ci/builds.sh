@@ -13,7 +13,8 @@
 #         gateway (sandbox/build-gateway.sh), argocd (sandbox/build-argocd.sh), helm (.ci/build-helm.sh),
 #         router (.ci/build-router.sh: the native traffic router, a Triton backend in C++),
 #         prometheus (.ci/build-prometheus.sh), prometheus-operator (.ci/build-prometheus-operator.sh: the
-#         Operator and its config reloader, for the sandbox's monitoring stack, sandbox/monitoring.py)
+#         Operator and its config reloader, for the sandbox's monitoring stack, sandbox/monitoring.py),
+#         keda (.ci/build-keda.sh: KEDA's operator and metrics apiserver, for sandbox/keda.py)
 # Environment:
 #   BUILDS_QUIET=1    nothing on stderr but the outcome (make test runs the builds behind its first tests);
 #                     otherwise the scripts' own progress lines (build-*: ...) are shown as they come
@@ -35,6 +36,7 @@ declare -A SCRIPT=(
   [prometheus]=.ci/build-prometheus.sh
   [prometheus-operator]=.ci/build-prometheus-operator.sh
   [router]=.ci/build-router.sh
+  [keda]=.ci/build-keda.sh
 )
 mode=build
 case "${1:-}" in

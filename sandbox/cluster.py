@@ -18,7 +18,14 @@ from typing import TypeVar
 
 from sandbox import gateway, netns, procs
 from sandbox.config import Binaries, SandboxConfig, ensure_binaries
-from sandbox.pki import ensure_kubelet_cert, ensure_pki, write_kubeconfig
+from sandbox.pki import (
+    FRONT_PROXY_CA,
+    FRONT_PROXY_CLIENT,
+    ensure_front_proxy_certs,
+    ensure_kubelet_cert,
+    ensure_pki,
+    write_kubeconfig,
+)
 
 # Start order; stopped in reverse. The pod runner goes before the control plane on the way down so it
 # can still report container exits while it stops its processes.
@@ -214,6 +221,7 @@ def _check_ports_free(cfg: SandboxConfig) -> None:
 def _start_control_plane(cfg: SandboxConfig, bins: Binaries) -> None:
     p, pki = cfg.ports, cfg.pki_dir
     ensure_pki(pki, extra_ips=[cfg.apiserver_address, cfg.apiserver_cluster_ip])
+    ensure_front_proxy_certs(pki)
     write_kubeconfig(cfg.kubeconfig, cfg.apiserver_url, pki)
     kc = str(cfg.kubeconfig)
     procs.spawn(
@@ -262,6 +270,16 @@ def _start_control_plane(cfg: SandboxConfig, bins: Binaries) -> None:
             "--kubelet-preferred-address-types=InternalIP",
             f"--kubelet-certificate-authority={pki / 'ca.crt'}",
             f"--cert-dir={cfg.root / 'pki-run'}",
+            # The aggregation layer (APIServices backed by a Service: KEDA's external metrics,
+            # sandbox/keda.py): kube-apiserver proxies with this client cert and the caller in
+            # X-Remote-* headers, which the aggregated apiserver trusts from this CA only (kubeadm's flags).
+            f"--requestheader-client-ca-file={pki / (FRONT_PROXY_CA + '.crt')}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki / (FRONT_PROXY_CLIENT + '.crt')}",
+            f"--proxy-client-key-file={pki / (FRONT_PROXY_CLIENT + '.key')}",
             # Every request, with its user agent: benches count the operator's own API traffic from it.
             f"--audit-policy-file={_audit_policy(cfg)}",
             f"--audit-log-path={cfg.audit_log}",

@@ -1,5 +1,6 @@
 """The sandbox's certificates, made with the openssl CLI: a CA, the apiserver's serving cert,
-an admin client cert (group system:masters) and the service-account signing key."""
+an admin client cert (group system:masters), the service-account signing key, and the front proxy's CA
+and client cert (the aggregation layer's identity towards aggregated apiservers, as kubeadm makes them)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,31 @@ def _openssl(*args: str, cwd: Path) -> None:
         raise RuntimeError(f"openssl {' '.join(args[:2])} failed: {proc.stderr.strip()}")
 
 
-def _client_or_serving_cert(d: Path, name: str, subject: str, extensions: str) -> None:
+def issue_ca(d: Path, name: str, subject: str) -> None:
+    """A self-signed CA, `name`.key and `name`.crt in `d`."""
+    _openssl("genrsa", "-out", f"{name}.key", "2048", cwd=d)
+    _openssl(
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        f"{name}.key",
+        "-subj",
+        subject,
+        "-days",
+        "3650",
+        "-out",
+        f"{name}.crt",
+        cwd=d,
+    )
+
+
+def issue_cert(d: Path, name: str, subject: str, extensions: str, ca: str = "ca") -> None:
+    """`name`.key and `name`.crt in `d`, signed by the CA `ca`.crt/`ca`.key there."""
+    _client_or_serving_cert(d, name, subject, extensions, ca)
+
+
+def _client_or_serving_cert(d: Path, name: str, subject: str, extensions: str, ca: str = "ca") -> None:
     _openssl("genrsa", "-out", f"{name}.key", "2048", cwd=d)
     _openssl("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr", cwd=d)
     (d / f"{name}.ext").write_text(extensions)
@@ -31,9 +56,9 @@ def _client_or_serving_cert(d: Path, name: str, subject: str, extensions: str) -
         "-in",
         f"{name}.csr",
         "-CA",
-        "ca.crt",
+        f"{ca}.crt",
         "-CAkey",
-        "ca.key",
+        f"{ca}.key",
         "-CAcreateserial",
         "-days",
         "3650",
@@ -64,21 +89,7 @@ def ensure_pki(d: Path, extra_ips: Sequence[str] = ()) -> None:
         raise SystemExit("sandbox: openssl is not installed; install it (Debian: apt-get install openssl).")
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
-    _openssl("genrsa", "-out", "ca.key", "2048", cwd=d)
-    _openssl(
-        "req",
-        "-x509",
-        "-new",
-        "-key",
-        "ca.key",
-        "-subj",
-        "/CN=triton-sandbox-ca",
-        "-days",
-        "3650",
-        "-out",
-        "ca.crt",
-        cwd=d,
-    )
+    issue_ca(d, "ca", "/CN=triton-sandbox-ca")
     _client_or_serving_cert(
         d,
         "apiserver",
@@ -94,6 +105,31 @@ def ensure_pki(d: Path, extra_ips: Sequence[str] = ()) -> None:
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=d)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
     (d / "complete").write_text(sans + "\n")
+
+
+FRONT_PROXY_CA = "front-proxy-ca"
+# The front proxy client cert's name, the one aggregated apiservers allow (--requestheader-allowed-names).
+FRONT_PROXY_CLIENT = "front-proxy-client"
+
+
+def ensure_front_proxy_certs(d: Path) -> None:
+    """The front proxy's CA and client cert in `d`, once: kube-apiserver presents the client cert when it
+    proxies a request to an aggregated apiserver (an APIService backed by a Service, like KEDA's metrics
+    apiserver), which trusts the X-Remote-User/-Group headers only from a cert of that CA, as named in
+    kube-system/extension-apiserver-authentication. Without it such a server sees every proxied request
+    as anonymous."""
+    if all(
+        (d / f"{n}.{ext}").exists() for n in (FRONT_PROXY_CA, FRONT_PROXY_CLIENT) for ext in ("crt", "key")
+    ):
+        return
+    issue_ca(d, FRONT_PROXY_CA, "/CN=triton-sandbox-front-proxy-ca")
+    _client_or_serving_cert(
+        d,
+        FRONT_PROXY_CLIENT,
+        f"/CN={FRONT_PROXY_CLIENT}",
+        "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n",
+        ca=FRONT_PROXY_CA,
+    )
 
 
 def ensure_kubelet_cert(d: Path, ips: Sequence[str]) -> None:
