@@ -46,6 +46,8 @@ class Reason(enum.StrEnum):
 
     # Ready / Available
     ALL_REPLICAS_READY = "AllReplicasReady"
+    # Ready under spec.autoscaling while the pods the autoscaler added start (at least minReplicas serve).
+    SCALING_UP = "ScalingUp"
     REPLICAS_NOT_READY = "ReplicasNotReady", WARNING
     WAITING_FOR_REPLICAS = "WaitingForReplicas", PROGRESS
     WAITING_FOR_SERVER = "WaitingForServer", PROGRESS
@@ -271,6 +273,9 @@ class ObservedServerState:
     # The model-repository claim is Pending and was created less than CLAIM_BIND_GRACE_S ago: pods the
     # scheduler holds for it are starting, not stuck.
     claim_binding: bool = False
+    # Under spec.autoscaling, its minReplicas: the autoscaler adding pods is the pool at work, not the
+    # pool unready, so Ready needs this many ready (and the template rolled out), not every desired one.
+    autoscaled_floor: int | None = None
 
 
 _IMAGE_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
@@ -333,16 +338,23 @@ def _problems(observed: ObservedServerState) -> list[tuple[Reason, str]]:
     return [(reason, "; ".join(found[reason])) for reason in _PRIORITY if reason in found]
 
 
-def _rollout_done(observed: ObservedServerState, generation: int) -> bool:
-    """Whether the current generation is applied and every desired replica is updated, ready and available."""
+def _serving_needed(observed: ObservedServerState) -> int:
+    """How many replicas must serve for Ready: every desired one, or under autoscaling its floor."""
     desired = observed.desired_replicas
+    return desired if observed.autoscaled_floor is None else min(desired, observed.autoscaled_floor)
+
+
+def _rollout_done(observed: ObservedServerState, generation: int) -> bool:
+    """Whether the current generation is applied, every desired replica runs its template, and enough of
+    them are ready and available (every one, or under autoscaling its floor)."""
+    needed = _serving_needed(observed)
     return (
         observed.applied_generation >= generation
         and observed.deployment_found
         and observed.deployment_observed_generation >= observed.deployment_generation
-        and observed.updated_replicas >= desired
-        and observed.ready_replicas >= desired
-        and observed.available_replicas >= desired
+        and observed.updated_replicas >= observed.desired_replicas
+        and observed.ready_replicas >= needed
+        and observed.available_replicas >= needed
     )
 
 
@@ -390,6 +402,14 @@ def server_conditions(observed: ObservedServerState, generation: int) -> list[De
     if done and desired == 0:
         ready = DecidedCondition(
             ConditionType.READY, ConditionStatus.TRUE, Reason.SCALED_TO_ZERO, "Scaled to zero."
+        )
+    elif done and observed.ready_replicas < desired:  # under autoscaling: new pods starting
+        ready = DecidedCondition(
+            ConditionType.READY,
+            ConditionStatus.TRUE,
+            Reason.SCALING_UP,
+            f"{counts}: the autoscaler's new replicas are starting; "
+            f"at least {_serving_needed(observed)} serve.",
         )
     elif done:
         ready = DecidedCondition(

@@ -77,6 +77,13 @@ def test_the_hpa_owns_the_count_until_autoscaling_is_turned_off(world: World) ->
     assert replicas_owners(world) == [HANDOVER_MANAGER]
 
     keda_makes_the_hpa(world, current=2, desired=4)
+    # The Deployment controller makes the two pods; while they start, the pool serves at its floor: Ready
+    # stays True (Argo CD Healthy through a ramp) and says why, nothing reads as rolling out.
+    world.kube.sync_deployment(NS, "triton")
+    world.server_pass("triton")
+    assert world.condition("triton", "Ready", "TritonServer") == ("True", "ScalingUp")
+    assert world.condition("triton", "Progressing", "TritonServer") == ("False", "RolloutComplete")
+    world.until(lambda w: w.condition("triton", "Ready", "TritonServer") == ("True", "AllReplicasReady"))
     # A new spec: the operator applies the Deployment again (a new pod label rolls the pods) ...
     world.set_spec("TritonServer", "triton", autoscaled_spec(podLabels={"team": "a"}))
     world.rounds(2)

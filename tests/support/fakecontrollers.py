@@ -5,6 +5,7 @@ Job controller (a pod per Job; `complete_job`, `fail_job`), the Deployment contr
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
 import json
 from collections.abc import Callable
@@ -66,7 +67,10 @@ class FakeControllers:
         Pending, no IP yet), surplus ones deleted; returns the pods created."""
         dep = self.objects[("Deployment", namespace, name)]
         template = dep["spec"]["template"]
-        pod_hash = template_hash or f"{dep['metadata']['generation']:x}"
+        # As the real controller: by the pod template alone (a scale moves the generation, not the pods).
+        pod_hash = (
+            template_hash or hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+        )
         mine = [p for p in self._pods_of(dep) if p["metadata"]["labels"].get("pod-template-hash") == pod_hash]
         for pod in self._pods_of(dep):
             if pod not in mine:

@@ -143,6 +143,45 @@ CASES = {
         },
         ["All 2 replicas ready"],
     ),
+    # Under spec.autoscaling (minReplicas 2) the HPA asked for 4: two new pods start. The pool serves at
+    # its floor, so it stays Ready (Argo CD Healthy through a ramp), saying so; no rollout in progress.
+    "autoscaler-adding-pods": (
+        replace(
+            HEALTHY,
+            autoscaled_floor=2,
+            desired_replicas=4,
+            updated_replicas=4,
+            pods=(*HEALTHY.pods, ObservedPod("llm-c", ready=False), ObservedPod("llm-d", ready=False)),
+        ),
+        {
+            "Ready": (TRUE, "ScalingUp"),
+            "Available": (TRUE, "MinimumReplicasAvailable"),
+            "Progressing": (FALSE, "RolloutComplete"),
+            "Degraded": (FALSE, "AsExpected"),
+        },
+        ["2 of 4 replicas ready", "the autoscaler's new replicas are starting; at least 2 serve"],
+    ),
+    "autoscaled-pool-below-its-floor": (
+        replace(
+            HEALTHY,
+            autoscaled_floor=3,
+            desired_replicas=4,
+            updated_replicas=4,
+            pods=(*HEALTHY.pods, ObservedPod("llm-c", ready=False), ObservedPod("llm-d", ready=False)),
+        ),
+        {"Ready": (FALSE, "ReplicasNotReady"), "Degraded": (FALSE, "AsExpected")},
+        ["2 of 4 replicas ready"],
+    ),
+    "autoscaled-template-rolling-out": (
+        replace(ROLLING, autoscaled_floor=1),
+        {"Ready": (FALSE, "RollingOut"), "Progressing": (TRUE, "RollingOut")},
+        ["rolling out generation 5"],
+    ),
+    "autoscaled-all-ready": (
+        replace(HEALTHY, autoscaled_floor=1),
+        {"Ready": (TRUE, "AllReplicasReady")},
+        ["All 2 replicas ready"],
+    ),
     "new-generation-not-applied": (
         replace(HEALTHY, applied_generation=GEN - 1),
         {

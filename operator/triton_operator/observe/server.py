@@ -231,8 +231,10 @@ def observe_server(
     triton_by_pod: Mapping[str, PodTriton],
     claim_is_binding: bool = False,
     now: datetime | None = None,
+    autoscaled_floor: int | None = None,
 ) -> ObservedServerState:
-    """The facts `server_conditions` decides from (timed from `now`, default the current time)."""
+    """The facts `server_conditions` decides from (timed from `now`, default the current time;
+    `autoscaled_floor`: spec.autoscaling.minReplicas)."""
     applied = applied_generation(deployment)
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
     observed_pods = tuple(observe_pod(p, triton_by_pod.get(p["metadata"]["name"]), now) for p in live)
@@ -260,6 +262,7 @@ def observe_server(
         deployment_complete=bool(progressing and progressing.get("reason") == "NewReplicaSetAvailable"),
         pods=observed_pods,
         claim_binding=claim_is_binding,
+        autoscaled_floor=autoscaled_floor,
     )
 
 

@@ -246,7 +246,10 @@ class ServerReconciler:
         binding = waits_for_claim(pods) and claim_binding(
             self.kube.get("PersistentVolumeClaim", namespace, pvc_name(name, spec)), now()
         )
-        observed = observe_server(deployment, pods, triton_by_pod, claim_is_binding=binding)
+        floor = spec.autoscaling.min_replicas if spec.autoscaling is not None else None
+        observed = observe_server(
+            deployment, pods, triton_by_pod, claim_is_binding=binding, autoscaled_floor=floor
+        )
         old = body.get("status") or {}
         routed = None
         if spec.gateway is not None:
