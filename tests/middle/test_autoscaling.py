@@ -181,3 +181,13 @@ def test_without_a_prometheus_address_the_condition_names_both_places(world: Wor
         if c["type"] == "Autoscaled"
     )
     assert "spec.autoscaling.prometheusAddress" in message and "autoscaling.prometheusAddress" in message
+
+
+def test_a_server_made_again_is_told_afresh_that_keda_is_missing(world: World) -> None:
+    world.add_server("triton", autoscaled_spec())
+    world.rounds(1)
+    world.kube.delete("TritonServer", NS, "triton")
+    world.add_server("triton", autoscaled_spec())
+    world.rounds(1)
+    told = [e for e in world.event_list() if e[2] == "ScaledObjectKindMissing"]
+    assert len(told) == 2  # once for each server of that name

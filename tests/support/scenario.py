@@ -69,6 +69,7 @@ class Operator:
         if kind == "TritonServer":
             if event == "DELETED":
                 self.state.forget(object_key(obj))
+                self.servers.forget(object_key(obj))
             else:
                 self.state.servers.put(object_key(obj), dict(obj))
         if kind == "Pod" and selected(labels, CHILD_LABELS) and labels.get("app.kubernetes.io/instance"):

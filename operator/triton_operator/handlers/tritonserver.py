@@ -40,6 +40,7 @@ async def track_server(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: 
     if type == "DELETED" or body["metadata"].get("deletionTimestamp"):
         loops.forget(KIND, key)
         state.forget(key)
+        memo.servers.forget(key)
         OBJECT_GAUGES.forget(KIND, *key)
         news = True
     else:

@@ -116,6 +116,12 @@ class ServerReconciler:
             kube, prometheus_address or prometheus_address_default(os.environ), monitor_defaults
         )
 
+    def forget(self, key: Key) -> None:
+        """A TritonServer is gone: its optional children's verdicts go too (a new one of that name is told
+        afresh that a kind is missing)."""
+        self.pod_monitors.forget(key)
+        self.autoscalers.forget(key)
+
     # -- apply --------------------------------------------------------------------------------------
     def apply(self, body: Mapping[str, Any]) -> bool:
         """Render and server-side-apply every child; remove children the spec no longer wants.
