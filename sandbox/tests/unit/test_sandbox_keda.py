@@ -1,17 +1,19 @@
 """The sandbox's KEDA (sandbox/keda.py), its fixed choices: ports in the slot's second block, clear of Argo
 CD's and the monitoring stack's; the programs listen on loopback except the metrics apiserver, which
 listens where its Service's EndpointSlice points and serves a certificate for the Service's name; the
-APIService trusts that certificate's CA."""
+APIService trusts that certificate's CA; kube-apiserver's front-proxy certificate, which the metrics
+apiserver needs to see who calls, is made once and chains to its own CA."""
 
 from __future__ import annotations
 
 import base64
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from sandbox import argocd, keda, monitoring
+from sandbox import argocd, keda, monitoring, pki
 from sandbox.config import SandboxConfig
 
 BLOCK = 10  # ports per slot in the second block (config.SandboxConfig.extra_base_port)
@@ -92,3 +94,25 @@ def test_the_programs_act_as_kedas_service_account() -> None:
     env = keda.program_env(Path("/run/keda/kubeconfig"))
     assert env["WATCH_NAMESPACE"] == ""  # every namespace
     assert env["POD_NAMESPACE"] == env["KEDA_CLUSTER_OBJECT_NAMESPACE"] == keda.NAMESPACE
+
+
+def test_front_proxy_certs_made_once_and_chained(tmp_path: Path) -> None:
+    """kube-apiserver's front-proxy client cert (its identity towards KEDA's metrics apiserver): signed by
+    its own CA, named as --requestheader-allowed-names says, and kept across restarts."""
+    pki.ensure_front_proxy_certs(tmp_path)
+    client = tmp_path / f"{pki.FRONT_PROXY_CLIENT}.crt"
+    ca = tmp_path / f"{pki.FRONT_PROXY_CA}.crt"
+    verified = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(ca), str(client)], capture_output=True, text=True, check=False
+    )
+    assert verified.returncode == 0, verified.stderr
+    subject = subprocess.run(
+        ["openssl", "x509", "-noout", "-subject", "-in", str(client)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"CN = {pki.FRONT_PROXY_CLIENT}" in subject or f"CN={pki.FRONT_PROXY_CLIENT}" in subject, subject
+    before = client.read_bytes()
+    pki.ensure_front_proxy_certs(tmp_path)
+    assert client.read_bytes() == before
