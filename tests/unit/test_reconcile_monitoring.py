@@ -36,6 +36,8 @@ class FakeKube:
         return obj
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
+        if self.refuse:
+            raise ApiException(status=self.refuse, reason="Forbidden")
         self.deleted.append((kind, namespace, name))
 
 
@@ -107,6 +109,16 @@ def test_refused_apply_is_a_condition_not_a_failed_server(events: list[dict[str,
     pm.apply(body(), TritonServerSpec())  # no exception: the rest of the server's apply goes on
     condition = pm.condition(("serving", "pool"))
     assert condition is not None and condition.reason == "PodMonitorFailed" and "403" in condition.message
+
+
+def test_a_refused_delete_is_a_condition_not_a_failed_server(events: list[dict[str, Any]]) -> None:
+    # An operator under a previous release's RBAC (no delete on podmonitors): rehearsal 8's chart upgrade.
+    pm = monitors(FakeKube(["podmonitors"], refuse=403))
+    off = TritonServerSpec.model_validate({"monitoring": {"podMonitor": {"enabled": False}}})
+    pm.apply(body(), off)  # no exception: the rest of the server's apply goes on
+    condition = pm.condition(("serving", "pool"))
+    assert condition is not None and condition.reason == "PodMonitorFailed"
+    assert condition.message.startswith("deleting PodMonitor pool failed: 403")
 
 
 def test_not_wanted_deletes_it_and_drops_the_condition(events: list[dict[str, Any]]) -> None:

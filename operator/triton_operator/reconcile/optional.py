@@ -60,10 +60,20 @@ class OptionalChildren:
         return self.kind.plural in (self.kube.served_resources(self.kind.api_version) or [])
 
     def remove(self, owner: Mapping[str, Any]) -> None:
-        """No such child wanted: delete one left from an earlier spec (404, or the kind not served: done)."""
+        """No such child wanted: delete one left from an earlier spec (404, or the kind not served: done).
+        A refusal (an operator whose RBAC predates the kind, as a previous release's does) is said in the
+        condition and the log, never a failure of the server's apply."""
         meta = owner["metadata"]
         self.verdicts.pop(object_key(owner), None)
-        self.kube.delete(self.kind.kind, meta["namespace"], meta["name"])
+        try:
+            self.kube.delete(self.kind.kind, meta["namespace"], meta["name"])
+        except ApiException as exc:
+            message = (
+                f"deleting {self.kind.kind} {meta['name']} failed: {exc.status} {exc.reason}; "
+                f"{self.kind.unaffected}"
+            )
+            log.warning("%s/%s: %s", meta["namespace"], meta["name"], message)
+            self.decide(owner, self._said(ConditionStatus.FALSE, self.kind.failed, message))
 
     def apply(
         self, owner: Mapping[str, Any], manifest: dict[str, Any], *, missing: str, applied: DecidedCondition
