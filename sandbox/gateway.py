@@ -455,18 +455,14 @@ def _kubectl(kubectl: str, kubeconfig: Path, *args: str, stdin: str | None = Non
 
 
 def _wait(what: str, check: Any, cfg: SandboxConfig, deadline: float) -> None:
-    while True:
-        with contextlib.suppress(Exception):
-            if check():
-                return
-        for name in COMPONENTS:
-            pidfile = cfg.run_dir / f"{name}.pid"
-            if pidfile.exists() and not procs.pid_of(cfg, name):
-                raise GatewayError(
-                    f"{name} exited while waiting for {what}; see {cfg.log_dir / (name + '.log')}"
-                )
-        if time.monotonic() > deadline:
-            raise GatewayError(
-                f"timed out waiting for {what}; logs in {cfg.log_dir} (contour.log, envoy.log)"
-            )
-        time.sleep(0.2)
+    procs.wait_for(
+        what,
+        check,
+        cfg,
+        deadline,
+        components=COMPONENTS,
+        log_of=lambda name: cfg.log_dir / f"{name}.log",
+        timed_out_hint=f"logs in {cfg.log_dir} (contour.log, envoy.log)",
+        error=GatewayError,
+        interval_s=0.2,
+    )

@@ -33,12 +33,9 @@ import contextlib
 import json
 import os
 import shutil
-import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -304,7 +301,7 @@ def up(
     sa_kubeconfig = state_dir(cfg) / "kubeconfig"
     if not all(procs.pid_of(cfg, c) for c in COMPONENTS):
         for component in COMPONENTS:  # a half-started pair: start both afresh
-            _stop_component(cfg, component)
+            procs.stop_component(cfg, component)
         # Big CRDs: server-side apply (client-side apply's annotation would not fit).
         _kubectl(
             kubectl, kubeconfig, "apply", "--server-side", "--force-conflicts", *procs.file_args(bins.crds)
@@ -330,14 +327,16 @@ def up(
         spawn(cfg, OPERATOR, operator_argv(cfg, bins, certs), env)
         _wait(
             "KEDA's operator /healthz",
-            lambda: _get_ok(f"http://127.0.0.1:{ports(cfg)['operator-health']}/healthz"),
+            lambda: procs.get_ok(f"http://127.0.0.1:{ports(cfg)['operator-health']}/healthz"),
             cfg,
             deadline,
         )
         spawn(cfg, ADAPTER, adapter_argv(cfg, bins, certs, sa_kubeconfig), env)
     _wait(
         "KEDA's metrics apiserver /readyz",
-        lambda: _get_ok(f"https://{adapter_address(cfg)}:{ports(cfg)['adapter']}/readyz", certs / "ca.crt"),
+        lambda: procs.get_ok(
+            f"https://{adapter_address(cfg)}:{ports(cfg)['adapter']}/readyz", certs / "ca.crt"
+        ),
         cfg,
         deadline,
     )
@@ -365,7 +364,7 @@ def stop(cfg: SandboxConfig, kubectl: str, kubeconfig: Path) -> None:
             quietly("delete", kind, "--all-namespaces", "--all", "--wait=true", "--timeout=60s")
     quietly("delete", "apiservice", API_SERVICE, "--ignore-not-found")
     for component in COMPONENTS:
-        _stop_component(cfg, component)
+        procs.stop_component(cfg, component)
     shutil.rmtree(state_dir(cfg), ignore_errors=True)
     bins = KedaBinaries(KEDA_DIR)
     if bins.rbac:  # the namespace with the Service, EndpointSlice and ServiceAccount, and the cluster RBAC
@@ -376,14 +375,6 @@ def stop(cfg: SandboxConfig, kubectl: str, kubeconfig: Path) -> None:
 
 
 # -- helpers --------------------------------------------------------------------------------------
-def _stop_component(cfg: SandboxConfig, component: str) -> None:
-    pid = procs.pid_of(cfg, component)
-    if pid:
-        procs.stop([pid], grace_s=10)
-    with contextlib.suppress(FileNotFoundError):
-        (cfg.run_dir / f"{component}.pid").unlink()
-
-
 def _api_answers(kubectl: str, kubeconfig: Path) -> bool:
     found = json.loads(_kubectl(kubectl, kubeconfig, "get", "--raw", API_PATH))
     return bool(
@@ -391,18 +382,8 @@ def _api_answers(kubectl: str, kubeconfig: Path) -> bool:
     )
 
 
-def _get_ok(url: str, ca_file: Path | None = None) -> bool:
-    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
-    try:
-        with urllib.request.urlopen(url, timeout=2, context=context) as r:
-            return bool(r.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def _apply(kubectl: str, kubeconfig: Path, objects: list[dict[str, Any]]) -> None:
-    stream = "\n".join(json.dumps(o) for o in objects)
-    _kubectl(kubectl, kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=stream)
+    procs.apply_server_side(kubectl, kubeconfig, objects, error=KedaError)
 
 
 def _kubectl(kubectl: str, kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
@@ -417,20 +398,16 @@ def _kubectl_or_empty(kubectl: str, kubeconfig: Path, *args: str) -> str:
 
 
 def _wait(what: str, check: Callable[[], bool], cfg: SandboxConfig, deadline: float) -> None:
-    while True:
-        with contextlib.suppress(Exception):
-            if check():
-                return
-        for component in COMPONENTS:
-            pidfile = cfg.run_dir / f"{component}.pid"
-            if pidfile.exists() and not procs.pid_of(cfg, component):
-                raise KedaError(
-                    f"{component} exited while waiting for {what}; see {log_path(cfg, component)}"
-                )
-        if time.monotonic() > deadline:
-            raise KedaError(
-                f"timed out waiting for {what}; the logs are {log_path(cfg, OPERATOR)} and "
-                f"{log_path(cfg, ADAPTER)}, the APIService's state "
-                f"`kubectl get apiservice {API_SERVICE} -o yaml`"
-            )
-        time.sleep(0.5)
+    procs.wait_for(
+        what,
+        check,
+        cfg,
+        deadline,
+        components=COMPONENTS,
+        log_of=lambda component: log_path(cfg, component),
+        timed_out_hint=(
+            f"the logs are {log_path(cfg, OPERATOR)} and {log_path(cfg, ADAPTER)}, the APIService's state "
+            f"`kubectl get apiservice {API_SERVICE} -o yaml`"
+        ),
+        error=KedaError,
+    )

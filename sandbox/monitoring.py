@@ -27,8 +27,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,7 +227,7 @@ def up(
         if not ip:
             return False
         url = f"http://{ip}:9090"
-        return _get_ok(f"{url}/api/v1/status/config")
+        return procs.get_ok(f"{url}/api/v1/status/config")
 
     _wait(f"Prometheus {NAMESPACE}/{PROMETHEUS_NAME} Ready", ready, cfg, deadline)
     log(
@@ -272,11 +270,7 @@ def stop(cfg: SandboxConfig, kubectl: str, kubeconfig: Path) -> None:
             "--wait=true",
             "--timeout=60s",
         )
-    pid = procs.pid_of(cfg, OPERATOR)
-    if pid:
-        procs.stop([pid], grace_s=10)
-    with contextlib.suppress(FileNotFoundError):
-        (cfg.run_dir / f"{OPERATOR}.pid").unlink()
+    procs.stop_component(cfg, OPERATOR)
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -301,20 +295,11 @@ def _ready_pod_ip(kubectl: str, kubeconfig: Path) -> str:
 
 
 def _http_ok(port: int, path: str) -> bool:
-    return _get_ok(f"http://127.0.0.1:{port}{path}")
-
-
-def _get_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return bool(r.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
+    return procs.get_ok(f"http://127.0.0.1:{port}{path}")
 
 
 def _apply(kubectl: str, kubeconfig: Path, objects: list[dict[str, Any]]) -> None:
-    stream = "\n".join(json.dumps(o) for o in objects)
-    _kubectl(kubectl, kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=stream)
+    procs.apply_server_side(kubectl, kubeconfig, objects, error=MonitoringError)
 
 
 def _kubectl(kubectl: str, kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
@@ -322,18 +307,16 @@ def _kubectl(kubectl: str, kubeconfig: Path, *args: str, stdin: str | None = Non
 
 
 def _wait(what: str, check: Callable[[], bool], cfg: SandboxConfig, deadline: float) -> None:
-    while True:
-        with contextlib.suppress(Exception):
-            if check():
-                return
-        pidfile = cfg.run_dir / f"{OPERATOR}.pid"
-        if pidfile.exists() and not procs.pid_of(cfg, OPERATOR):
-            raise MonitoringError(
-                f"the Prometheus Operator exited while waiting for {what}; see {log_path(cfg)}"
-            )
-        if time.monotonic() > deadline:
-            raise MonitoringError(
-                f"timed out waiting for {what}; the Operator's log is {log_path(cfg)}, the pod's "
-                f"`kubectl -n {NAMESPACE} describe pod prometheus-{PROMETHEUS_NAME}-0`"
-            )
-        time.sleep(0.5)
+    procs.wait_for(
+        what,
+        check,
+        cfg,
+        deadline,
+        components=COMPONENTS,
+        log_of=lambda _: log_path(cfg),
+        timed_out_hint=(
+            f"the Operator's log is {log_path(cfg)}, the pod's "
+            f"`kubectl -n {NAMESPACE} describe pod prometheus-{PROMETHEUS_NAME}-0`"
+        ),
+        error=MonitoringError,
+    )

@@ -9,14 +9,18 @@ reading /proc.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from sandbox import netns
 from sandbox.config import MARKER_ENV, SandboxConfig
@@ -43,6 +47,61 @@ def kubectl(
     if proc.returncode != 0:
         raise error(f"kubectl {' '.join(args[:shown])} failed: {proc.stderr.strip()}")
     return proc.stdout
+
+
+def apply_server_side(
+    program: str, kubeconfig: Path, objects: Sequence[dict[str, Any]], error: type[Exception] = RuntimeError
+) -> None:
+    """`kubectl apply --server-side --force-conflicts` of `objects`: each sandbox part owns its objects."""
+    stream = "\n".join(json.dumps(o) for o in objects)
+    apply = ("apply", "--server-side", "--force-conflicts", "-f", "-")
+    kubectl(program, kubeconfig, *apply, stdin=stream, error=error, shown=3)
+
+
+def get_ok(url: str, ca_file: Path | None = None) -> bool:
+    """Whether a GET of `url` answers 200 within 2 s (over https verified against `ca_file` if given)."""
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as r:
+            return bool(r.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def wait_for(
+    what: str,
+    check: Callable[[], bool],
+    cfg: SandboxConfig,
+    deadline: float,
+    *,
+    components: Sequence[str],
+    log_of: Callable[[str], Path],
+    timed_out_hint: str,
+    error: type[Exception] = RuntimeError,
+    interval_s: float = 0.5,
+) -> None:
+    """Poll `check` (its exceptions count as not yet) until it is true. One of `components` exiting, or
+    the deadline, raises `error`: the one that exited with its log (`log_of`), the deadline with
+    `timed_out_hint` (where to look)."""
+    while True:
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        for name in components:
+            if (cfg.run_dir / f"{name}.pid").exists() and not pid_of(cfg, name):
+                raise error(f"{name} exited while waiting for {what}; see {log_of(name)}")
+        if time.monotonic() > deadline:
+            raise error(f"timed out waiting for {what}; {timed_out_hint}")
+        time.sleep(interval_s)
+
+
+def stop_component(cfg: SandboxConfig, name: str, grace_s: float = 10.0) -> None:
+    """Stop the process `spawn` started as `name`, if it runs, and forget its pid file."""
+    pid = pid_of(cfg, name)
+    if pid:
+        stop([pid], grace_s=grace_s)
+    with contextlib.suppress(FileNotFoundError):
+        (cfg.run_dir / f"{name}.pid").unlink()
 
 
 def file_args(paths: Sequence[Path]) -> list[str]:
