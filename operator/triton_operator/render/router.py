@@ -13,8 +13,9 @@ with no folder in the repository: Triton's load API takes `router_config(...)` a
 Pure functions: no I/O besides reading the shipped files.
 
 What cannot be routed (`unsupported_reason`): decoupled models (a decoupled router fails over HTTP and
-unary gRPC), sequence models (BLS cannot forward the START/END/correlation flags), models with batch
-inputs/outputs (the router merges requests, which changes what those compute), shape tensors, and BF16
+unary gRPC), sequence models (a sequence must stay on one variant from START to END across the router
+reloads that change weights, which the router does not keep yet), models with batch inputs/outputs
+(the router merges requests, which changes what those compute), shape tensors, and BF16
 tensors (the python backend has no numpy type for them).
 """
 
@@ -52,7 +53,10 @@ def unsupported_reason(target_config: Mapping[str, Any]) -> str | None:
     if (target_config.get("model_transaction_policy") or {}).get("decoupled"):
         return f"{name} is decoupled: a router forwarding its responses fails over HTTP and unary gRPC"
     if target_config.get("sequence_batching") is not None:
-        return f"{name} is a sequence model: BLS cannot forward sequence START/END flags and correlation id"
+        return (
+            f"{name} is a sequence model: a sequence must stay on one variant from START to END, "
+            "across weight changes, which the router does not keep yet"
+        )
     if target_config.get("batch_input") or target_config.get("batch_output"):
         return f"{name} has batch inputs/outputs: a router merging requests would change what they compute"
     for kind in ("input", "output"):
