@@ -13,6 +13,7 @@ from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import Operator, Sandbox
+from tests.support.objects import get_cr
 from tests.support.prometheus_crds import crd_path
 
 GROUP, VERSION, PLURAL = "tritonoperator.dev", "v1alpha1", "tritonservers"
@@ -81,15 +82,7 @@ def operator_samples(operator: Operator) -> dict[tuple[str, frozenset[tuple[str,
 
 
 def pod_monitor(sb: Sandbox, ns: str, name: str) -> dict[str, Any] | None:
-    try:
-        obj = client.CustomObjectsApi(sb.api).get_namespaced_custom_object(
-            "monitoring.coreos.com", "v1", ns, "podmonitors", name
-        )
-    except client.ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return cast(dict[str, Any], obj)
+    return get_cr(sb, ns, "podmonitors", name, group_version=("monitoring.coreos.com", "v1"))
 
 
 @pytest.mark.alone  # installs and removes a cluster-wide CRD

@@ -15,6 +15,7 @@ from tests.e2e.conftest import Sandbox
 from tests.support.chart import NAMESPACE as CHART_NAMESPACE
 from tests.support.chart import RELEASE as CHART_RELEASE
 from tests.support.chart import render_chart, set_args
+from tests.support.objects import get_cr
 from tests.support.prometheus_http import api
 
 INTERVAL_S = monitoring.SCRAPE_INTERVAL_S
@@ -70,13 +71,7 @@ def targets(prometheus: str) -> list[dict[str, Any]]:
 
 
 def pod_monitor_exists(sb: Sandbox, ns: str, name: str) -> bool:
-    try:
-        client.CustomObjectsApi(sb.api).get_namespaced_custom_object(CRD_GROUP, "v1", ns, "podmonitors", name)
-    except client.ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
+    return get_cr(sb, ns, "podmonitors", name, group_version=(CRD_GROUP, "v1")) is not None
 
 
 def pod_target_health(prometheus: str, ns: str) -> dict[str, str]:

@@ -21,10 +21,13 @@ SERVER = "triton"
 GROUP_PATH = ("tritonoperator.dev", "v1alpha1")
 
 
-def get_cr(sb: Sandbox, ns: str, plural: str, name: str) -> dict[str, Any] | None:
+def get_cr(
+    sb: Sandbox, ns: str, plural: str, name: str, group_version: tuple[str, str] = GROUP_PATH
+) -> dict[str, Any] | None:
+    """A custom object (ours unless `group_version` says otherwise), None when there is none."""
     api = client.CustomObjectsApi(sb.api)
     try:
-        obj = cast(dict[str, Any], api.get_namespaced_custom_object(*GROUP_PATH, ns, plural, name))
+        obj = cast(dict[str, Any], api.get_namespaced_custom_object(*group_version, ns, plural, name))
     except client.ApiException as exc:
         if exc.status == 404:
             return None
